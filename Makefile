@@ -1,0 +1,42 @@
+# dflab: `make lab` serves the dashboard, `make test` runs the tests. Both set themselves up.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(shell command -v uv 2>/dev/null || echo .uv/bin/uv)
+PORT ?= 8866
+DATA ?= $(CURDIR)/data
+export DFLAB_DATA := $(DATA)
+
+.PHONY: lab test demo bench venv lint clean
+
+venv: $(VENV)/.installed
+
+# uv from PyPI when the machine has none; then the locked environment (about 1 s from uv's cache).
+.uv/bin/uv:
+	python3 -m venv .uv && .uv/bin/pip install -q uv
+
+$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --extra dev
+	touch $@
+
+$(DATA)/demo/labels.csv: | $(VENV)/.installed
+	$(VENV)/bin/dflab demo-data --out $(DATA)/demo
+
+lab: $(VENV)/.installed $(DATA)/demo/labels.csv
+	$(VENV)/bin/voila notebooks/dashboard.ipynb --no-browser --port=$(PORT) \
+	  --Voila.ip=127.0.0.1 --Voila.port_retries=0
+
+test: $(VENV)/.installed
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: $(VENV)/.installed $(DATA)/demo/labels.csv
+	$(VENV)/bin/dflab demo
+
+bench: $(VENV)/.installed
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check dflab app tests benchmarks
+
+clean:
+	rm -rf $(VENV) .uv .pytest_cache

@@ -1,0 +1,172 @@
+"""The dflab dashboard: one ipywidgets Tab per stage over the ``dflab`` backend.
+
+Works with ipywidgets 7.7 (Colab) and 8 (Voila): titles are set with ``set_title``.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import ipywidgets as W
+
+from dflab.config import LabConfig
+from dflab.environment import environment_report, in_colab, mount_drive, resolve_paths, \
+    setup_runtime
+
+from .jobs import JobPanel
+
+
+def _table(rows: list[tuple[str, object]]) -> str:
+    body = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(str(k))}</th>"
+                   f"<td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+    return f"<table>{body}</table>"
+
+
+class EnvironmentTab:
+    def __init__(self, dash: "Dashboard"):
+        self.dash = dash
+        cfg = dash.cfg
+        self.info = W.HTML("")
+        self.refresh_button = W.Button(description="Refresh", icon="refresh")
+        self.seed = W.BoundedIntText(value=cfg.env.seed, min=0, max=2**31 - 1, description="seed")
+        self.deterministic = W.Checkbox(value=cfg.env.deterministic, description="deterministic")
+        self.workers = W.BoundedIntText(value=cfg.env.num_workers, min=-1, max=64,
+                                        description="workers")
+        self.apply_button = W.Button(description="Apply runtime settings")
+        self.runtime = W.HTML("")
+        self.data_root = W.Text(value=str(dash.paths["data_root"]), description="data root",
+                                layout=W.Layout(width="60%"))
+        self.drive_button = W.Button(description="Mount Google Drive", icon="hdd",
+                                     layout=W.Layout(display="" if in_colab() else "none"))
+        self.refresh_button.on_click(lambda _: self.refresh())
+        self.apply_button.on_click(lambda _: self.apply())
+        self.drive_button.on_click(lambda _: self.mount())
+        self.data_root.observe(self._root_changed, "value")
+        self.widget = W.VBox([
+            W.HTML("<h3>GPU and machine</h3>"), self.refresh_button, self.info,
+            W.HTML("<h3>Runtime</h3>"), W.HBox([self.seed, self.deterministic, self.workers]),
+            self.apply_button, self.runtime,
+            W.HTML("<h3>Data</h3>"), W.HBox([self.data_root, self.drive_button]),
+        ])
+        self.report: dict = {}
+
+    def refresh(self) -> None:
+        cfg = self.dash.cfg
+        self.report = rep = environment_report(self.dash.paths["data_root"], cfg.model.backbone,
+                                               cfg.model.input_size or 380,
+                                               cfg.train.target_batch)
+        t = rep["torch"]
+        rows: list[tuple[str, object]] = [
+            ("CPU cores", rep["cpu_cores"]),
+            ("RAM free / total", f"{rep['ram_available_gb']} / {rep['ram_total_gb']} GiB"),
+            ("Disk free at data root", f"{rep['disk_free_gb']} GiB"),
+            ("Colab", rep["colab"]), ("torch", t["version"]),
+            ("CUDA / cuDNN", f"{t['cuda_version'] or '-'} / {t['cudnn_version'] or '-'}")]
+        for g in rep["nvidia_smi"]:
+            rows.append((f"GPU {g['index']}", f"{g['name']} · {g['memory_free_mib']}/"
+                         f"{g['memory_total_mib']} MiB free · driver {g['driver']} · "
+                         f"cc {g['capability']}"))
+        if not rep["nvidia_smi"]:
+            rows.append(("GPU", rep["nvidia_smi_note"] or "none"))
+        a, f = rep["advice"], rep["advice_for"]
+        rows += [("Advice for", f"{f['backbone']} at {f['input_size']} px, effective batch "
+                                f"{f['target_batch']}"),
+                 ("Batch size", a["batch_size"]), ("Gradient accumulation", a["accumulation"]),
+                 ("AMP", a["amp"]), ("Why", a["reason"])]
+        self.info.value = _table(rows)
+
+    def apply(self) -> None:
+        settings = setup_runtime(self.seed.value, self.deterministic.value,
+                                 self.dash.cfg.train.amp, self.workers.value)
+        self.dash.cfg.env.seed = self.seed.value
+        self.dash.cfg.env.deterministic = self.deterministic.value
+        self.dash.cfg.env.num_workers = self.workers.value
+        self.runtime.value = _table(list(settings.items()))
+
+    def mount(self) -> None:
+        root = mount_drive() / "dflab"
+        self.data_root.value = str(root)
+
+    def _root_changed(self, change) -> None:
+        self.dash.set_data_root(change["new"])
+
+
+class DataTab:
+    def __init__(self, dash: "Dashboard"):
+        self.dash = dash
+        self.demo_videos = W.BoundedIntText(value=dash.cfg.data.demo_videos, min=4, max=1000,
+                                            description="clips")
+        self.demo_job = JobPanel("Build demo set")
+        self.demo_job.start.on_click(lambda _: self.build_demo())
+        self.summary = W.HTML("")
+        self.demo_job.on_done.append(lambda _: self.show_summary())
+        self.widget = W.VBox([W.HTML("<h3>Demo set (offline)</h3>"),
+                              self.demo_videos, self.demo_job.widget, self.summary])
+        self.show_summary()
+
+    @property
+    def demo_dir(self) -> Path:
+        return self.dash.paths["data_root"] / "demo"
+
+    def build_demo(self) -> None:
+        from dflab.demo import build_demo_dataset
+
+        self.demo_job.run(build_demo_dataset, out=self.demo_dir, n_videos=self.demo_videos.value,
+                          seed=self.dash.cfg.env.seed)
+
+    def show_summary(self) -> None:
+        labels = self.demo_dir / "labels.csv"
+        if not labels.exists():
+            self.summary.value = f"No demo set at {html.escape(str(self.demo_dir))} yet."
+            return
+        import pandas as pd
+
+        df = pd.read_csv(labels)
+        counts = df.groupby(["split", "method"]).size().unstack(fill_value=0)
+        self.summary.value = (f"<b>{len(df)} clips</b> in {html.escape(str(self.demo_dir))}"
+                              + counts.to_html())
+
+
+class Dashboard:
+    """``Dashboard().widget`` is the whole app; ``show()`` displays it."""
+
+    def __init__(self, cfg: LabConfig | None = None, data_root: str = ""):
+        self.cfg = cfg or LabConfig()
+        if data_root:
+            self.cfg.env.data_root = data_root
+        self.paths = resolve_paths(self.cfg.env.data_root, self.cfg.env.runs_dir,
+                                   use_drive=self.cfg.env.mount_drive)
+        self.env_tab = EnvironmentTab(self)
+        self.data_tab = DataTab(self)
+        self.tabs = [("Environment", self.env_tab), ("Data", self.data_tab)]
+        self.tab = W.Tab(children=[t.widget for _, t in self.tabs])
+        for i, (title, _) in enumerate(self.tabs):
+            self.tab.set_title(i, title)
+        self.header = W.HTML("<h2>dflab · deepfake detection lab</h2>")
+        self.widget = W.VBox([self.header, self.tab])
+        self.env_tab.refresh()
+
+    def set_data_root(self, root: str) -> None:
+        self.cfg.env.data_root = root
+        self.paths = resolve_paths(root, self.cfg.env.runs_dir, self.cfg.env.mount_drive)
+        self.data_tab.show_summary()
+
+    def state(self) -> dict:
+        return {"data_root": str(self.paths["data_root"]), "env": self.env_tab.report}
+
+    def show(self):
+        from IPython.display import display
+
+        display(self.widget)
+        return self
+
+
+def show(data_root: str = "", config: str = "") -> Dashboard:
+    """Build and display the dashboard (the notebook's one call)."""
+    from dflab.config import load_config
+
+    cfg = load_config(config or None)
+    return Dashboard(cfg, data_root).show()
+
+

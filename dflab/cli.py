@@ -1,0 +1,154 @@
+"""``dflab`` command line: a thin parser over the same functions the dashboard calls."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Callable
+
+from . import config as C
+
+log = logging.getLogger("dflab")
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable]] = {}
+
+
+def command(name: str, help: str):
+    """Register a subcommand: the decorated function gets (args, cfg)."""
+
+    def deco(fn):
+        def add_args(p: argparse.ArgumentParser) -> None:
+            for args, kwargs in getattr(fn, "_args", []):
+                p.add_argument(*args, **kwargs)
+
+        COMMANDS[name] = (help, add_args, fn)
+        return fn
+
+    return deco
+
+
+def arg(*args, **kwargs):
+    def deco(fn):
+        fn._args = [(args, kwargs)] + getattr(fn, "_args", [])
+        return fn
+
+    return deco
+
+
+def _load(args: argparse.Namespace) -> C.LabConfig:
+    return C.load_config(args.config, args.set)
+
+
+@command("env", "report GPU, CPU, memory, disk and batch/AMP advice")
+@arg("--json", action="store_true", help="print JSON instead of a table")
+def cmd_env(args, cfg):
+    from .environment import environment_report, resolve_paths
+
+    paths = resolve_paths(cfg.env.data_root, cfg.env.runs_dir, cfg.env.mount_drive)
+    size = cfg.model.input_size or 380
+    rep = environment_report(paths["data_root"], cfg.model.backbone, size, cfg.train.target_batch)
+    if args.json:
+        print(json.dumps(rep, indent=2))
+        return 0
+    t = rep["torch"]
+    rows = [("python", rep["python"]), ("platform", rep["platform"]),
+            ("cpu cores", rep["cpu_cores"]),
+            ("ram", f"{rep['ram_available_gb']} / {rep['ram_total_gb']} GiB free"),
+            ("data root", rep["data_root"]), ("disk free", f"{rep['disk_free_gb']} GiB"),
+            ("colab", rep["colab"]), ("torch", t["version"]),
+            ("cuda / cudnn", f"{t['cuda_version'] or '-'} / {t['cudnn_version'] or '-'}"),
+            ("cuda available", t["cuda_available"])]
+    for g in rep["nvidia_smi"]:
+        rows.append((f"gpu {g['index']}", f"{g['name']}, {g['memory_free_mib']}/"
+                     f"{g['memory_total_mib']} MiB free, driver {g['driver']}, "
+                     f"cc {g['capability'] or '?'}"))
+    if not rep["nvidia_smi"]:
+        rows.append(("gpu", rep["nvidia_smi_note"] or "none"))
+    a = rep["advice"]
+    f = rep["advice_for"]
+    rows.append(("advice", f"{f['backbone']} @ {f['input_size']} px: batch {a['batch_size']} x "
+                 f"accumulation {a['accumulation']} = {a['effective_batch']}, amp {a['amp']}"))
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    return 0
+
+
+@command("demo-data", "build the offline demo video set (FF++ layout + labels.csv)")
+@arg("--out", default="", help="output folder (default <data_root>/demo)")
+@arg("--videos", type=int, default=None, help="about how many clips (default data.demo_videos)")
+@arg("--seed", type=int, default=None, help="seed (default env.seed)")
+@arg("--seconds", type=float, default=2.0, help="clip length in seconds")
+def cmd_demo_data(args, cfg):
+    from .demo import build_demo_dataset
+    from .environment import resolve_paths
+    from .events import TqdmCallback
+
+    out = args.out or str(resolve_paths(cfg.env.data_root, cfg.env.runs_dir,
+                                        cfg.env.mount_drive)["data_root"] / "demo")
+    labels = build_demo_dataset(out, args.videos or cfg.data.demo_videos,
+                                cfg.env.seed if args.seed is None else args.seed,
+                                seconds=args.seconds, callbacks=[TqdmCallback()])
+    n = sum(1 for _ in open(labels)) - 1
+    print(f"wrote {n} clips and {labels}")
+    return 0
+
+
+@command("demo", "run the whole pipeline headless on the demo set and print a report")
+def cmd_demo(args, cfg):
+    from .pipeline import run_demo
+
+    report = run_demo(cfg)
+    print(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+@command("config", "show the resolved config, or list every key with its help")
+@arg("--list", action="store_true", help="list keys, types, bounds and help")
+def cmd_config(args, cfg):
+    if args.list:
+        for key, f, value in C.iter_fields(cfg):
+            meta = f.metadata
+            bounds = (f" {meta['choices']}" if "choices" in meta else
+                      f" [{meta['min']}, {meta['max']}]" if "min" in meta else "")
+            print(f"{key} = {value!r}  ({C.field_type(f).__name__}{bounds}) {meta.get('help', '')}")
+        return 0
+    import yaml
+
+    print(yaml.safe_dump(C.config_to_dict(cfg), sort_keys=False), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dflab", description="The deepfake detection lab.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help, add_args, _) in COMMANDS.items():
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("--config", default=None, help="YAML preset (see configs/)")
+        p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                       help="config overrides, e.g. train.lr=3e-4 model.backbone=resnet18")
+        add_args(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = _load(args)
+        return COMMANDS[args.command][2](args, cfg) or 0
+    except (C.ConfigError, FileNotFoundError, ValueError, RuntimeError, OSError, KeyError) as exc:
+        print(f"dflab {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dflab {args.command}: interrupted; finished work is kept, re-run to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

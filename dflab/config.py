@@ -1,0 +1,337 @@
+"""One lab config: a dataclass per stage, nested in :class:`LabConfig`.
+
+Every field carries metadata (``help``, and ``min``/``max`` or ``choices`` where they apply) so the
+dashboard can build its forms and the CLI its flags from the same source. ``load_config`` merges a
+YAML preset and ``key=value`` overrides on top of the defaults and validates the result; an unknown
+key or an out-of-range value raises :class:`ConfigError` naming the key, the value, what is allowed
+and the closest valid key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "EnvConfig",
+    "DataConfig",
+    "PreprocessConfig",
+    "FeaturesConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "EvalConfig",
+    "ExportConfig",
+    "LabConfig",
+    "load_config",
+    "save_config",
+    "config_to_dict",
+    "config_from_dict",
+    "iter_fields",
+]
+
+
+class ConfigError(ValueError):
+    """A config key or value that is not allowed; the message says what is and how to fix it."""
+
+
+def _f(default: Any, help: str, **meta: Any) -> Any:
+    """A dataclass field with help text and bounds in its metadata."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **meta})
+    return field(default=default, metadata={"help": help, **meta})
+
+
+@dataclass
+class EnvConfig:
+    data_root: str = _f("", "Folder for datasets, crops and runs; empty: ./data locally, Drive on Colab.")
+    runs_dir: str = _f("", "Folder for run outputs; empty: <data_root>/runs.")
+    seed: int = _f(42, "Seed for Python, NumPy and torch.", min=0, max=2**32 - 1)
+    deterministic: bool = _f(False, "cuDNN deterministic algorithms (slower, repeatable).")
+    num_workers: int = _f(-1, "DataLoader workers; -1 picks from the CPU cores.", min=-1, max=64)
+    device: str = _f("auto", "Torch device.", choices=["auto", "cpu", "cuda"])
+    mount_drive: bool = _f(True, "On Colab, mount Google Drive and keep data_root there.")
+
+
+@dataclass
+class DataConfig:
+    source: str = _f("demo", "Labelled video source (see `dflab sources`).",
+                     choices=["demo", "ffpp", "dfdc", "folder"])
+    root: str = _f("", "Folder holding the source's videos (empty: <data_root>/<source>).")
+    ffpp_server: str = _f("", "FF++ server address from the access e-mail (never logged).")
+    ffpp_accept_tos: bool = _f(False, "I accept the FaceForensics++ terms of use.")
+    methods: list = _f(["Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures"],
+                       "FF++ manipulation methods to use.")
+    compressions: list = _f(["c23"], "FF++ compression levels.", item_choices=["raw", "c23", "c40"])
+    videos_per_split: int = _f(0, "FF++ subset: id pairs per split (0 = all).", min=0, max=1000)
+    dfdc_parts: list = _f([0], "DFDC part numbers to fetch (0..49).")
+    max_disk_gb: float = _f(50.0, "Disk budget for raw downloads in GiB.", min=0.1, max=100000.0)
+    splits_dir: str = _f("", "Folder with FF++ train/val/test.json (empty: download official).")
+    demo_videos: int = _f(40, "Clips in the demo set.", min=4, max=1000)
+
+
+@dataclass
+class PreprocessConfig:
+    detector: str = _f("auto", "Face detector (see `dflab detectors`).",
+                       choices=["auto", "haar", "yunet", "yolo"])
+    detector_weights: str = _f("", "Weights file or URL for yunet/yolo (empty: default).")
+    every_nth: int = _f(5, "Sample every Nth frame (0: use num_frames instead).", min=0, max=1000)
+    num_frames: int = _f(0, "Sample N evenly spaced frames (used when every_nth is 0).",
+                         min=0, max=10000)
+    det_size: int = _f(640, "Longest side of the working resolution for detection (px).",
+                       min=64, max=4096)
+    min_confidence: float = _f(0.6, "Drop detections scored below this.", min=0.0, max=1.0)
+    padding: float = _f(0.3, "Crop padding as a fraction of the box size.", min=0.0, max=3.0)
+    square: bool = _f(True, "Make crops square before clipping to the frame.")
+    jpeg_quality: int = _f(95, "JPEG quality of saved crops and frames.", min=50, max=100)
+    save_frames: bool = _f(True, "Save full frames as well as crops (off: crops only).")
+    reuse_original_boxes: bool = _f(False, "Use the original video's boxes for its fakes.")
+    audio: bool = _f(True, "Extract audio features for clips with an audio track.")
+    audio_window_s: float = _f(0.5, "Audio window centred on each frame (s).", min=0.05, max=10.0)
+    n_mfcc: int = _f(20, "MFCC coefficients.", min=1, max=128)
+    workers: int = _f(1, "Worker processes (one video each).", min=1, max=64)
+
+
+@dataclass
+class FeaturesConfig:
+    crop_size: int = _f(0, "Centre-crop crops to this size before features (0: native).",
+                        min=0, max=4096)
+    hidden: list = _f([128, 64], "MLP hidden layer sizes.")
+    dropout: float = _f(0.3, "MLP dropout.", min=0.0, max=0.9)
+    epochs: int = _f(200, "MLP epochs (early stopping ends sooner).", min=1, max=10000)
+    lr: float = _f(1e-3, "MLP learning rate.", min=1e-7, max=1.0)
+    patience: int = _f(20, "MLP early-stopping patience (epochs).", min=1, max=1000)
+    workers: int = _f(1, "Processes for feature extraction.", min=1, max=64)
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = _f("efficientnet_b4", "timm model name (any of `timm.list_models()`).")
+    pretrained: bool = _f(True, "Start from ImageNet weights (downloads unless weights_path).")
+    weights_path: str = _f("", "Local backbone weights file instead of the hub download.")
+    input_size: int = _f(0, "Input size in px (0: the backbone's own default).", min=0, max=1024)
+    head_hidden: int = _f(256, "Width of the head's hidden layer.", min=8, max=8192)
+    dropout: float = _f(0.4, "Head dropout.", min=0.0, max=0.9)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = _f(20, "Maximum epochs.", min=1, max=1000)
+    batch_size: int = _f(0, "Batch size (0: advised from GPU memory).", min=0, max=4096)
+    accumulation: int = _f(0, "Gradient accumulation steps (0: advised).", min=0, max=1024)
+    target_batch: int = _f(64, "Effective batch the advice aims for.", min=1, max=8192)
+    lr: float = _f(1e-4, "AdamW learning rate.", min=1e-8, max=1.0)
+    weight_decay: float = _f(1e-2, "AdamW weight decay.", min=0.0, max=1.0)
+    min_lr: float = _f(1e-7, "Cosine schedule floor.", min=0.0, max=1.0)
+    loss: str = _f("ce", "Loss function.", choices=["ce", "focal"])
+    label_smoothing: float = _f(0.1, "Cross-entropy label smoothing.", min=0.0, max=0.5)
+    focal_gamma: float = _f(2.0, "Focal loss gamma.", min=0.0, max=10.0)
+    amp: str = _f("auto", "Mixed precision.", choices=["auto", "off", "fp16", "bf16"])
+    channels_last: bool = _f(True, "channels_last memory format on GPU.")
+    augment: bool = _f(True, "Artefact-preserving augmentations.")
+    balance: bool = _f(False, "Oversample the minority class.")
+    patience: int = _f(5, "Early stopping on validation loss (epochs).", min=1, max=1000)
+    save_every: int = _f(1, "Checkpoint every K epochs.", min=1, max=1000)
+    max_frames_per_video: int = _f(0, "Cap frames per video per epoch (0: all).",
+                                   min=0, max=100000)
+
+
+@dataclass
+class EvalConfig:
+    aggregate: str = _f("mean", "Frame-to-video aggregation.",
+                        choices=["mean", "median", "confident"])
+    confident_margin: float = _f(0.3, "'confident' rule: frames with |p-0.5| above this.",
+                                 min=0.0, max=0.5)
+    threshold: float = _f(-1.0, "Decision threshold (-1: tuned on validation).",
+                          min=-1.0, max=1.0)
+    ece_bins: int = _f(15, "Bins for expected calibration error.", min=2, max=100)
+
+
+@dataclass
+class ExportConfig:
+    opset: int = _f(17, "ONNX opset.", min=11, max=23)
+    dynamic_batch: bool = _f(True, "Dynamic batch axis in the ONNX graph.")
+    parity_tol: float = _f(1e-4, "Max abs difference allowed between torch and onnxruntime.",
+                           min=0.0, max=1.0)
+
+
+@dataclass
+class LabConfig:
+    env: EnvConfig = field(default_factory=EnvConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+
+STAGES = [f.name for f in dataclasses.fields(LabConfig)]
+
+
+def iter_fields(cfg: Any) -> typing.Iterator[tuple[str, dataclasses.Field, Any]]:
+    """Yield ``(dotted_key, field, value)`` for every leaf of a (nested) config dataclass."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            for key, sub, v in iter_fields(value):
+                yield f"{f.name}.{key}", sub, v
+        else:
+            yield f.name, f, value
+
+
+def _all_keys() -> list[str]:
+    return [k for k, _, _ in iter_fields(LabConfig())]
+
+
+def _closest(key: str, options: list[str]) -> str:
+    match = difflib.get_close_matches(key, options, n=1, cutoff=0.4)
+    if not match:  # try the leaf name alone: "lr" -> "train.lr"
+        leaf = key.split(".")[-1]
+        match = [o for o in options if o.split(".")[-1] == leaf][:1] or difflib.get_close_matches(
+            leaf, options, n=1, cutoff=0.0)
+    return match[0] if match else ""
+
+
+def field_type(f: dataclasses.Field) -> type:
+    """The Python type of a config field (bool, int, float, str or list)."""
+    if f.default is not dataclasses.MISSING:
+        return type(f.default)
+    return list
+
+
+def _coerce(key: str, f: dataclasses.Field, value: Any) -> Any:
+    """Convert ``value`` to the field's type and check its bounds."""
+    kind = field_type(f)
+    meta = f.metadata
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low not in {"true", "false", "1", "0", "yes", "no", "on", "off"}:
+                    raise ValueError
+                value = low in {"true", "1", "yes", "on"}
+            elif not isinstance(value, (bool, int)) or value not in (0, 1):
+                raise ValueError
+            value = bool(value)
+        elif kind is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            value = int(value)
+        elif kind is float:
+            if isinstance(value, bool):
+                raise ValueError
+            value = float(value)
+        elif kind is str:
+            value = "" if value is None else str(value)
+        elif kind is list:
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()] if value else []
+                value = [int(v) if v.lstrip("-").isdigit() else v for v in value]
+            elif not isinstance(value, (list, tuple)):
+                raise ValueError
+            value = list(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"config key '{key}': value {value!r} is not a {kind.__name__}; "
+            f"give a {kind.__name__} ({meta.get('help', '')})") from None
+    if "choices" in meta and value not in meta["choices"]:
+        close = difflib.get_close_matches(str(value), [str(c) for c in meta["choices"]], n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(
+            f"config key '{key}': value {value!r} is not allowed; choose one of "
+            f"{meta['choices']}{hint}")
+    if "item_choices" in meta:
+        bad = [v for v in value if v not in meta["item_choices"]]
+        if bad:
+            raise ConfigError(f"config key '{key}': {bad} not allowed; items must be from "
+                              f"{meta['item_choices']}")
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and value < lo or hi is not None and value > hi:
+        raise ConfigError(
+            f"config key '{key}': value {value!r} is out of range; allowed {lo} to {hi} "
+            f"({meta.get('help', '')})")
+    return value
+
+
+def _apply(cfg: LabConfig, key: str, value: Any) -> None:
+    fields = {k: (f, v) for k, f, v in iter_fields(cfg)}
+    if key not in fields:
+        # a stage name given a dict: {"train": {...}}
+        raise ConfigError(
+            f"unknown config key '{key}'; did you mean '{_closest(key, list(fields))}'? "
+            f"(`dflab config --list` shows every key)")
+    f, _ = fields[key]
+    stage, _, leaf = key.partition(".")
+    setattr(getattr(cfg, stage), leaf, _coerce(key, f, value))
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and key in STAGES:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_from_dict(d: dict | None) -> LabConfig:
+    """Build a validated :class:`LabConfig` from a nested (or dotted) dict."""
+    cfg = LabConfig()
+    for key, value in _flatten(d or {}).items():
+        _apply(cfg, key, value)
+    return cfg
+
+
+def config_to_dict(cfg: LabConfig) -> dict[str, dict[str, Any]]:
+    return dataclasses.asdict(cfg)
+
+
+def load_config(path: str | Path | None = None,
+                overrides: dict[str, Any] | list[str] | None = None) -> LabConfig:
+    """Defaults, then the YAML file at ``path``, then ``overrides``.
+
+    ``overrides`` is a dict of dotted keys (``{"train.lr": 3e-4}``) or a list of ``key=value``
+    strings as the CLI passes them.
+    """
+    raw: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file '{p}' does not exist; give the path of a YAML file "
+                              f"(presets are in configs/)")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file '{p}' is not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file '{p}' must hold a mapping of stage: {{key: value}}")
+    cfg = config_from_dict(raw)
+    if isinstance(overrides, (list, tuple)):
+        pairs = {}
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override '{item}' must look like key=value, e.g. train.lr=3e-4")
+            k, v = item.split("=", 1)
+            pairs[k.strip()] = yaml.safe_load(v) if v.strip() else ""
+        overrides = pairs
+    for key, value in (overrides or {}).items():
+        _apply(cfg, key, value)
+    return cfg
+
+
+def save_config(cfg: LabConfig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    return path
+

@@ -1,0 +1,186 @@
+"""Typed progress events for long jobs, delivered to callbacks, plus a cancel token.
+
+The engine never imports a UI: the CLI attaches :class:`TqdmCallback`, the dashboard a widget
+callback. Events are frozen dataclasses so a callback cannot change what others receive.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+__all__ = [
+    "Event",
+    "Progress",
+    "StepLoss",
+    "EpochMetrics",
+    "JobResult",
+    "JobError",
+    "CancelToken",
+    "Cancelled",
+    "Emitter",
+    "TqdmCallback",
+    "LogCallback",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Event:
+    job: str  # "download", "preprocess", "train", "features", ...
+
+
+@dataclass(frozen=True)
+class Progress(Event):
+    done: float  # units finished so far
+    total: float  # 0 when unknown
+    unit: str = "item"
+    message: str = ""
+    elapsed_s: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        """Units per second since the job started."""
+        return self.done / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def eta_s(self) -> float | None:
+        if not self.total or self.rate <= 0:
+            return None
+        return max(self.total - self.done, 0) / self.rate
+
+
+@dataclass(frozen=True)
+class StepLoss(Event):
+    epoch: int
+    step: int  # global optimiser step
+    loss: float
+    lr: float
+
+
+@dataclass(frozen=True)
+class EpochMetrics(Event):
+    epoch: int
+    metrics: dict = field(default_factory=dict)  # {"train_loss":..., "val_auc":...}
+    roc: dict = field(default_factory=dict)  # {"fpr": [...], "tpr": [...]} on validation
+
+
+@dataclass(frozen=True)
+class JobResult(Event):
+    summary: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobError(Event):
+    message: str
+    item: str = ""  # the file or video the error belongs to, when there is one
+    fatal: bool = False
+
+
+class Cancelled(RuntimeError):
+    """Raised inside a job when its cancel token was set; finished work is kept."""
+
+
+class CancelToken:
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    def reset(self) -> None:
+        self._event.clear()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        if self._event.is_set():
+            raise Cancelled("cancelled by the user; finished work is kept and a re-run resumes")
+
+
+Callback = Callable[[Event], None]
+
+
+class Emitter:
+    """Sends events to callbacks; a failing callback is logged and never stops the job."""
+
+    def __init__(self, job: str, callbacks: Iterable[Callback] | None = None,
+                 cancel: CancelToken | None = None):
+        self.job = job
+        self.callbacks = list(callbacks or [])
+        self.cancel = cancel or CancelToken()
+        self.t0 = time.monotonic()
+
+    def emit(self, event: Event) -> None:
+        for cb in self.callbacks:
+            try:
+                cb(event)
+            except Exception:  # a broken progress bar must not kill a training run
+                log.exception("progress callback %r failed", cb)
+
+    def progress(self, done: float, total: float, unit: str = "item", message: str = "") -> None:
+        self.emit(Progress(self.job, done, total, unit, message, time.monotonic() - self.t0))
+
+    def error(self, message: str, item: str = "", fatal: bool = False) -> None:
+        self.emit(JobError(self.job, message, item, fatal))
+
+    def result(self, **summary: Any) -> None:
+        self.emit(JobResult(self.job, summary))
+
+    def check(self) -> None:
+        self.cancel.check()
+
+
+class TqdmCallback:
+    """CLI progress: one tqdm bar per job; errors and results go to the log."""
+
+    def __init__(self, **tqdm_kwargs: Any):
+        self.kwargs = tqdm_kwargs
+        self.bars: dict[str, Any] = {}
+
+    def __call__(self, event: Event) -> None:
+        from tqdm.auto import tqdm
+
+        if isinstance(event, Progress):
+            bar = self.bars.get(event.job)
+            if bar is None:
+                bar = self.bars[event.job] = tqdm(total=event.total or None, desc=event.job,
+                                                  unit=event.unit, **self.kwargs)
+            if event.total and bar.total != event.total:
+                bar.total = event.total
+            bar.n = event.done
+            if event.message:
+                bar.set_postfix_str(event.message[:60], refresh=False)
+            bar.refresh()
+            if event.total and event.done >= event.total:
+                bar.close()
+                self.bars.pop(event.job, None)
+        elif isinstance(event, EpochMetrics):
+            shown = ", ".join(f"{k}={v:.4f}" for k, v in event.metrics.items()
+                              if isinstance(v, (int, float)))
+            (tqdm.write)(f"[{event.job}] epoch {event.epoch}: {shown}")
+        elif isinstance(event, JobError):
+            tqdm.write(f"[{event.job}] error{' in ' + event.item if event.item else ''}: "
+                       f"{event.message}")
+        elif isinstance(event, JobResult):
+            for bar in self.bars.values():
+                bar.close()
+            self.bars.clear()
+
+
+class LogCallback:
+    """Writes events to a logger (used by tests and headless runs)."""
+
+    def __init__(self, logger: logging.Logger | None = None):
+        self.logger = logger or log
+        self.events: list[Event] = []
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)
+        self.logger.debug("%s", event)

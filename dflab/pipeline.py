@@ -1,0 +1,39 @@
+"""The whole pipeline headless on the demo set (``dflab demo`` / ``make demo``)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .config import LabConfig
+from .events import TqdmCallback
+
+__all__ = ["run_demo"]
+
+
+def run_demo(cfg: LabConfig) -> dict[str, Any]:
+    """Environment report, demo set; each later stage adds its step here."""
+    from .demo import build_demo_dataset
+    from .environment import environment_report, resolve_paths, setup_runtime
+
+    t0 = time.monotonic()
+    paths = resolve_paths(cfg.env.data_root, cfg.env.runs_dir, cfg.env.mount_drive)
+    runtime = setup_runtime(cfg.env.seed, cfg.env.deterministic, cfg.train.amp,
+                            cfg.env.num_workers)
+    env = environment_report(paths["data_root"], cfg.model.backbone,
+                             cfg.model.input_size or 380, cfg.train.target_batch)
+    demo_dir = paths["data_root"] / "demo"
+    labels = build_demo_dataset(demo_dir, cfg.data.demo_videos, cfg.env.seed,
+                                callbacks=[TqdmCallback()])
+    import pandas as pd
+
+    df = pd.read_csv(labels)
+    return {
+        "runtime": runtime,
+        "gpu": env["gpu"],
+        "advice": env["advice"],
+        "demo_set": {"path": str(demo_dir), "clips": len(df),
+                     "per_method": df["method"].value_counts().to_dict(),
+                     "per_split": df["split"].value_counts().to_dict()},
+        "seconds": round(time.monotonic() - t0, 1),
+    }

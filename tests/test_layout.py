@@ -1,0 +1,42 @@
+"""The layout the design asks for, and the rule that the backend never imports the UI."""
+
+import subprocess
+import sys
+import tomllib
+
+import yaml
+
+from conftest import ROOT
+
+
+def test_top_level():
+    for name in ("app", "dflab", "notebooks", "tests", "environment.yml", "pyproject.toml",
+                 "README.md", ".ci/run", "Makefile", "configs", "benchmarks", "uv.lock"):
+        assert (ROOT / name).exists(), name
+
+
+def test_backend_never_imports_the_ui():
+    code = ("import sys, dflab, dflab.cli, dflab.environment, dflab.demo, dflab.runs\n"
+            "bad = [m for m in ('ipywidgets', 'IPython', 'app') if m in sys.modules]\n"
+            "print(bad); sys.exit(1 if bad else 0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr
+    for py in (ROOT / "dflab").rglob("*.py"):
+        text = py.read_text()
+        for bad in ("import ipywidgets", "from ipywidgets", "import IPython", "from IPython",
+                    "from app", "import app"):
+            assert bad not in text, f"{py} has '{bad}'"
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = set(project["dependencies"]) | set(project["optional-dependencies"]["dev"])
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert set(pip) == wanted
+
+
+def test_ci_calls_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    assert "make test" in readme and "make lab" in readme
+    assert "make test" in (ROOT / ".ci/run").read_text()
