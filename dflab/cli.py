@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Callable
 
 from . import config as C
@@ -102,6 +103,108 @@ def cmd_demo(args, cfg):
 
     report = run_demo(cfg)
     print(json.dumps(report, indent=2, default=str))
+    return 0
+
+def _paths(cfg):
+    from .environment import resolve_paths
+
+    return resolve_paths(cfg.env.data_root, cfg.env.runs_dir, cfg.env.mount_drive)
+
+
+@command("sources", "list the registered video sources")
+def cmd_sources(args, cfg):
+    from .sources import SOURCES
+
+    for name in SOURCES.list():
+        print(f"{name:<8} {SOURCES.help(name)}")
+    return 0
+
+
+@command("detectors", "list the registered face detectors")
+def cmd_detectors(args, cfg):
+    from .faces import DETECTORS
+
+    for name in DETECTORS.list():
+        print(f"{name:<6} {DETECTORS.help(name)}")
+    return 0
+
+
+def source_records(cfg, source: str = "", root: str = "", labels: str = "", splits_dir: str = ""):
+    """Records of the configured (or given) source; shared by preprocess and the dashboard."""
+    from .sources import list_videos
+
+    source = source or cfg.data.source
+    root = root or cfg.data.root or str(_paths(cfg)["data_root"] / source)
+    kwargs = {}
+    if source == "folder" and labels:
+        kwargs["labels"] = labels
+    if source == "ffpp":
+        kwargs.update(splits_dir=splits_dir or cfg.data.splits_dir, methods=None,
+                      compressions=cfg.data.compressions or None)
+    return list_videos(source, root, **kwargs), root
+
+
+@command("preprocess", "videos -> face crops, frames, per-frame JSON, audio features, index")
+@arg("--source", default="", help="video source (default data.source); see `dflab sources`")
+@arg("--root", default="", help="folder of the source (default data.root or <data_root>/<source>)")
+@arg("--labels", default="", help="labels CSV for the folder source (default <root>/labels.csv)")
+@arg("--splits-dir", default="", help="FF++ split files (default <root>/splits)")
+@arg("--out", default="", help="output folder (default <data_root>/processed/<source>)")
+@arg("--shard", default="0/1", help="process shard i of N (i/N), to split work across machines")
+@arg("--index-only", action="store_true", help="only rebuild index.csv and stats.json")
+def cmd_preprocess(args, cfg):
+    from .events import TqdmCallback
+    from .preprocess import build_index, parse_shard, preprocess_videos
+    from .stats import dataset_stats
+
+    source = args.source or cfg.data.source
+    out = Path(args.out) if args.out else _paths(cfg)["processed"] / source
+    if not args.index_only:
+        records, root = source_records(cfg, source, args.root, args.labels, args.splits_dir)
+        missing = [r for r in records if not r.exists]
+        print(f"{len(records)} videos from {source} at {root}"
+              + (f" ({len(missing)} listed but missing on disk)" if missing else ""))
+        report = preprocess_videos(records, out, cfg.preprocess, parse_shard(args.shard),
+                                   cache_dir=str(_paths(cfg)["cache"]),
+                                   callbacks=[TqdmCallback()])
+        print(f"processed {report['processed']}, skipped (already done) "
+              f"{report['skipped_finished']}, failed {report['failed']}; {report['frames']} "
+              f"frames, face coverage {report['coverage']:.1%}")
+        for uid, err in report["errors"].items():
+            print(f"  error {uid}: {err}")
+    else:
+        build_index(out)
+    stats = dataset_stats(out)
+    print(f"index: {out / 'index.csv'}; stats: {out / 'stats.json'} ({stats['videos']} videos, "
+          f"{stats['frames']} frames)")
+    return 0
+
+
+@command("faces", "face tools: `dflab faces finetune` trains a YOLO face detector")
+@arg("action", choices=["finetune"], help="what to do")
+@arg("--images", required=True, help="folder of images (e.g. a processed folder's frames)")
+@arg("--out", required=True, help="output folder for the dataset and the trained weights")
+@arg("--base", default="yolov8n.yaml", help="model yaml (from scratch), .pt file, or ultralytics name")
+@arg("--epochs", type=int, default=30)
+@arg("--imgsz", type=int, default=320)
+@arg("--batch", type=int, default=16)
+@arg("--labeler", default="yunet", help="detector that labels the images (yunet recommended)")
+@arg("--max-images", type=int, default=2000, help="use at most this many images")
+def cmd_faces(args, cfg):
+    from .faces import create_detector, finetune_yolo
+    from .sources import IMAGE_EXTS
+
+    images = sorted(p for p in Path(args.images).rglob("*") if p.suffix.lower() in IMAGE_EXTS
+                    and "crops" not in p.parts)[: args.max_images]
+    if not images:
+        raise FileNotFoundError(f"no images under '{args.images}'")
+    labeler = create_detector(args.labeler, cfg.preprocess.detector_weights,
+                              cfg.preprocess.det_size, cfg.preprocess.min_confidence,
+                              cache_dir=str(_paths(cfg)["cache"]))
+    best = finetune_yolo(images, args.out, labeler, args.base, args.epochs, args.imgsz,
+                         args.batch, seed=cfg.env.seed)
+    print(f"trained on {len(images)} images; weights: {best}\n"
+          f"use them with: --set preprocess.detector=yolo preprocess.detector_weights={best}")
     return 0
 
 

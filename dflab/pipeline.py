@@ -12,7 +12,7 @@ __all__ = ["run_demo"]
 
 
 def run_demo(cfg: LabConfig) -> dict[str, Any]:
-    """Environment report, demo set; each later stage adds its step here."""
+    """Environment report, demo set, preprocessing; each later stage adds its step here."""
     from .demo import build_demo_dataset
     from .environment import environment_report, resolve_paths, setup_runtime
 
@@ -27,7 +27,15 @@ def run_demo(cfg: LabConfig) -> dict[str, Any]:
                                 callbacks=[TqdmCallback()])
     import pandas as pd
 
+    from .preprocess import preprocess_videos
+    from .sources import list_videos
+    from .stats import dataset_stats
+
     df = pd.read_csv(labels)
+    processed = paths["processed"] / "demo"
+    pre = preprocess_videos(list_videos("demo", demo_dir), processed, cfg.preprocess,
+                            cache_dir=str(paths["cache"]), callbacks=[TqdmCallback()])
+    stats = dataset_stats(processed)
     return {
         "runtime": runtime,
         "gpu": env["gpu"],
@@ -35,5 +43,9 @@ def run_demo(cfg: LabConfig) -> dict[str, Any]:
         "demo_set": {"path": str(demo_dir), "clips": len(df),
                      "per_method": df["method"].value_counts().to_dict(),
                      "per_split": df["split"].value_counts().to_dict()},
+        "preprocess": {k: pre[k] for k in ("processed", "skipped_finished", "failed", "frames",
+                                           "coverage", "index")},
+        "stats": {k: stats[k] for k in ("videos", "frames", "face_coverage", "label_frames",
+                                        "method_videos", "videos_with_audio")},
         "seconds": round(time.monotonic() - t0, 1),
     }

@@ -1,0 +1,398 @@
+"""Face detectors (a registry), crops, and YOLO face fine-tuning.
+
+Registered detectors (``dflab detectors``):
+
+- ``haar``: OpenCV's Haar cascades (frontal, then profile), shipped inside the opencv-python 4.x
+  wheel: the offline default that works straight after install with no download. It is the weakest
+  of the three: frontal faces only, boxes loosely fitted, no landmarks; see the README for its
+  measured coverage.
+- ``yunet``: OpenCV ``cv2.FaceDetectorYN`` with a YuNet ONNX file (config path, the cache, or a
+  download from OpenCV's model zoo checked against its SHA-256). Box, five landmarks, score.
+- ``yolo``: an ultralytics YOLO face model (path or URL), batched, on GPU when present. Train one
+  with :func:`finetune_yolo` (``dflab faces finetune``).
+- ``auto``: yolo if weights are configured, else yunet if a YuNet file is found, else haar.
+
+All detectors take ``uint8 (H, W, 3) BGR`` frames, detect at a working resolution whose longest side
+is ``det_size``, and return boxes in the frame's own pixel coordinates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import shutil
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .registry import Registry
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Face", "FaceDetector", "DETECTORS", "create_detector", "crop_box", "crop_face",
+           "resolve_yunet_weights", "download_file", "finetune_yolo", "YUNET_URL", "YUNET_SHA256"]
+
+DETECTORS: Registry = Registry("face detector")
+
+YUNET_URL = ("https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/"
+             "face_detection_yunet_2023mar.onnx")
+YUNET_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
+
+
+@dataclass
+class Face:
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels
+    score: float
+    landmarks: list[list[float]] | None = None  # [[x, y], ...] (eyes, nose, mouth corners)
+
+    @property
+    def area(self) -> float:
+        return max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1])
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["box"] = [round(float(v), 1) for v in self.box]
+        d["score"] = round(float(self.score), 4)
+        if self.landmarks is not None:
+            d["landmarks"] = [[round(float(x), 1), round(float(y), 1)] for x, y in self.landmarks]
+        return d
+
+    @staticmethod
+    def from_dict(d: dict) -> "Face":
+        return Face(tuple(d["box"]), d["score"], d.get("landmarks"))
+
+
+class FaceDetector:
+    """Base class: subclasses implement ``_detect(small_frame)`` at the working resolution."""
+
+    name = "base"
+
+    def __init__(self, det_size: int = 640, min_confidence: float = 0.5):
+        self.det_size = det_size
+        self.min_confidence = min_confidence
+
+    def _scale(self, frame: np.ndarray) -> tuple[np.ndarray, float]:
+        import cv2
+
+        h, w = frame.shape[:2]
+        s = min(1.0, self.det_size / max(h, w))
+        if s < 1.0:
+            frame = cv2.resize(frame, (max(1, round(w * s)), max(1, round(h * s))),
+                               interpolation=cv2.INTER_AREA)
+        return frame, s
+
+    def detect(self, frame: np.ndarray) -> list[Face]:
+        """Faces in one ``uint8 (H, W, 3) BGR`` frame, largest first."""
+        return self.detect_batch([frame])[0]
+
+    def detect_batch(self, frames: Sequence[np.ndarray]) -> list[list[Face]]:
+        out = []
+        for frame in frames:
+            small, s = self._scale(frame)
+            faces = [_rescale(f, 1 / s, frame.shape) for f in self._detect(small)
+                     if f.score >= self.min_confidence]
+            out.append(sorted(faces, key=lambda f: f.area, reverse=True))
+        return out
+
+    def _detect(self, frame: np.ndarray) -> list[Face]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {"name": self.name, "det_size": self.det_size,
+                "min_confidence": self.min_confidence}
+
+
+def _rescale(face: Face, k: float, shape: tuple) -> Face:
+    h, w = shape[:2]
+    x1, y1, x2, y2 = (v * k for v in face.box)
+    box = (max(0.0, x1), max(0.0, y1), min(float(w), x2), min(float(h), y2))
+    lm = [[x * k, y * k] for x, y in face.landmarks] if face.landmarks is not None else None
+    return Face(box, face.score, lm)
+
+
+class HaarDetector(FaceDetector):
+    name = "haar"
+
+    def __init__(self, det_size: int = 640, min_confidence: float = 0.5, **_: Any):
+        import cv2
+
+        super().__init__(det_size, min_confidence)
+        root = getattr(getattr(cv2, "data", None), "haarcascades", "")
+        frontal = os.path.join(root, "haarcascade_frontalface_default.xml")
+        profile = os.path.join(root, "haarcascade_profileface.xml")
+        if not root or not os.path.exists(frontal):
+            raise FileNotFoundError(
+                "this OpenCV build ships no Haar cascades (OpenCV 5 wheels do not); install "
+                "opencv-python<5, or use detector 'yunet' with a YuNet file")
+        self.frontal = cv2.CascadeClassifier(frontal)
+        self.profile = cv2.CascadeClassifier(profile) if os.path.exists(profile) else None
+
+    def _run(self, cascade, gray: np.ndarray, flip: bool = False) -> list[Face]:
+        if flip:
+            gray = gray[:, ::-1].copy()
+        min_side = max(24, min(gray.shape) // 12)
+        boxes, _, weights = cascade.detectMultiScale3(gray, scaleFactor=1.1, minNeighbors=5,
+                                                      minSize=(min_side, min_side),
+                                                      outputRejectLevels=True)
+        faces = []
+        for (x, y, w, h), wt in zip(boxes, np.ravel(weights)):
+            if flip:
+                x = gray.shape[1] - x - w
+            # the final stage's margin, squashed to (0, 1): Haar has no calibrated probability
+            score = 1.0 / (1.0 + math.exp(-float(wt)))
+            faces.append(Face((float(x), float(y), float(x + w), float(y + h)), score))
+        return faces
+
+    def _detect(self, frame: np.ndarray) -> list[Face]:
+        import cv2
+
+        gray = cv2.equalizeHist(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
+        faces = self._run(self.frontal, gray)
+        if not faces and self.profile is not None:
+            faces = self._run(self.profile, gray) or self._run(self.profile, gray, flip=True)
+        return faces
+
+
+def download_file(url: str, dest: Path, sha256: str = "", timeout: float = 60.0) -> Path:
+    """Fetch ``url`` to ``dest`` through a ``.part`` file; check the SHA-256 when given."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp, tmp.open("wb") as fh:
+            shutil.copyfileobj(resp, fh)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"could not download {url} ({exc}); download it by hand and set "
+                      f"preprocess.detector_weights to its path") from exc
+    if sha256:
+        got = hashlib.sha256(tmp.read_bytes()).hexdigest()
+        if got != sha256:
+            tmp.unlink(missing_ok=True)
+            raise OSError(f"checksum mismatch for {url}: got {got}, expected {sha256}; the file "
+                          f"was not kept")
+    os.replace(tmp, dest)
+    return dest
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get("DFLAB_CACHE", Path.home() / ".cache" / "dflab"))
+
+
+def resolve_yunet_weights(weights: str = "", cache_dir: str | Path = "", download: bool = True,
+                          url: str = YUNET_URL, sha256: str = YUNET_SHA256) -> Path | None:
+    """A YuNet ONNX file: the given path, else the cache, else the model zoo (if ``download``)."""
+    if weights:
+        p = Path(weights).expanduser()
+        if p.is_file():
+            return p
+        if not weights.startswith(("http://", "https://")):
+            raise FileNotFoundError(f"YuNet weights '{weights}' not found; give an existing .onnx "
+                                    f"file or leave preprocess.detector_weights empty")
+        url, sha256 = weights, ""
+    cache = Path(cache_dir) if cache_dir else default_cache()
+    cached = cache / "yunet" / Path(url).name
+    if cached.is_file():
+        return cached
+    if not download:
+        return None
+    return download_file(url, cached, sha256)
+
+
+class YuNetDetector(FaceDetector):
+    name = "yunet"
+
+    def __init__(self, weights: str = "", det_size: int = 640, min_confidence: float = 0.6,
+                 cache_dir: str = "", download: bool = True, **_: Any):
+        import cv2
+
+        super().__init__(det_size, min_confidence)
+        self.weights = resolve_yunet_weights(weights, cache_dir, download)
+        if self.weights is None:
+            raise FileNotFoundError("no YuNet weights: set preprocess.detector_weights")
+        try:
+            self.net = cv2.FaceDetectorYN.create(str(self.weights), "", (320, 320),
+                                                 min(0.3, min_confidence), 0.3, 5000)
+        except cv2.error as exc:
+            raise ValueError(f"OpenCV cannot load YuNet file '{self.weights}' ({exc}); use a "
+                             f"fixed-size yunet_*.onnx (the *_dynamic.onnx files do not load)") \
+                from None
+
+    def _detect(self, frame: np.ndarray) -> list[Face]:
+        h, w = frame.shape[:2]
+        self.net.setInputSize((w, h))
+        _, rows = self.net.detect(np.ascontiguousarray(frame))
+        faces = []
+        for r in rows if rows is not None else []:
+            x, y, bw, bh = (float(v) for v in r[:4])
+            lm = [[float(r[4 + 2 * k]), float(r[5 + 2 * k])] for k in range(5)]
+            faces.append(Face((x, y, x + bw, y + bh), float(r[14]), lm))
+        return faces
+
+    def describe(self) -> dict:
+        return {**super().describe(), "weights": str(self.weights)}
+
+
+class YoloDetector(FaceDetector):
+    name = "yolo"
+
+    def __init__(self, weights: str = "", det_size: int = 640, min_confidence: float = 0.5,
+                 device: str = "auto", **_: Any):
+        super().__init__(det_size, min_confidence)
+        if not weights:
+            raise ValueError("detector 'yolo' needs a face weights file or URL in "
+                             "preprocess.detector_weights (train one with `dflab faces finetune`)")
+        from ultralytics import YOLO
+
+        if not weights.startswith(("http://", "https://")) and not Path(weights).is_file():
+            raise FileNotFoundError(f"YOLO weights '{weights}' not found")
+        self.weights = weights
+        self.model = YOLO(weights)
+        if device == "auto":
+            import torch
+
+            device = "cuda:0" if torch.cuda.is_available() else "cpu"
+        self.device = device
+
+    def detect_batch(self, frames: Sequence[np.ndarray]) -> list[list[Face]]:
+        if not frames:
+            return []
+        results = self.model.predict(list(frames), imgsz=self.det_size, conf=self.min_confidence,
+                                     device=self.device, verbose=False)
+        out = []
+        for res in results:
+            faces = []
+            boxes = res.boxes
+            kpts = getattr(res, "keypoints", None)
+            for k in range(len(boxes)):
+                x1, y1, x2, y2 = (float(v) for v in boxes.xyxy[k].tolist())
+                lm = kpts.xy[k].tolist() if kpts is not None and kpts.xy is not None else None
+                faces.append(Face((x1, y1, x2, y2), float(boxes.conf[k]), lm))
+            out.append(sorted(faces, key=lambda f: f.area, reverse=True))
+        return out
+
+    def describe(self) -> dict:
+        return {**super().describe(), "weights": str(self.weights), "device": self.device}
+
+
+@DETECTORS.register("haar", help="OpenCV Haar cascades: offline default, no download, weakest")
+def create_haar(**kw: Any) -> FaceDetector:
+    return HaarDetector(**kw)
+
+
+@DETECTORS.register("yunet", help="OpenCV YuNet (cv2.FaceDetectorYN): box, 5 landmarks, score")
+def create_yunet(**kw: Any) -> FaceDetector:
+    return YuNetDetector(**kw)
+
+
+@DETECTORS.register("yolo", help="ultralytics YOLO face model, batched, GPU when present")
+def create_yolo(**kw: Any) -> FaceDetector:
+    return YoloDetector(**kw)
+
+
+@DETECTORS.register("auto", help="yolo if weights given (.pt), else yunet if a file is found, else haar")
+def create_auto(weights: str = "", cache_dir: str = "", **kw: Any) -> FaceDetector:
+    if weights.endswith(".pt"):
+        return YoloDetector(weights=weights, **kw)
+    try:
+        path = resolve_yunet_weights(weights, cache_dir, download=False)
+    except FileNotFoundError:
+        path = None
+    if path is not None:
+        return YuNetDetector(weights=str(path), **kw)
+    log.info("auto detector: no YuNet file given or cached; using the Haar cascades")
+    return HaarDetector(**kw)
+
+
+def create_detector(name: str = "auto", weights: str = "", det_size: int = 640,
+                    min_confidence: float = 0.5, **kw: Any) -> FaceDetector:
+    return DETECTORS.create(name, weights=weights, det_size=det_size,
+                            min_confidence=min_confidence, **kw)
+
+
+def crop_box(box: Sequence[float], shape: tuple, padding: float = 0.3, square: bool = True
+             ) -> tuple[int, int, int, int]:
+    """The crop rectangle around a face: ``padding`` times the box size on each side (context for
+    blending edges), optionally squared on the longer side, clipped to the frame."""
+    h, w = shape[:2]
+    x1, y1, x2, y2 = box
+    bw, bh = x2 - x1, y2 - y1
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    pw, ph = bw * (1 + 2 * padding), bh * (1 + 2 * padding)
+    if square:
+        pw = ph = max(pw, ph)
+    nx1, ny1 = int(round(max(0, cx - pw / 2))), int(round(max(0, cy - ph / 2)))
+    nx2, ny2 = int(round(min(w, cx + pw / 2))), int(round(min(h, cy + ph / 2)))
+    return nx1, ny1, max(nx1 + 1, nx2), max(ny1 + 1, ny2)
+
+
+def crop_face(frame: np.ndarray, box: Sequence[float], padding: float = 0.3, square: bool = True
+              ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    x1, y1, x2, y2 = crop_box(box, frame.shape, padding, square)
+    return frame[y1:y2, x1:x2], (x1, y1, x2, y2)
+
+
+def finetune_yolo(images: Sequence[str | Path], out_dir: str | Path, labeler: FaceDetector,
+                  base: str = "yolov8n.yaml", epochs: int = 30, imgsz: int = 320,
+                  batch: int = 16, device: str = "auto", val_fraction: float = 0.2,
+                  seed: int = 0, **train_kwargs: Any) -> Path:
+    """Fine-tune (or train) a one-class YOLO face detector on ``images`` auto-labelled by
+    ``labeler`` (YuNet recommended). ``base``: a model yaml (from scratch, no download), a local
+    ``.pt``, or an ultralytics name such as ``yolov8n.pt`` (downloaded by ultralytics).
+    ``train_kwargs`` go to ultralytics' ``train`` (e.g. ``mosaic=0.0`` for small datasets).
+
+    Returns the path of the best weights. Images with no face become background examples.
+    """
+    import cv2
+
+    from ultralytics import YOLO
+
+    out_dir = Path(out_dir).resolve()
+    ds = out_dir / "dataset"
+    rng = np.random.default_rng(seed)
+    images = [Path(p) for p in images]
+    if len(images) < 4:
+        raise ValueError(f"finetune_yolo needs at least 4 images, got {len(images)}")
+    order = rng.permutation(len(images))
+    n_val = max(1, int(len(images) * val_fraction))
+    n_faces = 0
+    for rank, idx in enumerate(order):
+        split = "val" if rank < n_val else "train"
+        src = images[idx]
+        img = cv2.imread(str(src))
+        if img is None:
+            log.warning("finetune_yolo: cannot read %s; skipped", src)
+            continue
+        h, w = img.shape[:2]
+        (ds / "images" / split).mkdir(parents=True, exist_ok=True)
+        (ds / "labels" / split).mkdir(parents=True, exist_ok=True)
+        name = f"{rank:06d}{src.suffix.lower()}"
+        shutil.copyfile(src, ds / "images" / split / name)
+        lines = []
+        for f in labeler.detect(img):
+            x1, y1, x2, y2 = f.box
+            lines.append(f"0 {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} "
+                         f"{(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}")
+        n_faces += len(lines)
+        (ds / "labels" / split / f"{rank:06d}.txt").write_text("\n".join(lines))
+    if n_faces == 0:
+        raise ValueError("the labeler found no face in any image; nothing to learn from")
+    data_yaml = ds / "data.yaml"
+    data_yaml.write_text(f"path: {ds}\ntrain: images/train\nval: images/val\nnames:\n  0: face\n")
+    if device == "auto":
+        import torch
+
+        device = "0" if torch.cuda.is_available() else "cpu"
+    model = YOLO(base)
+    model.train(data=str(data_yaml), epochs=epochs, imgsz=imgsz, batch=batch, device=device,
+                project=str(out_dir), name="train", exist_ok=True, plots=False, workers=0,
+                seed=seed, verbose=False, single_cls=True, pretrained=not base.endswith(".yaml"),
+                **train_kwargs)
+    best = out_dir / "train" / "weights" / "best.pt"
+    if not best.exists():
+        best = out_dir / "train" / "weights" / "last.pt"
+    return best

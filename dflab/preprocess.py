@@ -1,0 +1,340 @@
+"""Preprocessing: labelled videos -> face crops, frames, per-frame JSON, aligned audio features.
+
+Per video, under ``<out>/videos/<dataset>/<method>/<compression>/<video_id>/``:
+
+- ``crops/<frame>.jpg`` (the primary face, padded) and ``frames/<frame>.jpg`` (unless crops-only);
+- ``meta.json``: the record, the video's properties, the detector and settings, and one entry per
+  sampled frame (index, timestamp, primary box and score, every face, crop and frame paths, or the
+  reason there is no face: nothing is dropped silently) plus the video's face coverage;
+- ``audio.npz``: MFCC, spectral centroid, bandwidth, ZCR and RMS, row k = the k-th sampled frame.
+
+A video is written into ``<video_id>.part/`` and renamed when finished, so a re-run skips finished
+videos and redoes partial ones. ``<out>/index.csv`` (one row per sampled frame) is rebuilt from the
+``meta.json`` files at the end of every run, so shards processed on several machines merge by
+copying their ``videos/`` folders together and running ``dflab preprocess --index-only``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import PreprocessConfig
+from .events import Callback, CancelToken, Cancelled, Emitter
+from .runs import read_json, write_json
+from .sources import VideoRecord
+
+log = logging.getLogger(__name__)
+
+__all__ = ["preprocess_videos", "process_video", "build_index", "video_dir", "select_shard",
+           "parse_shard", "INDEX_COLUMNS"]
+
+INDEX_COLUMNS = ["uid", "video_id", "dataset", "method", "compression", "label", "split",
+                 "source_id", "frame_index", "timestamp", "has_face", "reason", "confidence",
+                 "n_faces", "x1", "y1", "x2", "y2", "crop_path", "frame_path"]
+BATCH = 8  # frames per detector call (YOLO batches them on the GPU)
+
+
+def video_dir(out: Path, rec: VideoRecord) -> Path:
+    return Path(out) / "videos" / rec.uid
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'i/N' -> (i, N) with 0 <= i < N."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"shard '{text}' must look like i/N, e.g. 0/4") from None
+    if not 0 <= i < n:
+        raise ValueError(f"shard '{text}': need 0 <= i < N")
+    return i, n
+
+
+def select_shard(records: list[VideoRecord], shard: tuple[int, int] = (0, 1)) -> list[VideoRecord]:
+    """The records of shard i of N, by a hash of the uid (stable across machines and runs)."""
+    i, n = shard
+    if n == 1:
+        return list(records)
+    return [r for r in records if int(hashlib.sha1(r.uid.encode()).hexdigest(), 16) % n == i]
+
+
+_DETECTOR_CACHE: dict[tuple, Any] = {}
+
+
+def _detector(spec: dict):
+    key = tuple(sorted(spec.items()))
+    if key not in _DETECTOR_CACHE:
+        from .faces import create_detector
+
+        _DETECTOR_CACHE[key] = create_detector(**spec)
+    return _DETECTOR_CACHE[key]
+
+
+def _imwrite(path: Path, img: np.ndarray, quality: int) -> None:
+    import cv2
+
+    if not cv2.imwrite(str(path), img, [cv2.IMWRITE_JPEG_QUALITY, int(quality)]):
+        raise OSError(f"could not write '{path}' (disk full or not writable?)")
+
+
+def _original_faces(out: Path, rec: VideoRecord) -> dict[int, list[dict]] | None:
+    """Faces per frame of this fake's original video, if that one is already processed."""
+    orig = VideoRecord("", rec.source_id, "real", "original", rec.dataset, rec.compression)
+    meta = video_dir(out, orig) / "meta.json"
+    if not meta.exists():
+        return None
+    return {f["frame_index"]: f["faces"] for f in read_json(meta)["frames"]}
+
+
+def process_video(rec: VideoRecord, out: str | Path, cfg: PreprocessConfig, det_spec: dict,
+                  cancel: CancelToken | None = None) -> dict:
+    """Process one video (or image) into its folder; returns its summary. Raises on bad input."""
+    from .faces import Face, crop_face
+    from .video import iter_frames, probe_video, read_image, sample_indices
+
+    out = Path(out)
+    final = video_dir(out, rec)
+    if (final / "meta.json").exists():
+        return {"uid": rec.uid, "skipped": True, **read_json(final / "meta.json")["summary"]}
+    if not rec.exists or not Path(rec.path).exists():
+        raise FileNotFoundError(f"'{rec.path}' is listed but missing on disk")
+    t0 = time.monotonic()
+    part = final.with_name(final.name + ".part")
+    if part.exists():
+        shutil.rmtree(part)  # a partial run: redo it from scratch
+    (part / "crops").mkdir(parents=True)
+    if cfg.save_frames:
+        (part / "frames").mkdir()
+
+    if rec.is_image:
+        img = read_image(rec.path)
+        info = {"path": rec.path, "frame_count": 1, "fps": 0.0, "width": img.shape[1],
+                "height": img.shape[0], "duration_s": 0.0, "codec": "image"}
+        frames_iter = iter([(0, img)])
+        fps = 1.0
+    else:
+        vinfo = probe_video(rec.path)
+        info = vinfo.to_dict()
+        fps = vinfo.fps
+        if cfg.every_nth > 0:
+            frames_iter = iter_frames(rec.path, every_nth=cfg.every_nth)
+        else:
+            n = vinfo.frame_count
+            if n <= 0:
+                from .video import count_frames
+
+                n = count_frames(rec.path)
+            frames_iter = iter_frames(rec.path, sample_indices(n, 0, cfg.num_frames))
+
+    reuse = _original_faces(out, rec) if cfg.reuse_original_boxes and rec.label == "fake" else None
+    detector = None if reuse is not None else _detector(det_spec)
+    records: list[dict] = []
+    decoded = 0
+    batch: list[tuple[int, np.ndarray | None]] = []
+
+    def flush() -> None:
+        frames = [f for _, f in batch if f is not None]
+        found = iter(detector.detect_batch(frames) if detector is not None and frames else [])
+        for idx, frame in batch:
+            entry: dict[str, Any] = {"frame_index": idx, "timestamp": round(idx / fps, 4),
+                                     "faces": [], "primary": None, "crop_path": "",
+                                     "frame_path": "", "reason": ""}
+            if frame is None:
+                entry["reason"] = "frame could not be decoded"
+                records.append(entry)
+                continue
+            if reuse is not None:
+                faces = [Face.from_dict(d) for d in reuse.get(idx, [])]
+                if idx not in reuse:
+                    entry["reason"] = "original video has no record of this frame"
+            else:
+                faces = next(found)
+            entry["faces"] = [f.to_dict() for f in faces]
+            name = f"{idx:06d}.jpg"
+            if cfg.save_frames:
+                _imwrite(part / "frames" / name, frame, cfg.jpeg_quality)
+                entry["frame_path"] = f"frames/{name}"
+            if faces:
+                crop, cbox = crop_face(frame, faces[0].box, cfg.padding, cfg.square)
+                _imwrite(part / "crops" / name, crop, cfg.jpeg_quality)
+                entry["primary"] = {**faces[0].to_dict(), "crop_box": list(cbox)}
+                entry["crop_path"] = f"crops/{name}"
+            elif not entry["reason"]:
+                entry["reason"] = f"no face scored >= {cfg.min_confidence}"
+            records.append(entry)
+        batch.clear()
+
+    for idx, frame in frames_iter:
+        if cancel is not None:
+            cancel.check()
+        decoded += 1
+        batch.append((idx, frame))
+        if len(batch) >= BATCH:
+            flush()
+    flush()
+    if decoded == 0:
+        shutil.rmtree(part, ignore_errors=True)
+        raise ValueError(f"'{rec.path}' decoded no frames (truncated or not a video)")
+
+    audio: dict[str, Any] = {"has_audio": False}
+    if cfg.audio and not rec.is_image:
+        audio = _audio(rec.path, part, records, cfg)
+
+    with_face = sum(1 for r in records if r["primary"])
+    summary = {"frames": len(records), "frames_with_face": with_face,
+               "coverage": round(with_face / len(records), 4) if records else 0.0,
+               "faces_per_frame": round(sum(len(r["faces"]) for r in records) / len(records), 3),
+               "has_audio": audio["has_audio"], "seconds": round(time.monotonic() - t0, 2)}
+    meta = {"record": rec.to_dict(), "video": info, "settings": asdict(cfg),
+            "detector": detector.describe() if detector is not None else
+            {"name": "reused from original", "original": rec.source_id},
+            "audio": audio, "summary": summary, "frames": records}
+    write_json(part / "meta.json", meta)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(part, final)
+    return {"uid": rec.uid, "skipped": False, **summary}
+
+
+def _audio(path: str, part: Path, records: list[dict], cfg: PreprocessConfig) -> dict:
+    from .audio import extract_wav, frame_audio_features, has_audio
+
+    if not has_audio(path):
+        return {"has_audio": False, "reason": "no audio stream"}
+    with tempfile.TemporaryDirectory() as td:
+        wav = extract_wav(path, Path(td) / "a.wav")
+        ts = np.array([r["timestamp"] for r in records])
+        feats = frame_audio_features(wav, ts, cfg.audio_window_s, cfg.n_mfcc)
+    np.savez(part / "audio.npz", frame_index=np.array([r["frame_index"] for r in records]),
+             timestamp=ts, **feats)
+    return {"has_audio": True, "file": "audio.npz", "window_s": cfg.audio_window_s,
+            "n_mfcc": cfg.n_mfcc, "valid_rows": int(feats["valid"].sum())}
+
+
+def _worker(args: tuple) -> dict:
+    rec, out, cfg, spec = args
+    return process_video(rec, out, cfg, spec)
+
+
+def preprocess_videos(records: list[VideoRecord], out: str | Path, cfg: PreprocessConfig,
+                      shard: tuple[int, int] = (0, 1), cache_dir: str = "",
+                      callbacks: list[Callback] | None = None,
+                      cancel: CancelToken | None = None) -> dict:
+    """Process every record of this shard; bad videos are reported and the batch goes on.
+
+    Returns a report: counts, per-video summaries, errors, and the path of the index.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    em = Emitter("preprocess", callbacks, cancel)
+    todo = select_shard(records, shard)
+    # originals first, so fakes can reuse their boxes
+    todo.sort(key=lambda r: (r.label != "real", r.uid))
+    spec = {"name": cfg.detector, "weights": cfg.detector_weights, "det_size": cfg.det_size,
+            "min_confidence": cfg.min_confidence}
+    if cache_dir:
+        spec["cache_dir"] = cache_dir
+    errors_path = out / "errors.json"
+    errors: dict[str, str] = read_json(errors_path) if errors_path.exists() else {}
+    done: list[dict] = []
+    em.progress(0, len(todo), "video")
+
+    def record_result(rec: VideoRecord, result: dict | None, exc: BaseException | None) -> None:
+        if exc is None and result is not None:
+            errors.pop(rec.uid, None)
+            done.append(result)
+        else:
+            msg = f"{type(exc).__name__}: {exc}"
+            errors[rec.uid] = msg
+            em.error(msg, item=rec.path)
+            log.warning("preprocess %s: %s", rec.path, msg)
+        write_json(errors_path, errors)
+        em.progress(len(done) + sum(1 for r in todo if r.uid in errors), len(todo), "video",
+                    rec.uid)
+
+    try:
+        if cfg.workers <= 1:
+            for rec in todo:
+                em.check()
+                try:
+                    record_result(rec, process_video(rec, out, cfg, spec, em.cancel), None)
+                except Cancelled:
+                    raise
+                except Exception as exc:  # one bad video never stops the batch
+                    record_result(rec, None, exc)
+        else:
+            ctx = mp.get_context("spawn")
+            with cf.ProcessPoolExecutor(cfg.workers, mp_context=ctx) as pool:
+                futs = {pool.submit(_worker, (rec, out, cfg, spec)): rec for rec in todo}
+                for fut in cf.as_completed(futs):
+                    rec = futs[fut]
+                    exc = fut.exception()
+                    record_result(rec, None if exc else fut.result(), exc)
+                    if em.cancel.cancelled:
+                        pool.shutdown(wait=True, cancel_futures=True)
+                        raise Cancelled("cancelled by the user; finished videos are kept and a "
+                                        "re-run resumes")
+    finally:  # also after a cancel: the index lists every finished video
+        index = build_index(out)
+    report = {
+        "videos": len(todo), "processed": sum(1 for d in done if not d["skipped"]),
+        "skipped_finished": sum(1 for d in done if d["skipped"]),
+        "failed": sum(1 for r in todo if r.uid in errors),
+        "frames": int(sum(d["frames"] for d in done)),
+        "frames_with_face": int(sum(d["frames_with_face"] for d in done)),
+        "errors": {r.uid: errors[r.uid] for r in todo if r.uid in errors},
+        "per_video": {d["uid"]: {k: d[k] for k in ("frames", "coverage", "has_audio")}
+                      for d in done},
+        "index": str(out / "index.csv"), "index_rows": int(len(index)),
+        "shard": f"{shard[0]}/{shard[1]}",
+    }
+    report["coverage"] = round(report["frames_with_face"] / report["frames"], 4) \
+        if report["frames"] else 0.0
+    write_json(out / "report.json", report)
+    em.result(**{k: v for k, v in report.items() if k not in ("per_video", "errors")})
+    return report
+
+
+def build_index(out: str | Path):
+    """Rebuild ``<out>/index.csv`` from every finished video's ``meta.json``; returns the table."""
+    import pandas as pd
+
+    out = Path(out)
+    rows = []
+    for meta_path in sorted((out / "videos").rglob("meta.json")):
+        if meta_path.parent.name.endswith(".part"):
+            continue
+        meta = read_json(meta_path)
+        rec = meta["record"]
+        rel = meta_path.parent.relative_to(out).as_posix()
+        uid = f"{rec['dataset']}/{rec['method']}/{rec['compression'] or 'na'}/{rec['video_id']}"
+        for fr in meta["frames"]:
+            p = fr["primary"]
+            box = p["box"] if p else [np.nan] * 4
+            rows.append({
+                "uid": uid, "video_id": rec["video_id"], "dataset": rec["dataset"],
+                "method": rec["method"], "compression": rec["compression"],
+                "label": rec["label"], "split": rec["split"], "source_id": rec["source_id"],
+                "frame_index": fr["frame_index"], "timestamp": fr["timestamp"],
+                "has_face": p is not None, "reason": fr["reason"],
+                "confidence": p["score"] if p else np.nan, "n_faces": len(fr["faces"]),
+                "x1": box[0], "y1": box[1], "x2": box[2], "y2": box[3],
+                "crop_path": f"{rel}/{fr['crop_path']}" if fr["crop_path"] else "",
+                "frame_path": f"{rel}/{fr['frame_path']}" if fr["frame_path"] else "",
+            })
+    df = pd.DataFrame(rows, columns=INDEX_COLUMNS)
+    tmp = out / "index.csv.part"
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, out / "index.csv")
+    return df

@@ -1,0 +1,218 @@
+"""Labelled video sources: turn a folder on disk into a list of :class:`VideoRecord`.
+
+Registered sources (``dflab sources``):
+
+- ``ffpp``: the FaceForensics++ layout, ``original_sequences/<youtube|actors>/<c>/videos/<id>.mp4``
+  and ``manipulated_sequences/<Method>/<c>/videos/<target>_<source>.mp4``; splits from the official
+  ``{train,val,test}.json`` id pairs (a ``splits/`` folder beside the data, or ``splits_dir``).
+- ``dfdc``: Kaggle DFDC part folders, each with ``metadata.json`` (label, split, original).
+- ``folder``: any folder with a ``labels.csv`` (columns ``path,label`` and optionally ``method,
+  dataset, compression, source_id, video_id, split``); the demo set is one.
+- ``demo``: the embedded demo set (a ``folder`` source).
+
+A video listed in metadata but missing on disk is returned with ``exists=False`` so the pipeline
+reports it instead of failing.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .registry import Registry
+
+log = logging.getLogger(__name__)
+
+__all__ = ["VideoRecord", "SOURCES", "list_videos", "load_ffpp_splits", "group_split",
+           "VIDEO_EXTS", "IMAGE_EXTS", "check_split_leaks"]
+
+VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+FFPP_METHODS = ["Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures", "FaceShifter",
+                "DeepFakeDetection"]
+
+SOURCES: Registry = Registry("video source")
+
+
+@dataclass
+class VideoRecord:
+    path: str  # absolute path of the video (or image)
+    video_id: str  # "004_982", "brtujopkby"
+    label: str  # "real" | "fake"
+    method: str  # "original" for real videos; FF++ method; "dfdc" for DFDC fakes
+    dataset: str  # "ffpp", "dfdc", "demo", or the folder's own name
+    compression: str = ""  # "c23", "c40", "raw", "" when unknown
+    source_id: str = ""  # the id of the real video this one derives from (itself when real)
+    split: str = ""  # "train" | "val" | "test" | "" when unassigned
+    exists: bool = True
+    extra: dict = field(default_factory=dict)  # any other metadata columns (demographics, ...)
+
+    @property
+    def uid(self) -> str:
+        """Unique across datasets and methods: equal ids under different methods never merge."""
+        return f"{self.dataset}/{self.method}/{self.compression or 'na'}/{self.video_id}"
+
+    @property
+    def is_image(self) -> bool:
+        return Path(self.path).suffix.lower() in IMAGE_EXTS
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def group_split(group: str, val: float = 0.1, test: float = 0.1, salt: str = "dflab") -> str:
+    """A stable split for a group id (a DFDC original and all its fakes share one)."""
+    h = int(hashlib.sha1(f"{salt}:{group}".encode()).hexdigest()[:8], 16) / 2**32
+    return "test" if h < test else "val" if h < test + val else "train"
+
+
+def load_ffpp_splits(splits_dir: str | Path) -> dict[str, str]:
+    """id -> split from the official ``train/val/test.json`` lists of ``[target, source]`` pairs."""
+    splits_dir = Path(splits_dir)
+    out: dict[str, str] = {}
+    for split in ("train", "val", "test"):
+        f = splits_dir / f"{split}.json"
+        if not f.exists():
+            raise FileNotFoundError(f"FF++ split file '{f}' is missing; put the official "
+                                    f"train/val/test.json there (dflab download ffpp fetches them)")
+        for pair in json.loads(f.read_text()):
+            for vid in pair:
+                out[str(vid)] = split
+    return out
+
+
+def check_split_leaks(records: list[VideoRecord]) -> None:
+    """Raise if any source id (a real video and everything made from it) sits in two splits."""
+    seen: dict[str, set[str]] = {}
+    for r in records:
+        if r.split:
+            seen.setdefault(f"{r.dataset}/{r.source_id or r.video_id}", set()).add(r.split)
+    leaks = {k: sorted(v) for k, v in seen.items() if len(v) > 1}
+    if leaks:
+        some = ", ".join(f"{k} in {v}" for k, v in list(leaks.items())[:5])
+        raise ValueError(f"split leak: {len(leaks)} source videos appear in more than one split "
+                         f"({some}); fix the split files or labels.csv")
+
+
+@SOURCES.register("ffpp", help="FaceForensics++ folder layout with official id-pair splits")
+def ffpp_source(root: str | Path, splits_dir: str | Path = "", methods: list[str] | None = None,
+                compressions: list[str] | None = None) -> list[VideoRecord]:
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"FF++ folder '{root}' does not exist")
+    sdir = Path(splits_dir) if splits_dir else root / "splits"
+    split_of = load_ffpp_splits(sdir) if (sdir / "train.json").exists() else {}
+    if not split_of:
+        log.warning("no FF++ splits in %s: records have no split", sdir)
+    records = []
+    for p in sorted(root.glob("original_sequences/*/*/videos/*")):
+        if p.suffix.lower() not in VIDEO_EXTS:
+            continue
+        comp = p.parts[-3]
+        if compressions and comp not in compressions:
+            continue
+        vid = p.stem
+        records.append(VideoRecord(str(p), vid, "real", "original", "ffpp", comp, vid,
+                                   split_of.get(vid, ""), extra={"subset": p.parts[-4]}))
+    for p in sorted(root.glob("manipulated_sequences/*/*/videos/*")):
+        if p.suffix.lower() not in VIDEO_EXTS:
+            continue
+        method, comp = p.parts[-4], p.parts[-3]
+        if methods and method not in methods or compressions and comp not in compressions:
+            continue
+        target = re.split(r"[_]", p.stem)[0]
+        records.append(VideoRecord(str(p), p.stem, "fake", method, "ffpp", comp, target,
+                                   split_of.get(target, "")))
+    return records
+
+
+@SOURCES.register("dfdc", help="Kaggle DFDC part folders with metadata.json")
+def dfdc_source(root: str | Path, val: float = 0.1, test: float = 0.1) -> list[VideoRecord]:
+    """Every ``metadata.json`` below ``root``. DFDC's own split field says 'train' for the whole
+    training set, so splits are drawn per original (a fake never leaves its original's split)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"DFDC folder '{root}' does not exist")
+    records = []
+    metas = sorted(root.rglob("metadata.json"))
+    if not metas:
+        raise FileNotFoundError(f"no metadata.json under '{root}': is this a DFDC part folder?")
+    for meta in metas:
+        try:
+            entries = json.loads(meta.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"'{meta}' is not valid JSON ({exc}); re-download that part") from None
+        for name, info in sorted(entries.items()):
+            p = meta.parent / name
+            label = str(info.get("label", "")).upper()
+            if label not in ("REAL", "FAKE"):
+                raise ValueError(f"'{meta}': {name} has label {info.get('label')!r}; expected "
+                                 f"REAL or FAKE")
+            fake = label == "FAKE"
+            original = Path(info.get("original") or name).stem if fake else p.stem
+            extra = {k: v for k, v in info.items() if k not in ("label", "split", "original")}
+            extra["part"] = meta.parent.name
+            records.append(VideoRecord(str(p), p.stem, "fake" if fake else "real",
+                                       "dfdc" if fake else "original", "dfdc", "", original,
+                                       group_split(original, val, test), p.exists(), extra))
+    return records
+
+
+@SOURCES.register("folder", help="any folder with labels.csv (path,label[,method,...])")
+def folder_source(root: str | Path, labels: str | Path = "") -> list[VideoRecord]:
+    root = Path(root)
+    labels_path = Path(labels) if labels else root / "labels.csv"
+    if not labels_path.exists():
+        raise FileNotFoundError(f"no labels file '{labels_path}'; a folder source needs a CSV with "
+                                f"at least the columns path,label (label: real or fake)")
+    with labels_path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"path", "label"} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"'{labels_path}' lacks the column(s) {sorted(missing)}; it needs "
+                             f"path,label and may have method,dataset,compression,source_id,split")
+        rows = list(reader)
+    known = {"path", "label", "method", "dataset", "compression", "source_id", "video_id",
+             "split", "official_split"}
+    records = []
+    for i, row in enumerate(rows, start=2):
+        label = row["label"].strip().lower()
+        if label in ("0", "original"):
+            label = "real"
+        elif label in ("1", "manipulated"):
+            label = "fake"
+        if label not in ("real", "fake"):
+            raise ValueError(f"'{labels_path}' line {i}: label {row['label']!r} is not real/fake")
+        p = Path(row["path"])
+        p = p if p.is_absolute() else labels_path.parent / p
+        if p.suffix.lower() not in VIDEO_EXTS | IMAGE_EXTS:
+            log.warning("%s line %d: %s is neither a video nor an image; skipped", labels_path, i, p)
+            continue
+        method = row.get("method") or ("original" if label == "real" else "unknown")
+        vid = row.get("video_id") or p.stem
+        records.append(VideoRecord(
+            str(p), vid, label, method, row.get("dataset") or root.name,
+            row.get("compression", ""), row.get("source_id") or vid,
+            row.get("split") or row.get("official_split") or "", p.exists(),
+            {k: v for k, v in row.items() if k not in known and v}))
+    return records
+
+
+@SOURCES.register("demo", help="the embedded demo set (build it with `dflab demo-data`)")
+def demo_source(root: str | Path) -> list[VideoRecord]:
+    if not (Path(root) / "labels.csv").exists():
+        raise FileNotFoundError(f"no demo set at '{root}'; build it with `dflab demo-data --out "
+                                f"{root}`")
+    return folder_source(root)
+
+
+def list_videos(source: str, root: str | Path, **kwargs) -> list[VideoRecord]:
+    """Records of a registered source, checked for split leaks."""
+    records = SOURCES.create(source, root=root, **kwargs)
+    check_split_leaks(records)
+    return records

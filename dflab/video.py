@@ -1,0 +1,141 @@
+"""Video decoding with OpenCV: probe, choose frames, and read only the frames chosen.
+
+Frames are ``uint8 (H, W, 3) BGR`` as OpenCV gives them; grayscale sources come out as 3 equal
+channels. Skipped frames are ``grab()``-ed (demuxed and decoded, never converted to BGR), which is
+what makes sampling every Nth frame cheaper than reading every frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+__all__ = ["VideoInfo", "VideoError", "probe_video", "sample_indices", "iter_frames",
+           "count_frames", "read_image"]
+
+
+class VideoError(RuntimeError):
+    """A video that cannot be used; the message names the file and says why."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: str
+    frame_count: int  # as the container reports it (may be wrong)
+    fps: float
+    width: int
+    height: int
+    duration_s: float
+    codec: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _open(path: str | Path):
+    import cv2
+
+    p = Path(path)
+    if not p.exists():
+        raise VideoError(f"'{p}' does not exist")
+    if p.stat().st_size == 0:
+        raise VideoError(f"'{p}' is empty (0 bytes); re-download or remove it")
+    cap = cv2.VideoCapture(str(p))
+    if not cap.isOpened():
+        cap.release()
+        raise VideoError(f"'{p}' cannot be opened as a video (not a video, or an unsupported or "
+                         f"truncated container)")
+    return cap
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    import cv2
+
+    cap = _open(path)
+    try:
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        fps = float(cap.get(cv2.CAP_PROP_FPS)) or 0.0
+        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        fourcc = int(cap.get(cv2.CAP_PROP_FOURCC))
+        codec = fourcc.to_bytes(4, "little").decode("ascii", "replace").strip("\x00 ") \
+            if fourcc > 0 else ""
+    finally:
+        cap.release()
+    if w <= 0 or h <= 0:
+        raise VideoError(f"'{path}' has no readable video stream")
+    if fps <= 0 or fps > 1000:
+        fps = 25.0  # unknown: assume PAL so timestamps stay finite; recorded in the metadata
+    return VideoInfo(str(path), max(n, 0), fps, w, h, round(max(n, 0) / fps, 3), codec)
+
+
+def count_frames(path: str | Path) -> int:
+    """Frames that really decode (containers may report a wrong count)."""
+    cap = _open(path)
+    n = 0
+    try:
+        while cap.grab():
+            n += 1
+    finally:
+        cap.release()
+    return n
+
+
+def sample_indices(frame_count: int, every_nth: int = 0, num_frames: int = 0) -> list[int]:
+    """Frame indices to keep: every Nth frame from 0, or N evenly spaced over the whole video
+    (DeepfakeBench's default is 32 evenly spaced; its code takes the first N by mistake)."""
+    if frame_count <= 0:
+        return []
+    if every_nth > 0:
+        return list(range(0, frame_count, every_nth))
+    if num_frames <= 0:
+        raise ValueError("give preprocess.every_nth > 0 or preprocess.num_frames > 0")
+    if num_frames >= frame_count:
+        return list(range(frame_count))
+    return sorted({int(round(x)) for x in np.linspace(0, frame_count - 1, num_frames)})
+
+
+def iter_frames(path: str | Path, indices: list[int] | None = None, every_nth: int = 0
+                ) -> Iterator[tuple[int, np.ndarray | None]]:
+    """Yield ``(index, frame)`` for the chosen frames; ``frame`` is None where decoding failed.
+
+    Either explicit ``indices`` or ``every_nth`` (the latter needs no frame count, so it copes with
+    containers that report a wrong one). Reading stops at the real end of the stream.
+    """
+    cap = _open(path)
+    wanted = set(indices or [])
+    last = max(wanted) if wanted else None
+    i = 0
+    try:
+        while True:
+            if last is not None and i > last:
+                break
+            if not cap.grab():
+                break
+            keep = (i in wanted) if indices is not None else (every_nth > 0 and i % every_nth == 0)
+            if keep:
+                ok, frame = cap.retrieve()
+                if ok and frame is not None and frame.ndim == 2:
+                    frame = np.repeat(frame[..., None], 3, axis=2)
+                yield i, (frame if ok else None)
+            i += 1
+    finally:
+        cap.release()
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An image file as uint8 (H, W, 3) BGR (grayscale, alpha and 16-bit are converted)."""
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise VideoError(f"'{path}' cannot be read as an image")
+    if img.dtype == np.uint16:
+        img = (img / 257).astype(np.uint8)
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    elif img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    return img
