@@ -208,6 +208,82 @@ def cmd_faces(args, cfg):
     return 0
 
 
+def _processed(cfg, given: str) -> Path:
+    return Path(given) if given else _paths(cfg)["processed"] / cfg.data.source
+
+
+@command("train", "train the visual detector on preprocessed crops (resumable)")
+@arg("--processed", default="", help="preprocessed folder (default <data_root>/processed/<source>)")
+@arg("--name", default="", help="run name: runs/train-<name> (default: a timestamp)")
+@arg("--resume", action="store_true", help="continue runs/train-<name> from its last checkpoint")
+def cmd_train(args, cfg):
+    from .events import TqdmCallback
+    from .train import train
+
+    if args.resume and not args.name:
+        raise ValueError("--resume needs --name of the run to continue")
+    run = train(cfg, _processed(cfg, args.processed), _paths(cfg)["runs"], args.name,
+                args.resume, callbacks=[TqdmCallback()])
+    print(f"run: {run}")
+    return 0
+
+
+@command("evaluate", "evaluate a run: threshold from val, metrics per method, frame and video")
+@arg("--run", required=True, help="run folder (runs/train-<name>)")
+@arg("--processed", default="", help="preprocessed folder (default: the one the run used)")
+@arg("--split", default="test", choices=["train", "val", "test"])
+@arg("--checkpoint", default="best.pt")
+def cmd_evaluate(args, cfg):
+    from .evaluate import evaluate_run
+
+    rep = evaluate_run(args.run, _processed(cfg, args.processed), args.split, cfg.eval,
+                       args.checkpoint)
+    f, v = rep["frame"], rep["video"]
+    print(f"{args.split}: threshold {rep['threshold']:.3f} ({rep['threshold_source']})")
+    print(f"  frame: n={f['n']} acc={f['accuracy']:.3f} auc={f['auc']:.3f} f1={f['f1']:.3f} "
+          f"ece={f['ece']:.3f}")
+    print(f"  video: n={v['n']} acc={v['accuracy']:.3f} auc={v['auc']:.3f} f1={v['f1']:.3f}")
+    for m, mm in rep["video_per_method"].items():
+        print(f"  video {m:<16} n={mm['n']} acc={mm['accuracy']:.3f} auc={mm['auc']:.3f}")
+    print(f"report: {Path(args.run) / f'eval_{args.split}.json'}")
+    return 0
+
+
+@command("export", "export a run's best checkpoint to ONNX and check parity with onnxruntime")
+@arg("--run", required=True, help="run folder")
+@arg("--out", default="", help="ONNX path (default <run>/model.onnx)")
+@arg("--checkpoint", default="best.pt")
+def cmd_export(args, cfg):
+    from .export import export_onnx
+
+    rep = export_onnx(args.run, args.out, cfg.export, args.checkpoint)
+    print(f"{rep['onnx']} ({rep['bytes'] / 2**20:.1f} MiB), opset {rep['opset']}, onnxruntime vs "
+          f"torch max abs diff {rep['max_abs_diff']:.2e} (tolerance {rep['parity_tol']:.0e})")
+    return 0
+
+
+@command("predict", "score one image or video with a checkpoint or an ONNX model")
+@arg("file", help="image or video")
+@arg("--model", required=True, help="checkpoint (.pt) or ONNX file (.onnx)")
+@arg("--json", action="store_true", help="print the full result as JSON")
+def cmd_predict(args, cfg):
+    from .predict import predict_file
+
+    res = predict_file(args.file, args.model, aggregate=cfg.eval.aggregate,
+                       margin=cfg.eval.confident_margin,
+                       threshold=cfg.eval.threshold if cfg.eval.threshold >= 0 else None)
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return 0
+    prob = "-" if res["probability"] is None else f"{res['probability']:.3f}"
+    print(f"{res['file']}: {res['verdict'].upper()} (p(fake)={prob}, threshold "
+          f"{res['threshold']:.3f}, {res['backend']}, {len(res['frames'])} frames with a face of "
+          f"{res['frames_sampled']} sampled)")
+    for r in res["frames"]:
+        print(f"  frame {r['frame_index']:>6} t={r['timestamp']:>7.2f}s p(fake)={r['prob']:.3f}")
+    return 0
+
+
 @command("config", "show the resolved config, or list every key with its help")
 @arg("--list", action="store_true", help="list keys, types, bounds and help")
 def cmd_config(args, cfg):

@@ -155,7 +155,8 @@ class EvalConfig:
 
 @dataclass
 class ExportConfig:
-    opset: int = _f(17, "ONNX opset.", min=11, max=23)
+    opset: int = _f(18, "ONNX opset (the torch.export-based exporter needs 18 or later).", min=18,
+                    max=23)
     dynamic_batch: bool = _f(True, "Dynamic batch axis in the ONNX graph.")
     parity_tol: float = _f(1e-4, "Max abs difference allowed between torch and onnxruntime.",
                            min=0.0, max=1.0)

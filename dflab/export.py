@@ -1,0 +1,105 @@
+"""ONNX export with a dynamic batch axis, checked by ``onnx.checker`` and against PyTorch with
+onnxruntime; preprocessing facts travel inside the file as metadata."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import ExportConfig
+from .models import CLASS_NAMES
+from .runs import write_json
+
+log = logging.getLogger(__name__)
+
+__all__ = ["export_onnx", "load_onnx", "onnx_metadata"]
+
+
+def export_onnx(run: str | Path, out: str | Path = "", cfg: ExportConfig | None = None,
+                checkpoint: str = "best.pt", threshold: float | None = None,
+                parity_batch: int = 4, seed: int = 0) -> dict[str, Any]:
+    """Export ``run``'s checkpoint to ONNX; returns a report with the parity check.
+
+    Raises when torch and onnxruntime disagree by more than ``cfg.parity_tol``; the file is kept
+    for inspection but the report says it failed.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    from .train import load_model
+
+    run = Path(run)
+    cfg = cfg or ExportConfig()
+    out = Path(out) if out else run / "model.onnx"
+    model, dc, ckpt = load_model(run / "checkpoints" / checkpoint, "cpu")
+    if threshold is None:
+        ev = run / "eval_test.json"
+        threshold = json.loads(ev.read_text())["threshold"] if ev.exists() else \
+            float(ckpt["metrics"].get("val_threshold", 0.5))
+    size = dc["input_size"]
+    example = torch.randn(2, 3, size, size)
+    dynamic = ({0: torch.export.Dim("batch", min=1, max=4096)},) if cfg.dynamic_batch else None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(model, (example,), str(out), dynamo=True, input_names=["input"],
+                      output_names=["logits"], dynamic_shapes=dynamic, opset_version=cfg.opset,
+                      verbose=False)
+    proto = onnx.load(str(out))
+    meta = {"dflab_input_size": str(size), "dflab_mean": json.dumps(dc["mean"]),
+            "dflab_std": json.dumps(dc["std"]), "dflab_class_names": json.dumps(CLASS_NAMES),
+            "dflab_threshold": str(threshold), "dflab_backbone": ckpt["config"]["model"]["backbone"],
+            "dflab_input_layout": "float32 (N, 3, S, S) RGB, scaled to [0,1], then (x-mean)/std",
+            "dflab_epoch": str(ckpt["epoch"]),
+            "dflab_preprocess": json.dumps(ckpt["config"]["preprocess"])}
+    del proto.metadata_props[:]
+    for k, v in meta.items():
+        proto.metadata_props.add(key=k, value=v)
+    onnx.save(proto, str(out))
+    onnx.checker.check_model(str(out))
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(parity_batch, 3, size, size, generator=g)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"input": x.numpy()})[0]
+    diff = float(np.abs(ref - got).max())
+    odd = torch.randn(1, 3, size, size, generator=g)  # a batch size the export never saw
+    with torch.no_grad():
+        diff_odd = float(np.abs(model(odd).numpy() - sess.run(None, {"input": odd.numpy()})[0]).max())
+    report = {"onnx": str(out), "bytes": out.stat().st_size, "opset": cfg.opset,
+              "max_abs_diff": max(diff, diff_odd), "parity_tol": cfg.parity_tol,
+              "parity_ok": max(diff, diff_odd) <= cfg.parity_tol, "metadata": meta,
+              "checkpoint": checkpoint}
+    write_json(run / "export.json", report)
+    if not report["parity_ok"]:
+        raise ValueError(f"ONNX parity failed for '{out}': max abs difference {report['max_abs_diff']:.2e} "
+                         f"> export.parity_tol {cfg.parity_tol:.0e}")
+    return report
+
+
+def onnx_metadata(path: str | Path) -> dict[str, Any]:
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    if "dflab_input_size" not in props:
+        raise ValueError(f"'{path}' was not exported by dflab (no dflab_* metadata); export with "
+                         f"`dflab export`")
+    return {"input_size": int(props["dflab_input_size"]), "mean": json.loads(props["dflab_mean"]),
+            "std": json.loads(props["dflab_std"]),
+            "class_names": json.loads(props["dflab_class_names"]),
+            "threshold": float(props["dflab_threshold"]),
+            "preprocess": json.loads(props.get("dflab_preprocess", "{}"))}
+
+
+def load_onnx(path: str | Path):
+    """(onnxruntime session, data config with threshold)."""
+    import onnxruntime as ort
+
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                 if p in ort.get_available_providers()]
+    return ort.InferenceSession(str(path), providers=providers), onnx_metadata(path)

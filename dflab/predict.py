@@ -1,0 +1,144 @@
+"""One-call inference on one image or one video, with a torch checkpoint or an exported ONNX file:
+detect faces, crop as in preprocessing, score every sampled frame, aggregate, give a verdict."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import PreprocessConfig
+from .sources import IMAGE_EXTS
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Predictor", "predict_file"]
+
+
+class Predictor:
+    """Scores face crops with a checkpoint (``.pt``) or an ONNX file (``.onnx``)."""
+
+    def __init__(self, model_path: str | Path, device: str = "auto"):
+        from .datasets import build_transforms
+
+        self.path = Path(model_path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"model '{self.path}' does not exist; give a checkpoint "
+                                    f"(runs/train-*/checkpoints/best.pt) or an exported .onnx")
+        self.preprocess = PreprocessConfig()
+        if self.path.suffix == ".onnx":
+            from .export import load_onnx
+
+            from .config import config_from_dict
+
+            self.session, dc = load_onnx(self.path)
+            self.backend = "onnxruntime"
+            self.threshold = dc["threshold"]
+            self.preprocess = config_from_dict({"preprocess": dc["preprocess"]}).preprocess
+        else:
+            from .config import config_from_dict
+            from .train import load_model
+
+            if device == "auto":
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+            self.device = torch.device(device)
+            self.model, dc, ckpt = load_model(self.path, self.device)
+            self.backend = "torch"
+            self.preprocess = config_from_dict(ckpt["config"]).preprocess
+            self.threshold = self._run_threshold(ckpt)
+        self.data_config = dc
+        self.transform = build_transforms(dc["input_size"], dc["mean"], dc["std"], train=False)
+
+    def _run_threshold(self, ckpt: dict) -> float:
+        ev = self.path.parent.parent / "eval_test.json"
+        if ev.exists():
+            return float(json.loads(ev.read_text())["threshold"])
+        return float(ckpt.get("metrics", {}).get("val_threshold", 0.5))
+
+    def score_crops(self, crops_bgr: list[np.ndarray], jpeg_quality: int = 95) -> np.ndarray:
+        """Fake probabilities for ``uint8 (H, W, 3) BGR`` crops. Each crop is JPEG-coded at the
+        preprocessing quality first, as the training crops were, then turned RGB (here, once)."""
+        import cv2
+
+        if not crops_bgr:
+            return np.array([])
+        batch = []
+        for crop in crops_bgr:
+            ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+            rgb = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            batch.append(self.transform(torch.from_numpy(rgb).permute(2, 0, 1).contiguous()))
+        x = torch.stack(batch)
+        if self.backend == "onnxruntime":
+            logits = self.session.run(None, {"input": x.numpy()})[0]
+            logits = torch.from_numpy(logits)
+        else:
+            with torch.no_grad():
+                logits = self.model(x.to(self.device)).float().cpu()
+        return torch.softmax(logits, 1)[:, 1].numpy()
+
+
+def predict_file(path: str | Path, model_path: str | Path, detector: str = "",
+                 detector_weights: str = "", every_nth: int = 0, num_frames: int = 0,
+                 aggregate: str = "mean", margin: float = 0.3, threshold: float | None = None,
+                 predictor: Predictor | None = None) -> dict[str, Any]:
+    """Verdict for one image or video. Detector and sampling default to the training run's
+    preprocessing settings (a checkpoint) or dflab's defaults (an ONNX file)."""
+    from .faces import create_detector, crop_face
+    from .metrics import aggregate_videos
+    from .video import iter_frames, probe_video, read_image, sample_indices
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"'{path}' does not exist")
+    pred = predictor or Predictor(model_path)
+    pp = pred.preprocess
+    det = create_detector(detector or pp.detector, detector_weights or pp.detector_weights,
+                          pp.det_size, pp.min_confidence)
+    if path.suffix.lower() in IMAGE_EXTS:
+        frames = [(0, read_image(path))]
+        fps = 1.0
+    else:
+        info = probe_video(path)
+        fps = info.fps
+        nth = every_nth or (0 if num_frames else pp.every_nth)
+        if nth:
+            frames = list(iter_frames(path, every_nth=nth))
+        else:
+            frames = list(iter_frames(path, sample_indices(info.frame_count, 0,
+                                                           num_frames or pp.num_frames)))
+    frames = [(i, f) for i, f in frames if f is not None]
+    if not frames:
+        raise ValueError(f"'{path}' gave no decodable frames")
+    found = det.detect_batch([f for _, f in frames])
+    crops, rows, missing = [], [], []
+    for (idx, frame), faces in zip(frames, found):
+        if not faces:
+            missing.append(idx)
+            continue
+        crop, cbox = crop_face(frame, faces[0].box, pp.padding, pp.square)
+        crops.append(crop)
+        rows.append({"frame_index": idx, "timestamp": round(idx / fps, 3),
+                     "box": [round(v, 1) for v in faces[0].box], "face_score": round(faces[0].score, 4)})
+    thr = pred.threshold if threshold is None else threshold
+    result: dict[str, Any] = {"file": str(path), "model": str(pred.path), "backend": pred.backend,
+                              "detector": det.name, "threshold": thr,
+                              "frames_sampled": len(frames), "frames_without_face": missing}
+    if not crops:
+        result.update(verdict="no face found", probability=None, frames=[])
+        return result
+    probs = pred.score_crops(crops, pp.jpeg_quality)
+    for r, p in zip(rows, probs):
+        r["prob"] = round(float(p), 5)
+    import pandas as pd
+
+    frame_df = pd.DataFrame({"dataset": "", "method": "", "compression": "", "video_id": path.stem,
+                             "uid": path.stem, "target": 0, "label": "", "split": "",
+                             "prob": probs})
+    prob = float(aggregate_videos(frame_df, aggregate, margin)["prob"].iloc[0])
+    result.update(verdict="fake" if prob >= thr else "real", probability=round(prob, 5),
+                  aggregate=aggregate, frames=rows)
+    return result

@@ -1,0 +1,339 @@
+"""Visual detector training: timm backbone, AdamW + cosine, AMP, accumulation, early stopping,
+atomic checkpoints and full-state resume, optional DDP under ``torchrun``.
+
+A run folder holds ``config.yaml``, ``environment.json``, ``versions.json``, ``history.jsonl`` (one
+line per epoch), ``checkpoints/{last,best,epoch_K}.pt`` and ``train_summary.json``. Model selection
+uses the validation split only; the test split is never read here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import LabConfig, config_from_dict, config_to_dict
+from .events import Callback, CancelToken, Emitter, EpochMetrics, StepLoss
+from .runs import create_run_dir, write_json
+
+log = logging.getLogger(__name__)
+
+__all__ = ["train", "FocalLoss", "load_checkpoint", "save_checkpoint", "load_model", "ddp_info"]
+
+
+class FocalLoss(nn.Module):
+    """Focal loss (Lin et al. 2017) on two logits, with optional label smoothing."""
+
+    def __init__(self, gamma: float = 2.0, label_smoothing: float = 0.0):
+        super().__init__()
+        self.gamma, self.smoothing = gamma, label_smoothing
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        ce = F.cross_entropy(logits, target, reduction="none", label_smoothing=self.smoothing)
+        pt = torch.softmax(logits, 1).gather(1, target[:, None]).squeeze(1)
+        return ((1 - pt) ** self.gamma * ce).mean()
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    """torch.save through a temporary file and a rename: never a half-written checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint '{path}' does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"checkpoint '{path}' cannot be loaded ({exc}); it may be truncated: "
+                         f"use another checkpoint in that folder") from exc
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {"python": random.getstate(),
+            "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": np_state[2],
+                      "has_gauss": np_state[3], "cached": np_state[4]},
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def _set_rng_state(s: dict) -> None:
+    random.setstate(s["python"])
+    n = s["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached"]))
+    torch.set_rng_state(s["torch"])
+    if s["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def ddp_info() -> dict:
+    """World size, rank and local rank when launched by torchrun, else a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return {"world": world, "rank": int(os.environ.get("RANK", "0")),
+            "local_rank": int(os.environ.get("LOCAL_RANK", "0")), "ddp": world > 1}
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu"):
+    """(model in eval mode, data config dict, checkpoint) from a checkpoint file."""
+    from .models import create_model
+
+    ckpt = load_checkpoint(path, device)
+    cfg = config_from_dict(ckpt["config"])
+    cfg.model.pretrained = False  # the weights come from the checkpoint
+    cfg.model.weights_path = ""
+    model = create_model(cfg.model)
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), ckpt["data_config"], ckpt
+
+
+def _loaders(cfg: LabConfig, train_ds, val_ds, batch: int, workers: int, pin: bool, ddp: dict,
+             epoch: int):
+    from torch.utils.data import DataLoader, DistributedSampler, WeightedRandomSampler
+
+    gen = torch.Generator().manual_seed(cfg.env.seed * 1000 + epoch)  # same order after resume
+    if ddp["ddp"]:
+        sampler = DistributedSampler(train_ds, ddp["world"], ddp["rank"], shuffle=True,
+                                     seed=cfg.env.seed, drop_last=True)
+        sampler.set_epoch(epoch)
+        shuffle = None
+    elif cfg.train.balance:
+        sampler = WeightedRandomSampler(train_ds.class_weights(), len(train_ds), True, gen)
+        shuffle = None
+    else:
+        sampler, shuffle = None, True
+    train_dl = DataLoader(train_ds, batch_size=batch, shuffle=shuffle, sampler=sampler,
+                          num_workers=workers, pin_memory=pin, drop_last=len(train_ds) > batch,
+                          generator=gen, persistent_workers=False)
+    val_dl = DataLoader(val_ds, batch_size=batch, shuffle=False, num_workers=workers,
+                        pin_memory=pin)
+    return train_dl, val_dl
+
+
+@torch.no_grad()
+def predict_probs(model: nn.Module, loader, device, amp_dtype=None, criterion=None
+                  ) -> tuple[np.ndarray, np.ndarray, float]:
+    """(rows, fake probabilities, mean loss) over a loader of (x, y, row)."""
+    model.eval()
+    rows, probs, loss_sum, n = [], [], 0.0, 0
+    for x, y, r in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(x)
+        logits = logits.float()
+        if criterion is not None:
+            loss_sum += float(criterion(logits, y)) * len(y)
+        n += len(y)
+        probs.append(torch.softmax(logits, 1)[:, 1].cpu().numpy())
+        rows.append(r.numpy())
+    return (np.concatenate(rows) if rows else np.array([], int),
+            np.concatenate(probs) if probs else np.array([]), loss_sum / max(n, 1))
+
+
+def train(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: str = "",
+          resume: bool = False, callbacks: list[Callback] | None = None, cancel: CancelToken | None = None) -> Path:
+    """Train on the crops in ``processed`` (its index.csv); returns the run folder.
+
+    ``resume``: continue ``<runs_root>/train-<name>`` from its ``last.pt`` exactly where it stopped
+    (model, optimiser, scheduler, scaler, epoch, RNG states, early-stopping state).
+    """
+    from .datasets import CropDataset, build_transforms, load_index, select_split
+    from .environment import advise, environment_report, setup_runtime
+    from .metrics import binary_metrics, roc_points, tune_threshold
+    from .models import create_model, data_config
+
+    ddp = ddp_info()
+    is_main = ddp["rank"] == 0
+    em = Emitter("train", callbacks if is_main else [], cancel)
+    runtime = setup_runtime(cfg.env.seed, cfg.env.deterministic, cfg.train.amp,
+                            cfg.env.num_workers)
+    if ddp["ddp"]:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if torch.cuda.is_available() and cfg.env.device != "cpu":
+        device = torch.device("cuda", ddp["local_rank"])
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    amp = runtime["amp"] if device.type == "cuda" else "off"
+    amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(amp)
+
+    run = Path(runs_root) / f"train-{name}" if name else None
+    last_path = run / "checkpoints" / "last.pt" if run else None
+    ckpt = None
+    if resume:
+        if last_path is None or not last_path.exists():
+            raise FileNotFoundError(f"nothing to resume: '{last_path}' does not exist; start a new "
+                                    f"run or give the name of an existing one")
+        ckpt = load_checkpoint(last_path, "cpu")
+        saved = config_from_dict(ckpt["config"])
+        saved.train.epochs = cfg.train.epochs  # the one setting a resume may change
+        cfg = saved
+    elif last_path is not None and last_path.exists():
+        raise FileExistsError(f"run '{run}' already has checkpoints; resume it (resume=True, "
+                              f"`dflab train --resume`) or choose another name")
+    df = load_index(processed)
+    train_df = select_split(df, "train", cfg.train.max_frames_per_video, cfg.env.seed)
+    val_df = select_split(df, "val")
+    model = create_model(cfg.model)
+    dc = data_config(model, cfg.model)
+    train_ds = CropDataset(train_df, build_transforms(dc["input_size"], dc["mean"], dc["std"],
+                                                      True, cfg.train.augment))
+    val_ds = CropDataset(val_df, build_transforms(dc["input_size"], dc["mean"], dc["std"], False))
+
+    gpu_mem = torch.cuda.mem_get_info(device)[0] // 2**20 if device.type == "cuda" else 0
+    advice = advise(gpu_mem, cfg.model.backbone, dc["input_size"], cfg.train.target_batch,
+                    amp == "bf16")
+    batch = cfg.train.batch_size or advice["batch_size"]
+    accum = cfg.train.accumulation or max(1, math.ceil(cfg.train.target_batch / batch))
+    if is_main:
+        env = environment_report(cfg.env.data_root, cfg.model.backbone, dc["input_size"],
+                                 cfg.train.target_batch)
+        env["runtime"] = runtime
+        run = create_run_dir(runs_root, "train", cfg, name or time.strftime("%Y%m%d-%H%M%S"),
+                             env)
+    if ddp["ddp"]:
+        import torch.distributed as dist
+
+        obj = [str(run) if run else ""]
+        dist.broadcast_object_list(obj, 0)
+        run = Path(obj[0])
+    assert run is not None
+    ckdir = run / "checkpoints"
+
+    if device.type == "cuda" and cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,
+                            weight_decay=cfg.train.weight_decay)
+    per_rank = len(train_ds) // ddp["world"]
+    batches_per_epoch = per_rank // batch if per_rank > batch else 1  # drop_last when it can
+    steps_per_epoch = math.ceil(batches_per_epoch / accum)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+        opt, T_max=steps_per_epoch * cfg.train.epochs, eta_min=cfg.train.min_lr)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+    criterion: nn.Module = (FocalLoss(cfg.train.focal_gamma, cfg.train.label_smoothing)
+                            if cfg.train.loss == "focal" else
+                            nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing))
+    plain_ce = nn.CrossEntropyLoss()  # validation loss: comparable across loss settings
+
+    start_epoch, best_loss, bad_epochs, best_epoch, step = 1, math.inf, 0, 0, 0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        sched.T_max = steps_per_epoch * cfg.train.epochs
+        scaler.load_state_dict(ckpt["scaler"])
+        start_epoch = ckpt["epoch"] + 1
+        best_loss, bad_epochs = ckpt["early"]["best_loss"], ckpt["early"]["bad_epochs"]
+        best_epoch, step = ckpt["early"]["best_epoch"], ckpt["step"]
+        _set_rng_state(ckpt["rng"])
+        if is_main:  # drop history lines written after the checkpoint (a run killed mid-epoch)
+            hist = run / "history.jsonl"
+            if hist.exists():
+                keep = [ln for ln in hist.read_text().splitlines()
+                        if ln and json.loads(ln)["epoch"] < start_epoch]
+                hist.write_text("".join(k + "\n" for k in keep))
+    net: nn.Module = model
+    if ddp["ddp"]:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    if is_main:
+        write_json(run / "train_setup.json", {
+            "train_crops": len(train_ds), "val_crops": len(val_ds), "batch_size": batch,
+            "accumulation": accum, "effective_batch": batch * accum * ddp["world"],
+            "world_size": ddp["world"], "device": str(device), "amp": amp,
+            "data_config": dc, "advice": advice, "steps_per_epoch": steps_per_epoch})
+    t0 = time.monotonic()
+    epochs_run = 0
+    stopped_early = False
+    for epoch in range(start_epoch, cfg.train.epochs + 1):
+        train_dl, val_dl = _loaders(cfg, train_ds, val_ds, batch, runtime["num_workers"],
+                                    runtime["pin_memory"], ddp, epoch)
+        net.train()
+        loss_sum, n_seen = 0.0, 0
+        opt.zero_grad(set_to_none=True)
+        n_batches = len(train_dl)
+        for b, (x, y, _) in enumerate(train_dl):
+            em.check()
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if device.type == "cuda" and cfg.train.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                loss = criterion(net(x).float(), y)
+            scaler.scale(loss / accum).backward()
+            loss_val = loss.item()
+            loss_sum += loss_val * len(y)
+            n_seen += len(y)
+            if (b + 1) % accum == 0 or b + 1 == n_batches:
+                scaler.step(opt)
+                scaler.update()
+                opt.zero_grad(set_to_none=True)
+                if step < sched.T_max:
+                    sched.step()
+                step += 1
+                em.emit(StepLoss("train", epoch, step, loss_val, opt.param_groups[0]["lr"]))
+            em.progress((epoch - 1) * n_batches + b + 1, cfg.train.epochs * n_batches, "batch",
+                        f"epoch {epoch} loss {loss_val:.4f}")
+        rows, probs, val_loss = predict_probs(model, val_dl, device, amp_dtype, plain_ce)
+        y_val = val_ds.targets[rows]
+        vm = binary_metrics(y_val, probs, 0.5)
+        metrics = {"epoch": epoch, "train_loss": loss_sum / max(n_seen, 1), "val_loss": val_loss,
+                   "lr": opt.param_groups[0]["lr"], "seconds": round(time.monotonic() - t0, 1),
+                   **{f"val_{k}": vm[k] for k in ("accuracy", "precision", "recall", "f1", "auc",
+                                                  "ap", "eer")},
+                   "val_threshold": tune_threshold(y_val, probs)}
+        improved = val_loss < best_loss - 1e-6
+        if improved:
+            best_loss, bad_epochs, best_epoch = val_loss, 0, epoch
+        else:
+            bad_epochs += 1
+        if is_main:
+            state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                     "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
+                     "epoch": epoch, "step": step, "rng": _rng_state(),
+                     "early": {"best_loss": best_loss, "bad_epochs": bad_epochs,
+                               "best_epoch": best_epoch},
+                     "config": config_to_dict(cfg), "data_config": dc, "metrics": metrics}
+            with (run / "history.jsonl").open("a") as fh:
+                fh.write(json.dumps(metrics) + "\n")
+            save_checkpoint(state, ckdir / "last.pt")
+            if improved:
+                save_checkpoint(state, ckdir / "best.pt")
+            if epoch % cfg.train.save_every == 0:
+                save_checkpoint(state, ckdir / f"epoch_{epoch:03d}.pt")
+            em.emit(EpochMetrics("train", epoch, metrics, roc_points(y_val, probs)))
+        epochs_run += 1
+        if bad_epochs >= cfg.train.patience:
+            stopped_early = True
+            log.info("early stopping at epoch %d (best %d)", epoch, best_epoch)
+            break
+    if is_main:
+        summary = {"run": str(run), "best_epoch": best_epoch, "best_val_loss": best_loss,
+                   "last_epoch": start_epoch + epochs_run - 1, "stopped_early": stopped_early,
+                   "seconds": round(time.monotonic() - t0, 1)}
+        write_json(run / "train_summary.json", summary)
+        em.result(**summary)
+    if ddp["ddp"]:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return run
