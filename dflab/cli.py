@@ -284,6 +284,129 @@ def cmd_predict(args, cfg):
     return 0
 
 
+@command("features", "compute the ~50 forensic features of every crop (cached per crop)")
+@arg("--processed", default="", help="preprocessed folder (default <data_root>/processed/<source>)")
+def cmd_features(args, cfg):
+    from .events import TqdmCallback
+    from .features import FEATURE_HELP, feature_names
+    from .forensic import compute_features
+
+    path = compute_features(_processed(cfg, args.processed), cfg, callbacks=[TqdmCallback()])
+    print(f"{len(feature_names())} features per crop -> {path}")
+    if args.verbose:
+        for n in feature_names():
+            print(f"  {n:<24} {FEATURE_HELP[n]}")
+    return 0
+
+
+@command("train-forensic", "train the MLP (and a logistic baseline) on the forensic features")
+@arg("--processed", default="", help="preprocessed folder with features.csv")
+@arg("--name", default="", help="run name: runs/forensic-<name>")
+@arg("--importance", action="store_true", help="also compute permutation importance on test")
+def cmd_train_forensic(args, cfg):
+    from .events import TqdmCallback
+    from .forensic import permutation_importance_table, train_forensic
+
+    processed = _processed(cfg, args.processed)
+    run = train_forensic(cfg, processed, _paths(cfg)["runs"], args.name,
+                         callbacks=[TqdmCallback()])
+    rep = json.loads((run / "eval_test.json").read_text())
+    for model, r in rep.items():
+        print(f"{model:<7} test frame auc={r['frame']['auc']:.3f} video auc={r['video']['auc']:.3f}"
+              f" threshold={r['threshold']:.3f} (tuned on val)")
+    if args.importance:
+        table = permutation_importance_table(run, processed)
+        table.to_csv(run / "permutation_importance.csv", index=False)
+        print("top features by permutation importance (drop in ROC-AUC):")
+        for _, row in table.head(10).iterrows():
+            print(f"  {row['feature']:<24} {row['importance']:.4f} ± {row['std']:.4f}")
+    print(f"run: {run}")
+    return 0
+
+
+def _ffpp_servers(cfg, given: list[str]) -> list[str]:
+    import os
+
+    raw = given or [cfg.data.ffpp_server or os.environ.get("DFLAB_FFPP_SERVER", "")]
+    return [x.strip() for item in raw for x in item.split(",") if x.strip()]
+
+
+@command("download", "fetch FF++ (split-aware subset) or DFDC parts; resumable, no prompts")
+@arg("dataset", choices=["ffpp", "dfdc"])
+@arg("--root", default="", help="destination (default <data_root>/<dataset>)")
+@arg("--server", action="append", default=[], help="FF++ server address (repeat for fallbacks; "
+     "default data.ffpp_server or $DFLAB_FFPP_SERVER)")
+@arg("--accept-tos", action="store_true", help="I accept the FaceForensics++ terms of use")
+@arg("--workers", type=int, default=4, help="parallel downloads")
+@arg("--masks", action="store_true", help="FF++: fetch the manipulation masks instead of videos")
+def cmd_download(args, cfg):
+    from .events import TqdmCallback
+
+    root = Path(args.root) if args.root else _paths(cfg)["data_root"] / args.dataset
+    if args.dataset == "ffpp":
+        from .acquire import download_ffpp
+
+        rep = download_ffpp(root, _ffpp_servers(cfg, args.server),
+                            args.accept_tos or cfg.data.ffpp_accept_tos, cfg.data.methods,
+                            cfg.data.compressions, cfg.data.videos_per_split,
+                            cfg.data.splits_dir, args.workers,
+                            "masks" if args.masks else "videos", callbacks=[TqdmCallback()])
+        print(f"{rep['fetched']} fetched, {rep['already_done']} already there, "
+              f"{len(rep['failed'])} failed, {rep['bytes'] / 2**20:.1f} MiB -> {root}")
+        for path, err in rep["failed"].items():
+            print(f"  failed {path}: {err}")
+        return 1 if rep["failed"] else 0
+    from .acquire import KaggleClient, stream_dfdc
+
+    rep = stream_dfdc(KaggleClient(), root, lambda part: None, cfg.data.dfdc_parts,
+                      cfg.data.max_disk_gb, keep_raw=True, callbacks=[TqdmCallback()])
+    print(f"parts {rep['processed']} extracted under {root / 'raw'}")
+    return 0
+
+
+@command("fetch-and-preprocess", "download and preprocess; DFDC part by part under a disk budget")
+@arg("dataset", choices=["ffpp", "dfdc"])
+@arg("--root", default="", help="raw data folder (default <data_root>/<dataset>)")
+@arg("--out", default="", help="processed folder (default <data_root>/processed/<dataset>)")
+@arg("--server", action="append", default=[], help="FF++ server address(es)")
+@arg("--accept-tos", action="store_true", help="I accept the FaceForensics++ terms of use")
+def cmd_fetch_and_preprocess(args, cfg):
+    from .events import TqdmCallback
+    from .preprocess import preprocess_videos
+    from .sources import list_videos
+    from .stats import dataset_stats
+
+    paths = _paths(cfg)
+    root = Path(args.root) if args.root else paths["data_root"] / args.dataset
+    out = Path(args.out) if args.out else paths["processed"] / args.dataset
+    cb = [TqdmCallback()]
+
+    def process(folder: Path, source: str) -> None:
+        rep = preprocess_videos(list_videos(source, folder), out, cfg.preprocess,
+                                cache_dir=str(paths["cache"]), callbacks=cb)
+        print(f"{folder.name}: {rep['processed']} videos, coverage {rep['coverage']:.1%}, "
+              f"{rep['failed']} failed")
+
+    if args.dataset == "ffpp":
+        from .acquire import download_ffpp
+
+        download_ffpp(root, _ffpp_servers(cfg, args.server),
+                      args.accept_tos or cfg.data.ffpp_accept_tos, cfg.data.methods,
+                      cfg.data.compressions, cfg.data.videos_per_split, cfg.data.splits_dir,
+                      callbacks=cb)
+        process(root, "ffpp")
+    else:
+        from .acquire import KaggleClient, stream_dfdc
+
+        rep = stream_dfdc(KaggleClient(), root, lambda part: process(part, "dfdc"),
+                          cfg.data.dfdc_parts, cfg.data.max_disk_gb, callbacks=cb)
+        print(f"peak raw disk {rep['peak_raw_bytes'] / 2**30:.2f} GiB of a "
+              f"{cfg.data.max_disk_gb} GiB budget")
+    stats = dataset_stats(out)
+    print(f"{stats['videos']} videos, {stats['frames']} frames in {out}")
+    return 0
+
+
 @command("config", "show the resolved config, or list every key with its help")
 @arg("--list", action="store_true", help="list keys, types, bounds and help")
 def cmd_config(args, cfg):
@@ -320,7 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = _load(args)
         return COMMANDS[args.command][2](args, cfg) or 0
-    except (C.ConfigError, FileNotFoundError, ValueError, RuntimeError, OSError, KeyError) as exc:
+    except (C.ConfigError, FileNotFoundError, ValueError, RuntimeError, OSError, KeyError,
+            PermissionError) as exc:
         print(f"dflab {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

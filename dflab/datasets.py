@@ -79,10 +79,12 @@ class CropDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        from torchvision.io import ImageReadMode, decode_image
+        from PIL import Image
+        from torchvision.transforms.v2.functional import pil_to_tensor
 
         try:
-            img = decode_image(self.paths[i], mode=ImageReadMode.RGB)  # uint8 (3, H, W) RGB
+            with Image.open(self.paths[i]) as im:
+                img = pil_to_tensor(im.convert("RGB"))  # uint8 (3, H, W) RGB
         except Exception as exc:
             raise OSError(f"cannot read crop '{self.paths[i]}' ({exc}); re-run "
                           f"`dflab preprocess` for its video") from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -12,7 +13,8 @@ __all__ = ["run_demo"]
 
 
 def run_demo(cfg: LabConfig) -> dict[str, Any]:
-    """Environment report, demo set, preprocessing; each later stage adds its step here."""
+    """Environment report, demo set, preprocessing, training, evaluation, forensic features
+    and MLP, export, predict."""
     from .demo import build_demo_dataset
     from .environment import environment_report, resolve_paths, setup_runtime
 
@@ -36,6 +38,23 @@ def run_demo(cfg: LabConfig) -> dict[str, Any]:
     pre = preprocess_videos(list_videos("demo", demo_dir), processed, cfg.preprocess,
                             cache_dir=str(paths["cache"]), callbacks=[TqdmCallback()])
     stats = dataset_stats(processed)
+
+    from .evaluate import evaluate_run
+    from .export import export_onnx
+    from .predict import predict_file
+    from .train import train
+
+    run = train(cfg, processed, paths["runs"], name=f"demo-{int(time.time())}",
+                callbacks=[TqdmCallback()])
+    ev = evaluate_run(run, processed, "test", cfg.eval)
+    ex = export_onnx(run, cfg=cfg.export)
+    from .forensic import compute_features, train_forensic
+
+    compute_features(processed, cfg, callbacks=[TqdmCallback()])
+    frun = train_forensic(cfg, processed, paths["runs"], name=run.name.replace("train-", ""))
+    freport = json.loads((frun / "eval_test.json").read_text())
+    held_out = df[df["split"] == "test"]["path"].iloc[-1]
+    pred = predict_file(demo_dir / held_out, run / "model.onnx")
     return {
         "runtime": runtime,
         "gpu": env["gpu"],
@@ -47,5 +66,16 @@ def run_demo(cfg: LabConfig) -> dict[str, Any]:
                                            "coverage", "index")},
         "stats": {k: stats[k] for k in ("videos", "frames", "face_coverage", "label_frames",
                                         "method_videos", "videos_with_audio")},
+        "train": {"run": str(run), "history": (run / "history.jsonl").read_text().splitlines()},
+        "evaluate_test": {"threshold": ev["threshold"],
+                          "frame": {k: ev["frame"][k] for k in ("n", "accuracy", "auc", "f1")},
+                          "video": {k: ev["video"][k] for k in ("n", "accuracy", "auc", "f1")},
+                          "video_auc_per_method": {m: v["auc"] for m, v in
+                                                   ev["video_per_method"].items()}},
+        "forensic_test_video_auc": {m: r["video"]["auc"] for m, r in freport.items()},
+        "export": {"onnx": ex["onnx"], "max_abs_diff": ex["max_abs_diff"]},
+        "predict": {"file": held_out, "verdict": pred["verdict"],
+                    "probability": pred["probability"]},
+        "note": "the demo set is a demo, not a benchmark: make no accuracy claims from it",
         "seconds": round(time.monotonic() - t0, 1),
     }

@@ -15,7 +15,6 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -117,8 +116,10 @@ def _loaders(cfg: LabConfig, train_ds, val_ds, batch: int, workers: int, pin: bo
         shuffle = None
     else:
         sampler, shuffle = None, True
+    per_rank = len(train_ds) // ddp["world"]
+    # drop a ragged last batch (BatchNorm needs 2+ samples) unless it is the only one
     train_dl = DataLoader(train_ds, batch_size=batch, shuffle=shuffle, sampler=sampler,
-                          num_workers=workers, pin_memory=pin, drop_last=len(train_ds) > batch,
+                          num_workers=workers, pin_memory=pin, drop_last=per_rank > batch,
                           generator=gen, persistent_workers=False)
     val_dl = DataLoader(val_ds, batch_size=batch, shuffle=False, num_workers=workers,
                         pin_memory=pin)

@@ -1,0 +1,113 @@
+"""Training and inference speed, measured side by side in one run.
+
+1. trainer images/s: dflab's ``train`` (data loading, augmentation, AMP policy, accumulation,
+   checkpoints) for one epoch, against a bare forward/backward/AdamW loop over in-memory tensors
+   with the same model and batch size;
+2. inference: onnxruntime on the exported model against eager torch, same batch.
+
+Runs on the demo set's crops (built in a temporary folder). CPU here; on a GPU the same script
+measures the CUDA path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from dflab.config import load_config
+from dflab.demo import build_demo_dataset
+from dflab.export import export_onnx
+from dflab.models import create_model
+from dflab.preprocess import preprocess_videos
+from dflab.sources import list_videos
+from dflab.train import train
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--backbone", default="resnet18")
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=16)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp())
+    try:
+        cfg = load_config(None, {"model.backbone": args.backbone, "model.pretrained": False,
+                                 "model.input_size": args.size, "train.batch_size": args.batch,
+                                 "train.accumulation": 1, "train.epochs": 1,
+                                 "preprocess.detector": "haar", "preprocess.every_nth": 3,
+                                 "preprocess.audio": False})
+        build_demo_dataset(tmp / "demo", 40, 0)
+        preprocess_videos(list_videos("demo", tmp / "demo"), tmp / "crops", cfg.preprocess)
+        run = train(cfg, tmp / "crops", tmp / "runs", "bench")
+        setup = json.loads((run / "train_setup.json").read_text())
+        hist = json.loads((run / "history.jsonl").read_text().splitlines()[0])
+        n_train = setup["steps_per_epoch"] * args.batch
+        # the epoch's wall time includes validation; time validation alone to take it out
+        from dflab.datasets import load_index, select_split
+        from dflab.evaluate import predict_split
+        from dflab.train import load_model
+
+        model_eval, dc, _ = load_model(run / "checkpoints" / "last.pt")
+        val = select_split(load_index(tmp / "crops"), "val")
+        t = time.perf_counter()
+        predict_split(model_eval, dc, val, args.batch)
+        t_val = time.perf_counter() - t
+        trainer_ips = n_train / max(hist["seconds"] - t_val, 1e-6)
+
+        model = create_model(cfg.model).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        x = torch.randn(args.batch, 3, args.size, args.size)
+        y = torch.randint(0, 2, (args.batch,))
+        loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+        for _ in range(2):  # warm-up
+            loss_fn(model(x), y).backward()
+            opt.step()
+            opt.zero_grad()
+        steps = max(3, setup["steps_per_epoch"])
+        t = time.perf_counter()
+        for _ in range(steps):
+            loss_fn(model(x), y).backward()
+            opt.step()
+            opt.zero_grad()
+        bare_ips = steps * args.batch / (time.perf_counter() - t)
+
+        export_onnx(run, checkpoint="last.pt")
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(str(run / "model.onnx"), providers=["CPUExecutionProvider"])
+        xn = x.numpy()
+        model_eval.eval()
+        reps = 10
+        for _ in range(2):
+            sess.run(None, {"input": xn})
+            with torch.no_grad():
+                model_eval(x)
+        t = time.perf_counter()
+        for _ in range(reps):
+            sess.run(None, {"input": xn})
+        ort_ips = reps * args.batch / (time.perf_counter() - t)
+        t = time.perf_counter()
+        with torch.no_grad():
+            for _ in range(reps):
+                model_eval(x)
+        torch_ips = reps * args.batch / (time.perf_counter() - t)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"{args.backbone} @ {args.size}px, batch {args.batch}, {setup['device']}, "
+          f"amp {setup['amp']}, {n_train} training crops")
+    print(f"  trainer      {trainer_ips:8.1f} images/s (one epoch, validation excluded)")
+    print(f"  bare loop    {bare_ips:8.1f} images/s (in-memory tensors, fwd/bwd/AdamW)")
+    print(f"ratio trainer / bare loop = {trainer_ips / bare_ips:.2f}")
+    print(f"  onnxruntime  {ort_ips:8.1f} images/s")
+    print(f"  torch eager  {torch_ips:8.1f} images/s")
+    print(f"ratio onnxruntime / torch eager = {ort_ips / torch_ips:.2f}")
+
+
+if __name__ == "__main__":
+    main()

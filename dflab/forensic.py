@@ -1,0 +1,376 @@
+"""The forensic pipeline: features for every crop, an MLP on them (with a logistic-regression
+baseline), evaluated like the visual model, and the explanations (histograms, correlations,
+permutation importance, SHAP, per-image explorers, a JPEG robustness table) as plotly figures."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .config import LabConfig, config_to_dict
+from .events import Callback, CancelToken, EpochMetrics, Emitter
+from .features import extract_many, feature_names
+from .runs import create_run_dir, write_json
+
+log = logging.getLogger(__name__)
+
+__all__ = ["compute_features", "load_features", "ForensicMLP", "train_forensic",
+           "load_forensic", "permutation_importance_table", "shap_values", "plot_histograms",
+           "plot_correlation", "plot_importance", "plot_shap_summary", "image_explorer",
+           "robustness_table"]
+
+
+def compute_features(processed: str | Path, cfg: LabConfig | None = None,
+                     callbacks: list[Callback] | None = None,
+                     cancel: CancelToken | None = None) -> Path:
+    """Features of every crop in ``processed``: ``<processed>/features.csv`` (index columns +
+    one column per feature); per-crop vectors cached in ``<processed>/features_cache``."""
+    from .datasets import load_index
+
+    cfg = cfg or LabConfig()
+    processed = Path(processed)
+    df = load_index(processed)
+    em = Emitter("features", callbacks, cancel)
+    X = extract_many(df["crop_abspath"].tolist(), processed / "features_cache",
+                     cfg.features.crop_size, cfg.features.workers,
+                     progress=lambda d, n: em.progress(d, n, "crop"), check=em.check)
+    names = feature_names()
+    keep = ["uid", "dataset", "method", "compression", "video_id", "split", "label", "target",
+            "frame_index", "crop_path"]
+    out = pd.concat([df[keep].reset_index(drop=True), pd.DataFrame(X, columns=names)], axis=1)
+    path = processed / "features.csv"
+    tmp = path.with_name("features.csv.part")
+    out.to_csv(tmp, index=False)
+    tmp.replace(path)
+    em.result(crops=len(out), features=len(names), path=str(path))
+    return path
+
+
+def load_features(processed: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    path = Path(processed) / "features.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"no features at '{path}'; run `dflab features` first")
+    df = pd.read_csv(path, dtype={"video_id": str, "compression": str, "split": str},
+                     keep_default_na=False)
+    names = [n for n in feature_names() if n in df.columns]
+    if len(names) != len(feature_names()):
+        raise ValueError(f"'{path}' was made by another feature version; re-run `dflab features`")
+    return df, names
+
+
+class ForensicMLP(nn.Module):
+    """Standardised features (B, d) -> logits (B, 2); Linear/BatchNorm/ReLU/Dropout blocks."""
+
+    def __init__(self, d: int, hidden: list[int], dropout: float):
+        super().__init__()
+        layers: list[nn.Module] = []
+        prev = d
+        for h in hidden:
+            layers += [nn.Linear(prev, h), nn.BatchNorm1d(h), nn.ReLU(), nn.Dropout(dropout)]
+            prev = h
+        layers.append(nn.Linear(prev, 2))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class _Wrapped:
+    """scaler + MLP as one object with ``predict_proba`` (for permutation importance, SHAP)."""
+
+    def __init__(self, scaler, model: ForensicMLP):
+        self.scaler, self.model = scaler, model.eval()
+
+    def fit(self, X=None, y=None) -> "_Wrapped":
+        """Already trained by train_forensic; present because scikit-learn's inspection API
+        checks for it."""
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            x = torch.as_tensor(self.scaler.transform(np.asarray(X, float)), dtype=torch.float32)
+            return torch.softmax(self.model(x), 1).numpy()
+
+    def fake_prob(self, X: np.ndarray) -> np.ndarray:
+        return self.predict_proba(X)[:, 1]
+
+
+def train_forensic(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: str = "",
+                   callbacks: list[Callback] | None = None,
+                   cancel: CancelToken | None = None) -> Path:
+    """MLP and logistic regression on the features of the train split, early stopping on the
+    val split, threshold tuned on val, both evaluated on test (frame and video, per method)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from .environment import setup_runtime
+    from .metrics import evaluate_predictions, tune_threshold
+
+    fc = cfg.features
+    setup_runtime(cfg.env.seed, cfg.env.deterministic, "off", 0)
+    em = Emitter("train-forensic", callbacks, cancel)
+    df, names = load_features(processed)
+    parts = {s: df[df["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
+    for s, p in parts.items():
+        if p.empty:
+            raise ValueError(f"no feature rows in split '{s}'; the forensic model needs train, "
+                             f"val and test videos")
+    scaler = StandardScaler().fit(parts["train"][names].to_numpy())
+
+    def tensors(p: pd.DataFrame):
+        return (torch.as_tensor(scaler.transform(p[names].to_numpy()), dtype=torch.float32),
+                torch.as_tensor(p["target"].to_numpy().copy(), dtype=torch.long))
+
+    xtr, ytr = tensors(parts["train"])
+    xva, yva = tensors(parts["val"])
+    model = ForensicMLP(len(names), list(fc.hidden), fc.dropout)
+    opt = torch.optim.AdamW(model.parameters(), lr=fc.lr, weight_decay=1e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=fc.epochs, eta_min=fc.lr / 100)
+    lossf = nn.CrossEntropyLoss()
+    g = torch.Generator().manual_seed(cfg.env.seed)
+    batch = 64
+    best, best_state, bad, history = math.inf, None, 0, []
+    run = create_run_dir(runs_root, "forensic", cfg, name or time.strftime("%Y%m%d-%H%M%S"))
+    for epoch in range(1, fc.epochs + 1):
+        em.check()
+        model.train()
+        perm = torch.randperm(len(xtr), generator=g)
+        tl = 0.0
+        for i in range(0, len(perm), batch):
+            idx = perm[i:i + batch]
+            if len(idx) < 2:
+                continue
+            opt.zero_grad()
+            loss = lossf(model(xtr[idx]), ytr[idx])
+            loss.backward()
+            opt.step()
+            tl += loss.item() * len(idx)
+        sched.step()
+        model.eval()
+        with torch.no_grad():
+            vl = lossf(model(xva), yva).item()
+        history.append({"epoch": epoch, "train_loss": tl / len(xtr), "val_loss": vl})
+        em.emit(EpochMetrics("train-forensic", epoch, history[-1]))
+        em.progress(epoch, fc.epochs, "epoch")
+        if vl < best - 1e-6:
+            best, bad = vl, 0
+            best_state = {k: v.clone() for k, v in model.state_dict().items()}
+        else:
+            bad += 1
+            if bad >= fc.patience:
+                break
+    model.load_state_dict(best_state)
+    wrapped = _Wrapped(scaler, model)
+    logreg = LogisticRegression(max_iter=2000).fit(
+        scaler.transform(parts["train"][names].to_numpy()), parts["train"]["target"].to_numpy())
+    reports = {}
+    for label, prob_fn in (("mlp", wrapped.fake_prob),
+                           ("logreg", lambda X: logreg.predict_proba(scaler.transform(X))[:, 1])):
+        pv = prob_fn(parts["val"][names].to_numpy())
+        thr = tune_threshold(parts["val"]["target"], pv)
+        test = parts["test"].copy()
+        test["prob"] = prob_fn(test[names].to_numpy())
+        rep = evaluate_predictions(test, thr, cfg.eval.aggregate, cfg.eval.confident_margin,
+                                   cfg.eval.ece_bins)
+        reports[label] = rep
+        test[["uid", "method", "video_id", "frame_index", "label", "target", "prob",
+              "crop_path"]].to_csv(run / f"predictions_test_{label}.csv", index=False)
+    torch.save({"model": model.state_dict(), "hidden": list(fc.hidden), "dropout": fc.dropout,
+                "names": names, "scaler_mean": scaler.mean_.tolist(),
+                "scaler_scale": scaler.scale_.tolist(), "threshold": reports["mlp"]["threshold"],
+                "config": config_to_dict(cfg)}, run / "forensic_mlp.pt")
+    (run / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+    write_json(run / "eval_test.json", reports)
+    em.result(run=str(run), mlp_video_auc=reports["mlp"]["video"]["auc"],
+              logreg_video_auc=reports["logreg"]["video"]["auc"], epochs=len(history))
+    return run
+
+
+def load_forensic(run: str | Path) -> tuple[_Wrapped, list[str], float]:
+    from sklearn.preprocessing import StandardScaler
+
+    ck = torch.load(Path(run) / "forensic_mlp.pt", weights_only=True)
+    model = ForensicMLP(len(ck["names"]), ck["hidden"], ck["dropout"])
+    model.load_state_dict(ck["model"])
+    scaler = StandardScaler()
+    scaler.mean_ = np.array(ck["scaler_mean"])
+    scaler.scale_ = np.array(ck["scaler_scale"])
+    scaler.var_ = scaler.scale_ ** 2
+    scaler.n_features_in_ = len(ck["names"])
+    return _Wrapped(scaler, model), ck["names"], float(ck["threshold"])
+
+
+def permutation_importance_table(run: str | Path, processed: str | Path, split: str = "test",
+                                 repeats: int = 5, seed: int = 0) -> pd.DataFrame:
+    """scikit-learn permutation importance of the MLP (drop in ROC-AUC), most important first."""
+    from sklearn.inspection import permutation_importance
+    from sklearn.metrics import roc_auc_score
+
+    model, names, _ = load_forensic(run)
+    df, _ = load_features(processed)
+    part = df[df["split"] == split]
+    X, y = part[names].to_numpy(), part["target"].to_numpy()
+    if len(np.unique(y)) < 2:
+        raise ValueError(f"split '{split}' has one class only; permutation importance needs both")
+    res = permutation_importance(model, X, y, n_repeats=repeats, random_state=seed,
+                                 scoring=lambda est, X_, y_: roc_auc_score(y_, est.fake_prob(X_)))
+    return (pd.DataFrame({"feature": names, "importance": res.importances_mean,
+                          "std": res.importances_std})
+            .sort_values("importance", ascending=False).reset_index(drop=True))
+
+
+def shap_values(run: str | Path, processed: str | Path, split: str = "test", n: int = 60,
+                background: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """SHAP values of the MLP's fake probability (shap's permutation explainer over an
+    independent background sample): (values (n, d), features (n, d), names)."""
+    import shap
+
+    model, names, _ = load_forensic(run)
+    df, _ = load_features(processed)
+    rng = np.random.default_rng(seed)
+    tr = df[df["split"] == "train"][names].to_numpy()
+    ev = df[df["split"] == split][names].to_numpy()
+    bg = tr[rng.choice(len(tr), min(background, len(tr)), replace=False)]
+    X = ev[rng.choice(len(ev), min(n, len(ev)), replace=False)]
+    explainer = shap.Explainer(model.fake_prob, shap.maskers.Independent(bg), seed=seed)
+    sv = explainer(X, max_evals=2 * len(names) + 1, silent=True)
+    return np.asarray(sv.values), X, names
+
+
+# ------------------------------------------------------------------------------ figures
+def plot_histograms(processed: str | Path, features: list[str], by_method: bool = False):
+    """Per-feature histograms, real vs fake (or per method): one plotly figure, one row each."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    df, _ = load_features(processed)
+    fig = make_subplots(rows=len(features), cols=1, subplot_titles=features)
+    groups = df["method"] if by_method else df["label"]
+    for r, feat in enumerate(features, start=1):
+        for gname in sorted(groups.unique()):
+            fig.add_trace(go.Histogram(x=df.loc[groups == gname, feat], name=str(gname),
+                                       opacity=0.6, histnorm="probability density",
+                                       legendgroup=str(gname), showlegend=r == 1), r, 1)
+    fig.update_layout(barmode="overlay", height=260 * len(features), title="Feature histograms")
+    return fig
+
+
+def plot_correlation(processed: str | Path):
+    import plotly.graph_objects as go
+
+    df, names = load_features(processed)
+    corr = np.nan_to_num(df[names].corr().to_numpy())
+    fig = go.Figure(go.Heatmap(z=corr, x=names, y=names, zmin=-1, zmax=1, colorscale="RdBu"))
+    fig.update_layout(title="Feature correlation", height=800, width=850)
+    return fig
+
+
+def plot_importance(table: pd.DataFrame, top: int = 20):
+    import plotly.graph_objects as go
+
+    t = table.head(top).iloc[::-1]
+    fig = go.Figure(go.Bar(x=t["importance"], y=t["feature"], orientation="h",
+                           error_x={"array": t["std"]}))
+    fig.update_layout(title="Permutation importance (drop in ROC-AUC)", height=30 * len(t) + 100)
+    return fig
+
+
+def plot_shap_summary(values: np.ndarray, X: np.ndarray, names: list[str], top: int = 15):
+    """A beeswarm-style summary: one row per feature, a dot per sample, colour = feature value."""
+    import plotly.graph_objects as go
+
+    order = np.argsort(np.abs(values).mean(0))[::-1][:top][::-1]
+    fig = go.Figure()
+    rng = np.random.default_rng(0)
+    for row, j in enumerate(order):
+        v = X[:, j]
+        span = np.ptp(v) or 1.0
+        fig.add_trace(go.Scatter(
+            x=values[:, j], y=row + rng.uniform(-0.25, 0.25, len(v)), mode="markers",
+            marker={"color": (v - v.min()) / span, "colorscale": "Bluered", "size": 6,
+                    "showscale": row == 0, "colorbar": {"title": "feature value"}},
+            name=names[j], showlegend=False))
+    fig.update_layout(title="SHAP values (impact on p(fake))", height=30 * len(order) + 120,
+                      yaxis={"tickvals": list(range(len(order))),
+                             "ticktext": [names[j] for j in order]})
+    return fig
+
+
+def image_explorer(img: np.ndarray, real_profile: np.ndarray | None = None) -> dict[str, Any]:
+    """Per-image views as plotly figures: log spectrum, azimuthal profile (against the real-image
+    mean when given), DCT mean |coefficient| and energy per block, noise residual and its
+    histogram. ``img``: uint8 (H, W, 3) BGR."""
+    import plotly.graph_objects as go
+
+    from .features import _gray, as_bgr8, azimuthal_profile, block_dct, log_spectrum, noise_residual
+
+    img = as_bgr8(img)
+    gray = _gray(img)
+    figs: dict[str, Any] = {}
+    figs["spectrum"] = go.Figure(go.Heatmap(z=log_spectrum(gray), colorscale="Viridis"))
+    figs["spectrum"].update_layout(title="log |FFT|", yaxis={"scaleanchor": "x"})
+    prof = azimuthal_profile(gray)
+    f = go.Figure(go.Scatter(y=prof, name="this image"))
+    if real_profile is not None:
+        f.add_trace(go.Scatter(y=real_profile, name="mean of real images"))
+    f.update_layout(title="Azimuthal power profile", xaxis_title="radial frequency bin",
+                    yaxis_title="log10 power")
+    figs["profile"] = f
+    c = block_dct(gray)
+    mean_mag = np.log10(np.abs(c).mean(axis=(0, 1)) + 1e-6)
+    figs["dct_coefficients"] = go.Figure(go.Heatmap(z=mean_mag, colorscale="Magma"))
+    figs["dct_coefficients"].update_layout(title="8x8 DCT: log mean |coefficient| (u, v)",
+                                           yaxis={"autorange": "reversed"})
+    energy = np.log10((c[..., 1:, :] ** 2).sum(axis=(2, 3)) + (c[..., 0, 1:] ** 2).sum(axis=2)
+                      + 1e-6)
+    figs["dct_block_energy"] = go.Figure(go.Heatmap(z=energy, colorscale="Magma"))
+    figs["dct_block_energy"].update_layout(title="AC energy per 8x8 block (log10)",
+                                           yaxis={"autorange": "reversed"})
+    res = noise_residual(img).mean(axis=2)
+    figs["residual"] = go.Figure(go.Heatmap(z=res, colorscale="Gray", zmid=0))
+    figs["residual"].update_layout(title="Noise residual (image - median 3x3)",
+                                   yaxis={"autorange": "reversed"})
+    figs["residual_hist"] = go.Figure(go.Histogram(x=res.ravel(), nbinsx=80))
+    figs["residual_hist"].update_layout(title="Noise residual histogram")
+    return figs
+
+
+def robustness_table(run: str | Path, processed: str | Path, qualities=(90, 70, 50),
+                     split: str = "test", max_crops: int = 200, seed: int = 0) -> pd.DataFrame:
+    """How the features and the MLP hold up when the crops are re-compressed at JPEG quality q:
+    the MLP's frame AUC on ``split`` and the mean shift of each feature (in train std units)."""
+    import cv2
+    from sklearn.metrics import roc_auc_score
+
+    from .features import extract_features
+
+    model, names, _ = load_forensic(run)
+    df, _ = load_features(processed)
+    part = df[df["split"] == split]
+    if len(part) > max_crops:
+        part = part.sample(max_crops, random_state=seed)
+    sd = df[df["split"] == "train"][names].std().replace(0, 1).to_numpy()
+    base = part[names].to_numpy()
+    rows = [{"quality": "original", "auc": float(roc_auc_score(part["target"],
+                                                                 model.fake_prob(base))),
+             "mean_shift": 0.0, "most_shifted": ""}]
+    for q in qualities:
+        feats = []
+        for rel in part["crop_path"]:
+            img = cv2.imread(str(Path(processed) / rel))
+            ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(q)])
+            feats.append(extract_features(cv2.imdecode(buf, cv2.IMREAD_COLOR)))
+        F = np.array(feats)
+        shift = np.abs(F.mean(0) - base.mean(0)) / sd
+        rows.append({"quality": q, "auc": float(roc_auc_score(part["target"], model.fake_prob(F))),
+                     "mean_shift": float(shift.mean()), "most_shifted": names[int(shift.argmax())]})
+    return pd.DataFrame(rows)
