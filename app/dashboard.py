@@ -1,4 +1,5 @@
-"""The dflab dashboard: one ipywidgets Tab per stage over the ``dflab`` backend.
+"""The dflab dashboard: one ipywidgets Tab per stage over the ``dflab`` backend (Environment
+here; the others in ``tabs.py``).
 
 Works with ipywidgets 7.7 (Colab) and 8 (Voila): titles are set with ``set_title``.
 """
@@ -6,7 +7,6 @@ Works with ipywidgets 7.7 (Colab) and 8 (Voila): titles are set with ``set_title
 from __future__ import annotations
 
 import html
-from pathlib import Path
 
 import ipywidgets as W
 
@@ -14,7 +14,7 @@ from dflab.config import LabConfig
 from dflab.environment import environment_report, in_colab, mount_drive, resolve_paths, \
     setup_runtime
 
-from .jobs import JobPanel
+from .tabs import DataTab, ExportTab, ForensicsTab, InspectTab, TrainTab
 
 
 def _table(rows: list[tuple[str, object]]) -> str:
@@ -92,42 +92,6 @@ class EnvironmentTab:
         self.dash.set_data_root(change["new"])
 
 
-class DataTab:
-    def __init__(self, dash: "Dashboard"):
-        self.dash = dash
-        self.demo_videos = W.BoundedIntText(value=dash.cfg.data.demo_videos, min=4, max=1000,
-                                            description="clips")
-        self.demo_job = JobPanel("Build demo set")
-        self.demo_job.start.on_click(lambda _: self.build_demo())
-        self.summary = W.HTML("")
-        self.demo_job.on_done.append(lambda _: self.show_summary())
-        self.widget = W.VBox([W.HTML("<h3>Demo set (offline)</h3>"),
-                              self.demo_videos, self.demo_job.widget, self.summary])
-        self.show_summary()
-
-    @property
-    def demo_dir(self) -> Path:
-        return self.dash.paths["data_root"] / "demo"
-
-    def build_demo(self) -> None:
-        from dflab.demo import build_demo_dataset
-
-        self.demo_job.run(build_demo_dataset, out=self.demo_dir, n_videos=self.demo_videos.value,
-                          seed=self.dash.cfg.env.seed)
-
-    def show_summary(self) -> None:
-        labels = self.demo_dir / "labels.csv"
-        if not labels.exists():
-            self.summary.value = f"No demo set at {html.escape(str(self.demo_dir))} yet."
-            return
-        import pandas as pd
-
-        df = pd.read_csv(labels)
-        counts = df.groupby(["split", "method"]).size().unstack(fill_value=0)
-        self.summary.value = (f"<b>{len(df)} clips</b> in {html.escape(str(self.demo_dir))}"
-                              + counts.to_html())
-
-
 class Dashboard:
     """``Dashboard().widget`` is the whole app; ``show()`` displays it."""
 
@@ -139,7 +103,13 @@ class Dashboard:
                                    use_drive=self.cfg.env.mount_drive)
         self.env_tab = EnvironmentTab(self)
         self.data_tab = DataTab(self)
-        self.tabs = [("Environment", self.env_tab), ("Data", self.data_tab)]
+        self.train_tab = TrainTab(self)
+        self.forensics_tab = ForensicsTab(self)
+        self.inspect_tab = InspectTab(self)
+        self.export_tab = ExportTab(self)
+        self.tabs = [("Environment", self.env_tab), ("Data", self.data_tab),
+                     ("Train", self.train_tab), ("Forensics", self.forensics_tab),
+                     ("Inspect", self.inspect_tab), ("Export", self.export_tab)]
         self.tab = W.Tab(children=[t.widget for _, t in self.tabs])
         for i, (title, _) in enumerate(self.tabs):
             self.tab.set_title(i, title)
@@ -151,6 +121,7 @@ class Dashboard:
         self.cfg.env.data_root = root
         self.paths = resolve_paths(root, self.cfg.env.runs_dir, self.cfg.env.mount_drive)
         self.data_tab.show_summary()
+        self.data_tab.show_stats()
 
     def state(self) -> dict:
         return {"data_root": str(self.paths["data_root"]), "env": self.env_tab.report}

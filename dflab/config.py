@@ -336,3 +336,8 @@ def save_config(cfg: LabConfig, path: str | Path) -> Path:
     path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     return path
 
+
+
+def set_value(cfg: LabConfig, key: str, value: Any) -> None:
+    """Validate ``value`` and set the dotted ``key`` of ``cfg`` (raises :class:`ConfigError`)."""
+    _apply(cfg, key, value)

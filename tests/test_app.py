@@ -24,12 +24,12 @@ def test_environment_tab(dash):
     dash.env_tab.apply_button.click()
     assert "seed" in dash.env_tab.runtime.value and dash.cfg.env.seed == 5
     titles = [dash.tab.get_title(i) for i in range(len(dash.tab.children))]
-    assert titles[:2] == ["Environment", "Data"]
+    assert titles == ["Environment", "Data", "Train", "Forensics", "Inspect", "Export"]
 
 
 def test_demo_button_builds_the_set_in_a_thread(dash):
     tab = dash.data_tab
-    tab.demo_videos.value = 4
+    tab.demo_videos.value = 30
     assert "No demo set" in tab.summary.value
     tab.demo_job.start.click()
     assert tab.demo_job.start.disabled  # disabled while the job runs
@@ -48,3 +48,79 @@ def test_cancel_keeps_finished_work(dash):
     tab.demo_job.wait(300)
     assert "cancelled" in tab.demo_job.status.value
     assert not tab.demo_job.start.disabled
+
+
+@pytest.mark.slow
+def test_click_through_every_stage(tmp_path):
+    """Demo set -> preprocess -> train (live plots) -> evaluate -> inspect -> forensics ->
+    export -> predict, all by clicking, then a fresh dashboard re-reads the run from disk."""
+    import shutil
+
+    from conftest import ROOT  # noqa: F401
+    from dflab.demo import build_demo_dataset
+
+    build_demo_dataset(tmp_path / "demo", 30, 0, seconds=1.0)
+    cfg = LabConfig()
+    dash = Dashboard(cfg, data_root=str(tmp_path))
+    data = dash.data_tab
+    assert "30 clips" in data.summary.value
+    data.pre_form.inputs["detector"].value = "haar"
+    data.pre_form.inputs["every_nth"].value = 5
+    data.pre_form.inputs["audio"].value = False
+    data.pre_job.start.click()
+    data.pre_job.wait(300)
+    assert not data.pre_job.error, data.pre_job.error
+    assert "face coverage" in data.stats_html.value and len(data.stats_plots.outputs) >= 4
+
+    tr = dash.train_tab
+    tr.model_form.inputs["backbone"].value = "test_efficientnet"
+    tr.model_form.inputs["pretrained"].value = False
+    tr.model_form.inputs["input_size"].value = 64
+    tr.train_form.inputs["epochs"].value = 2
+    tr.train_form.inputs["batch_size"].value = 8
+    tr.train_form.inputs["accumulation"].value = 1
+    tr.name.value = "ui"
+    tr.job.start.click()
+    assert tr.job.start.disabled and not tr.job.cancel_button.disabled
+    tr.job.wait(600)
+    assert not tr.job.error, tr.job.error
+    assert len(tr._epochs) == 2 and tr.loss_plot.outputs and tr.roc_plot.outputs
+    assert "val_auc" in tr.metrics.value
+    plot = tr.loss_plot.outputs[0]["data"]["application/vnd.plotly.v1+json"]
+    assert len(plot["data"]) == 3  # step loss, epoch train loss, val loss
+    tr.eval_job.start.click()
+    tr.eval_job.wait(300)
+    assert not tr.eval_job.error, tr.eval_job.error
+    assert "Test results" in tr.per_method.value
+
+    ins = dash.inspect_tab
+    ins.refresh_button.click()
+    assert ins.preds is not None and "misclassified" in ins.detail.value
+    ins.min_wrong.value = 0.5
+    if ins.gallery.children:
+        ins.gallery.children[0].children[1].click()
+        assert "p(fake)" in ins.detail.value
+
+    fo = dash.forensics_tab
+    fo.feat_job.start.click()
+    fo.feat_job.wait(300)
+    assert not fo.feat_job.error, fo.feat_job.error
+    assert fo.frame.options and len(fo.feature.options) == 52
+    fo.frame.value = fo.frame.options[1][1]
+    assert len(fo.explorer.outputs) == 6
+    fo.feature.value = "fft_grid_peak_2"
+    assert len(fo.dataset_plots.outputs) == 3
+
+    ex = dash.export_tab
+    ex.job.start.click()
+    ex.job.wait(300)
+    assert not ex.job.error, ex.job.error
+    assert "parity" in ex.result.value and "ok" in ex.result.value
+    video = next((tmp_path / "demo").rglob("*.mp4"))
+    res = ex.predict(video)
+    assert res and res["verdict"] in ("real", "fake") and ex.plot.outputs
+
+    again = Dashboard(LabConfig(), data_root=str(tmp_path))  # a kernel restart
+    assert again.train_tab.run_select.value == "train-ui"
+    assert len(again.train_tab._epochs) == 2 and "Test results" in again.train_tab.per_method.value
+    shutil.rmtree(tmp_path / "runs", ignore_errors=True)

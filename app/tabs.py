@@ -1,0 +1,573 @@
+"""The stage tabs after Environment: Data (sources + preprocessing + statistics), Train, Forensics,
+Inspect, Export. Every button calls the same ``dflab`` function as the CLI, in a worker thread;
+state is re-read from the run folders, so a kernel restart loses nothing shown."""
+
+from __future__ import annotations
+
+import html
+import json
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as W
+
+from dflab.events import EpochMetrics, Event, StepLoss
+
+from .jobs import JobPanel
+from .widgets import ConfigForm, show_figure, table_html
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .dashboard import Dashboard
+
+
+def _runs(dash: "Dashboard", prefix: str) -> list[str]:
+    root = dash.paths["runs"]
+    return sorted((p.name for p in root.glob(f"{prefix}-*") if p.is_dir()), reverse=True)
+
+
+class DataTab:
+    """Sources (demo, local folder, FF++, DFDC), preprocessing, and dataset statistics."""
+
+    def __init__(self, dash: "Dashboard"):
+        self.dash = dash
+        cfg = dash.cfg
+        self.source = W.Dropdown(options=["demo", "folder", "ffpp", "dfdc"], value="demo",
+                                 description="source")
+        self.root = W.Text(value="", placeholder="(default: <data root>/<source>)",
+                           description="folder", layout=W.Layout(width="60%"))
+        self.demo_videos = W.BoundedIntText(value=cfg.data.demo_videos, min=30, max=1000,
+                                            description="demo clips")
+        self.demo_job = JobPanel("Build demo set")
+        self.demo_job.start.on_click(lambda _: self.build_demo())
+        self.ffpp_server = W.Password(description="FF++ server", placeholder="address from the "
+                                     "FF++ access e-mail", layout=W.Layout(width="60%"))
+        self.ffpp_tos = W.Checkbox(description="I accept the FaceForensics++ terms of use",
+                                   indent=False)
+        self.ffpp_methods = W.SelectMultiple(
+            options=["Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures", "FaceShifter"],
+            value=tuple(m for m in cfg.data.methods), description="methods", rows=5)
+        self.ffpp_comp = W.SelectMultiple(options=["raw", "c23", "c40"],
+                                          value=tuple(cfg.data.compressions),
+                                          description="compression", rows=3)
+        self.ffpp_per_split = W.BoundedIntText(value=cfg.data.videos_per_split or 10, min=0,
+                                               max=1000, description="pairs/split")
+        self.ffpp_job = JobPanel("Download FF++")
+        self.ffpp_job.start.on_click(lambda _: self.download_ffpp())
+        self.kaggle_user = W.Text(description="Kaggle user")
+        self.kaggle_key = W.Password(description="Kaggle key")
+        self.dfdc_parts = W.Text(value=",".join(str(p) for p in cfg.data.dfdc_parts),
+                                 description="parts")
+        self.dfdc_budget = W.BoundedFloatText(value=cfg.data.max_disk_gb, min=0.1, max=1e5,
+                                              description="disk GiB")
+        self.dfdc_job = JobPanel("Stream DFDC + preprocess")
+        self.dfdc_job.start.on_click(lambda _: self.stream_dfdc())
+        self.pre_form = ConfigForm(cfg.preprocess, "preprocess",
+                                   ["detector", "detector_weights", "every_nth", "num_frames",
+                                    "padding", "min_confidence", "workers", "save_frames",
+                                    "audio"])
+        self.pre_job = JobPanel("Preprocess")
+        self.pre_job.start.on_click(lambda _: self.preprocess())
+        self.pre_job.on_done.append(lambda _: self.show_stats())
+        self.demo_job.on_done.append(lambda _: self.show_summary())
+        self.summary = W.HTML("")
+        self.stats_html = W.HTML("")
+        self.stats_plots = W.Output()
+        acc = W.Accordion(children=[
+            W.VBox([self.demo_videos, self.demo_job.widget]),
+            W.VBox([W.HTML("Videos with a <code>labels.csv</code> (path,label[,method,...]) in "
+                           "the folder above; choose source <b>folder</b>.")]),
+            W.VBox([self.ffpp_server, self.ffpp_tos, W.HBox([self.ffpp_methods, self.ffpp_comp]),
+                    self.ffpp_per_split, self.ffpp_job.widget]),
+            W.VBox([W.HBox([self.kaggle_user, self.kaggle_key]),
+                    W.HBox([self.dfdc_parts, self.dfdc_budget]), self.dfdc_job.widget])])
+        for i, t in enumerate(["Demo set (offline)", "Local folder", "FaceForensics++",
+                               "DFDC (Kaggle)"]):
+            acc.set_title(i, t)
+        self.widget = W.VBox([
+            W.HTML("<h3>1 · Get data</h3>"), acc, self.summary,
+            W.HTML("<h3>2 · Preprocess</h3>"), W.HBox([self.source, self.root]),
+            self.pre_form.widget, self.pre_job.widget,
+            W.HTML("<h3>3 · Dataset statistics</h3>"), self.stats_html, self.stats_plots])
+        self.show_summary()
+        self.show_stats()
+
+    # paths ---------------------------------------------------------------------------------
+    def source_root(self) -> Path:
+        return Path(self.root.value) if self.root.value else \
+            self.dash.paths["data_root"] / self.source.value
+
+    @property
+    def processed(self) -> Path:
+        return self.dash.paths["processed"] / self.source.value
+
+    # actions -------------------------------------------------------------------------------
+    def build_demo(self) -> None:
+        from dflab.demo import build_demo_dataset
+
+        self.demo_job.run(build_demo_dataset, out=self.dash.paths["data_root"] / "demo",
+                          n_videos=self.demo_videos.value, seed=self.dash.cfg.env.seed)
+
+    def download_ffpp(self) -> None:
+        from dflab.acquire import download_ffpp
+
+        self.ffpp_job.run(download_ffpp, root=self.dash.paths["data_root"] / "ffpp",
+                          servers=[self.ffpp_server.value], accept_tos=self.ffpp_tos.value,
+                          methods=list(self.ffpp_methods.value),
+                          compressions=list(self.ffpp_comp.value),
+                          per_split=self.ffpp_per_split.value)
+
+    def stream_dfdc(self) -> None:
+        import os
+
+        from dflab.acquire import KaggleClient, stream_dfdc
+        from dflab.preprocess import preprocess_videos
+        from dflab.sources import list_videos
+
+        if self.kaggle_user.value and self.kaggle_key.value:
+            os.environ["KAGGLE_USERNAME"] = self.kaggle_user.value
+            os.environ["KAGGLE_KEY"] = self.kaggle_key.value
+        parts = [int(p) for p in self.dfdc_parts.value.split(",") if p.strip()]
+        out = self.dash.paths["processed"] / "dfdc"
+        cfg = self._pre_cfg()
+
+        def job(callbacks, cancel):
+            return stream_dfdc(KaggleClient(), self.dash.paths["data_root"] / "dfdc",
+                               lambda part: preprocess_videos(list_videos("dfdc", part), out,
+                                                              cfg, callbacks=callbacks,
+                                                              cancel=cancel),
+                               parts, self.dfdc_budget.value, callbacks=callbacks,
+                               cancel=cancel)
+
+        self.dfdc_job.run(job)
+
+    def _pre_cfg(self):
+        self.pre_form.apply(self.dash.cfg)
+        return self.dash.cfg.preprocess
+
+    def preprocess(self) -> None:
+        from dflab.preprocess import preprocess_videos
+        from dflab.sources import list_videos
+
+        try:
+            cfg = self._pre_cfg()
+            records = list_videos(self.source.value, self.source_root())
+        except Exception as exc:  # bad settings or folder: say so in the panel
+            self.pre_job.status.value = f"<span style='color:#b00'>{html.escape(str(exc))}</span>"
+            return
+        self.pre_job.run(preprocess_videos, records=records, out=self.processed, cfg=cfg,
+                         cache_dir=str(self.dash.paths["cache"]))
+
+    # views ---------------------------------------------------------------------------------
+    def show_summary(self) -> None:
+        labels = self.dash.paths["data_root"] / "demo" / "labels.csv"
+        if not labels.exists():
+            self.summary.value = "No demo set yet: build it above."
+            return
+        import pandas as pd
+
+        df = pd.read_csv(labels)
+        counts = df.groupby(["split", "method"]).size().unstack(fill_value=0)
+        self.summary.value = (f"<b>{len(df)} clips</b> in the demo set " + counts.to_html())
+
+    def show_stats(self) -> None:
+        from dflab.stats import dataset_stats, plot_stats
+
+        try:
+            stats = dataset_stats(self.processed)
+        except (FileNotFoundError, ValueError):
+            self.stats_html.value = f"Not preprocessed yet ({html.escape(str(self.processed))})."
+            self.stats_plots.outputs = ()
+            return
+        self.stats_html.value = table_html([
+            ("videos", stats["videos"]), ("frames", stats["frames"]),
+            ("face coverage", f"{stats['face_coverage']:.1%}"),
+            ("faces per frame", stats["faces_per_frame"]),
+            ("real / fake frames", stats["label_frames"]),
+            ("videos with audio", stats["videos_with_audio"])])
+        self.stats_plots.outputs = ()
+        for fig in plot_stats(stats).values():
+            show_figure(self.stats_plots, fig, replace=False)
+
+
+class TrainTab:
+    """A form from the model and train configs; live loss and ROC while training runs."""
+
+    LIVE_INTERVAL = 1.0  # seconds between plot redraws
+
+    def __init__(self, dash: "Dashboard"):
+        self.dash = dash
+        self.model_form = ConfigForm(dash.cfg.model, "model")
+        self.train_form = ConfigForm(dash.cfg.train, "train",
+                                     ["epochs", "batch_size", "accumulation", "lr", "loss",
+                                      "label_smoothing", "focal_gamma", "augment", "amp",
+                                      "patience", "balance"])
+        self.name = W.Text(value="", placeholder="run name (empty: timestamp)",
+                           description="run name")
+        self.resume = W.Checkbox(description="resume this run", indent=False)
+        self.job = JobPanel("Train")
+        self.job.start.on_click(lambda _: self.start())
+        self.job.on_event.append(self.on_event)
+        self.job.on_done.append(lambda run: self.load_run(Path(run)))
+        self.loss_plot, self.roc_plot = W.Output(), W.Output()
+        self.metrics = W.HTML("")
+        self.per_method = W.HTML("")
+        self.run_select = W.Dropdown(options=_runs(dash, "train"), description="runs")
+        self.run_select.observe(lambda c: c["new"] and self.load_run(
+            self.dash.paths["runs"] / c["new"]), "value")
+        self.eval_job = JobPanel("Evaluate on test")
+        self.eval_job.start.on_click(lambda _: self.evaluate())
+        self.eval_job.on_done.append(lambda rep: self.show_eval(rep))
+        self._steps: list[tuple[int, float]] = []
+        self._epochs: list[dict] = []
+        self._roc: dict = {}
+        self._last_draw = 0.0
+        self._lock = threading.Lock()
+        self.widget = W.VBox([
+            W.HBox([W.VBox([W.HTML("<b>Model</b>"), self.model_form.widget]),
+                    W.VBox([W.HTML("<b>Training</b>"), self.train_form.widget])]),
+            W.HBox([self.name, self.resume]), self.job.widget,
+            W.HBox([self.loss_plot, self.roc_plot]), self.metrics,
+            W.HTML("<h3>Runs</h3>"), self.run_select, self.eval_job.widget, self.per_method])
+        if self.run_select.value:
+            self.load_run(self.dash.paths["runs"] / self.run_select.value)
+
+    def start(self) -> None:
+        from dflab.train import train
+
+        try:
+            self.model_form.apply(self.dash.cfg)
+            self.train_form.apply(self.dash.cfg)
+        except Exception as exc:
+            self.job.status.value = f"<span style='color:#b00'>{html.escape(str(exc))}</span>"
+            return
+        self._steps, self._epochs, self._roc = [], [], {}
+        name = self.name.value or time.strftime("%Y%m%d-%H%M%S")
+        self.name.value = name
+        self.job.run(train, cfg=self.dash.cfg, processed=self.dash.data_tab.processed,
+                     runs_root=self.dash.paths["runs"], name=name, resume=self.resume.value)
+
+    def on_event(self, event: Event) -> None:
+        with self._lock:
+            if isinstance(event, StepLoss):
+                self._steps.append((event.step, event.loss))
+            elif isinstance(event, EpochMetrics):
+                self._epochs.append(event.metrics)
+                self._roc = event.roc
+            else:
+                return
+            force = isinstance(event, EpochMetrics)
+            if force or time.monotonic() - self._last_draw > self.LIVE_INTERVAL:
+                self._last_draw = time.monotonic()
+                self.draw()
+
+    def draw(self) -> None:
+        import plotly.graph_objects as go
+
+        fig = go.Figure()
+        if self._steps:
+            s, l_ = zip(*self._steps)
+            fig.add_trace(go.Scatter(x=s, y=l_, name="train loss (step)", mode="lines",
+                                     line={"width": 1}))
+        if self._epochs:
+            spe = max(1, (self._steps[-1][0] if self._steps else 1) // max(1, len(self._epochs)))
+            xs = [e["epoch"] * spe for e in self._epochs]
+            fig.add_trace(go.Scatter(x=xs, y=[e["train_loss"] for e in self._epochs],
+                                     name="train loss (epoch)", mode="lines+markers"))
+            fig.add_trace(go.Scatter(x=xs, y=[e["val_loss"] for e in self._epochs],
+                                     name="val loss", mode="lines+markers"))
+        fig.update_layout(title="Loss", xaxis_title="optimiser step", height=320, width=520)
+        show_figure(self.loss_plot, fig)
+        roc = go.Figure(go.Scatter(x=self._roc.get("fpr", []), y=self._roc.get("tpr", []),
+                                   name="val ROC", mode="lines"))
+        roc.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot"},
+                                 name="chance"))
+        roc.update_layout(title="Validation ROC", xaxis_title="FPR", yaxis_title="TPR",
+                          height=320, width=420)
+        show_figure(self.roc_plot, roc)
+        if self._epochs:
+            import pandas as pd
+
+            cols = ["epoch", "train_loss", "val_loss", "val_accuracy", "val_f1", "val_auc",
+                    "val_eer", "lr"]
+            df = pd.DataFrame(self._epochs)[cols]
+            self.metrics.value = df.to_html(index=False, float_format=lambda v: f"{v:.4g}")
+
+    def load_run(self, run: Path) -> None:
+        """Re-read a run folder: history, last ROC, evaluation; nothing lives only in memory."""
+        hist = run / "history.jsonl"
+        if not hist.exists():
+            return
+        with self._lock:
+            self._epochs = [json.loads(x) for x in hist.read_text().splitlines() if x]
+            if run.name != f"train-{self.name.value}":  # another run: its steps were not seen
+                self._steps, self._roc = [], {}
+            self.draw()
+        options = _runs(self.dash, "train")
+        if options != list(self.run_select.options):
+            self.run_select.options = options
+        if run.name in options and self.run_select.value != run.name:
+            self.run_select.value = run.name
+        ev = run / "eval_test.json"
+        if ev.exists():
+            self.show_eval(json.loads(ev.read_text()))
+
+    @property
+    def run(self) -> Path | None:
+        return self.dash.paths["runs"] / self.run_select.value if self.run_select.value else None
+
+    def evaluate(self) -> None:
+        from dflab.evaluate import evaluate_run
+
+        if self.run is None:
+            self.eval_job.status.value = "train a model first"
+            return
+        self.eval_job.run(evaluate_run, run=self.run, processed=self.dash.data_tab.processed,
+                          split="test", cfg=self.dash.cfg.eval)
+
+    def show_eval(self, rep: dict) -> None:
+        rows = [("threshold (tuned on val)", rep["threshold"]),
+                ("frame AUC / acc", f"{rep['frame']['auc']:.3f} / {rep['frame']['accuracy']:.3f}"),
+                ("video AUC / acc", f"{rep['video']['auc']:.3f} / {rep['video']['accuracy']:.3f}")]
+        rows += [(f"video · {m}", f"AUC {v['auc']:.3f}, acc {v['accuracy']:.3f}, n {v['n']}")
+                 for m, v in rep["video_per_method"].items()]
+        self.per_method.value = "<h4>Test results</h4>" + table_html(rows)
+
+
+class ForensicsTab:
+    def __init__(self, dash: "Dashboard"):
+        self.dash = dash
+        self.feat_job = JobPanel("Extract features")
+        self.feat_job.start.on_click(lambda _: self.extract())
+        self.feat_job.on_done.append(lambda _: self.refresh())
+        self.mlp_job = JobPanel("Train MLP")
+        self.mlp_job.start.on_click(lambda _: self.train())
+        self.mlp_job.on_done.append(lambda run: self.explain(Path(run)))
+        self.frame = W.Dropdown(description="frame", options=[], layout=W.Layout(width="70%"))
+        self.frame.observe(lambda c: c["new"] and self.explore(c["new"]), "value")
+        self.feature = W.Dropdown(description="feature", options=[])
+        self.feature.observe(lambda c: c["new"] and self.histogram(c["new"]), "value")
+        self.explorer, self.dataset_plots, self.explain_plots = W.Output(), W.Output(), W.Output()
+        self.results = W.HTML("")
+        self.widget = W.VBox([
+            self.feat_job.widget, W.HTML("<h3>Per-image explorer</h3>"), self.frame,
+            self.explorer, W.HTML("<h3>Dataset views</h3>"), self.feature, self.dataset_plots,
+            W.HTML("<h3>MLP on the features</h3>"), self.mlp_job.widget, self.results,
+            self.explain_plots])
+        self.refresh()
+
+    @property
+    def processed(self) -> Path:
+        return self.dash.data_tab.processed
+
+    def extract(self) -> None:
+        from dflab.forensic import compute_features
+
+        self.feat_job.run(compute_features, processed=self.processed, cfg=self.dash.cfg)
+
+    def refresh(self) -> None:
+        from dflab.datasets import load_index
+        from dflab.features import feature_names
+
+        try:
+            df = load_index(self.processed)
+        except FileNotFoundError:
+            return
+        opts = [(f"{r.method} · {r.video_id} · frame {r.frame_index} · {r.label}", r.crop_path)
+                for r in df.groupby("uid").head(1).itertuples()]
+        self.frame.options = opts
+        if (self.processed / "features.csv").exists():
+            self.feature.options = feature_names()
+
+    def explore(self, crop_rel: str) -> None:
+        import cv2
+
+        from dflab.forensic import image_explorer
+
+        img = cv2.imread(str(self.processed / crop_rel))
+        if img is None:
+            return
+        real = None
+        if (self.processed / "features.csv").exists():
+            real = self._real_profile()
+        self.explorer.outputs = ()
+        for fig in image_explorer(img, real).values():
+            fig.update_layout(height=300, width=420)
+            show_figure(self.explorer, fig, replace=False)
+
+    def _real_profile(self):
+        import cv2
+        import numpy as np
+
+        from dflab.datasets import load_index
+        from dflab.features import _gray, azimuthal_profile
+
+        df = load_index(self.processed)
+        real = df[df["label"] == "real"]["crop_abspath"].head(20)
+        profs = [azimuthal_profile(_gray(cv2.imread(p))) for p in real]
+        return np.mean(profs, axis=0) if profs else None
+
+    def histogram(self, feature: str) -> None:
+        from dflab.forensic import plot_correlation, plot_histograms
+
+        self.dataset_plots.outputs = ()
+        show_figure(self.dataset_plots, plot_histograms(self.processed, [feature]), False)
+        show_figure(self.dataset_plots, plot_histograms(self.processed, [feature], True), False)
+        show_figure(self.dataset_plots, plot_correlation(self.processed), False)
+
+    def train(self) -> None:
+        from dflab.forensic import train_forensic
+
+        self.mlp_job.run(train_forensic, cfg=self.dash.cfg, processed=self.processed,
+                         runs_root=self.dash.paths["runs"])
+
+    def explain(self, run: Path) -> None:
+        from dflab.forensic import (permutation_importance_table, plot_importance,
+                                    plot_shap_summary, shap_values)
+
+        rep = json.loads((run / "eval_test.json").read_text())
+        self.results.value = table_html([(f"{m} test video AUC", r["video"]["auc"])
+                                         for m, r in rep.items()])
+        self.explain_plots.outputs = ()
+        show_figure(self.explain_plots, plot_importance(
+            permutation_importance_table(run, self.processed, repeats=3)), False)
+        sv, X, names = shap_values(run, self.processed, n=40, background=30)
+        show_figure(self.explain_plots, plot_shap_summary(sv, X, names), False)
+
+
+class InspectTab:
+    """Misclassified frames by method, compression, dataset and confidence, most wrong first."""
+
+    def __init__(self, dash: "Dashboard"):
+        self.dash = dash
+        self.method = W.Dropdown(description="method", options=["all"])
+        self.min_wrong = W.FloatSlider(value=0.5, min=0.5, max=1.0, step=0.05,
+                                       description="min wrongness")
+        self.refresh_button = W.Button(description="Load predictions", icon="refresh")
+        self.refresh_button.on_click(lambda _: self.refresh())
+        self.method.observe(lambda _: self.show(), "value")
+        self.min_wrong.observe(lambda _: self.show(), "value")
+        self.gallery = W.HBox(layout=W.Layout(flex_flow="row wrap"))
+        self.detail = W.HTML("")
+        self.preds = None
+        self.widget = W.VBox([W.HBox([self.refresh_button, self.method, self.min_wrong]),
+                              self.gallery, self.detail])
+
+    def refresh(self) -> None:
+        import pandas as pd
+
+        run = self.dash.train_tab.run
+        path = run / "predictions_test.csv" if run else None
+        if path is None or not path.exists():
+            self.detail.value = "No test predictions yet: train and evaluate a run."
+            return
+        self.preds = pd.read_csv(path, dtype={"video_id": str}, keep_default_na=False)
+        self.method.options = ["all"] + sorted(self.preds["method"].unique())
+        self.show()
+
+    def show(self) -> None:
+        if self.preds is None:
+            return
+        df = self.preds
+        wrong = df[(df["pred"] != df["target"]) & (df["wrongness"] >= self.min_wrong.value)]
+        if self.method.value != "all":
+            wrong = wrong[wrong["method"] == self.method.value]
+        wrong = wrong.sort_values("wrongness", ascending=False).head(24)
+        processed = self.dash.data_tab.processed
+        items = []
+        for r in wrong.itertuples():
+            p = processed / r.crop_path
+            if not p.exists():
+                continue
+            img = W.Image(value=p.read_bytes(), format="jpg", width=96, height=96)
+            b = W.Button(description=f"{r.method[:10]} p={r.prob:.2f}",
+                         layout=W.Layout(width="110px"))
+            b.on_click(lambda _, row=r: self.select(row))
+            items.append(W.VBox([img, b]))
+        self.gallery.children = items
+        self.detail.value = f"{len(wrong)} misclassified frames shown (most wrong first)."
+
+    def select(self, row: Any) -> None:
+        self.detail.value = "<h4>Frame</h4>" + table_html({
+            "video": f"{row.dataset}/{row.method}/{row.video_id}", "frame": row.frame_index,
+            "label": row.label, "p(fake)": round(row.prob, 4), "crop": row.crop_path,
+            "frame image": row.frame_path})
+
+
+class ExportTab:
+    def __init__(self, dash: "Dashboard"):
+        self.dash = dash
+        self.job = JobPanel("Export ONNX")
+        self.job.start.on_click(lambda _: self.export())
+        self.job.on_done.append(lambda rep: self.show_export(rep))
+        self.result = W.HTML("")
+        self.upload = W.FileUpload(accept="image/*,video/*", multiple=False,
+                                   description="Upload image/video")
+        self.predict_button = W.Button(description="Predict", button_style="primary")
+        self.predict_button.on_click(lambda _: self.predict())
+        self.verdict = W.HTML("")
+        self.plot = W.Output()
+        self.widget = W.VBox([self.job.widget, self.result, W.HTML("<h3>Predict</h3>"),
+                              W.HBox([self.upload, self.predict_button]), self.verdict,
+                              self.plot])
+
+    def export(self) -> None:
+        from dflab.export import export_onnx
+
+        run = self.dash.train_tab.run
+        if run is None:
+            self.job.status.value = "train a model first"
+            return
+        self.job.run(lambda callbacks, cancel: export_onnx(run, cfg=self.dash.cfg.export))
+
+    def show_export(self, rep: dict) -> None:
+        self.result.value = table_html([
+            ("file", rep["onnx"]), ("size", f"{rep['bytes'] / 2**20:.1f} MiB"),
+            ("onnxruntime vs torch max |diff|", f"{rep['max_abs_diff']:.2e}"),
+            ("parity", "ok" if rep["parity_ok"] else "FAILED")])
+
+    def _uploaded(self) -> tuple[str, bytes] | None:
+        v = self.upload.value
+        if not v:
+            return None
+        if isinstance(v, dict):  # ipywidgets 7
+            name, item = next(iter(v.items()))
+            return name, bytes(item["content"])
+        item = v[0]
+        return item["name"], bytes(item["content"])
+
+    def predict(self, path: Path | None = None) -> dict | None:
+        import plotly.graph_objects as go
+
+        from dflab.predict import predict_file
+
+        run = self.dash.train_tab.run
+        if run is None:
+            self.verdict.value = "train a model first"
+            return None
+        model = run / "model.onnx" if (run / "model.onnx").exists() else \
+            run / "checkpoints" / "best.pt"
+        if path is None:
+            up = self._uploaded()
+            if up is None:
+                self.verdict.value = "upload an image or a video first"
+                return None
+            path = self.dash.paths["cache"] / "uploads" / Path(up[0]).name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(up[1])
+        try:
+            res = predict_file(path, model)
+        except Exception as exc:
+            self.verdict.value = f"<span style='color:#b00'>{html.escape(str(exc))}</span>"
+            return None
+        p = "-" if res["probability"] is None else f"{res['probability']:.3f}"
+        self.verdict.value = (f"<h3>{html.escape(res['verdict'].upper())}</h3> p(fake) = {p} "
+                              f"(threshold {res['threshold']:.3f}, {res['backend']})")
+        fig = go.Figure(go.Scatter(x=[f["frame_index"] for f in res["frames"]],
+                                   y=[f["prob"] for f in res["frames"]], mode="lines+markers"))
+        fig.add_hline(y=res["threshold"], line_dash="dot")
+        fig.update_layout(title="p(fake) per frame", xaxis_title="frame", yaxis_range=[0, 1],
+                          height=300)
+        show_figure(self.plot, fig)
+        return res

@@ -1,0 +1,95 @@
+"""Widget helpers: forms built from the config dataclasses, and plotly figures shown in Output
+widgets from any thread (works on ipywidgets 7.7 and 8)."""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+from typing import Any
+
+import ipywidgets as W
+
+from dflab.config import ConfigError, field_type
+
+
+class _Bundle:
+    """A ready mime bundle for ``Output.append_display_data`` (IPython formats it as given)."""
+
+    def __init__(self, data: dict):
+        self.data = data
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return self.data
+
+
+TOOLTIP = "tooltip" if int(W.__version__.split(".")[0]) >= 8 else "description_tooltip"
+
+
+def show_figure(out: W.Output, fig: Any, replace: bool = True) -> None:
+    """Put a plotly figure into ``out``: plotly's own mime type (rendered by plotly's JupyterLab
+    extension under Voila and JupyterLab) plus an HTML fallback that loads plotly.js from its CDN
+    (Colab, classic notebooks). Safe from worker threads: no ``with out:``."""
+    bundle = {"application/vnd.plotly.v1+json": fig.to_plotly_json(),
+              "text/html": fig.to_html(include_plotlyjs="cdn", full_html=False),
+              "text/plain": f"<plotly figure: {fig.layout.title.text or ''}>"}
+    if replace:
+        out.outputs = ()
+    out.append_display_data(_Bundle(bundle))
+
+
+def table_html(rows: list[tuple[str, Any]] | dict) -> str:
+    items = rows.items() if isinstance(rows, dict) else rows
+    body = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(str(k))}</th>"
+                   f"<td>{html.escape(_fmt(v))}</td></tr>" for k, v in items)
+    return f"<table>{body}</table>"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+class ConfigForm:
+    """Widgets for the fields of one config stage, built from the dataclass metadata."""
+
+    def __init__(self, stage_cfg: Any, stage: str, only: list[str] | None = None):
+        self.stage, self.cfg = stage, stage_cfg
+        self.inputs: dict[str, W.Widget] = {}
+        style = {"description_width": "150px"}
+        for f in dataclasses.fields(stage_cfg):
+            if only and f.name not in only:
+                continue
+            meta, kind, value = f.metadata, field_type(f), getattr(stage_cfg, f.name)
+            kw = dict(description=f.name, style=style, layout=W.Layout(width="420px"))
+            kw[TOOLTIP] = meta.get("help", "")
+            if kind is bool:
+                w = W.Checkbox(value=value, indent=False, **{k: v for k, v in kw.items()
+                                                            if k != "style"})
+            elif "choices" in meta:
+                w = W.Dropdown(options=list(meta["choices"]), value=value, **kw)
+            elif kind is int:
+                w = W.BoundedIntText(value=value, min=meta.get("min", -2**31),
+                                     max=meta.get("max", 2**31 - 1), **kw)
+            elif kind is float:
+                w = W.BoundedFloatText(value=value, min=meta.get("min", -1e12),
+                                       max=meta.get("max", 1e12), step=None, **kw)
+            elif kind is list:
+                w = W.Text(value=",".join(str(v) for v in value), **kw)
+            else:
+                w = W.Text(value=str(value), **kw)
+            self.inputs[f.name] = w
+        self.widget = W.VBox(list(self.inputs.values()))
+
+    def overrides(self) -> dict[str, Any]:
+        return {f"{self.stage}.{k}": w.value for k, w in self.inputs.items()}
+
+    def apply(self, lab_cfg) -> None:
+        """Validate and write the form's values into ``lab_cfg`` (raises ConfigError)."""
+        from dflab.config import set_value
+
+        for key, value in self.overrides().items():
+            set_value(lab_cfg, key, value)
+
+
+__all__ = ["show_figure", "table_html", "ConfigForm", "ConfigError"]
