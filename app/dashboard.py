@@ -134,10 +134,11 @@ class Dashboard:
 
 
 def show(data_root: str = "", config: str = "") -> Dashboard:
-    """Build and display the dashboard (the notebook's one call)."""
+    """Build and display the dashboard (the notebook's one call). ``config``: a YAML preset;
+    defaults to ``$DFLAB_CONFIG`` when set."""
+    import os
+
     from dflab.config import load_config
 
-    cfg = load_config(config or None)
+    cfg = load_config(config or os.environ.get("DFLAB_CONFIG") or None)
     return Dashboard(cfg, data_root).show()
-
-

@@ -169,7 +169,9 @@ class DataTab:
 
         df = pd.read_csv(labels)
         counts = df.groupby(["split", "method"]).size().unstack(fill_value=0)
-        self.summary.value = (f"<b>{len(df)} clips</b> in the demo set " + counts.to_html())
+        counts.columns.name = None
+        self.summary.value = (f"<b>{len(df)} clips</b> in the demo set (clips per split and "
+                              f"method)" + counts.reset_index().to_html(index=False))
 
     def show_stats(self) -> None:
         from dflab.stats import dataset_stats, plot_stats
@@ -377,8 +379,12 @@ class ForensicsTab:
         opts = [(f"{r.method} · {r.video_id} · frame {r.frame_index} · {r.label}", r.crop_path)
                 for r in df.groupby("uid").head(1).itertuples()]
         self.frame.options = opts
+        if opts and self.frame.value is None:  # ipywidgets 8 leaves it unselected
+            self.frame.value = opts[0][1]
         if (self.processed / "features.csv").exists():
             self.feature.options = feature_names()
+            if self.feature.value is None:
+                self.feature.value = "fft_grid_peak_2"
 
     def explore(self, crop_rel: str) -> None:
         import cv2
@@ -437,22 +443,32 @@ class ForensicsTab:
 
 
 class InspectTab:
-    """Misclassified frames by method, compression, dataset and confidence, most wrong first."""
+    """Misclassified frames filtered by method, compression, dataset and confidence, most wrong
+    first; a click shows the full frame with its box, the crop, the metadata and the scores of
+    both models (visual run and, when one exists, the forensic MLP)."""
 
     def __init__(self, dash: "Dashboard"):
         self.dash = dash
-        self.method = W.Dropdown(description="method", options=["all"])
+        self.filters = {k: W.Dropdown(description=k, options=["all"],
+                                      layout=W.Layout(width="230px"))
+                        for k in ("method", "compression", "dataset")}
         self.min_wrong = W.FloatSlider(value=0.5, min=0.5, max=1.0, step=0.05,
-                                       description="min wrongness")
+                                       description="min |p - label|",
+                                       style={"description_width": "110px"})
         self.refresh_button = W.Button(description="Load predictions", icon="refresh")
         self.refresh_button.on_click(lambda _: self.refresh())
-        self.method.observe(lambda _: self.show(), "value")
-        self.min_wrong.observe(lambda _: self.show(), "value")
+        for w in [*self.filters.values(), self.min_wrong]:
+            w.observe(lambda _: self.show(), "value")
         self.gallery = W.HBox(layout=W.Layout(flex_flow="row wrap"))
+        self.summary = W.HTML("")
+        self.frame_image = W.Image(format="jpg", layout=W.Layout(max_width="480px"))
+        self.crop_image = W.Image(format="jpg", layout=W.Layout(max_width="200px"))
         self.detail = W.HTML("")
         self.preds = None
-        self.widget = W.VBox([W.HBox([self.refresh_button, self.method, self.min_wrong]),
-                              self.gallery, self.detail])
+        self.forensic: Any = None
+        self.widget = W.VBox([W.HBox([self.refresh_button, *self.filters.values()]),
+                              self.min_wrong, self.summary, self.gallery,
+                              W.HBox([self.frame_image, self.crop_image, self.detail])])
 
     def refresh(self) -> None:
         import pandas as pd
@@ -460,10 +476,17 @@ class InspectTab:
         run = self.dash.train_tab.run
         path = run / "predictions_test.csv" if run else None
         if path is None or not path.exists():
-            self.detail.value = "No test predictions yet: train and evaluate a run."
+            self.summary.value = "No test predictions yet: train a run and evaluate it on test."
             return
         self.preds = pd.read_csv(path, dtype={"video_id": str}, keep_default_na=False)
-        self.method.options = ["all"] + sorted(self.preds["method"].unique())
+        self.forensic = None
+        runs = _runs(self.dash, "forensic")
+        fpath = self.dash.paths["runs"] / runs[0] / "predictions_test_mlp.csv" if runs else None
+        if fpath is not None and fpath.exists():
+            f = pd.read_csv(fpath, dtype={"video_id": str}, keep_default_na=False)
+            self.forensic = dict(zip(f["crop_path"], f["prob"]))
+        for key, w in self.filters.items():
+            w.options = ["all"] + sorted(self.preds[key].astype(str).unique())
         self.show()
 
     def show(self) -> None:
@@ -471,8 +494,10 @@ class InspectTab:
             return
         df = self.preds
         wrong = df[(df["pred"] != df["target"]) & (df["wrongness"] >= self.min_wrong.value)]
-        if self.method.value != "all":
-            wrong = wrong[wrong["method"] == self.method.value]
+        for key, w in self.filters.items():
+            if w.value != "all":
+                wrong = wrong[wrong[key].astype(str) == w.value]
+        n = len(wrong)
         wrong = wrong.sort_values("wrongness", ascending=False).head(24)
         processed = self.dash.data_tab.processed
         items = []
@@ -486,13 +511,35 @@ class InspectTab:
             b.on_click(lambda _, row=r: self.select(row))
             items.append(W.VBox([img, b]))
         self.gallery.children = items
-        self.detail.value = f"{len(wrong)} misclassified frames shown (most wrong first)."
+        self.summary.value = (f"{n} misclassified test frames match; the {len(items)} most "
+                              f"wrong are shown (threshold tuned on validation).")
 
     def select(self, row: Any) -> None:
+        import cv2
+        import numpy as np
+
+        processed = self.dash.data_tab.processed
+        crop = processed / row.crop_path
+        self.crop_image.value = crop.read_bytes() if crop.exists() else b""
+        frame = cv2.imread(str(processed / row.frame_path)) if row.frame_path else None
+        if frame is not None:
+            box = np.array([row.x1, row.y1, row.x2, row.y2], dtype=object)
+            box = np.array([float(v) if v != "" else np.nan for v in box])
+            if np.isfinite(box).all():
+                x1, y1, x2, y2 = box.astype(int)
+                cv2.rectangle(frame, (x1, y1), (x2, y2), (0, 0, 255), max(2, frame.shape[1] // 300))
+            ok, buf = cv2.imencode(".jpg", frame)
+            self.frame_image.value = buf.tobytes() if ok else b""
+        else:
+            self.frame_image.value = b""
+        forensic = self.forensic.get(row.crop_path) if self.forensic else None
         self.detail.value = "<h4>Frame</h4>" + table_html({
-            "video": f"{row.dataset}/{row.method}/{row.video_id}", "frame": row.frame_index,
-            "label": row.label, "p(fake)": round(row.prob, 4), "crop": row.crop_path,
-            "frame image": row.frame_path})
+            "video": f"{row.dataset}/{row.method}/{row.compression}/{row.video_id}",
+            "frame": row.frame_index, "label": row.label, "split": row.split,
+            "visual model p(fake)": round(float(row.prob), 4),
+            "forensic MLP p(fake)": "no forensic run" if forensic is None
+            else round(float(forensic), 4),
+            "crop": row.crop_path, "frame image": row.frame_path or "not saved"})
 
 
 class ExportTab:

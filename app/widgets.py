@@ -25,12 +25,26 @@ class _Bundle:
 TOOLTIP = "tooltip" if int(W.__version__.split(".")[0]) >= 8 else "description_tooltip"
 
 
+def figure_iframe(fig: Any) -> str:
+    """The figure as a self-contained page in an ``<iframe srcdoc>``, loading plotly.js from its
+    CDN. Inside the iframe the scripts run in document order, so plotly.js is loaded before the
+    plot is drawn; a host that inserts output HTML without running its scripts (the cause of
+    "Plotly is not defined" in Colab's widget outputs, colabtools #5889) still shows the plot."""
+    page = fig.to_html(include_plotlyjs="cdn", full_html=True, default_width="100%",
+                       default_height=f"{fig.layout.height or 450}px")
+    height = (fig.layout.height or 450) + 20
+    width = f"{fig.layout.width + 20}px" if fig.layout.width else "100%"
+    return (f'<iframe srcdoc="{html.escape(page, quote=True)}" style="border:0;width:{width};'
+            f'height:{height}px" title="{html.escape(fig.layout.title.text or "plot")}"></iframe>')
+
+
 def show_figure(out: W.Output, fig: Any, replace: bool = True) -> None:
     """Put a plotly figure into ``out``: plotly's own mime type (rendered by plotly's JupyterLab
-    extension under Voila and JupyterLab) plus an HTML fallback that loads plotly.js from its CDN
-    (Colab, classic notebooks). Safe from worker threads: no ``with out:``."""
+    extension under Voila and JupyterLab) plus an HTML fallback for hosts without that renderer
+    (Colab, classic notebooks; see ``figure_iframe``). Safe from worker threads: no
+    ``with out:``."""
     bundle = {"application/vnd.plotly.v1+json": fig.to_plotly_json(),
-              "text/html": fig.to_html(include_plotlyjs="cdn", full_html=False),
+              "text/html": figure_iframe(fig),
               "text/plain": f"<plotly figure: {fig.layout.title.text or ''}>"}
     if replace:
         out.outputs = ()

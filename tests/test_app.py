@@ -95,11 +95,15 @@ def test_click_through_every_stage(tmp_path):
 
     ins = dash.inspect_tab
     ins.refresh_button.click()
-    assert ins.preds is not None and "misclassified" in ins.detail.value
+    assert ins.preds is not None and "misclassified" in ins.summary.value
+    assert set(ins.filters["method"].options) >= {"all", "original"}
     ins.min_wrong.value = 0.5
-    if ins.gallery.children:
-        ins.gallery.children[0].children[1].click()
-        assert "p(fake)" in ins.detail.value
+    assert ins.gallery.children, "a 2-epoch tiny model misclassifies some test frames"
+    ins.gallery.children[0].children[1].click()
+    assert "visual model p(fake)" in ins.detail.value and "no forensic run" in ins.detail.value
+    assert ins.frame_image.value[:2] == b"\xff\xd8" and ins.crop_image.value[:2] == b"\xff\xd8"
+    ins.filters["method"].value = "original"
+    assert all("original" in b.children[1].description for b in ins.gallery.children)
 
     fo = dash.forensics_tab
     fo.feat_job.start.click()
@@ -110,6 +114,14 @@ def test_click_through_every_stage(tmp_path):
     assert len(fo.explorer.outputs) == 6
     fo.feature.value = "fft_grid_peak_2"
     assert len(fo.dataset_plots.outputs) == 3
+    dash.cfg.features.epochs = 20
+    fo.mlp_job.start.click()
+    fo.mlp_job.wait(300)
+    assert not fo.mlp_job.error, fo.mlp_job.error
+    assert "mlp test video AUC" in fo.results.value and len(fo.explain_plots.outputs) == 2
+    ins.refresh_button.click()  # now with the forensic MLP's score beside the visual one
+    ins.gallery.children[0].children[1].click()
+    assert "forensic MLP p(fake)" in ins.detail.value and "no forensic run" not in ins.detail.value
 
     ex = dash.export_tab
     ex.job.start.click()

@@ -1,0 +1,137 @@
+"""The dashboard served by Voila and driven in headless Chromium with Playwright: demo data,
+preprocessing, a one-epoch tiny training run with the live plot, forensics, inspect and export.
+Screenshots go to $DFLAB_SCREENSHOTS (default: a temporary folder)."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import browser_required, chromium_path
+from test_lab import free_port, start_voila, stop_voila, wait_port
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+PRESET = """
+env: {seed: 0, num_workers: 0}
+preprocess: {detector: haar, every_nth: 5, audio: false, det_size: 320}
+model: {backbone: test_efficientnet, pretrained: false, input_size: 64, head_hidden: 32}
+train: {epochs: 1, batch_size: 8, accumulation: 1, lr: 1.0e-3, amp: "off"}
+features: {epochs: 30}
+"""
+
+
+@pytest.fixture
+def browser():
+    exe = chromium_path()
+    if exe is None:
+        if browser_required():
+            pytest.fail("Chromium is required here (DFLAB_REQUIRE_BROWSER=1) but not found; "
+                        "apt-get install chromium")
+        pytest.skip("no Chromium: apt-get install chromium (CI installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"])
+        yield b
+        b.close()
+
+
+def test_click_through_the_dashboard(browser, tmp_path):
+    from dflab.demo import build_demo_dataset
+
+    shots = Path(os.environ.get("DFLAB_SCREENSHOTS", tmp_path / "shots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    data = tmp_path / "data"
+    build_demo_dataset(data / "demo", 30, 0, seconds=1.0)
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text(PRESET)
+    os.environ["DFLAB_CONFIG"] = str(preset)
+    port = free_port()
+    proc = start_voila(port, data)
+    try:
+        wait_port(port, proc)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.route("**/*", lambda route: route.continue_()
+                   if route.request.url.startswith(f"http://127.0.0.1:{port}")
+                   else route.abort())  # offline: no CDN fonts or scripts
+        page.set_default_timeout(240_000)
+        page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
+        page.get_by_text("dflab · deepfake detection lab").wait_for()
+        page.get_by_text("Batch size").wait_for()
+        page.screenshot(path=str(shots / "1-environment.png"), full_page=True)
+
+        def tab(name):
+            page.locator(".lm-TabBar-tab, .p-TabBar-tab").filter(has_text=name).first.click()
+
+        tab("Data")
+        page.get_by_role("button", name="Preprocess").click()
+        page.get_by_text("face coverage").wait_for()
+        page.screenshot(path=str(shots / "2-data.png"), full_page=True)
+
+        tab("Train")
+        page.get_by_role("button", name="Train", exact=True).click()
+        page.get_by_text("Validation ROC").first.wait_for()
+        page.get_by_text("val_auc").wait_for()
+        page.get_by_role("button", name="Evaluate on test").click()
+        page.get_by_text("Test results").wait_for()
+        page.screenshot(path=str(shots / "3-train.png"), full_page=True)
+
+        tab("Forensics")
+        page.get_by_role("button", name="Extract features").click()
+        page.get_by_text("features done").wait_for()
+        page.get_by_text("Azimuthal power profile").first.wait_for()  # explorer, first frame
+        page.get_by_text("Feature correlation").first.wait_for()
+        page.get_by_role("button", name="Train MLP").click()
+        page.get_by_text("SHAP values (impact on p(fake))").first.wait_for()
+        page.get_by_text("Permutation importance").first.wait_for()
+        page.screenshot(path=str(shots / "4-forensics.png"), full_page=True)
+
+        tab("Inspect")
+        page.get_by_role("button", name="Load predictions").click()
+        page.get_by_text("misclassified test frames match").wait_for()
+        page.locator("button", has_text=" p=").first.click()
+        page.get_by_text("forensic MLP p(fake)").wait_for()
+        page.screenshot(path=str(shots / "5-inspect.png"), full_page=True)
+
+        tab("Export")
+        page.get_by_role("button", name="Export ONNX").click()
+        page.get_by_text("onnxruntime vs torch").wait_for()
+        video = next((data / "demo" / "manipulated_sequences").rglob("*.mp4"))
+        with page.expect_file_chooser() as chooser:  # ipywidgets 8 keeps its <input> detached
+            page.get_by_role("button", name="Upload image/video").click()
+        chooser.value.set_files(str(video))
+        page.get_by_role("button", name="Predict", exact=True).click()
+        page.get_by_text("p(fake) per frame").first.wait_for()
+        page.screenshot(path=str(shots / "6-export.png"), full_page=True)
+        errors = page.locator("text=failed:").count()
+        assert errors == 0
+    finally:
+        os.environ.pop("DFLAB_CONFIG", None)
+        log = stop_voila(proc)
+    assert "Traceback" not in log, log[-3000:]
+
+
+def test_colab_plot_fallback_draws_where_host_scripts_do_not_run(browser):
+    """The HTML fallback that Colab gets: inserted with innerHTML (scripts in it never run, as
+    in a widget output that does not execute them), the iframe still draws the plot. The CDN is
+    served from plotly's bundled plotly.min.js, since this machine is offline."""
+    import plotly
+    import plotly.graph_objects as go
+
+    from app.widgets import figure_iframe
+
+    js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    fig = go.Figure(go.Scatter(x=[0, 1, 2], y=[0.2, 0.5, 0.4], name="val loss"))
+    fig.update_layout(title="Loss", height=300)
+    page = browser.new_page()
+    page.route("https://cdn.plot.ly/**", lambda route: route.fulfill(
+        body=js.read_bytes(), content_type="application/javascript"))
+    page.set_content("<div id='out'></div>")
+    page.evaluate("h => { document.getElementById('out').innerHTML = h; }", figure_iframe(fig))
+    frame = page.frame_locator("iframe")
+    frame.locator(".main-svg").first.wait_for(timeout=60_000)
+    assert frame.locator(".scatterlayer .trace").count() == 1
+    assert "Loss" in frame.locator(".gtitle").text_content()
