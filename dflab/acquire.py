@@ -65,10 +65,13 @@ class FileJob:
 
 # ------------------------------------------------------------------------------ FF++ protocol
 class FFPPClient:
-    """Speaks the FaceForensics++ download protocol against one or more server addresses."""
+    """Speaks the FaceForensics++ download protocol against one or more server addresses.
+
+    ``chunk``: bytes per read; a connection cut mid-read loses at most one chunk (urllib3 drops
+    the partial read), so it is kept small for resumes to start close to where the cut was."""
 
     def __init__(self, servers: Iterable[str], timeout: float = 30.0, retries: int = 4,
-                 backoff: float = 1.0, chunk: int = 1 << 20):
+                 backoff: float = 1.0, chunk: int = 1 << 16):
         self.servers = [s.rstrip("/") for s in servers if s]
         if not self.servers:
             raise ValueError("no FF++ server address given: set data.ffpp_server (or the "

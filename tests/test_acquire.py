@@ -243,8 +243,9 @@ class FakeKaggle:
         return dest
 
 
-def make_parts(tmp_path, n=3, request=None):
-    """Real zips in the Kaggle layout: dfdc_train_part_K/{metadata.json, *.mp4}."""
+def make_parts(tmp_path, n=3, request=None, decodable=False):
+    """Real zips in the Kaggle layout: dfdc_train_part_K/{metadata.json, *.mp4}: the DFDC clips
+    of ../shared/data when present; else demo clips (``decodable``) or random bytes."""
     src = None
     if request is not None:
         try:
@@ -253,6 +254,7 @@ def make_parts(tmp_path, n=3, request=None):
             src = None
     zips = {}
     rng = np.random.default_rng(0)
+    clips = sorted(request.getfixturevalue("demo_set").rglob("*.mp4")) if decodable else []
     for k in range(n):
         name = f"dfdc_train_part_{k}"
         z = tmp_path / "kaggle" / f"{name}.zip"
@@ -266,9 +268,12 @@ def make_parts(tmp_path, n=3, request=None):
                 meta = {f"v{k}{i}.mp4": {"label": "FAKE", "split": "train", "original": "o.mp4"}
                         for i in range(2)}
                 zf.writestr(f"{name}/metadata.json", json.dumps(meta))
-                for v in meta:
-                    zf.writestr(f"{name}/{v}", rng.integers(0, 256, 200_000,
-                                                            dtype=np.uint8).tobytes())
+                for i, v in enumerate(meta):
+                    if clips:
+                        zf.write(clips[2 * k + i], f"{name}/{v}")
+                    else:
+                        zf.writestr(f"{name}/{v}", rng.integers(0, 256, 200_000,
+                                                                dtype=np.uint8).tobytes())
         zips[z.name] = z
     return zips
 
@@ -350,7 +355,7 @@ def test_dfdc_stream_into_preprocessing(tmp_path, request):
     from dflab.preprocess import preprocess_videos
     from dflab.sources import list_videos
 
-    zips = make_parts(tmp_path, 3, request)
+    zips = make_parts(tmp_path, 3, request, decodable=True)
     raw_total = sum(p.stat().st_size for p in zips.values()) * 2
     out = tmp_path / "processed"
     cfg = PreprocessConfig(detector="haar", every_nth=60, audio=True, save_frames=False)

@@ -59,7 +59,7 @@ def test_click_through_the_dashboard(browser, tmp_path):
                    else route.abort())  # offline: no CDN fonts or scripts
         page.set_default_timeout(240_000)
         page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
-        page.get_by_text("dflab · deepfake detection lab").wait_for()
+        page.get_by_text("dflab · deepfake detection lab", exact=True).wait_for()
         page.get_by_text("Batch size").wait_for()
         page.screenshot(path=str(shots / "1-environment.png"), full_page=True)
 
