@@ -438,8 +438,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    # dflab's own messages at INFO; other libraries' (e.g. the ONNX exporter's passes) only from
+    # WARNING, unless -v
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("dflab").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         cfg = _load(args)
         return COMMANDS[args.command][2](args, cfg) or 0

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 __all__ = ["preprocess_videos", "process_video", "build_index", "video_dir", "select_shard",
            "parse_shard", "INDEX_COLUMNS"]
 
+PREPROCESS_SETTINGS = "preprocess_config.json"
 INDEX_COLUMNS = ["uid", "video_id", "dataset", "method", "compression", "label", "split",
                  "source_id", "frame_index", "timestamp", "has_face", "reason", "confidence",
                  "n_faces", "x1", "y1", "x2", "y2", "crop_path", "frame_path"]
@@ -302,6 +303,8 @@ def preprocess_videos(records: list[VideoRecord], out: str | Path, cfg: Preproce
     report["coverage"] = round(report["frames_with_face"] / report["frames"], 4) \
         if report["frames"] else 0.0
     write_json(out / "report.json", report)
+    # how these crops were made: training copies it into its run, so prediction crops alike
+    write_json(out / PREPROCESS_SETTINGS, asdict(cfg))
     em.result(**{k: v for k, v in report.items() if k not in ("per_video", "errors")})
     return report
 

@@ -146,6 +146,26 @@ def predict_probs(model: nn.Module, loader, device, amp_dtype=None, criterion=No
             np.concatenate(probs) if probs else np.array([]), loss_sum / max(n, 1))
 
 
+def adopt_preprocess_settings(cfg: LabConfig, processed: str | Path) -> LabConfig:
+    """A copy of ``cfg`` whose preprocess section is the one that made the crops in
+    ``processed`` (its ``preprocess_config.json``), so the run records it and prediction detects
+    and crops faces the same way. Unchanged when the folder does not say."""
+    import copy
+    import dataclasses
+
+    from .preprocess import PREPROCESS_SETTINGS
+    from .runs import read_json
+
+    path = Path(processed) / PREPROCESS_SETTINGS
+    if not path.exists():
+        return cfg
+    out = copy.deepcopy(cfg)
+    known = {f.name for f in dataclasses.fields(out.preprocess)}
+    out.preprocess = dataclasses.replace(
+        out.preprocess, **{k: v for k, v in read_json(path).items() if k in known})
+    return out
+
+
 def train(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: str = "",
           resume: bool = False, callbacks: list[Callback] | None = None, cancel: CancelToken | None = None) -> Path:
     """Train on the crops in ``processed`` (its index.csv); returns the run folder.
@@ -190,6 +210,8 @@ def train(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: st
     elif last_path is not None and last_path.exists():
         raise FileExistsError(f"run '{run}' already has checkpoints; resume it (resume=True, "
                               f"`dflab train --resume`) or choose another name")
+    else:
+        cfg = adopt_preprocess_settings(cfg, processed)
     df = load_index(processed)
     train_df = select_split(df, "train", cfg.train.max_frames_per_video, cfg.env.seed)
     val_df = select_split(df, "val")

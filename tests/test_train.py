@@ -65,6 +65,11 @@ def test_run_folder_has_everything(run):
     ck = load_checkpoint(path / "checkpoints/last.pt")  # weights_only=True
     assert ck["epoch"] == 2 and {"model", "optimizer", "scheduler", "scaler", "rng",
                                  "early"} <= set(ck)
+    # the run carries the settings that made its crops (haar, every 5th), not the defaults
+    # (auto), so prediction detects and crops the same way
+    assert tiny().preprocess.detector == "auto"
+    assert ck["config"]["preprocess"]["detector"] == "haar"
+    assert ck["config"]["preprocess"]["every_nth"] == 5
 
 
 def test_refuses_to_overwrite_and_resumes_only_existing(run, crops):
