@@ -352,6 +352,7 @@ class ForensicsTab:
         self.feature.observe(lambda c: c["new"] and self.histogram(c["new"]), "value")
         self.explorer, self.dataset_plots, self.explain_plots = W.Output(), W.Output(), W.Output()
         self.results = W.HTML("")
+        self._real_cache: tuple[Path | None, Any] = (None, None)
         self.widget = W.VBox([
             self.feat_job.widget, W.HTML("<h3>Per-image explorer</h3>"), self.frame,
             self.explorer, W.HTML("<h3>Dataset views</h3>"), self.feature, self.dataset_plots,
@@ -372,6 +373,7 @@ class ForensicsTab:
         from dflab.datasets import load_index
         from dflab.features import feature_names
 
+        self._real_cache = (None, None)  # the crops may have changed
         try:
             df = load_index(self.processed)
         except FileNotFoundError:
@@ -403,16 +405,19 @@ class ForensicsTab:
             show_figure(self.explorer, fig, replace=False)
 
     def _real_profile(self):
+        """Mean azimuthal profile of up to 20 real crops; computed once per processed folder."""
         import cv2
         import numpy as np
 
         from dflab.datasets import load_index
         from dflab.features import _gray, azimuthal_profile
 
-        df = load_index(self.processed)
-        real = df[df["label"] == "real"]["crop_abspath"].head(20)
-        profs = [azimuthal_profile(_gray(cv2.imread(p))) for p in real]
-        return np.mean(profs, axis=0) if profs else None
+        if self._real_cache[0] != self.processed:
+            df = load_index(self.processed)
+            real = df[df["label"] == "real"]["crop_abspath"].head(20)
+            profs = [azimuthal_profile(_gray(cv2.imread(p))) for p in real]
+            self._real_cache = (self.processed, np.mean(profs, axis=0) if profs else None)
+        return self._real_cache[1]
 
     def histogram(self, feature: str) -> None:
         from dflab.forensic import plot_correlation, plot_histograms
@@ -523,8 +528,8 @@ class InspectTab:
         self.crop_image.value = crop.read_bytes() if crop.exists() else b""
         frame = cv2.imread(str(processed / row.frame_path)) if row.frame_path else None
         if frame is not None:
-            box = np.array([row.x1, row.y1, row.x2, row.y2], dtype=object)
-            box = np.array([float(v) if v != "" else np.nan for v in box])
+            box = np.array([float(v) if v != "" else np.nan
+                            for v in (row.x1, row.y1, row.x2, row.y2)])
             if np.isfinite(box).all():
                 x1, y1, x2, y2 = box.astype(int)
                 cv2.rectangle(frame, (x1, y1), (x2, y2), (0, 0, 255), max(2, frame.shape[1] // 300))
