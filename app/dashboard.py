@@ -6,7 +6,6 @@ Works with ipywidgets 7.7 (Colab) and 8 (Voila): titles are set with ``set_title
 
 from __future__ import annotations
 
-import html
 
 import ipywidgets as W
 
@@ -15,12 +14,7 @@ from dflab.environment import environment_report, in_colab, mount_drive, resolve
     setup_runtime
 
 from .tabs import DataTab, ExportTab, ForensicsTab, InspectTab, TrainTab
-
-
-def _table(rows: list[tuple[str, object]]) -> str:
-    body = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(str(k))}</th>"
-                   f"<td>{html.escape(str(v))}</td></tr>" for k, v in rows)
-    return f"<table>{body}</table>"
+from .widgets import table_html
 
 
 class EnvironmentTab:
@@ -74,7 +68,7 @@ class EnvironmentTab:
                                 f"{f['target_batch']}"),
                  ("Batch size", a["batch_size"]), ("Gradient accumulation", a["accumulation"]),
                  ("AMP", a["amp"]), ("Why", a["reason"])]
-        self.info.value = _table(rows)
+        self.info.value = table_html(rows)
 
     def apply(self) -> None:
         settings = setup_runtime(self.seed.value, self.deterministic.value,
@@ -82,7 +76,7 @@ class EnvironmentTab:
         self.dash.cfg.env.seed = self.seed.value
         self.dash.cfg.env.deterministic = self.deterministic.value
         self.dash.cfg.env.num_workers = self.workers.value
-        self.runtime.value = _table(list(settings.items()))
+        self.runtime.value = table_html(settings)
 
     def mount(self) -> None:
         root = mount_drive() / "dflab"

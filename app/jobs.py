@@ -15,6 +15,8 @@ import ipywidgets as W
 
 from dflab.events import Cancelled, CancelToken, Event, JobError, JobResult, Progress
 
+from .widgets import error_html
+
 
 def _fmt_eta(seconds: float | None) -> str:
     if seconds is None:
@@ -97,7 +99,7 @@ class JobPanel:
                 self.log.append_stdout(f"{exc}\n")
             except Exception as exc:  # shown to the user with the backend's own message
                 self.error = f"{type(exc).__name__}: {exc}"
-                self.status.value = f"<span style='color:#b00'>{self.title} failed: {exc}</span>"
+                self.status.value = error_html(f"{self.title} failed: {exc}")
                 self.log.append_stderr(traceback.format_exc())
             finally:
                 self.start.disabled = False

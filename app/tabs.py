@@ -16,7 +16,7 @@ import ipywidgets as W
 from dflab.events import EpochMetrics, Event, StepLoss
 
 from .jobs import JobPanel
-from .widgets import ConfigForm, show_figure, table_html
+from .widgets import ConfigForm, error_html, show_figure, table_html
 
 if TYPE_CHECKING:  # pragma: no cover
     from .dashboard import Dashboard
@@ -128,9 +128,13 @@ class DataTab:
         if self.kaggle_user.value and self.kaggle_key.value:
             os.environ["KAGGLE_USERNAME"] = self.kaggle_user.value
             os.environ["KAGGLE_KEY"] = self.kaggle_key.value
-        parts = [int(p) for p in self.dfdc_parts.value.split(",") if p.strip()]
+        try:
+            parts = [int(p) for p in self.dfdc_parts.value.split(",") if p.strip()]
+            cfg = self._pre_cfg()
+        except ValueError as exc:  # bad part list or settings (ConfigError is a ValueError)
+            self.dfdc_job.status.value = error_html(exc)
+            return
         out = self.dash.paths["processed"] / "dfdc"
-        cfg = self._pre_cfg()
 
         def job(callbacks, cancel):
             return stream_dfdc(KaggleClient(), self.dash.paths["data_root"] / "dfdc",
@@ -154,7 +158,7 @@ class DataTab:
             cfg = self._pre_cfg()
             records = list_videos(self.source.value, self.source_root())
         except Exception as exc:  # bad settings or folder: say so in the panel
-            self.pre_job.status.value = f"<span style='color:#b00'>{html.escape(str(exc))}</span>"
+            self.pre_job.status.value = error_html(exc)
             return
         self.pre_job.run(preprocess_videos, records=records, out=self.processed, cfg=cfg,
                          cache_dir=str(self.dash.paths["cache"]))
@@ -242,7 +246,7 @@ class TrainTab:
             self.model_form.apply(self.dash.cfg)
             self.train_form.apply(self.dash.cfg)
         except Exception as exc:
-            self.job.status.value = f"<span style='color:#b00'>{html.escape(str(exc))}</span>"
+            self.job.status.value = error_html(exc)
             return
         self._steps, self._epochs, self._roc = [], [], {}
         name = self.name.value or time.strftime("%Y%m%d-%H%M%S")
@@ -611,7 +615,7 @@ class ExportTab:
         try:
             res = predict_file(path, model)
         except Exception as exc:
-            self.verdict.value = f"<span style='color:#b00'>{html.escape(str(exc))}</span>"
+            self.verdict.value = error_html(exc)
             return None
         p = "-" if res["probability"] is None else f"{res['probability']:.3f}"
         self.verdict.value = (f"<h3>{html.escape(res['verdict'].upper())}</h3> p(fake) = {p} "

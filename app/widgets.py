@@ -58,6 +58,11 @@ def table_html(rows: list[tuple[str, Any]] | dict) -> str:
     return f"<table>{body}</table>"
 
 
+def error_html(message: Any) -> str:
+    """A backend error message, escaped and shown in red."""
+    return f"<span style='color:#b00'>{html.escape(str(message))}</span>"
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
@@ -106,4 +111,4 @@ class ConfigForm:
             set_value(lab_cfg, key, value)
 
 
-__all__ = ["show_figure", "table_html", "ConfigForm", "ConfigError"]
+__all__ = ["show_figure", "table_html", "error_html", "ConfigForm", "ConfigError"]

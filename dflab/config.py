@@ -337,7 +337,6 @@ def save_config(cfg: LabConfig, path: str | Path) -> Path:
     return path
 
 
-
 def set_value(cfg: LabConfig, key: str, value: Any) -> None:
     """Validate ``value`` and set the dotted ``key`` of ``cfg`` (raises :class:`ConfigError`)."""
     _apply(cfg, key, value)

@@ -50,6 +50,14 @@ def test_cancel_keeps_finished_work(dash):
     assert not tab.demo_job.start.disabled
 
 
+def test_bad_dfdc_parts_are_shown_not_raised(dash):
+    tab = dash.data_tab
+    tab.dfdc_parts.value = "0,one"
+    tab.dfdc_job.start.click()
+    assert "one" in tab.dfdc_job.status.value and "color:#b00" in tab.dfdc_job.status.value
+    assert not tab.dfdc_job.running and not tab.dfdc_job.start.disabled
+
+
 @pytest.mark.slow
 def test_click_through_every_stage(tmp_path):
     """Demo set -> preprocess -> train (live plots) -> evaluate -> inspect -> forensics ->
