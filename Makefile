@@ -30,7 +30,7 @@ test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(VENV)/.installed $(DATA)/demo/labels.csv
-	$(VENV)/bin/dflab demo --config configs/cpu_smoke.yaml
+	$(VENV)/bin/dflab demo --config configs/cpu.yaml
 
 bench: $(VENV)/.installed
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

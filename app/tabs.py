@@ -107,7 +107,7 @@ class DataTab:
         from dflab.demo import build_demo_dataset
 
         self.demo_job.run(build_demo_dataset, out=self.dash.paths["data_root"] / "demo",
-                          n_videos=self.demo_videos.value, seed=self.dash.cfg.env.seed)
+                          n_videos=self.demo_videos.value)
 
     def download_ffpp(self) -> None:
         from dflab.acquire import download_ffpp

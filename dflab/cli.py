@@ -80,17 +80,17 @@ def cmd_env(args, cfg):
 @command("demo-data", "build the offline demo video set (FF++ layout + labels.csv)")
 @arg("--out", default="", help="output folder (default <data_root>/demo)")
 @arg("--videos", type=int, default=None, help="about how many clips (default data.demo_videos)")
-@arg("--seed", type=int, default=None, help="seed (default env.seed)")
+@arg("--seed", type=int, default=None, help="seed (default 0: the one demo set every run uses)")
 @arg("--seconds", type=float, default=2.0, help="clip length in seconds")
 def cmd_demo_data(args, cfg):
-    from .demo import build_demo_dataset
+    from .demo import DEMO_SEED, build_demo_dataset
     from .environment import resolve_paths
     from .events import TqdmCallback
 
     out = args.out or str(resolve_paths(cfg.env.data_root, cfg.env.runs_dir,
                                         cfg.env.mount_drive)["data_root"] / "demo")
     labels = build_demo_dataset(out, args.videos or cfg.data.demo_videos,
-                                cfg.env.seed if args.seed is None else args.seed,
+                                DEMO_SEED if args.seed is None else args.seed,
                                 seconds=args.seconds, callbacks=[TqdmCallback()])
     n = sum(1 for _ in open(labels)) - 1
     print(f"wrote {n} clips and {labels}")
@@ -98,12 +98,14 @@ def cmd_demo_data(args, cfg):
 
 
 @command("demo", "run the whole pipeline headless on the demo set and print a report")
+@arg("--json", action="store_true", help="print the whole report as JSON")
 def cmd_demo(args, cfg):
-    from .pipeline import run_demo
+    from .pipeline import format_demo_report, run_demo
 
     report = run_demo(cfg)
-    print(json.dumps(report, indent=2, default=str))
+    print(json.dumps(report, indent=2, default=str) if args.json else format_demo_report(report))
     return 0
+
 
 def _paths(cfg):
     from .environment import resolve_paths
@@ -238,15 +240,22 @@ def cmd_evaluate(args, cfg):
 
     rep = evaluate_run(args.run, _processed(cfg, args.processed), args.split, cfg.eval,
                        args.checkpoint)
-    f, v = rep["frame"], rep["video"]
     print(f"{args.split}: threshold {rep['threshold']:.3f} ({rep['threshold_source']})")
-    print(f"  frame: n={f['n']} acc={f['accuracy']:.3f} auc={f['auc']:.3f} f1={f['f1']:.3f} "
-          f"ece={f['ece']:.3f}")
-    print(f"  video: n={v['n']} acc={v['accuracy']:.3f} auc={v['auc']:.3f} f1={v['f1']:.3f}")
-    for m, mm in rep["video_per_method"].items():
-        print(f"  video {m:<16} n={mm['n']} acc={mm['accuracy']:.3f} auc={mm['auc']:.3f}")
+    _print_report(rep)
     print(f"report: {Path(args.run) / f'eval_{args.split}.json'}")
     return 0
+
+
+def _print_report(rep: dict, indent: str = "  ") -> None:
+    """Frame and video metrics of one evaluation report, each AUC with its 95% interval."""
+    from .metrics import format_auc
+
+    f, v = rep["frame"], rep["video"]
+    print(f"{indent}frame: n={f['n']} frames of {f.get('n_videos', '?')} videos "
+          f"acc={f['accuracy']:.3f} auc={format_auc(f)} f1={f['f1']:.3f} ece={f['ece']:.3f}")
+    print(f"{indent}video: n={v['n']} acc={v['accuracy']:.3f} auc={format_auc(v)} f1={v['f1']:.3f}")
+    for m, mm in rep["video_per_method"].items():
+        print(f"{indent}video {m:<16} n={mm['n']} acc={mm['accuracy']:.3f} auc={format_auc(mm)}")
 
 
 @command("export", "export a run's best checkpoint to ONNX and check parity with onnxruntime")
@@ -262,9 +271,30 @@ def cmd_export(args, cfg):
     return 0
 
 
-@command("predict", "score one image or video with a checkpoint or an ONNX model")
+@command("fuse", "fit the fused verdict (visual + forensic + audio) on val, evaluate on test")
+@arg("--run", required=True, help="visual run folder (runs/train-<name>)")
+@arg("--forensic", required=True, help="forensic run folder (runs/forensic-<name>)")
+@arg("--processed", default="", help="preprocessed folder with features.csv")
+@arg("--name", default="", help="run name: runs/fuse-<name>")
+@arg("--checkpoint", default="best.pt")
+def cmd_fuse(args, cfg):
+    from .events import TqdmCallback
+    from .fuse import MODELS, fuse_runs
+
+    run = fuse_runs(cfg, args.run, args.forensic, _processed(cfg, args.processed),
+                    _paths(cfg)["runs"], args.name, args.checkpoint, callbacks=[TqdmCallback()])
+    rep = json.loads((run / "eval_test.json").read_text())
+    for m in MODELS:
+        print(f"{m} (test, threshold {rep[m]['threshold']:.3f} tuned on val):")
+        _print_report(rep[m])
+    print(f"run: {run}\npredict with all three: dflab predict VIDEO --model {run}")
+    return 0
+
+
+@command("predict", "score one image or video with a checkpoint, an ONNX model or a fuse run")
 @arg("file", help="image or video")
-@arg("--model", required=True, help="checkpoint (.pt) or ONNX file (.onnx)")
+@arg("--model", required=True, help="checkpoint (.pt), ONNX file (.onnx), or a fuse run folder "
+     "(visual, forensic and fused verdicts)")
 @arg("--json", action="store_true", help="print the full result as JSON")
 def cmd_predict(args, cfg):
     from .predict import predict_file
@@ -279,8 +309,15 @@ def cmd_predict(args, cfg):
     print(f"{res['file']}: {res['verdict'].upper()} (p(fake)={prob}, threshold "
           f"{res['threshold']:.3f}, {res['backend']}, {len(res['frames'])} frames with a face of "
           f"{res['frames_sampled']} sampled)")
+    if res.get("probabilities"):
+        print("  p(fake) per model: " + ", ".join(f"{m} {p:.3f}" for m, p in
+                                                  res["probabilities"].items())
+              + ("" if res.get("has_audio") else " (no audio track)"))
     for r in res["frames"]:
-        print(f"  frame {r['frame_index']:>6} t={r['timestamp']:>7.2f}s p(fake)={r['prob']:.3f}")
+        extra = (f" visual={r['prob_visual']:.3f} forensic={r['prob_forensic']:.3f}"
+                 if "prob_visual" in r else "")
+        print(f"  frame {r['frame_index']:>6} t={r['timestamp']:>7.2f}s p(fake)={r['prob']:.3f}"
+              + extra)
     return 0
 
 
@@ -312,8 +349,8 @@ def cmd_train_forensic(args, cfg):
                          callbacks=[TqdmCallback()])
     rep = json.loads((run / "eval_test.json").read_text())
     for model, r in rep.items():
-        print(f"{model:<7} test frame auc={r['frame']['auc']:.3f} video auc={r['video']['auc']:.3f}"
-              f" threshold={r['threshold']:.3f} (tuned on val)")
+        print(f"{model} (test, threshold {r['threshold']:.3f} tuned on val):")
+        _print_report(r)
     if args.importance:
         table = permutation_importance_table(run, processed)
         table.to_csv(run / "permutation_importance.csv", index=False)
@@ -404,6 +441,34 @@ def cmd_fetch_and_preprocess(args, cfg):
               f"{cfg.data.max_disk_gb} GiB budget")
     stats = dataset_stats(out)
     print(f"{stats['videos']} videos, {stats['frames']} frames in {out}")
+    return 0
+
+
+@command("weights", "pretrained backbone weights without the hub: `dflab weights fetch NAME --to DIR`")
+@arg("action", choices=["fetch", "check"], help="fetch: download (needs internet); check: load "
+     "model.weights_path (or --to) offline")
+@arg("backbone", help="timm model name, e.g. efficientnet_b4")
+@arg("--to", default="", help="folder to keep the weights in (e.g. on Google Drive)")
+def cmd_weights(args, cfg):
+    from .models import fetch_weights, hub_id, resolve_weights
+
+    if args.action == "fetch":
+        if not args.to:
+            raise ValueError("`dflab weights fetch` needs --to DIR, the folder to keep the weights")
+        path = fetch_weights(args.backbone, args.to)
+        print(f"{args.backbone} ({hub_id(args.backbone) or 'timm release'}) -> {path}\n"
+              f"use them offline with: --set model.backbone={args.backbone} "
+              f"model.pretrained=true model.weights_path={args.to}")
+        return 0
+    where = args.to or cfg.model.weights_path
+    if not where:
+        raise ValueError("`dflab weights check` needs --to DIR or model.weights_path")
+    path = resolve_weights(args.backbone, where)
+    from .config import ModelConfig
+    from .models import create_model
+
+    create_model(ModelConfig(backbone=args.backbone, pretrained=True, weights_path=str(where)))
+    print(f"{args.backbone}: loaded {path} offline")
     return 0
 
 

@@ -73,7 +73,8 @@ class DataConfig:
     dfdc_parts: list = _f([0], "DFDC part numbers to fetch (0..49).")
     max_disk_gb: float = _f(50.0, "Disk budget for raw downloads in GiB.", min=0.1, max=100000.0)
     splits_dir: str = _f("", "Folder with FF++ train/val/test.json (empty: download official).")
-    demo_videos: int = _f(40, "Clips in the demo set.", min=4, max=1000)
+    demo_videos: int = _f(100, "Clips in the demo set (a fifth real; 100 = 20 identities).",
+                          min=4, max=1000)
 
 
 @dataclass
@@ -129,12 +130,24 @@ class TrainConfig:
     lr: float = _f(1e-4, "AdamW learning rate.", min=1e-8, max=1.0)
     weight_decay: float = _f(1e-2, "AdamW weight decay.", min=0.0, max=1.0)
     min_lr: float = _f(1e-7, "Cosine schedule floor.", min=0.0, max=1.0)
+    warmup_epochs: float = _f(1.0, "Linear learning-rate warm-up before the cosine (epochs; 0: "
+                              "none). Lets a model trained from scratch start at a high lr.",
+                              min=0.0, max=100.0)
     loss: str = _f("ce", "Loss function.", choices=["ce", "focal"])
     label_smoothing: float = _f(0.1, "Cross-entropy label smoothing.", min=0.0, max=0.5)
     focal_gamma: float = _f(2.0, "Focal loss gamma.", min=0.0, max=10.0)
     amp: str = _f("auto", "Mixed precision.", choices=["auto", "off", "fp16", "bf16"])
     channels_last: bool = _f(True, "channels_last memory format on GPU.")
-    augment: bool = _f(True, "Artefact-preserving augmentations.")
+    augment: bool = _f(True, "Artefact-preserving augmentations (flip + the aug_* below).")
+    aug_scale_min: float = _f(0.85, "Random resized crop: smallest area kept (1: no crop).",
+                              min=0.1, max=1.0)
+    aug_degrees: float = _f(10.0, "Random rotation up to this many degrees (0: none).",
+                            min=0.0, max=180.0)
+    aug_color: float = _f(0.2, "Colour jitter strength (brightness/contrast; 0: none).",
+                          min=0.0, max=1.0)
+    aug_jpeg_p: float = _f(0.5, "Probability of JPEG re-compression (0: none). Robust on real "
+                           "data; slows learning from scratch.", min=0.0, max=1.0)
+    aug_jpeg_min: int = _f(70, "Lowest JPEG quality of that re-compression.", min=10, max=95)
     balance: bool = _f(False, "Oversample the minority class.")
     patience: int = _f(5, "Early stopping on validation loss (epochs).", min=1, max=1000)
     save_every: int = _f(1, "Checkpoint every K epochs.", min=1, max=1000)
@@ -151,6 +164,8 @@ class EvalConfig:
     threshold: float = _f(-1.0, "Decision threshold (-1: tuned on validation).",
                           min=-1.0, max=1.0)
     ece_bins: int = _f(15, "Bins for expected calibration error.", min=2, max=100)
+    bootstrap: int = _f(1000, "Bootstrap resamples (of whole videos) for the 95% interval of "
+                        "every AUC; 0: no intervals.", min=0, max=100000)
 
 
 @dataclass
@@ -318,12 +333,14 @@ def load_config(path: str | Path | None = None,
             raise ConfigError(f"config file '{p}' must hold a mapping of stage: {{key: value}}")
     cfg = config_from_dict(raw)
     if isinstance(overrides, (list, tuple)):
+        kinds = {k: field_type(f) for k, f, _ in iter_fields(cfg)}
         pairs = {}
         for item in overrides:
             if "=" not in item:
                 raise ConfigError(f"override '{item}' must look like key=value, e.g. train.lr=3e-4")
-            k, v = item.split("=", 1)
-            pairs[k.strip()] = yaml.safe_load(v) if v.strip() else ""
+            k, v = (s.strip() for s in item.split("=", 1))
+            # a text field keeps the text as typed: YAML would read `amp=off` as False
+            pairs[k] = v if kinds.get(k) is str or not v else yaml.safe_load(v)
         overrides = pairs
     for key, value in (overrides or {}).items():
         _apply(cfg, key, value)

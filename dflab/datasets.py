@@ -1,8 +1,10 @@
 """Torch datasets over the preprocessing index: face crops with their labels and metadata.
 
 Splits are by video (the index carries each video's split), never by frame. Augmentations keep
-manipulation artefacts: mild colour changes, JPEG re-compression at quality 70-95, a mild random
-resized crop, horizontal flips and small rotations; nothing that blurs or warps heavily.
+manipulation artefacts: horizontal flips, and at the strengths set by the ``train.aug_*`` keys a
+mild random resized crop, small rotations, colour jitter and JPEG re-compression; nothing that
+blurs or warps heavily. Colour jitter and JPEG q70 make a detector robust on real data but slow
+down learning: the CPU preset turns them off.
 """
 
 from __future__ import annotations
@@ -47,21 +49,32 @@ def select_split(df: pd.DataFrame, split: str, max_frames_per_video: int = 0,
 
 
 def build_transforms(size: int, mean: list[float], std: list[float], train: bool,
-                     augment: bool = True):
-    """torchvision v2 pipeline: uint8 CHW tensor in, normalised float tensor out."""
+                     augment: bool = True, aug: Any = None):
+    """torchvision v2 pipeline: uint8 CHW tensor in, normalised float tensor out.
+
+    ``aug``: the strengths (a :class:`~dflab.config.TrainConfig`, or anything with its ``aug_*``
+    fields; default: the config's defaults). Each one at 0 (or scale 1, JPEG p 0) is left out.
+    """
     from torchvision.transforms import v2 as T
 
+    from .config import TrainConfig
+
+    a = aug or TrainConfig()
     ops: list[Any] = []
     if train and augment:
-        ops += [
-            T.RandomResizedCrop(size, scale=(0.85, 1.0), ratio=(0.9, 1.1), antialias=True),
-            T.RandomHorizontalFlip(0.5),
-            T.RandomRotation(10),
-            T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.1, hue=0.02),
-            T.RandomApply([T.JPEG(quality=(70, 95))], p=0.5),
-        ]
-    else:
-        ops += [T.Resize((size, size), antialias=True)]
+        if a.aug_scale_min < 1:
+            ops.append(T.RandomResizedCrop(size, scale=(a.aug_scale_min, 1.0), ratio=(0.9, 1.1),
+                                           antialias=True))
+        ops.append(T.RandomHorizontalFlip(0.5))
+        if a.aug_degrees > 0:
+            ops.append(T.RandomRotation(a.aug_degrees))
+        if a.aug_color > 0:
+            ops.append(T.ColorJitter(brightness=a.aug_color, contrast=a.aug_color,
+                                     saturation=a.aug_color / 2, hue=a.aug_color / 10))
+        if a.aug_jpeg_p > 0:
+            ops.append(T.RandomApply([T.JPEG(quality=(a.aug_jpeg_min, 95))], p=a.aug_jpeg_p))
+    if not (train and augment and a.aug_scale_min < 1):
+        ops.append(T.Resize((size, size), antialias=True))
     ops += [T.ToDtype(torch.float32, scale=True), T.Normalize(mean, std)]
     return T.Compose(ops)
 

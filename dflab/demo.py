@@ -19,25 +19,34 @@ pixels.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import csv
 import json
 import logging
 import math
+import multiprocessing as mp
 import os
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .events import Callback, CancelToken, Emitter
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 log = logging.getLogger(__name__)
 
-__all__ = ["build_demo_dataset", "DEMO_METHODS", "ffmpeg_exe"]
+__all__ = ["build_demo_dataset", "DEMO_METHODS", "DEMO_SEED", "DEMO_VIDEOS", "ffmpeg_exe",
+           "trivial_statistics", "leak_check"]
 
 DEMO_METHODS = ["FaceSwap", "Deepfakes", "Face2Face", "NeuralTextures"]
+DEMO_VIDEOS = 100  # 20 identities: 10 id pairs, 5 for training, 2 for validation, 3 for test
+DEMO_SEED = 0  # the demo set is one fixed set, whatever env.seed the runs use
 FRAME_SIZE = 320
 FPS = 15
 SECONDS = 2.0
@@ -255,13 +264,28 @@ def _pairs(n_ids: int) -> list[tuple[str, str]]:
     return [(f"{i:03d}", f"{i + 1:03d}") for i in range(0, n_ids - 1, 2)]
 
 
-def build_demo_dataset(out: str | Path, n_videos: int = 40, seed: int = 0,
+def _make_clip(job: tuple) -> str:
+    """Render and encode one clip (a worker process's unit of work); returns its path."""
+    path, method, target, source, seed, seconds = job
+    photo = _source_photo()
+    # the same sensor noise as the target's original: a fake differs only where it was
+    # manipulated, as FF++ fakes share their original's background
+    rng = np.random.default_rng([seed, target.idx])
+    frames = [_render(photo, target, method, source, j / FPS, rng)
+              for j in range(int(seconds * FPS))]
+    voice = np.random.default_rng([seed, target.idx, 99])  # a fake keeps the target's voice
+    _encode(frames, _speech(target.f0, seconds, voice), path)
+    return str(path)
+
+
+def build_demo_dataset(out: str | Path, n_videos: int = DEMO_VIDEOS, seed: int = DEMO_SEED,
                        seconds: float = SECONDS, callbacks: list[Callback] | None = None,
-                       cancel: CancelToken | None = None) -> Path:
+                       cancel: CancelToken | None = None, workers: int = 0) -> Path:
     """Write about ``n_videos`` clips (a fifth real, the rest fake) under ``out`` in the FF++ layout.
 
     At least 30 clips: three id pairs, one for each of train, val and test. Resumable: finished
-    clips are kept and skipped. Returns the path of ``labels.csv``.
+    clips are kept and skipped. ``workers`` processes render clips (0: one per CPU core). Returns
+    the path of ``labels.csv``.
     """
     out = Path(out)
     n_ids = max(6, 2 * round(n_videos / (1 + len(DEMO_METHODS)) / 2))
@@ -286,28 +310,28 @@ def build_demo_dataset(out: str | Path, n_videos: int = 40, seed: int = 0,
                 jobs.append((f"manipulated_sequences/{method}/c23/videos/{tgt}_{src}.mp4",
                              method, tgt, src))
 
-    photo = _source_photo()
     idents = {f"{i:03d}": _Identity.make(i, seed) for i in range(n_ids)}
     em = Emitter("demo-data", callbacks, cancel)
-    rows = []
-    n_frames = int(seconds * FPS)
-    for k, (rel, method, tgt, src) in enumerate(jobs):
-        em.check()
-        path = out / rel
-        if not path.exists():
-            # the same sensor noise as the target's original: a fake differs only where it was
-            # manipulated, as FF++ fakes share their original's background
-            rng = np.random.default_rng([seed, int(tgt)])
-            frames = [_render(photo, idents[tgt], method, idents.get(src or ""), j / FPS, rng)
-                      for j in range(n_frames)]
-            voice = np.random.default_rng([seed, int(tgt), 99])  # a fake keeps the target's voice
-            _encode(frames, _speech(idents[tgt].f0, seconds, voice), path)
-        rows.append({
-            "path": rel, "label": "real" if method == "original" else "fake", "method": method,
-            "dataset": "demo", "compression": "c23", "source_id": tgt,
-            "video_id": Path(rel).stem, "split": split_of[tgt],
-        })
-        em.progress(k + 1, len(jobs), "clip", rel)
+    rows = [{"path": rel, "label": "real" if method == "original" else "fake", "method": method,
+             "dataset": "demo", "compression": "c23", "source_id": tgt,
+             "video_id": Path(rel).stem, "split": split_of[tgt]}
+            for rel, method, tgt, _ in jobs]
+    todo = [(out / rel, method, idents[tgt], idents.get(src or ""), seed, seconds)
+            for rel, method, tgt, src in jobs if not (out / rel).exists()]
+    done = len(jobs) - len(todo)
+    em.progress(done, len(jobs), "clip")
+    workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
+    # every clip has its own seeded generators, so the pixels do not depend on the worker count
+    pool = cf.ProcessPoolExecutor(workers, mp.get_context("spawn")) if workers > 1 else None
+    try:
+        results = pool.map(_make_clip, todo) if pool else map(_make_clip, todo)
+        for rel in results:
+            em.check()
+            done += 1
+            em.progress(done, len(jobs), "clip", rel)
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
     labels = out / "labels.csv"
     tmp = labels.with_suffix(".csv.part")
     with tmp.open("w", newline="") as fh:
@@ -320,3 +344,60 @@ def build_demo_dataset(out: str | Path, n_videos: int = 40, seed: int = 0,
         "(skimage.data.astronaut). A demo of the pipeline, not a benchmark.\n")
     em.result(clips=len(rows), out=str(out), labels=str(labels))
     return labels
+
+
+def trivial_statistics(labels_csv: str | Path) -> "pd.DataFrame":
+    """One row per clip of a labels.csv: what a detector must *not* be able to learn from —
+    file size, frame count, fps, width, height, the mean B, G, R (colour grade) and the pixel
+    standard deviation — with ``target`` (1 = fake) and ``group`` (the id pair, for grouped CV)."""
+    import cv2
+    import pandas as pd
+
+    labels_csv = Path(labels_csv)
+    df = pd.read_csv(labels_csv, dtype=str, keep_default_na=False)
+    rows = []
+    for r in df.itertuples():
+        path = labels_csv.parent / r.path
+        cap = cv2.VideoCapture(str(path))
+        frames = []
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            frames.append(frame)
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        cap.release()
+        if not frames:
+            raise ValueError(f"'{path}' has no decodable frames; rebuild the demo set")
+        a = np.stack(frames).astype(np.float32)  # (T, H, W, 3) BGR
+        ids = [int(r.source_id), *(int(v) for v in str(r.video_id).split("_")[1:])]
+        rows.append({"path": r.path, "file_bytes": path.stat().st_size, "frames": len(frames),
+                     "fps": fps, "width": a.shape[2], "height": a.shape[1],
+                     "mean_b": a[..., 0].mean(), "mean_g": a[..., 1].mean(),
+                     "mean_r": a[..., 2].mean(), "pixel_std": a.std(),
+                     "target": int(r.label == "fake"), "group": min(ids) // 2})
+    return pd.DataFrame(rows)
+
+
+def leak_check(labels_csv: str | Path, folds: int = 5, seed: int = 0) -> dict[str, float]:
+    """ROC-AUC of classifiers that see only :func:`trivial_statistics` (a logistic regression
+    and a random forest), out of fold with the folds grouped by id pair so no identity is in
+    both. A demo whose labels leak through such statistics would teach nothing; near 0.5 is the
+    goal."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import GroupKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    t = trivial_statistics(labels_csv)
+    X = t.drop(columns=["path", "target", "group"]).to_numpy()
+    cv = GroupKFold(min(folds, t["group"].nunique()))
+    out = {}
+    for name, clf in (("logistic", make_pipeline(StandardScaler(), LogisticRegression())),
+                      ("forest", RandomForestClassifier(200, random_state=seed))):
+        p = cross_val_predict(clf, X, t["target"], groups=t["group"], cv=cv,
+                              method="predict_proba")[:, 1]
+        out[name] = float(roc_auc_score(t["target"], p))
+    return out

@@ -63,7 +63,7 @@ def evaluate_run(run: str | Path, processed: str | Path, split: str = "test",
     part = val if split == "val" else predict_split(model, dc, select_split(df, split), batch,
                                                    workers, device)
     report = evaluate_predictions(part, threshold, cfg.aggregate, cfg.confident_margin,
-                                  cfg.ece_bins)
+                                  cfg.ece_bins, cfg.bootstrap)
     report.update({"split": split, "checkpoint": checkpoint, "epoch": ckpt["epoch"],
                    "threshold_source": "given" if cfg.threshold >= 0 else "tuned on val",
                    "processed": str(processed)})

@@ -180,7 +180,7 @@ def train_forensic(cfg: LabConfig, processed: str | Path, runs_root: str | Path,
         test = parts["test"].copy()
         test["prob"] = prob_fn(test[names].to_numpy())
         rep = evaluate_predictions(test, thr, cfg.eval.aggregate, cfg.eval.confident_margin,
-                                   cfg.eval.ece_bins)
+                                   cfg.eval.ece_bins, cfg.eval.bootstrap, cfg.env.seed)
         reports[label] = rep
         test[["uid", "method", "video_id", "frame_index", "label", "target", "prob",
               "crop_path"]].to_csv(run / f"predictions_test_{label}.csv", index=False)

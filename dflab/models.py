@@ -18,7 +18,8 @@ from .config import ModelConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DeepfakeDetector", "create_model", "list_backbones", "data_config", "CLASS_NAMES"]
+__all__ = ["DeepfakeDetector", "create_model", "list_backbones", "data_config", "CLASS_NAMES",
+           "resolve_weights", "fetch_weights", "hub_id"]
 
 CLASS_NAMES = ["real", "fake"]
 
@@ -63,10 +64,8 @@ def _backbone(cfg: ModelConfig) -> nn.Module:
         kwargs["img_size"] = cfg.input_size if "vit" in cfg.backbone else None
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
     if cfg.weights_path:
-        path = Path(cfg.weights_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"model.weights_path '{path}' does not exist")
         # timm loads a local file through the pretrained config: the same code path as the hub
+        path = resolve_weights(cfg.backbone, cfg.weights_path)
         return timm.create_model(cfg.backbone, pretrained=True,
                                  pretrained_cfg_overlay={"file": str(path)}, **kwargs)
     try:
@@ -74,9 +73,80 @@ def _backbone(cfg: ModelConfig) -> nn.Module:
     except Exception as exc:  # network errors from the hub download
         if cfg.pretrained:
             raise RuntimeError(
-                f"could not download ImageNet weights for '{cfg.backbone}' ({exc}); set "
-                f"model.weights_path to a local file or model.pretrained=false") from exc
+                f"could not download ImageNet weights for '{cfg.backbone}' ({exc}); with no "
+                f"internet, fetch them elsewhere (`dflab weights fetch {cfg.backbone} --to DIR`) "
+                f"and set model.weights_path=DIR (a file works too), use a filled Hugging Face "
+                f"cache with HF_HUB_OFFLINE=1, or set model.pretrained=false") from exc
         raise
+
+
+WEIGHT_SUFFIXES = {".safetensors", ".pth", ".pt", ".bin"}
+HUB_FILENAMES = ("model.safetensors", "pytorch_model.bin")
+
+
+def hub_id(backbone: str) -> str:
+    """The Hugging Face repo that holds a timm backbone's default weights
+    (``resnet18`` -> ``timm/resnet18.a1_in1k``), or '' when timm knows none."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(backbone)
+    return (cfg.hf_hub_id or "") if cfg is not None else ""
+
+
+def resolve_weights(backbone: str, weights_path: str | Path) -> Path:
+    """The weights file for ``model.weights_path``: a timm checkpoint file (.safetensors, .pth,
+    .pt, .bin), or a folder that is a Hugging Face cache (as ``dflab weights fetch`` or
+    ``HF_HUB_CACHE`` fill it; read without any network) or holds ``model.safetensors``,
+    ``pytorch_model.bin`` or ``<backbone>.safetensors``."""
+    path = Path(weights_path).expanduser()
+    fix = (f"fill a folder with `dflab weights fetch {backbone} --to DIR` on a machine with "
+           f"internet and set model.weights_path=DIR, or give a .safetensors/.pth/.bin file")
+    if path.is_file():
+        if path.suffix.lower() not in WEIGHT_SUFFIXES:
+            raise ValueError(f"model.weights_path '{path}' is not a weights file (expected "
+                             f"{sorted(WEIGHT_SUFFIXES)}); {fix}")
+        return path
+    if path.is_dir():
+        repo = hub_id(backbone)
+        if repo:
+            from huggingface_hub import try_to_load_from_cache
+
+            for name in HUB_FILENAMES:
+                hit = try_to_load_from_cache(repo, name, cache_dir=path)
+                if isinstance(hit, str):
+                    return Path(hit)
+        for name in (*HUB_FILENAMES, f"{backbone}.safetensors", f"{backbone}.pth"):
+            if (path / name).is_file():
+                return path / name
+        raise FileNotFoundError(
+            f"model.weights_path '{path}' holds no weights for '{backbone}'"
+            + (f" (looked for the cached Hugging Face repo '{repo}' and" if repo else " (looked")
+            + f" for {', '.join(HUB_FILENAMES)}, {backbone}.safetensors); {fix}")
+    raise FileNotFoundError(f"model.weights_path '{path}' does not exist; {fix}")
+
+
+def fetch_weights(backbone: str, to: str | Path) -> Path:
+    """Download a backbone's pretrained weights into the folder ``to`` (a Hugging Face cache
+    layout, or timm's file for weights outside the hub) on a machine with internet, and return
+    the path to give as ``model.weights_path`` (the folder works too). A folder on Google Drive
+    keeps them across Colab sessions."""
+    import timm
+
+    to = Path(to).expanduser()
+    to.mkdir(parents=True, exist_ok=True)
+    try:
+        model = timm.create_model(backbone, pretrained=True, cache_dir=to)
+    except Exception as exc:
+        raise RuntimeError(f"could not download the weights of '{backbone}' ({exc}); this needs "
+                           f"internet access to the Hugging Face hub") from exc
+    try:
+        return resolve_weights(backbone, to)
+    except FileNotFoundError:  # weights outside the hub (a release URL): keep one plain file
+        from safetensors.torch import save_file
+
+        out = to / f"{backbone}.safetensors"
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out))
+        return out
 
 
 def create_model(cfg: ModelConfig) -> DeepfakeDetector:

@@ -2,80 +2,168 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 from .config import LabConfig
 from .events import TqdmCallback
 
-__all__ = ["run_demo"]
+__all__ = ["run_demo", "format_demo_report"]
 
 
-def run_demo(cfg: LabConfig) -> dict[str, Any]:
-    """Environment report, demo set, preprocessing, training, evaluation, forensic features
-    and MLP, export, predict."""
-    from .demo import build_demo_dataset
+class _Clock:
+    """Wall seconds per stage, in the order the stages ran."""
+
+    def __init__(self) -> None:
+        self.t0 = self.last = time.monotonic()
+        self.stages: dict[str, float] = {}
+
+    def lap(self, stage: str) -> None:
+        now = time.monotonic()
+        self.stages[stage] = round(now - self.last, 1)
+        self.last = now
+
+    @property
+    def total(self) -> float:
+        return round(time.monotonic() - self.t0, 1)
+
+
+def _auc_block(report: dict) -> dict[str, Any]:
+    keep = ("auc", "auc_ci", "n_videos", "n_frames", "accuracy", "balanced_accuracy")
+    return {"threshold": report["threshold"],
+            "frame": {k: report["frame"][k] for k in keep if k in report["frame"]},
+            "video": {k: report["video"][k] for k in keep if k in report["video"]},
+            "video_auc_per_method": {m: v["auc"] for m, v in report["video_per_method"].items()},
+            "frame_auc_per_method": {m: v["auc"] for m, v in report["frame_per_method"].items()}}
+
+
+def run_demo(cfg: LabConfig, name: str = "") -> dict[str, Any]:
+    """Demo set, leak check, preprocessing, training, evaluation, forensic features and MLP,
+    the fused verdict, ONNX export and a prediction on a held-out clip; returns the report
+    (also written to ``<runs>/demo-<name>/demo_report.json``)."""
+    import pandas as pd
+
+    from .demo import DEMO_SEED, build_demo_dataset, leak_check
     from .environment import environment_report, resolve_paths, setup_runtime
+    from .evaluate import evaluate_run
+    from .export import export_onnx
+    from .forensic import compute_features, train_forensic
+    from .fuse import fuse_runs
+    from .predict import predict_file
+    from .preprocess import preprocess_videos
+    from .runs import read_json, write_json
+    from .sources import list_videos
+    from .stats import dataset_stats
+    from .train import train
 
-    t0 = time.monotonic()
+    clock = _Clock()
+    name = name or time.strftime("%Y%m%d-%H%M%S")
     paths = resolve_paths(cfg.env.data_root, cfg.env.runs_dir, cfg.env.mount_drive)
     runtime = setup_runtime(cfg.env.seed, cfg.env.deterministic, cfg.train.amp,
                             cfg.env.num_workers)
     env = environment_report(paths["data_root"], cfg.model.backbone,
                              cfg.model.input_size or 380, cfg.train.target_batch)
     demo_dir = paths["data_root"] / "demo"
-    labels = build_demo_dataset(demo_dir, cfg.data.demo_videos, cfg.env.seed,
+    labels = build_demo_dataset(demo_dir, cfg.data.demo_videos, DEMO_SEED,
                                 callbacks=[TqdmCallback()])
-    import pandas as pd
-
-    from .preprocess import preprocess_videos
-    from .sources import list_videos
-    from .stats import dataset_stats
-
-    df = pd.read_csv(labels)
+    clock.lap("demo set")
+    leak = leak_check(labels)
+    clock.lap("leak check")
+    df = pd.read_csv(labels, dtype=str)
     processed = paths["processed"] / "demo"
     pre = preprocess_videos(list_videos("demo", demo_dir), processed, cfg.preprocess,
                             cache_dir=str(paths["cache"]), callbacks=[TqdmCallback()])
     stats = dataset_stats(processed)
-
-    from .evaluate import evaluate_run
-    from .export import export_onnx
-    from .predict import predict_file
-    from .train import train
-
-    run = train(cfg, processed, paths["runs"], name=f"demo-{int(time.time())}",
-                callbacks=[TqdmCallback()])
-    ev = evaluate_run(run, processed, "test", cfg.eval)
-    ex = export_onnx(run, cfg=cfg.export)
-    from .forensic import compute_features, train_forensic
-
+    clock.lap("preprocess")
+    run = train(cfg, processed, paths["runs"], name=f"demo-{name}", callbacks=[TqdmCallback()])
+    clock.lap("train")
+    visual = evaluate_run(run, processed, "test", cfg.eval)
+    clock.lap("evaluate")
     compute_features(processed, cfg, callbacks=[TqdmCallback()])
-    frun = train_forensic(cfg, processed, paths["runs"], name=run.name.replace("train-", ""))
-    freport = json.loads((frun / "eval_test.json").read_text())
-    held_out = df[df["split"] == "test"]["path"].iloc[-1]
-    pred = predict_file(demo_dir / held_out, run / "model.onnx")
-    return {
+    clock.lap("forensic features")
+    frun = train_forensic(cfg, processed, paths["runs"], name=f"demo-{name}")
+    forensic = read_json(frun / "eval_test.json")["mlp"]
+    clock.lap("forensic MLP")
+    fuse_run = fuse_runs(cfg, run, frun, processed, paths["runs"], name=f"demo-{name}")
+    fused = read_json(fuse_run / "eval_test.json")
+    clock.lap("fuse")
+    ex = export_onnx(run, cfg=cfg.export)
+    clock.lap("export")
+    test = df[df["split"] == "test"]
+    held_out = test[test["label"] == "fake"]["path"].iloc[-1]
+    pred = predict_file(demo_dir / held_out, fuse_run, aggregate=cfg.eval.aggregate,
+                        margin=cfg.eval.confident_margin)
+    clock.lap("predict")
+    history = (run / "history.jsonl").read_text().splitlines()
+    best = read_json(run / "train_summary.json")
+    report = {
+        "config": {"backbone": cfg.model.backbone, "input_size": cfg.model.input_size,
+                   "pretrained": cfg.model.pretrained, "epochs": cfg.train.epochs,
+                   "every_nth": cfg.preprocess.every_nth},
         "runtime": runtime,
         "gpu": env["gpu"],
-        "advice": env["advice"],
+        "cpu_cores": env["cpu_cores"],
         "demo_set": {"path": str(demo_dir), "clips": len(df),
                      "per_method": df["method"].value_counts().to_dict(),
-                     "per_split": df["split"].value_counts().to_dict()},
+                     "per_split": df["split"].value_counts().to_dict(),
+                     "leak_check_auc": leak},
         "preprocess": {k: pre[k] for k in ("processed", "skipped_finished", "failed", "frames",
                                            "coverage", "index")},
         "stats": {k: stats[k] for k in ("videos", "frames", "face_coverage", "label_frames",
-                                        "method_videos", "videos_with_audio")},
-        "train": {"run": str(run), "history": (run / "history.jsonl").read_text().splitlines()},
-        "evaluate_test": {"threshold": ev["threshold"],
-                          "frame": {k: ev["frame"][k] for k in ("n", "accuracy", "auc", "f1")},
-                          "video": {k: ev["video"][k] for k in ("n", "accuracy", "auc", "f1")},
-                          "video_auc_per_method": {m: v["auc"] for m, v in
-                                                   ev["video_per_method"].items()}},
-        "forensic_test_video_auc": {m: r["video"]["auc"] for m, r in freport.items()},
+                                        "videos_with_audio")},
+        "runs": {"visual": str(run), "forensic": str(frun), "fuse": str(fuse_run)},
+        "train": {"best_epoch": best["best_epoch"], "last_epoch": best["last_epoch"],
+                  "epochs": len(history)},
+        "test": {"visual": _auc_block(visual), "forensic": _auc_block(forensic),
+                 "fused": _auc_block(fused["fused"])},
         "export": {"onnx": ex["onnx"], "max_abs_diff": ex["max_abs_diff"]},
         "predict": {"file": held_out, "verdict": pred["verdict"],
-                    "probability": pred["probability"]},
-        "note": "the demo set is a demo, not a benchmark: make no accuracy claims from it",
-        "seconds": round(time.monotonic() - t0, 1),
+                    "probabilities": pred.get("probabilities")},
+        "seconds_per_stage": clock.stages,
+        "seconds": clock.total,
+        "note": "the demo set is a demo, not a benchmark: it shows that the lab learns; it makes "
+                "no claim about real deepfakes",
     }
+    out = paths["runs"] / f"demo-{name}"
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "demo_report.json", report)
+    report["report_path"] = str(out / "demo_report.json")
+    return report
+
+
+def format_demo_report(r: dict[str, Any]) -> str:
+    """The demo report as the few lines a person reads."""
+    from .metrics import format_auc
+
+    ds, t = r["demo_set"], r["test"]
+    tv = t["visual"]["video"]
+    lines = [
+        f"demo set: {ds['clips']} clips ({ds['per_split']}); leak check, label from file size, "
+        f"frame count/size, fps and colour grade, out-of-fold AUC: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in ds["leak_check_auc"].items()),
+        f"preprocess: {r['preprocess']['frames']} frames, face coverage "
+        f"{r['preprocess']['coverage']:.1%}",
+        f"visual model: {r['config']['backbone']} @ {r['config']['input_size']} px from scratch, "
+        f"best epoch {r['train']['best_epoch']} of {r['train']['epochs']} (chosen on val)",
+        f"test split: {tv['n_videos']} videos, {tv['n_frames']} frames; ROC-AUC with its 95% "
+        f"bootstrap interval (videos resampled):",
+        f"  {'model':<9} {'frame AUC':<24} {'video AUC':<24}",
+    ]
+    for m in ("visual", "forensic", "fused"):
+        lines.append(f"  {m:<9} {format_auc(t[m]['frame']):<24} {format_auc(t[m]['video']):<24}")
+    lines.append("  video AUC per method (visual / forensic / fused): " + "; ".join(
+        f"{meth} {t['visual']['video_auc_per_method'][meth]:.2f}/"
+        f"{t['forensic']['video_auc_per_method'][meth]:.2f}/"
+        f"{t['fused']['video_auc_per_method'][meth]:.2f}"
+        for meth in t["visual"]["video_auc_per_method"]))
+    p = r["predict"]
+    probs = p["probabilities"] or {}
+    lines.append(f"predict {p['file']}: {p['verdict'].upper()} ("
+                 + ", ".join(f"{k} {v:.3f}" for k, v in probs.items()) + ")")
+    lines.append(f"onnx: {r['export']['onnx']} (max |onnxruntime - torch| "
+                 f"{r['export']['max_abs_diff']:.1e})")
+    lines.append("seconds per stage: " + ", ".join(f"{k} {v}" for k, v in
+                                                    r["seconds_per_stage"].items()))
+    lines.append(f"wall time: {r['seconds']:.0f} s on {r['cpu_cores']} CPU cores"
+                 f"{' + GPU' if r['gpu'] else ''}; report: {r['report_path']}")
+    return "\n".join(lines)

@@ -16,7 +16,7 @@ from .sources import IMAGE_EXTS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Predictor", "predict_file"]
+__all__ = ["Predictor", "predict_file", "predict_fused"]
 
 
 class Predictor:
@@ -81,21 +81,14 @@ class Predictor:
         return torch.softmax(logits, 1)[:, 1].numpy()
 
 
-def predict_file(path: str | Path, model_path: str | Path, detector: str = "",
-                 detector_weights: str = "", every_nth: int = 0, num_frames: int = 0,
-                 aggregate: str = "mean", margin: float = 0.3, threshold: float | None = None,
-                 predictor: Predictor | None = None) -> dict[str, Any]:
-    """Verdict for one image or video. Detector and sampling default to the training run's
-    preprocessing settings (a checkpoint) or dflab's defaults (an ONNX file)."""
+def _faces(path: Path, pp: PreprocessConfig, detector: str, detector_weights: str,
+           every_nth: int, num_frames: int):
+    """Sample frames of an image or video and crop the primary face as preprocessing does:
+    (rows with frame_index/timestamp/box/face_score, crops uint8 (H, W, 3) BGR, frames sampled,
+    frame indices without a face, detector name)."""
     from .faces import create_detector, crop_face
-    from .metrics import aggregate_videos
     from .video import iter_frames, probe_video, read_image, sample_indices
 
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"'{path}' does not exist")
-    pred = predictor or Predictor(model_path)
-    pp = pred.preprocess
     det = create_detector(detector or pp.detector, detector_weights or pp.detector_weights,
                           pp.det_size, pp.min_confidence)
     if path.suffix.lower() in IMAGE_EXTS:
@@ -122,23 +115,122 @@ def predict_file(path: str | Path, model_path: str | Path, detector: str = "",
         crop, cbox = crop_face(frame, faces[0].box, pp.padding, pp.square)
         crops.append(crop)
         rows.append({"frame_index": idx, "timestamp": round(idx / fps, 3),
-                     "box": [round(v, 1) for v in faces[0].box], "face_score": round(faces[0].score, 4)})
+                     "box": [round(v, 1) for v in faces[0].box],
+                     "face_score": round(faces[0].score, 4)})
+    return rows, crops, len(frames), missing, det.name
+
+
+def _video_prob(probs: np.ndarray, name: str, aggregate: str, margin: float) -> float:
+    import pandas as pd
+
+    from .metrics import aggregate_videos
+
+    frame_df = pd.DataFrame({"dataset": "", "method": "", "compression": "", "video_id": name,
+                             "uid": name, "target": 0, "label": "", "split": "", "prob": probs})
+    return float(aggregate_videos(frame_df, aggregate, margin)["prob"].iloc[0])
+
+
+def predict_file(path: str | Path, model_path: str | Path, detector: str = "",
+                 detector_weights: str = "", every_nth: int = 0, num_frames: int = 0,
+                 aggregate: str = "mean", margin: float = 0.3, threshold: float | None = None,
+                 predictor: Predictor | None = None) -> dict[str, Any]:
+    """Verdict for one image or video. Detector and sampling default to the training run's
+    preprocessing settings (a checkpoint) or dflab's defaults (an ONNX file).
+
+    ``model_path``: a checkpoint, an exported ONNX file, or a fuse run folder (``dflab fuse``):
+    then the visual, forensic and fused probabilities are all given and the verdict is the fused
+    model's."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"'{path}' does not exist")
+    if Path(model_path).is_dir():
+        return predict_fused(path, model_path, detector, detector_weights, every_nth,
+                             num_frames, aggregate, margin, threshold)
+    pred = predictor or Predictor(model_path)
+    pp = pred.preprocess
+    rows, crops, n_sampled, missing, det_name = _faces(path, pp, detector, detector_weights,
+                                                       every_nth, num_frames)
     thr = pred.threshold if threshold is None else threshold
     result: dict[str, Any] = {"file": str(path), "model": str(pred.path), "backend": pred.backend,
-                              "detector": det.name, "threshold": thr,
-                              "frames_sampled": len(frames), "frames_without_face": missing}
+                              "detector": det_name, "threshold": thr,
+                              "frames_sampled": n_sampled, "frames_without_face": missing}
     if not crops:
         result.update(verdict="no face found", probability=None, frames=[])
         return result
     probs = pred.score_crops(crops, pp.jpeg_quality)
     for r, p in zip(rows, probs):
         r["prob"] = round(float(p), 5)
-    import pandas as pd
-
-    frame_df = pd.DataFrame({"dataset": "", "method": "", "compression": "", "video_id": path.stem,
-                             "uid": path.stem, "target": 0, "label": "", "split": "",
-                             "prob": probs})
-    prob = float(aggregate_videos(frame_df, aggregate, margin)["prob"].iloc[0])
+    prob = _video_prob(probs, path.stem, aggregate, margin)
     result.update(verdict="fake" if prob >= thr else "real", probability=round(prob, 5),
                   aggregate=aggregate, frames=rows)
     return result
+
+
+def predict_fused(path: str | Path, fuse_run: str | Path, detector: str = "",
+                  detector_weights: str = "", every_nth: int = 0, num_frames: int = 0,
+                  aggregate: str = "mean", margin: float = 0.3,
+                  threshold: float | None = None) -> dict[str, Any]:
+    """Visual, forensic and fused verdicts for one image or video with a fuse run: the visual
+    model (the run's ONNX export when there is one, else its checkpoint), the forensic MLP on
+    the same crops, and the audio statistics around each frame when the file has audio."""
+    import cv2
+    import pandas as pd
+
+    from .config import load_config
+    from .features import extract_features
+    from .forensic import load_forensic
+    from .fuse import Fuser
+
+    path = Path(path)
+    fuser, meta = Fuser.load(fuse_run)
+    vrun, frun = Path(meta["visual_run"]), Path(meta["forensic_run"])
+    onnx = vrun / "model.onnx"
+    pred = Predictor(onnx if onnx.exists() else vrun / "checkpoints" / meta["checkpoint"])
+    pp = pred.preprocess
+    rows, crops, n_sampled, missing, det_name = _faces(path, pp, detector, detector_weights,
+                                                       every_nth, num_frames)
+    thr = fuser.threshold if threshold is None else threshold
+    result: dict[str, Any] = {"file": str(path), "model": str(fuse_run), "backend": pred.backend,
+                              "detector": det_name, "threshold": thr,
+                              "frames_sampled": n_sampled, "frames_without_face": missing}
+    if not crops:
+        result.update(verdict="no face found", probability=None, frames=[])
+        return result
+    p_vis = pred.score_crops(crops, pp.jpeg_quality)
+    mlp, _, _ = load_forensic(frun)
+    crop_size = load_config(frun / "config.yaml").features.crop_size
+    feats = []
+    for crop in crops:  # the features were computed on saved JPEG crops: code them alike
+        ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, pp.jpeg_quality])
+        feats.append(extract_features(cv2.imdecode(buf, cv2.IMREAD_COLOR), crop_size))
+    p_for = mlp.fake_prob(np.array(feats))
+    table = pd.DataFrame({"prob_visual": p_vis, "prob_forensic": p_for, "has_audio": False})
+    audio = _file_audio(path, [r["timestamp"] for r in rows], pp)
+    if audio is not None:
+        for k in ("rms", "centroid", "bandwidth", "zcr"):
+            table[f"audio_{k}"] = audio[k]
+        table["has_audio"] = audio["valid"]
+    p_fused = fuser.predict(table)
+    for r, a, b, c in zip(rows, p_vis, p_for, p_fused):
+        r.update(prob_visual=round(float(a), 5), prob_forensic=round(float(b), 5),
+                 prob=round(float(c), 5))
+    probs = {m: _video_prob(v, path.stem, aggregate, margin)
+             for m, v in (("visual", p_vis), ("forensic", p_for), ("fused", p_fused))}
+    result.update(verdict="fake" if probs["fused"] >= thr else "real",
+                  probability=round(probs["fused"], 5),
+                  probabilities={m: round(v, 5) for m, v in probs.items()},
+                  has_audio=audio is not None, aggregate=aggregate, frames=rows)
+    return result
+
+
+def _file_audio(path: Path, timestamps: list[float], pp: PreprocessConfig) -> dict | None:
+    """The preprocessing audio statistics around each timestamp, or None without an audio track."""
+    import tempfile
+
+    from .audio import extract_wav, frame_audio_features, has_audio
+
+    if path.suffix.lower() in IMAGE_EXTS or not pp.audio or not has_audio(path):
+        return None
+    with tempfile.TemporaryDirectory() as td:
+        wav = extract_wav(path, Path(td) / "audio.wav")
+        return frame_audio_features(wav, np.array(timestamps), pp.audio_window_s, pp.n_mfcc)

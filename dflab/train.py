@@ -81,6 +81,20 @@ def _set_rng_state(s: dict) -> None:
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
+def warmup_cosine(total_steps: int, warmup_steps: int, floor: float):
+    """LR multiplier per optimiser step: linear from 1/warmup to 1 over ``warmup_steps``, then a
+    cosine from 1 down to ``floor`` (min_lr / lr) at ``total_steps``. A plain function of the step,
+    so a resumed run rebuilds the same schedule from its config."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        t = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return factor
+
+
 def ddp_info() -> dict:
     """World size, rank and local rank when launched by torchrun, else a single process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -218,7 +232,7 @@ def train(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: st
     model = create_model(cfg.model)
     dc = data_config(model, cfg.model)
     train_ds = CropDataset(train_df, build_transforms(dc["input_size"], dc["mean"], dc["std"],
-                                                      True, cfg.train.augment))
+                                                      True, cfg.train.augment, cfg.train))
     val_ds = CropDataset(val_df, build_transforms(dc["input_size"], dc["mean"], dc["std"], False))
 
     gpu_mem = torch.cuda.mem_get_info(device)[0] // 2**20 if device.type == "cuda" else 0
@@ -249,8 +263,10 @@ def train(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: st
     per_rank = len(train_ds) // ddp["world"]
     batches_per_epoch = per_rank // batch if per_rank > batch else 1  # drop_last when it can
     steps_per_epoch = math.ceil(batches_per_epoch / accum)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-        opt, T_max=steps_per_epoch * cfg.train.epochs, eta_min=cfg.train.min_lr)
+    total_steps = steps_per_epoch * cfg.train.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(
+        total_steps, round(cfg.train.warmup_epochs * steps_per_epoch),
+        cfg.train.min_lr / cfg.train.lr))
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     criterion: nn.Module = (FocalLoss(cfg.train.focal_gamma, cfg.train.label_smoothing)
                             if cfg.train.loss == "focal" else
@@ -261,8 +277,7 @@ def train(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: st
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        sched.T_max = steps_per_epoch * cfg.train.epochs
+        sched.load_state_dict(ckpt["scheduler"])  # the schedule itself is rebuilt from cfg
         scaler.load_state_dict(ckpt["scaler"])
         start_epoch = ckpt["epoch"] + 1
         best_loss, bad_epochs = ckpt["early"]["best_loss"], ckpt["early"]["bad_epochs"]
@@ -310,7 +325,7 @@ def train(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: st
                 scaler.step(opt)
                 scaler.update()
                 opt.zero_grad(set_to_none=True)
-                if step < sched.T_max:
+                if step < total_steps:
                     sched.step()
                 step += 1
                 em.emit(StepLoss("train", epoch, step, loss_val, opt.param_groups[0]["lr"]))
