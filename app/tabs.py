@@ -16,7 +16,7 @@ import ipywidgets as W
 from dflab.events import EpochMetrics, Event, StepLoss
 
 from .jobs import JobPanel
-from .widgets import ConfigForm, error_html, show_figure, table_html
+from .widgets import ConfigForm, auc_text, error_html, report_table, show_figure, table_html
 
 if TYPE_CHECKING:  # pragma: no cover
     from .dashboard import Dashboard
@@ -203,12 +203,20 @@ class TrainTab:
     LIVE_INTERVAL = 1.0  # seconds between plot redraws
 
     def __init__(self, dash: "Dashboard"):
+        from dflab.config import list_presets
+
         self.dash = dash
+        self.preset = W.Dropdown(options=["(as loaded)", *list_presets()],
+                                 value=dash.preset if dash.preset in list_presets() else
+                                 "(as loaded)", description="preset")
+        self.preset_note = W.HTML(dash.preset_note)
+        self.preset.observe(lambda c: self.apply_preset(c["new"]), "value")
         self.model_form = ConfigForm(dash.cfg.model, "model")
         self.train_form = ConfigForm(dash.cfg.train, "train",
-                                     ["epochs", "batch_size", "accumulation", "lr", "loss",
-                                      "label_smoothing", "focal_gamma", "augment", "amp",
-                                      "patience", "balance"])
+                                     ["epochs", "batch_size", "accumulation", "lr",
+                                      "warmup_epochs", "loss", "label_smoothing", "focal_gamma",
+                                      "augment", "aug_color", "aug_jpeg_p", "amp", "patience",
+                                      "balance"])
         self.name = W.Text(value="", placeholder="run name (empty: timestamp)",
                            description="run name")
         self.resume = W.Checkbox(description="resume this run", indent=False)
@@ -231,6 +239,7 @@ class TrainTab:
         self._last_draw = 0.0
         self._lock = threading.Lock()
         self.widget = W.VBox([
+            W.HBox([self.preset, self.preset_note]),
             W.HBox([W.VBox([W.HTML("<b>Model</b>"), self.model_form.widget]),
                     W.VBox([W.HTML("<b>Training</b>"), self.train_form.widget])]),
             W.HBox([self.name, self.resume]), self.job.widget,
@@ -238,6 +247,18 @@ class TrainTab:
             W.HTML("<h3>Runs</h3>"), self.run_select, self.eval_job.widget, self.per_method])
         if self.run_select.value:
             self.load_run(self.dash.paths["runs"] / self.run_select.value)
+
+    def apply_preset(self, name: str) -> None:
+        """Load a preset's data, preprocessing, model, training and evaluation settings into the
+        lab config and the forms (the data root and other environment settings stay)."""
+        from dflab.config import load_config, preset_path
+
+        if name == "(as loaded)":
+            return
+        try:
+            self.dash.use_config(load_config(preset_path(name)), name)
+        except Exception as exc:
+            self.preset_note.value = error_html(exc)
 
     def start(self) -> None:
         from dflab.train import train
@@ -333,12 +354,10 @@ class TrainTab:
                           split="test", cfg=self.dash.cfg.eval)
 
     def show_eval(self, rep: dict) -> None:
-        rows = [("threshold (tuned on val)", rep["threshold"]),
-                ("frame AUC / acc", f"{rep['frame']['auc']:.3f} / {rep['frame']['accuracy']:.3f}"),
-                ("video AUC / acc", f"{rep['video']['auc']:.3f} / {rep['video']['accuracy']:.3f}")]
-        rows += [(f"video · {m}", f"AUC {v['auc']:.3f}, acc {v['accuracy']:.3f}, n {v['n']}")
-                 for m, v in rep["video_per_method"].items()]
-        self.per_method.value = "<h4>Test results</h4>" + table_html(rows)
+        rows = [(f"video · {m}", f"AUC {auc_text(v)}, acc {v['accuracy']:.3f}, n {v['n']}")
+                for m, v in rep["video_per_method"].items()]
+        self.per_method.value = ("<h4>Test results</h4>" + report_table({"visual": rep})
+                                 + table_html(rows))
 
 
 class ForensicsTab:
@@ -350,6 +369,10 @@ class ForensicsTab:
         self.mlp_job = JobPanel("Train MLP")
         self.mlp_job.start.on_click(lambda _: self.train())
         self.mlp_job.on_done.append(lambda run: self.explain(Path(run)))
+        self.fuse_job = JobPanel("Fuse visual + forensic (+ audio)")
+        self.fuse_job.start.on_click(lambda _: self.fuse())
+        self.fuse_job.on_done.append(lambda run: self.show_fused(Path(run)))
+        self.fused = W.HTML("")
         self.frame = W.Dropdown(description="frame", options=[], layout=W.Layout(width="70%"))
         self.frame.observe(lambda c: c["new"] and self.explore(c["new"]), "value")
         self.feature = W.Dropdown(description="feature", options=[])
@@ -361,8 +384,15 @@ class ForensicsTab:
             self.feat_job.widget, W.HTML("<h3>Per-image explorer</h3>"), self.frame,
             self.explorer, W.HTML("<h3>Dataset views</h3>"), self.feature, self.dataset_plots,
             W.HTML("<h3>MLP on the features</h3>"), self.mlp_job.widget, self.results,
-            self.explain_plots])
+            self.explain_plots,
+            W.HTML("<h3>Fused verdict</h3><p>A logistic stacker fitted on the validation "
+                   "split over the selected training run's probability, the latest forensic "
+                   "MLP's and the audio statistics; scored on test beside the two.</p>"),
+            self.fuse_job.widget, self.fused])
         self.refresh()
+        fused = _runs(dash, "fuse")
+        if fused:
+            self.show_fused(dash.paths["runs"] / fused[0])
 
     @property
     def processed(self) -> Path:
@@ -437,18 +467,38 @@ class ForensicsTab:
         self.mlp_job.run(train_forensic, cfg=self.dash.cfg, processed=self.processed,
                          runs_root=self.dash.paths["runs"])
 
+    def fuse(self) -> None:
+        self.fuse_job.run(_fuse_job, dash=self.dash)
+
+    def show_fused(self, run: Path) -> None:
+        ev = run / "eval_test.json"
+        if ev.exists():
+            self.fused.value = (f"<p>{html.escape(run.name)}</p>"
+                                + report_table(json.loads(ev.read_text())))
+
     def explain(self, run: Path) -> None:
         from dflab.forensic import (permutation_importance_table, plot_importance,
                                     plot_shap_summary, shap_values)
 
         rep = json.loads((run / "eval_test.json").read_text())
-        self.results.value = table_html([(f"{m} test video AUC", r["video"]["auc"])
-                                         for m, r in rep.items()])
+        self.results.value = report_table(rep)
         self.explain_plots.outputs = ()
         show_figure(self.explain_plots, plot_importance(
             permutation_importance_table(run, self.processed, repeats=3)), False)
         sv, X, names = shap_values(run, self.processed, n=40, background=30)
         show_figure(self.explain_plots, plot_shap_summary(sv, X, names), False)
+
+
+def _fuse_job(dash: "Dashboard", callbacks=None, cancel=None) -> Path:
+    """The fuse stage for the dashboard: the Train tab's selected run, the newest forensic run."""
+    from dflab.fuse import fuse_runs
+
+    visual, forensic = dash.train_tab.run, _runs(dash, "forensic")
+    if visual is None or not forensic:
+        raise ValueError("train a visual model (Train tab) and the forensic MLP (above) first")
+    return fuse_runs(dash.cfg, visual, dash.paths["runs"] / forensic[0],
+                     dash.data_tab.processed, dash.paths["runs"], callbacks=callbacks,
+                     cancel=cancel)
 
 
 class InspectTab:

@@ -63,6 +63,30 @@ def error_html(message: Any) -> str:
     return f"<span style='color:#b00'>{html.escape(str(message))}</span>"
 
 
+def auc_text(m: dict) -> str:
+    """'0.974 [0.949, 0.994]' (the 95% bootstrap interval when the report has one)."""
+    from dflab.metrics import format_auc
+
+    return format_auc(m)
+
+
+def report_table(reports: dict[str, dict]) -> str:
+    """Evaluation reports side by side (e.g. visual, forensic, fused): frame and video AUC with
+    their intervals, the counts they rest on, accuracy at the validation-tuned threshold."""
+    first = next(iter(reports.values()))
+    head = (f"<p>test split: {first['video'].get('n_videos', first['video']['n'])} videos, "
+            f"{first['frame'].get('n_frames', first['frame']['n'])} frames; AUC with its 95% "
+            f"bootstrap interval (videos resampled)</p>")
+    rows = "".join(
+        f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(name)}</th>"
+        f"<td style='padding-right:1em'>{auc_text(r['frame'])}</td>"
+        f"<td style='padding-right:1em'>{auc_text(r['video'])}</td>"
+        f"<td style='padding-right:1em'>{r['video']['accuracy']:.3f}</td>"
+        f"<td>{r['threshold']:.3f}</td></tr>" for name, r in reports.items())
+    return (head + "<table><tr><th></th><th>frame AUC</th><th>video AUC</th>"
+            "<th>video accuracy</th><th>threshold (val)</th></tr>" + rows + "</table>")
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
@@ -100,6 +124,15 @@ class ConfigForm:
             self.inputs[f.name] = w
         self.widget = W.VBox(list(self.inputs.values()))
 
+    def load(self, stage_cfg: Any) -> None:
+        """Show the values of ``stage_cfg`` (a preset was chosen)."""
+        self.cfg = stage_cfg
+        for name, w in self.inputs.items():
+            value = getattr(stage_cfg, name)
+            w.value = ",".join(str(v) for v in value) if isinstance(value, list) else (
+                value if isinstance(w, (W.Checkbox, W.Dropdown, W.BoundedIntText,
+                                        W.BoundedFloatText)) else str(value))
+
     def overrides(self) -> dict[str, Any]:
         return {f"{self.stage}.{k}": w.value for k, w in self.inputs.items()}
 
@@ -111,4 +144,5 @@ class ConfigForm:
             set_value(lab_cfg, key, value)
 
 
-__all__ = ["show_figure", "table_html", "error_html", "ConfigForm", "ConfigError"]
+__all__ = ["show_figure", "table_html", "error_html", "ConfigForm", "ConfigError", "report_table",
+           "auc_text"]

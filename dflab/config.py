@@ -34,6 +34,9 @@ __all__ = [
     "config_to_dict",
     "config_from_dict",
     "iter_fields",
+    "list_presets",
+    "preset_path",
+    "default_preset",
 ]
 
 
@@ -322,9 +325,11 @@ def load_config(path: str | Path | None = None,
     raw: dict[str, Any] = {}
     if path:
         p = Path(path)
+        if not p.is_file() and p.suffix == "" and len(p.parts) == 1 and p.name in list_presets():
+            p = preset_path(p.name)  # `--config cpu`: a preset by name
         if not p.is_file():
             raise ConfigError(f"config file '{p}' does not exist; give the path of a YAML file "
-                              f"(presets are in configs/)")
+                              f"or a preset name ({', '.join(list_presets())})")
         try:
             raw = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as exc:
@@ -345,6 +350,31 @@ def load_config(path: str | Path | None = None,
     for key, value in (overrides or {}).items():
         _apply(cfg, key, value)
     return cfg
+
+
+# presets: configs/ beside the package in a checkout, dflab/presets/ in an installed wheel
+PRESET_DIRS = [Path(__file__).resolve().parents[1] / "configs", Path(__file__).parent / "presets"]
+
+
+def list_presets() -> list[str]:
+    """Names of the YAML presets (``default``, ``cpu``, ``colab_t4``, ...)."""
+    return sorted({p.stem for d in PRESET_DIRS if d.is_dir() for p in d.glob("*.yaml")})
+
+
+def preset_path(name: str) -> Path:
+    """The YAML file of preset ``name`` (raises :class:`ConfigError` naming the presets)."""
+    for d in PRESET_DIRS:
+        if (d / f"{name}.yaml").is_file():
+            return d / f"{name}.yaml"
+    close = difflib.get_close_matches(name, list_presets(), n=1)
+    raise ConfigError(f"no preset '{name}'; presets: {list_presets()}"
+                      + (f"; did you mean '{close[0]}'?" if close else ""))
+
+
+def default_preset(gpu: bool) -> str:
+    """The preset a new user starts from: ``default`` (EfficientNet-B4, ImageNet weights) on a
+    GPU, ``cpu`` (a small backbone from scratch that learns the demo set in minutes) without."""
+    return "default" if gpu else "cpu"
 
 
 def save_config(cfg: LabConfig, path: str | Path) -> Path:

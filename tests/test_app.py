@@ -50,6 +50,24 @@ def test_cancel_keeps_finished_work(dash):
     assert not tab.demo_job.start.disabled
 
 
+def test_without_a_gpu_the_cpu_preset_is_proposed(tmp_path):
+    from app.dashboard import initial_config
+
+    cfg, preset, note = initial_config(gpu=False)
+    assert preset == "cpu" and "No GPU" in note and cfg.model.backbone == "resnet10t"
+    cfg, preset, _ = initial_config(gpu=True)
+    assert preset == "default" and cfg.model.backbone == "efficientnet_b4"
+    dash = Dashboard(*initial_config(gpu=False), data_root=str(tmp_path))
+    tab = dash.train_tab
+    assert tab.preset.value == "cpu" and "No GPU" in tab.preset_note.value
+    assert tab.model_form.inputs["backbone"].value == "resnet10t"
+    tab.preset.value = "colab_t4"  # switching presets fills the forms and the lab config
+    assert dash.cfg.train.amp == "fp16" and tab.train_form.inputs["amp"].value == "fp16"
+    assert tab.model_form.inputs["backbone"].value == "efficientnet_b4"
+    assert dash.cfg.env.data_root == str(tmp_path)  # the environment stays
+    assert dash.data_tab.pre_form.inputs["detector"].value == "yunet"
+
+
 def test_bad_dfdc_parts_are_shown_not_raised(dash):
     tab = dash.data_tab
     tab.dfdc_parts.value = "0,one"
@@ -99,7 +117,8 @@ def test_click_through_every_stage(tmp_path):
     tr.eval_job.start.click()
     tr.eval_job.wait(300)
     assert not tr.eval_job.error, tr.eval_job.error
-    assert "Test results" in tr.per_method.value
+    assert "Test results" in tr.per_method.value and "frame AUC" in tr.per_method.value
+    assert "bootstrap interval" in tr.per_method.value
 
     ins = dash.inspect_tab
     ins.refresh_button.click()
@@ -126,7 +145,13 @@ def test_click_through_every_stage(tmp_path):
     fo.mlp_job.start.click()
     fo.mlp_job.wait(300)
     assert not fo.mlp_job.error, fo.mlp_job.error
-    assert "mlp test video AUC" in fo.results.value and len(fo.explain_plots.outputs) == 2
+    assert "video AUC" in fo.results.value and len(fo.explain_plots.outputs) == 2
+    assert "mlp" in fo.results.value and "logreg" in fo.results.value
+    fo.fuse_job.start.click()  # the fused verdict beside the two models, with intervals
+    fo.fuse_job.wait(300)
+    assert not fo.fuse_job.error, fo.fuse_job.error
+    for name in ("visual", "forensic", "fused", "bootstrap interval", "videos"):
+        assert name in fo.fused.value, name
     ins.refresh_button.click()  # now with the forensic MLP's score beside the visual one
     ins.gallery.children[0].children[1].click()
     assert "forensic MLP p(fake)" in ins.detail.value and "no forensic run" not in ins.detail.value

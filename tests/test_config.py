@@ -72,3 +72,11 @@ def test_round_trip(tmp_path):
 def test_presets_load(preset):
     cfg = load_config(preset)
     assert dataclasses.is_dataclass(cfg)
+
+
+def test_text_values_from_the_command_line_stay_text():
+    """YAML would read `off` as False and `1e-3` as a string; each key keeps its own type."""
+    cfg = load_config(None, ["train.amp=off", "train.lr=1e-3", "model.backbone=resnet10t",
+                             "train.balance=true", "data.compressions=c23,c40"])
+    assert cfg.train.amp == "off" and cfg.train.lr == 1e-3 and cfg.train.balance is True
+    assert cfg.model.backbone == "resnet10t" and cfg.data.compressions == ["c23", "c40"]

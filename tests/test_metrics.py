@@ -4,7 +4,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from dflab.metrics import (aggregate_videos, binary_metrics, evaluate_predictions,
-                           expected_calibration_error, grouped_metrics, roc_points,
+                           expected_calibration_error, format_auc, grouped_metrics, roc_points,
                            tune_threshold)
 
 
@@ -73,3 +73,56 @@ def test_per_method_tables_pair_each_method_with_the_reals():
                 "frame_per_compression", "roc_frame"):
         assert key in rep
     assert rep["video"]["n"] == 3
+
+
+def test_weighted_auc_equals_sklearn_on_explicit_resamples():
+    from sklearn.metrics import roc_auc_score
+
+    from dflab.metrics import weighted_auc
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 300)
+    p = np.round(rng.random(300) + 0.4 * y, 1)  # rounded: many ties
+    W = rng.integers(0, 4, (6, 300)).astype(float)
+    want = [roc_auc_score(np.repeat(y, W[r].astype(int)), np.repeat(p, W[r].astype(int)))
+            for r in range(6)]
+    np.testing.assert_allclose(weighted_auc(y, p, W), want, rtol=1e-12)
+
+
+def test_bootstrap_interval_resamples_videos_not_frames():
+    from dflab.metrics import bootstrap_auc_ci
+
+    rng = np.random.default_rng(0)
+    y_vid = np.array([0] * 8 + [1] * 24)
+    p_vid = rng.random(32) + 0.5 * y_vid
+    # ten identical frames per video: no more information than one frame per video
+    y, p, g = np.repeat(y_vid, 10), np.repeat(p_vid, 10), np.repeat(np.arange(32), 10)
+    by_video = bootstrap_auc_ci(y_vid, p_vid, np.arange(32), 2000, seed=3)
+    clustered = bootstrap_auc_ci(y, p, g, 2000, seed=3)
+    naive = bootstrap_auc_ci(y, p, None, 2000, seed=3)  # frames as if independent
+    np.testing.assert_allclose(clustered, by_video)
+    assert (naive[1] - naive[0]) < 0.6 * (clustered[1] - clustered[0])
+    lo, hi = clustered
+    assert 0 < lo < hi <= 1
+    # fewer than two videos in a class: no interval rather than a made-up one
+    assert np.isnan(bootstrap_auc_ci([0, 1, 1], [0.1, 0.8, 0.9], [0, 1, 2])).all()
+
+
+def test_reports_carry_counts_and_intervals():
+    rng = np.random.default_rng(0)
+    rows = []
+    for v in range(20):
+        label = int(v >= 5)
+        for _ in range(4):
+            rows.append({"uid": f"d/m{label}/c/{v}", "dataset": "d", "compression": "c",
+                         "method": "FaceSwap" if label else "original", "video_id": str(v),
+                         "label": ["real", "fake"][label], "target": label, "split": "test",
+                         "prob": float(np.clip(0.3 + 0.3 * label + 0.3 * rng.random(), 0, 1))})
+    rep = evaluate_predictions(pd.DataFrame(rows), 0.5, n_boot=500)
+    assert rep["frame"]["n_frames"] == 80 and rep["frame"]["n_videos"] == 20
+    assert rep["video"]["n_videos"] == 20 and rep["video"]["n_frames"] == 80
+    for block in (rep["frame"], rep["video"], rep["video_per_method"]["FaceSwap"]):
+        lo, hi = block["auc_ci"]
+        assert lo <= block["auc"] <= hi
+    assert rep["bootstrap"] == {"resamples": 500, "level": 0.95, "unit": "video", "seed": 0}
+    assert "[" in format_auc(rep["frame"])

@@ -180,6 +180,20 @@ def test_cli_train_evaluate_export_predict(crops, tmp_path, demo_set):
     video = next(demo_set.glob("original_sequences/youtube/c23/videos/*.mp4"))
     out = dflab("predict", str(video), "--model", str(run / "model.onnx"))
     assert "p(fake)=" in out and ("REAL" in out or "FAKE" in out)
+    # the fused verdict: forensic MLP beside the visual model, stacked on val, scored on test
+    dflab("features", "--processed", str(crops))
+    dflab("train-forensic", "--processed", str(crops), "--name", "cli")
+    out = dflab("fuse", "--run", str(run), "--forensic", str(tmp_path / "runs" / "forensic-cli"),
+                "--processed", str(crops), "--name", "cli")
+    for model in ("visual", "forensic", "fused"):
+        assert f"{model} (test, threshold" in out
+    assert "auc=" in out and "videos" in out
+    fuse = tmp_path / "runs" / "fuse-cli"
+    report = json.loads((fuse / "eval_test.json").read_text())
+    assert set(report) == {"visual", "forensic", "fused"}
+    assert report["visual"]["frame"].keys() == report["fused"]["frame"].keys()  # one schema
+    out = dflab("predict", str(video), "--model", str(fuse))
+    assert "p(fake) per model: visual" in out and "fused" in out and "forensic=" in out
 
 
 @pytest.mark.slow
