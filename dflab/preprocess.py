@@ -107,7 +107,18 @@ def process_video(rec: VideoRecord, out: str | Path, cfg: PreprocessConfig, det_
     out = Path(out)
     final = video_dir(out, rec)
     if (final / "meta.json").exists():
-        return {"uid": rec.uid, "skipped": True, **read_json(final / "meta.json")["summary"]}
+        meta = read_json(final / "meta.json")
+        # the labels file is the truth for a video's split and label: a relabelled or re-split
+        # source (e.g. a demo set rebuilt with more identities) must not keep stale splits, or
+        # a training identity could land in the test split
+        stale = {k: getattr(rec, k) for k in ("split", "label")
+                 if meta["record"].get(k) != getattr(rec, k)}
+        if stale:
+            log.info("%s: %s changed in the labels; updated in its meta.json", rec.uid,
+                     ", ".join(f"{k} {meta['record'].get(k)!r} -> {v!r}" for k, v in stale.items()))
+            meta["record"].update(stale)
+            write_json(final / "meta.json", meta)
+        return {"uid": rec.uid, "skipped": True, **meta["summary"]}
     if not rec.exists or not Path(rec.path).exists():
         raise FileNotFoundError(f"'{rec.path}' is listed but missing on disk")
     t0 = time.monotonic()

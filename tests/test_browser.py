@@ -87,6 +87,9 @@ def test_click_through_the_dashboard(browser, tmp_path):
         page.get_by_role("button", name="Train MLP").click()
         page.get_by_text("SHAP values (impact on p(fake))").first.wait_for()
         page.get_by_text("Permutation importance").first.wait_for()
+        page.get_by_role("button", name="Fuse visual + forensic (+ audio)").click()
+        page.get_by_text("fuse done").wait_for()
+        page.get_by_text("bootstrap interval").first.wait_for()
         page.screenshot(path=str(shots / "4-forensics.png"), full_page=True)
 
         tab("Inspect")

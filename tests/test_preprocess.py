@@ -181,3 +181,19 @@ def test_real_clips_yunet_full_coverage_and_dfdc_audio(shared_data, yunet_weight
     assert not any(audio[u] for u in audio if u.startswith("ffpp/"))
     img = cv2.imread(str(next(tmp_path.rglob("crops/*.jpg"))))
     assert img is not None and min(img.shape[:2]) > 64
+
+
+def test_a_rerun_takes_splits_and_labels_from_the_current_labels(demo_set, tmp_path):
+    """Finished videos are skipped, but a split or label changed in the labels file reaches the
+    index: a re-split source must not keep a training identity in the test split."""
+    import dataclasses
+
+    recs = [r for r in list_videos("demo", demo_set) if r.method == "original"][:2]
+    preprocess_videos(recs, tmp_path, cfg(audio=False))
+    moved = [dataclasses.replace(recs[0], split="test" if recs[0].split != "test" else "train"),
+             recs[1]]
+    report = preprocess_videos(moved, tmp_path, cfg(audio=False))
+    assert report["skipped_finished"] == 2
+    index = pd.read_csv(tmp_path / "index.csv", dtype=str, keep_default_na=False)
+    assert set(index.loc[index["uid"] == recs[0].uid, "split"]) == {moved[0].split}
+    assert set(index.loc[index["uid"] == recs[1].uid, "split"]) == {recs[1].split}

@@ -110,3 +110,63 @@ def test_cli_weights_check(tmp_path, reference):
     out = subprocess.run([sys.executable, "-m", "dflab", "weights", "fetch", BACKBONE],
                          capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 2 and "needs --to DIR" in out.stderr
+
+
+@pytest.mark.network
+def test_fetch_downloads_through_the_hub_client(tmp_path, reference):
+    """`dflab weights fetch` on the real download path (timm -> huggingface_hub), against a
+    loopback server that answers as the hub does (HF_ENDPOINT points at it)."""
+    import hashlib
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from safetensors.torch import save_file
+
+    blob = tmp_path / "served.safetensors"
+    save_file({k: v.contiguous() for k, v in reference.items()}, str(blob))
+    body = blob.read_bytes()
+    path = f"/{hub_id(BACKBONE)}/resolve/main/model.safetensors"
+    seen = []
+
+    class Hub(BaseHTTPRequestHandler):
+        def _head(self) -> bool:
+            seen.append((self.command, self.path))
+            if self.path.split("?")[0] != path:
+                self.send_response(404)
+                self.send_header("X-Error-Code", "EntryNotFound")
+                self.end_headers()
+                return False
+            self.send_response(200)
+            self.send_header("X-Repo-Commit", "a" * 40)
+            self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()}"')
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            return True
+
+        def do_HEAD(self):  # noqa: N802
+            self._head()
+
+        def do_GET(self):  # noqa: N802
+            if self._head():
+                self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{server.server_port}",
+               "HF_HOME": str(tmp_path / "home"), "HF_HUB_DISABLE_XET": "1"}
+        env.pop("HF_HUB_OFFLINE", None)
+        dest = tmp_path / "drive" / "weights"
+        out = subprocess.run([sys.executable, "-m", "dflab", "weights", "fetch", BACKBONE,
+                              "--to", str(dest)], capture_output=True, text=True, cwd=ROOT,
+                             env=env, timeout=300)
+    finally:
+        server.shutdown()
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert ("GET", path) in seen
+    assert f"model.weights_path={dest}" in out.stdout
+    model = create_model(ModelConfig(backbone=BACKBONE, pretrained=True, weights_path=str(dest)))
+    _assert_loaded(model, reference)
