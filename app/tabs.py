@@ -633,6 +633,16 @@ class ExportTab:
             ("onnxruntime vs torch max |diff|", f"{rep['max_abs_diff']:.2e}"),
             ("parity", "ok" if rep["parity_ok"] else "FAILED")])
 
+    def _fuse_run(self, visual_run: Path) -> Path | None:
+        """The newest fuse run made over ``visual_run``, if any."""
+        from dflab.runs import read_json
+
+        for name in _runs(self.dash, "fuse"):
+            meta = self.dash.paths["runs"] / name / "fuser.json"
+            if meta.exists() and Path(read_json(meta)["visual_run"]) == visual_run:
+                return meta.parent
+        return None
+
     def _uploaded(self) -> tuple[str, bytes] | None:
         v = self.upload.value
         if not v:
@@ -654,6 +664,9 @@ class ExportTab:
             return None
         model = run / "model.onnx" if (run / "model.onnx").exists() else \
             run / "checkpoints" / "best.pt"
+        fused = self._fuse_run(run)
+        if fused is not None:  # visual, forensic and fused, the verdict the fused one's
+            model = fused
         if path is None:
             up = self._uploaded()
             if up is None:
@@ -668,10 +681,19 @@ class ExportTab:
             self.verdict.value = error_html(exc)
             return None
         p = "-" if res["probability"] is None else f"{res['probability']:.3f}"
+        per_model = "".join(f"<br>{html.escape(m)}: p(fake) = {v:.3f}"
+                            for m, v in (res.get("probabilities") or {}).items())
         self.verdict.value = (f"<h3>{html.escape(res['verdict'].upper())}</h3> p(fake) = {p} "
-                              f"(threshold {res['threshold']:.3f}, {res['backend']})")
-        fig = go.Figure(go.Scatter(x=[f["frame_index"] for f in res["frames"]],
-                                   y=[f["prob"] for f in res["frames"]], mode="lines+markers"))
+                              f"(threshold {res['threshold']:.3f}, {res['backend']}, "
+                              f"{html.escape(Path(res['model']).name)}){per_model}")
+        frames = res["frames"]
+        fig = go.Figure(go.Scatter(x=[f["frame_index"] for f in frames],
+                                   y=[f["prob"] for f in frames], mode="lines+markers",
+                                   name="fused" if per_model else "visual"))
+        for key, name in (("prob_visual", "visual"), ("prob_forensic", "forensic")):
+            if frames and key in frames[0]:
+                fig.add_trace(go.Scatter(x=[f["frame_index"] for f in frames],
+                                         y=[f[key] for f in frames], mode="lines", name=name))
         fig.add_hline(y=res["threshold"], line_dash="dot")
         fig.update_layout(title="p(fake) per frame", xaxis_title="frame", yaxis_range=[0, 1],
                           height=300)

@@ -7,6 +7,7 @@ callback. Events are frozen dataclasses so a callback cannot change what others 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -164,10 +165,11 @@ class TqdmCallback:
         elif isinstance(event, EpochMetrics):
             shown = ", ".join(f"{k}={v:.4f}" for k, v in event.metrics.items()
                               if isinstance(v, (int, float)))
-            (tqdm.write)(f"[{event.job}] epoch {event.epoch}: {shown}")
+            # progress is stderr, like the bars: stdout stays the command's result (--json)
+            tqdm.write(f"[{event.job}] epoch {event.epoch}: {shown}", file=sys.stderr)
         elif isinstance(event, JobError):
             tqdm.write(f"[{event.job}] error{' in ' + event.item if event.item else ''}: "
-                       f"{event.message}")
+                       f"{event.message}", file=sys.stderr)
         elif isinstance(event, JobResult):
             for bar in self.bars.values():
                 bar.close()

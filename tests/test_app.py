@@ -164,6 +164,8 @@ def test_click_through_every_stage(tmp_path):
     video = next((tmp_path / "demo").rglob("*.mp4"))
     res = ex.predict(video)
     assert res and res["verdict"] in ("real", "fake") and ex.plot.outputs
+    assert set(res["probabilities"]) == {"visual", "forensic", "fused"}  # the fuse run is used
+    assert "forensic: p(fake)" in ex.verdict.value
 
     again = Dashboard(LabConfig(), data_root=str(tmp_path))  # a kernel restart
     assert again.train_tab.run_select.value == "train-ui"
