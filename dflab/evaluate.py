@@ -13,7 +13,7 @@ import torch
 
 from .config import EvalConfig
 from .events import Callback, CancelToken, Emitter
-from .runs import write_json
+from .runs import write_report
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def evaluate_run(run: str | Path, processed: str | Path, split: str = "test",
     preds["pred"] = (preds["prob"] >= threshold).astype(int)
     preds["wrongness"] = (preds["prob"] - preds["target"]).abs()
     preds.to_csv(run / f"predictions_{split}.csv", index=False)
-    write_json(run / f"eval_{split}.json", report)
+    write_report(run, split, {"visual": report})
     em.progress(2, 2, "split", "done")
     em.result(split=split, frame_auc=report["frame"]["auc"], video_auc=report["video"]["auc"],
               threshold=threshold)

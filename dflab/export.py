@@ -39,7 +39,7 @@ def export_onnx(run: str | Path, out: str | Path = "", cfg: ExportConfig | None 
     model, dc, ckpt = load_model(run / "checkpoints" / checkpoint, "cpu")
     if threshold is None:
         ev = run / "eval_test.json"
-        threshold = json.loads(ev.read_text())["threshold"] if ev.exists() else \
+        threshold = json.loads(ev.read_text())["visual"]["threshold"] if ev.exists() else \
             float(ckpt["metrics"].get("val_threshold", 0.5))
     size = dc["input_size"]
     example = torch.randn(2, 3, size, size)

@@ -23,7 +23,7 @@ import pandas as pd
 
 from .config import LabConfig
 from .events import Callback, CancelToken, Emitter
-from .runs import create_run_dir, read_json, write_json
+from .runs import create_run_dir, read_json, write_json, write_report
 
 log = logging.getLogger(__name__)
 
@@ -182,13 +182,14 @@ def fuse_runs(cfg: LabConfig, visual_run: str | Path, forensic_run: str | Path,
                                           cfg.eval.aggregate, cfg.eval.confident_margin,
                                           cfg.eval.ece_bins, cfg.eval.bootstrap, cfg.env.seed)
         reports[m].update(split="test", model=m, threshold_source="tuned on val")
-    run = create_run_dir(runs_root, "fuse", cfg, name or time.strftime("%Y%m%d-%H%M%S"))
+    run = create_run_dir(runs_root, "fuse", cfg, name or time.strftime("%Y%m%d-%H%M%S"),
+                         processed=processed)
     write_json(run / "fuser.json", {
         "inputs": FUSE_INPUTS, "fuser": fuser.to_dict(), "visual_run": str(Path(visual_run)),
         "forensic_run": str(Path(forensic_run)), "processed": str(Path(processed)),
         "checkpoint": checkpoint, "fitted_on": {"split": "val", "frames": int(len(val)),
                                                 "videos": int(val["uid"].nunique())}})
-    write_json(run / "eval_test.json", reports)
+    write_report(run, "test", reports)
     cols = ["uid", "dataset", "method", "video_id", "frame_index", "label", "target",
             "prob_visual", "prob_forensic", "prob_fused", "has_audio", "crop_path"]
     test[cols].to_csv(run / "predictions_test.csv", index=False)
