@@ -67,13 +67,24 @@ def _gray(img: np.ndarray) -> np.ndarray:
 
 
 def _family(name: str, features: dict[str, str]) -> Callable:
-    """Register a family and the names (with help) of the features it returns, in order."""
+    """Register a family and the names (with help) of the features it computes, in order. The
+    registered function returns ``{name: value}``; a family that computes a different number of
+    values than it names is an error, never a silent shift of columns."""
 
     def deco(fn):
-        FEATURE_FAMILIES.register(name, help=fn.__doc__.strip().split("\n")[0])(fn)
-        fn.names = list(features)
+        names = list(features)
+
+        def named(img: np.ndarray) -> dict[str, float]:
+            values = fn(img)
+            if len(values) != len(names):
+                raise RuntimeError(f"feature family '{name}' computed {len(values)} values for "
+                                   f"{len(names)} names")
+            return dict(zip(names, values))
+
+        named.__doc__, named.names = fn.__doc__, names
+        FEATURE_FAMILIES.register(name, help=fn.__doc__.strip().split("\n")[0])(named)
         FEATURE_HELP.update(features)
-        return fn
+        return named
 
     return deco
 
@@ -371,19 +382,25 @@ def feature_names() -> list[str]:
     return [n for fam in FEATURE_FAMILIES.list() for n in FEATURE_FAMILIES.get(fam).names]
 
 
-def extract_features(img: np.ndarray, crop_size: int = 0) -> np.ndarray:
-    """float64 (n_features,) for one image (``crop_size`` > 0: centre crop to that size first,
-    never a resize)."""
+def feature_dict(img: np.ndarray, crop_size: int = 0) -> dict[str, float]:
+    """``{feature name: value}`` for one image (``crop_size`` > 0: centre crop to that size
+    first, never a resize); NaN and infinities become 0."""
     img = as_bgr8(img)
     if crop_size and min(img.shape[:2]) > crop_size:
         h, w = img.shape[:2]
         y, x = (h - crop_size) // 2, (w - crop_size) // 2
         img = img[y:y + crop_size, x:x + crop_size]
-    vals = []
+    out: dict[str, float] = {}
     for fam in FEATURE_FAMILIES.list():
-        vals += FEATURE_FAMILIES.get(fam)(img)
-    v = np.asarray(vals, np.float64)
-    return np.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0)
+        out.update(FEATURE_FAMILIES.get(fam)(img))
+    return {k: float(np.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0)) for k, v in out.items()}
+
+
+def extract_features(img: np.ndarray, crop_size: int = 0) -> np.ndarray:
+    """float64 (n_features,) for one image, in :func:`feature_names` order (the columns of
+    features.csv); see :func:`feature_dict` for the values by name."""
+    named = feature_dict(img, crop_size)
+    return np.array([named[n] for n in feature_names()], np.float64)
 
 
 def _one(args: tuple[str, int]) -> np.ndarray:

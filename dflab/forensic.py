@@ -16,10 +16,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .config import LabConfig, config_to_dict
+from .config import FeaturesConfig, LabConfig, config_to_dict
 from .events import Callback, CancelToken, EpochMetrics, Emitter
 from .features import extract_many, feature_names
-from .runs import create_run_dir, write_json
+from .runs import create_run_dir, write_report
 
 log = logging.getLogger(__name__)
 
@@ -84,24 +84,111 @@ class ForensicMLP(nn.Module):
         return self.net(x)
 
 
-class _Wrapped:
-    """scaler + MLP as one object with ``predict_proba`` (for permutation importance, SHAP)."""
+_FC = FeaturesConfig()  # the estimator's defaults are the config's
 
-    def __init__(self, scaler, model: ForensicMLP):
-        self.scaler, self.model = scaler, model.eval()
 
-    def fit(self, X=None, y=None) -> "_Wrapped":
-        """Already trained by train_forensic; present because scikit-learn's inspection API
-        checks for it."""
+class ForensicClassifier:
+    """The forensic model as a scikit-learn estimator: standardised features -> MLP.
+
+    ``__init__`` only stores parameters; ``fit(X, y, X_val, y_val)`` trains with early stopping
+    on the validation loss and sets ``scaler_``, ``model_``, ``threshold_`` (tuned on val),
+    ``history_`` and ``classes_``, and returns ``self``; ``predict_proba`` gives (n, 2).
+    """
+
+    def __init__(self, hidden: tuple[int, ...] = tuple(_FC.hidden), dropout: float = _FC.dropout,
+                 lr: float = _FC.lr, epochs: int = _FC.epochs, patience: int = _FC.patience,
+                 batch_size: int = 64, seed: int = 0):
+        self.hidden, self.dropout, self.lr, self.epochs = hidden, dropout, lr, epochs
+        self.patience, self.batch_size, self.seed = patience, batch_size, seed
+
+    def fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
+            emitter: Emitter | None = None) -> "ForensicClassifier":
+        from sklearn.preprocessing import StandardScaler
+
+        from .metrics import tune_threshold
+
+        em = emitter or Emitter("train-forensic")
+        self.scaler_ = StandardScaler().fit(np.asarray(X, float))
+        self.classes_ = np.array([0, 1])
+        xtr, ytr = self._tensor(X), torch.as_tensor(np.asarray(y).copy(), dtype=torch.long)
+        xva, yva = self._tensor(X_val), torch.as_tensor(np.asarray(y_val).copy(),
+                                                        dtype=torch.long)
+        model = ForensicMLP(xtr.shape[1], list(self.hidden), self.dropout)
+        opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=1e-3)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.epochs,
+                                                           eta_min=self.lr / 100)
+        lossf = nn.CrossEntropyLoss()
+        g = torch.Generator().manual_seed(self.seed)
+        best, best_state, bad, self.history_ = math.inf, None, 0, []
+        for epoch in range(1, self.epochs + 1):
+            em.check()
+            model.train()
+            perm = torch.randperm(len(xtr), generator=g)
+            tl = 0.0
+            for i in range(0, len(perm), self.batch_size):
+                idx = perm[i:i + self.batch_size]
+                if len(idx) < 2:  # BatchNorm needs two samples
+                    continue
+                opt.zero_grad()
+                loss = lossf(model(xtr[idx]), ytr[idx])
+                loss.backward()
+                opt.step()
+                tl += loss.item() * len(idx)
+            sched.step()
+            model.eval()
+            with torch.no_grad():
+                vl = lossf(model(xva), yva).item()
+            self.history_.append({"epoch": epoch, "train_loss": tl / len(xtr), "val_loss": vl})
+            em.emit(EpochMetrics("train-forensic", epoch, self.history_[-1]))
+            em.progress(epoch, self.epochs, "epoch")
+            if vl < best - 1e-6:
+                best, bad = vl, 0
+                best_state = {k: v.clone() for k, v in model.state_dict().items()}
+            else:
+                bad += 1
+                if bad >= self.patience:
+                    break
+        model.load_state_dict(best_state)
+        self.model_ = model.eval()
+        self.threshold_ = tune_threshold(y_val, self.fake_prob(X_val))
         return self
+
+    def _tensor(self, X: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(self.scaler_.transform(np.asarray(X, float)), dtype=torch.float32)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            x = torch.as_tensor(self.scaler.transform(np.asarray(X, float)), dtype=torch.float32)
-            return torch.softmax(self.model(x), 1).numpy()
+            return torch.softmax(self.model_(self._tensor(X)), 1).numpy()
 
     def fake_prob(self, X: np.ndarray) -> np.ndarray:
         return self.predict_proba(X)[:, 1]
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return (self.fake_prob(X) >= self.threshold_).astype(int)
+
+    def save(self, path: Path, names: list[str], config: dict) -> None:
+        torch.save({"model": self.model_.state_dict(), "hidden": list(self.hidden),
+                    "dropout": self.dropout, "names": names,
+                    "scaler_mean": self.scaler_.mean_.tolist(),
+                    "scaler_scale": self.scaler_.scale_.tolist(), "threshold": self.threshold_,
+                    "config": config}, path)
+
+    @classmethod
+    def load(cls, path: Path) -> tuple["ForensicClassifier", list[str]]:
+        from sklearn.preprocessing import StandardScaler
+
+        ck = torch.load(path, weights_only=True)
+        est = cls(tuple(ck["hidden"]), ck["dropout"])
+        est.model_ = ForensicMLP(len(ck["names"]), ck["hidden"], ck["dropout"])
+        est.model_.load_state_dict(ck["model"])
+        est.model_.eval()
+        est.scaler_ = StandardScaler()
+        est.scaler_.mean_ = np.array(ck["scaler_mean"])
+        est.scaler_.scale_ = np.array(ck["scaler_scale"])
+        est.scaler_.var_ = est.scaler_.scale_ ** 2
+        est.scaler_.n_features_in_ = len(ck["names"])
+        est.threshold_, est.classes_ = float(ck["threshold"]), np.array([0, 1])
+        return est, ck["names"]
 
 
 def train_forensic(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: str = "",
@@ -110,6 +197,7 @@ def train_forensic(cfg: LabConfig, processed: str | Path, runs_root: str | Path,
     """MLP and logistic regression on the features of the train split, early stopping on the
     val split, threshold tuned on val, both evaluated on test (frame and video, per method)."""
     from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     from .environment import setup_runtime
@@ -124,89 +212,36 @@ def train_forensic(cfg: LabConfig, processed: str | Path, runs_root: str | Path,
         if p.empty:
             raise ValueError(f"no feature rows in split '{s}'; the forensic model needs train, "
                              f"val and test videos")
-    scaler = StandardScaler().fit(parts["train"][names].to_numpy())
-
-    def tensors(p: pd.DataFrame):
-        return (torch.as_tensor(scaler.transform(p[names].to_numpy()), dtype=torch.float32),
-                torch.as_tensor(p["target"].to_numpy().copy(), dtype=torch.long))
-
-    xtr, ytr = tensors(parts["train"])
-    xva, yva = tensors(parts["val"])
-    model = ForensicMLP(len(names), list(fc.hidden), fc.dropout)
-    opt = torch.optim.AdamW(model.parameters(), lr=fc.lr, weight_decay=1e-3)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=fc.epochs, eta_min=fc.lr / 100)
-    lossf = nn.CrossEntropyLoss()
-    g = torch.Generator().manual_seed(cfg.env.seed)
-    batch = 64
-    best, best_state, bad, history = math.inf, None, 0, []
-    run = create_run_dir(runs_root, "forensic", cfg, name or time.strftime("%Y%m%d-%H%M%S"))
-    for epoch in range(1, fc.epochs + 1):
-        em.check()
-        model.train()
-        perm = torch.randperm(len(xtr), generator=g)
-        tl = 0.0
-        for i in range(0, len(perm), batch):
-            idx = perm[i:i + batch]
-            if len(idx) < 2:
-                continue
-            opt.zero_grad()
-            loss = lossf(model(xtr[idx]), ytr[idx])
-            loss.backward()
-            opt.step()
-            tl += loss.item() * len(idx)
-        sched.step()
-        model.eval()
-        with torch.no_grad():
-            vl = lossf(model(xva), yva).item()
-        history.append({"epoch": epoch, "train_loss": tl / len(xtr), "val_loss": vl})
-        em.emit(EpochMetrics("train-forensic", epoch, history[-1]))
-        em.progress(epoch, fc.epochs, "epoch")
-        if vl < best - 1e-6:
-            best, bad = vl, 0
-            best_state = {k: v.clone() for k, v in model.state_dict().items()}
-        else:
-            bad += 1
-            if bad >= fc.patience:
-                break
-    model.load_state_dict(best_state)
-    wrapped = _Wrapped(scaler, model)
-    logreg = LogisticRegression(max_iter=2000).fit(
-        scaler.transform(parts["train"][names].to_numpy()), parts["train"]["target"].to_numpy())
+    X = {s: p[names].to_numpy() for s, p in parts.items()}
+    y = {s: p["target"].to_numpy() for s, p in parts.items()}
+    run = create_run_dir(runs_root, "forensic", cfg, name or time.strftime("%Y%m%d-%H%M%S"),
+                         processed=processed)
+    mlp = ForensicClassifier(tuple(fc.hidden), fc.dropout, fc.lr, fc.epochs, fc.patience,
+                             seed=cfg.env.seed).fit(X["train"], y["train"], X["val"], y["val"],
+                                                    em)
+    logreg = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(
+        X["train"], y["train"])
     reports = {}
-    for label, prob_fn in (("mlp", wrapped.fake_prob),
-                           ("logreg", lambda X: logreg.predict_proba(scaler.transform(X))[:, 1])):
-        pv = prob_fn(parts["val"][names].to_numpy())
-        thr = tune_threshold(parts["val"]["target"], pv)
-        test = parts["test"].copy()
-        test["prob"] = prob_fn(test[names].to_numpy())
-        rep = evaluate_predictions(test, thr, cfg.eval.aggregate, cfg.eval.confident_margin,
-                                   cfg.eval.ece_bins, cfg.eval.bootstrap, cfg.env.seed)
-        reports[label] = rep
+    for label, model in (("mlp", mlp), ("logreg", logreg)):
+        thr = tune_threshold(y["val"], model.predict_proba(X["val"])[:, 1])
+        test = parts["test"].assign(prob=model.predict_proba(X["test"])[:, 1])
+        reports[label] = evaluate_predictions(test, thr, cfg.eval.aggregate,
+                                              cfg.eval.confident_margin, cfg.eval.ece_bins,
+                                              cfg.eval.bootstrap, cfg.env.seed)
         test[["uid", "method", "video_id", "frame_index", "label", "target", "prob",
               "crop_path"]].to_csv(run / f"predictions_test_{label}.csv", index=False)
-    torch.save({"model": model.state_dict(), "hidden": list(fc.hidden), "dropout": fc.dropout,
-                "names": names, "scaler_mean": scaler.mean_.tolist(),
-                "scaler_scale": scaler.scale_.tolist(), "threshold": reports["mlp"]["threshold"],
-                "config": config_to_dict(cfg)}, run / "forensic_mlp.pt")
-    (run / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
-    write_json(run / "eval_test.json", reports)
+    mlp.save(run / "forensic_mlp.pt", names, config_to_dict(cfg))
+    (run / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in mlp.history_))
+    write_report(run, "test", reports)
     em.result(run=str(run), mlp_video_auc=reports["mlp"]["video"]["auc"],
-              logreg_video_auc=reports["logreg"]["video"]["auc"], epochs=len(history))
+              logreg_video_auc=reports["logreg"]["video"]["auc"], epochs=len(mlp.history_))
     return run
 
 
-def load_forensic(run: str | Path) -> tuple[_Wrapped, list[str], float]:
-    from sklearn.preprocessing import StandardScaler
-
-    ck = torch.load(Path(run) / "forensic_mlp.pt", weights_only=True)
-    model = ForensicMLP(len(ck["names"]), ck["hidden"], ck["dropout"])
-    model.load_state_dict(ck["model"])
-    scaler = StandardScaler()
-    scaler.mean_ = np.array(ck["scaler_mean"])
-    scaler.scale_ = np.array(ck["scaler_scale"])
-    scaler.var_ = scaler.scale_ ** 2
-    scaler.n_features_in_ = len(ck["names"])
-    return _Wrapped(scaler, model), ck["names"], float(ck["threshold"])
+def load_forensic(run: str | Path) -> tuple[ForensicClassifier, list[str], float]:
+    """(the trained estimator, its feature names, its threshold tuned on val)."""
+    est, names = ForensicClassifier.load(Path(run) / "forensic_mlp.pt")
+    return est, names, est.threshold_
 
 
 def permutation_importance_table(run: str | Path, processed: str | Path, split: str = "test",

@@ -180,23 +180,9 @@ def adopt_preprocess_settings(cfg: LabConfig, processed: str | Path) -> LabConfi
     return out
 
 
-def train(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: str = "",
-          resume: bool = False, callbacks: list[Callback] | None = None, cancel: CancelToken | None = None) -> Path:
-    """Train on the crops in ``processed`` (its index.csv); returns the run folder.
-
-    ``resume``: continue ``<runs_root>/train-<name>`` from its ``last.pt`` exactly where it stopped
-    (model, optimiser, scheduler, scaler, epoch, RNG states, early-stopping state).
-    """
-    from .datasets import CropDataset, build_transforms, load_index, select_split
-    from .environment import advise, environment_report, setup_runtime
-    from .metrics import binary_metrics, roc_points, tune_threshold
-    from .models import create_model, data_config
-
-    ddp = ddp_info()
-    is_main = ddp["rank"] == 0
-    em = Emitter("train", callbacks if is_main else [], cancel)
-    runtime = setup_runtime(cfg.env.seed, cfg.env.deterministic, cfg.train.amp,
-                            cfg.env.num_workers)
+def _device(cfg: LabConfig, ddp: dict, runtime: dict) -> tuple[torch.device, str]:
+    """(device, amp) for this process: its GPU under torchrun, else the first GPU, else the CPU
+    (AMP only on a GPU)."""
     if ddp["ddp"]:
         import torch.distributed as dist
 
@@ -207,12 +193,15 @@ def train(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: st
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
-    amp = runtime["amp"] if device.type == "cuda" else "off"
-    amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(amp)
+    return device, runtime["amp"] if device.type == "cuda" else "off"
 
-    run = Path(runs_root) / f"train-{name}" if name else None
+
+def _start_or_resume(cfg: LabConfig, processed: str | Path, run: Path | None, resume: bool
+                     ) -> tuple[LabConfig, dict | None]:
+    """(the config to train with, the checkpoint to resume from or None). A resume takes the
+    saved config (only ``train.epochs`` may change); a new run takes the preprocessing settings
+    that made the crops."""
     last_path = run / "checkpoints" / "last.pt" if run else None
-    ckpt = None
     if resume:
         if last_path is None or not last_path.exists():
             raise FileNotFoundError(f"nothing to resume: '{last_path}' does not exist; start a new "
@@ -220,21 +209,138 @@ def train(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: st
         ckpt = load_checkpoint(last_path, "cpu")
         saved = config_from_dict(ckpt["config"])
         saved.train.epochs = cfg.train.epochs  # the one setting a resume may change
-        cfg = saved
-    elif last_path is not None and last_path.exists():
+        return saved, ckpt
+    if last_path is not None and last_path.exists():
         raise FileExistsError(f"run '{run}' already has checkpoints; resume it (resume=True, "
                               f"`dflab train --resume`) or choose another name")
-    else:
-        cfg = adopt_preprocess_settings(cfg, processed)
+    return adopt_preprocess_settings(cfg, processed), None
+
+
+def _optimisation(cfg: LabConfig, model: nn.Module, steps_per_epoch: int, amp: str,
+                  device: torch.device):
+    """AdamW, the warm-up + cosine schedule over the whole run, the AMP grad scaler and the
+    training loss."""
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,
+                            weight_decay=cfg.train.weight_decay)
+    total_steps = steps_per_epoch * cfg.train.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(
+        total_steps, round(cfg.train.warmup_epochs * steps_per_epoch),
+        cfg.train.min_lr / cfg.train.lr))
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+    criterion: nn.Module = (FocalLoss(cfg.train.focal_gamma, cfg.train.label_smoothing)
+                            if cfg.train.loss == "focal" else
+                            nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing))
+    return opt, sched, scaler, criterion, total_steps
+
+
+def _restore(ckpt: dict, run: Path, model, opt, sched, scaler, is_main: bool) -> dict:
+    """Load a checkpoint's full state; returns the loop state (start epoch, step, early
+    stopping) and drops history lines written after it (a run killed mid-epoch)."""
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    sched.load_state_dict(ckpt["scheduler"])  # the schedule itself is rebuilt from cfg
+    scaler.load_state_dict(ckpt["scaler"])
+    _set_rng_state(ckpt["rng"])
+    state = {"start_epoch": ckpt["epoch"] + 1, "step": ckpt["step"], **ckpt["early"]}
+    hist = run / "history.jsonl"
+    if is_main and hist.exists():
+        keep = [ln for ln in hist.read_text().splitlines()
+                if ln and json.loads(ln)["epoch"] < state["start_epoch"]]
+        hist.write_text("".join(k + "\n" for k in keep))
+    return state
+
+
+def _train_epoch(net, loader, opt, sched, scaler, criterion, accum: int, device, amp_dtype,
+                 channels_last: bool, epoch: int, epochs: int, state: dict, total_steps: int,
+                 em: Emitter) -> float:
+    """One pass over ``loader`` with gradient accumulation; returns the mean training loss and
+    advances ``state['step']``."""
+    net.train()
+    loss_sum, n_seen = 0.0, 0
+    opt.zero_grad(set_to_none=True)
+    n_batches = len(loader)
+    for b, (x, y, _) in enumerate(loader):
+        em.check()
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            loss = criterion(net(x).float(), y)
+        scaler.scale(loss / accum).backward()
+        loss_val = loss.item()
+        loss_sum += loss_val * len(y)
+        n_seen += len(y)
+        if (b + 1) % accum == 0 or b + 1 == n_batches:
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad(set_to_none=True)
+            if state["step"] < total_steps:
+                sched.step()
+            state["step"] += 1
+            em.emit(StepLoss("train", epoch, state["step"], loss_val, opt.param_groups[0]["lr"]))
+        em.progress((epoch - 1) * n_batches + b + 1, epochs * n_batches, "batch",
+                    f"epoch {epoch} loss {loss_val:.4f}")
+    return loss_sum / max(n_seen, 1)
+
+
+def _validate(model, loader, targets: np.ndarray, device, amp_dtype
+              ) -> tuple[float, dict, np.ndarray, np.ndarray]:
+    """(val loss, val metrics at 0.5 with the tuned threshold, targets, probabilities); the loss
+    is plain cross-entropy, comparable across loss settings."""
+    from .metrics import binary_metrics, tune_threshold
+
+    rows, probs, val_loss = predict_probs(model, loader, device, amp_dtype, nn.CrossEntropyLoss())
+    y_val = targets[rows]
+    vm = binary_metrics(y_val, probs, 0.5)
+    metrics = {f"val_{k}": vm[k] for k in ("accuracy", "precision", "recall", "f1", "auc", "ap",
+                                           "eer")}
+    metrics["val_threshold"] = tune_threshold(y_val, probs)
+    return val_loss, metrics, y_val, probs
+
+
+def _save(run: Path, state: dict, metrics: dict, improved: bool, save_every: int) -> None:
+    """history.jsonl gets the epoch; last.pt always, best.pt when val improved, epoch_K.pt every
+    ``save_every`` epochs (all written atomically)."""
+    ckdir = run / "checkpoints"
+    with (run / "history.jsonl").open("a") as fh:
+        fh.write(json.dumps(metrics) + "\n")
+    save_checkpoint(state, ckdir / "last.pt")
+    if improved:
+        save_checkpoint(state, ckdir / "best.pt")
+    if metrics["epoch"] % save_every == 0:
+        save_checkpoint(state, ckdir / f"epoch_{metrics['epoch']:03d}.pt")
+
+
+def train(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: str = "",
+          resume: bool = False, callbacks: list[Callback] | None = None,
+          cancel: CancelToken | None = None) -> Path:
+    """Train on the crops in ``processed`` (its index.csv); returns the run folder.
+
+    ``resume``: continue ``<runs_root>/train-<name>`` from its ``last.pt`` exactly where it stopped
+    (model, optimiser, scheduler, scaler, epoch, RNG states, early-stopping state).
+    """
+    from .datasets import CropDataset, build_transforms, load_index, select_split
+    from .environment import advise, environment_report, setup_runtime
+    from .metrics import roc_points
+    from .models import create_model, data_config
+
+    ddp = ddp_info()
+    is_main = ddp["rank"] == 0
+    em = Emitter("train", callbacks if is_main else [], cancel)
+    runtime = setup_runtime(cfg.env.seed, cfg.env.deterministic, cfg.train.amp, cfg.env.workers)
+    device, amp = _device(cfg, ddp, runtime)
+    amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(amp)
+    run = Path(runs_root) / f"train-{name}" if name else None
+    cfg, ckpt = _start_or_resume(cfg, processed, run, resume)
+
     df = load_index(processed)
     train_df = select_split(df, "train", cfg.train.max_frames_per_video, cfg.env.seed)
-    val_df = select_split(df, "val")
     model = create_model(cfg.model)
     dc = data_config(model, cfg.model)
     train_ds = CropDataset(train_df, build_transforms(dc["input_size"], dc["mean"], dc["std"],
                                                       True, cfg.train.augment, cfg.train))
-    val_ds = CropDataset(val_df, build_transforms(dc["input_size"], dc["mean"], dc["std"], False))
-
+    val_ds = CropDataset(select_split(df, "val"),
+                         build_transforms(dc["input_size"], dc["mean"], dc["std"], False))
     gpu_mem = torch.cuda.mem_get_info(device)[0] // 2**20 if device.type == "cuda" else 0
     advice = advise(gpu_mem, cfg.model.backbone, dc["input_size"], cfg.train.target_batch,
                     amp == "bf16")
@@ -245,7 +351,7 @@ def train(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: st
                                  cfg.train.target_batch)
         env["runtime"] = runtime
         run = create_run_dir(runs_root, "train", cfg, name or time.strftime("%Y%m%d-%H%M%S"),
-                             env)
+                             env, processed)
     if ddp["ddp"]:
         import torch.distributed as dist
 
@@ -253,121 +359,67 @@ def train(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: st
         dist.broadcast_object_list(obj, 0)
         run = Path(obj[0])
     assert run is not None
-    ckdir = run / "checkpoints"
 
-    if device.type == "cuda" and cfg.train.channels_last:
+    channels_last = device.type == "cuda" and cfg.train.channels_last
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,
-                            weight_decay=cfg.train.weight_decay)
     per_rank = len(train_ds) // ddp["world"]
     batches_per_epoch = per_rank // batch if per_rank > batch else 1  # drop_last when it can
     steps_per_epoch = math.ceil(batches_per_epoch / accum)
-    total_steps = steps_per_epoch * cfg.train.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(
-        total_steps, round(cfg.train.warmup_epochs * steps_per_epoch),
-        cfg.train.min_lr / cfg.train.lr))
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
-    criterion: nn.Module = (FocalLoss(cfg.train.focal_gamma, cfg.train.label_smoothing)
-                            if cfg.train.loss == "focal" else
-                            nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing))
-    plain_ce = nn.CrossEntropyLoss()  # validation loss: comparable across loss settings
-
-    start_epoch, best_loss, bad_epochs, best_epoch, step = 1, math.inf, 0, 0, 0
+    opt, sched, scaler, criterion, total_steps = _optimisation(cfg, model, steps_per_epoch, amp,
+                                                               device)
+    state = {"start_epoch": 1, "step": 0, "best_loss": math.inf, "bad_epochs": 0,
+             "best_epoch": 0}
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])  # the schedule itself is rebuilt from cfg
-        scaler.load_state_dict(ckpt["scaler"])
-        start_epoch = ckpt["epoch"] + 1
-        best_loss, bad_epochs = ckpt["early"]["best_loss"], ckpt["early"]["bad_epochs"]
-        best_epoch, step = ckpt["early"]["best_epoch"], ckpt["step"]
-        _set_rng_state(ckpt["rng"])
-        if is_main:  # drop history lines written after the checkpoint (a run killed mid-epoch)
-            hist = run / "history.jsonl"
-            if hist.exists():
-                keep = [ln for ln in hist.read_text().splitlines()
-                        if ln and json.loads(ln)["epoch"] < start_epoch]
-                hist.write_text("".join(k + "\n" for k in keep))
+        state = _restore(ckpt, run, model, opt, sched, scaler, is_main)
     net: nn.Module = model
     if ddp["ddp"]:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-
     if is_main:
         write_json(run / "train_setup.json", {
             "train_crops": len(train_ds), "val_crops": len(val_ds), "batch_size": batch,
             "accumulation": accum, "effective_batch": batch * accum * ddp["world"],
             "world_size": ddp["world"], "device": str(device), "amp": amp,
             "data_config": dc, "advice": advice, "steps_per_epoch": steps_per_epoch})
+
     t0 = time.monotonic()
-    epochs_run = 0
+    epoch = state["start_epoch"] - 1
     stopped_early = False
-    for epoch in range(start_epoch, cfg.train.epochs + 1):
-        train_dl, val_dl = _loaders(cfg, train_ds, val_ds, batch, runtime["num_workers"],
+    for epoch in range(state["start_epoch"], cfg.train.epochs + 1):
+        train_dl, val_dl = _loaders(cfg, train_ds, val_ds, batch, runtime["workers"],
                                     runtime["pin_memory"], ddp, epoch)
-        net.train()
-        loss_sum, n_seen = 0.0, 0
-        opt.zero_grad(set_to_none=True)
-        n_batches = len(train_dl)
-        for b, (x, y, _) in enumerate(train_dl):
-            em.check()
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if device.type == "cuda" and cfg.train.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                loss = criterion(net(x).float(), y)
-            scaler.scale(loss / accum).backward()
-            loss_val = loss.item()
-            loss_sum += loss_val * len(y)
-            n_seen += len(y)
-            if (b + 1) % accum == 0 or b + 1 == n_batches:
-                scaler.step(opt)
-                scaler.update()
-                opt.zero_grad(set_to_none=True)
-                if step < total_steps:
-                    sched.step()
-                step += 1
-                em.emit(StepLoss("train", epoch, step, loss_val, opt.param_groups[0]["lr"]))
-            em.progress((epoch - 1) * n_batches + b + 1, cfg.train.epochs * n_batches, "batch",
-                        f"epoch {epoch} loss {loss_val:.4f}")
-        rows, probs, val_loss = predict_probs(model, val_dl, device, amp_dtype, plain_ce)
-        y_val = val_ds.targets[rows]
-        vm = binary_metrics(y_val, probs, 0.5)
-        metrics = {"epoch": epoch, "train_loss": loss_sum / max(n_seen, 1), "val_loss": val_loss,
+        train_loss = _train_epoch(net, train_dl, opt, sched, scaler, criterion, accum, device,
+                                  amp_dtype, channels_last, epoch, cfg.train.epochs, state,
+                                  total_steps, em)
+        val_loss, val_metrics, y_val, probs = _validate(model, val_dl, val_ds.targets, device,
+                                                        amp_dtype)
+        metrics = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                    "lr": opt.param_groups[0]["lr"], "seconds": round(time.monotonic() - t0, 1),
-                   **{f"val_{k}": vm[k] for k in ("accuracy", "precision", "recall", "f1", "auc",
-                                                  "ap", "eer")},
-                   "val_threshold": tune_threshold(y_val, probs)}
-        improved = val_loss < best_loss - 1e-6
+                   **val_metrics}
+        improved = val_loss < state["best_loss"] - 1e-6
         if improved:
-            best_loss, bad_epochs, best_epoch = val_loss, 0, epoch
+            state.update(best_loss=val_loss, bad_epochs=0, best_epoch=epoch)
         else:
-            bad_epochs += 1
+            state["bad_epochs"] += 1
         if is_main:
-            state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                     "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
-                     "epoch": epoch, "step": step, "rng": _rng_state(),
-                     "early": {"best_loss": best_loss, "bad_epochs": bad_epochs,
-                               "best_epoch": best_epoch},
-                     "config": config_to_dict(cfg), "data_config": dc, "metrics": metrics}
-            with (run / "history.jsonl").open("a") as fh:
-                fh.write(json.dumps(metrics) + "\n")
-            save_checkpoint(state, ckdir / "last.pt")
-            if improved:
-                save_checkpoint(state, ckdir / "best.pt")
-            if epoch % cfg.train.save_every == 0:
-                save_checkpoint(state, ckdir / f"epoch_{epoch:03d}.pt")
+            _save(run, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
+                        "epoch": epoch, "step": state["step"], "rng": _rng_state(),
+                        "early": {k: state[k] for k in ("best_loss", "bad_epochs",
+                                                        "best_epoch")},
+                        "config": config_to_dict(cfg), "data_config": dc, "metrics": metrics},
+                  metrics, improved, cfg.train.save_every)
             em.emit(EpochMetrics("train", epoch, metrics, roc_points(y_val, probs)))
-        epochs_run += 1
-        if bad_epochs >= cfg.train.patience:
+        if state["bad_epochs"] >= cfg.train.patience:
             stopped_early = True
-            log.info("early stopping at epoch %d (best %d)", epoch, best_epoch)
+            log.info("early stopping at epoch %d (best %d)", epoch, state["best_epoch"])
             break
     if is_main:
-        summary = {"run": str(run), "best_epoch": best_epoch, "best_val_loss": best_loss,
-                   "last_epoch": start_epoch + epochs_run - 1, "stopped_early": stopped_early,
-                   "seconds": round(time.monotonic() - t0, 1)}
+        summary = {"run": str(run), "best_epoch": state["best_epoch"],
+                   "best_val_loss": state["best_loss"], "last_epoch": epoch,
+                   "stopped_early": stopped_early, "seconds": round(time.monotonic() - t0, 1)}
         write_json(run / "train_summary.json", summary)
         em.result(**summary)
     if ddp["ddp"]:
