@@ -1,4 +1,29 @@
-"""dflab: the deepfake detection lab (backend). Never imports ipywidgets, IPython or ``app``."""
+"""dflab: the deepfake detection lab (backend). Never imports ipywidgets, IPython or ``app``.
+
+Start from :class:`dflab.Lab`; it runs the stages below, in pipeline order. Each stage is a
+module you can also call directly:
+
+====================  =========================================================================
+stage                 module
+====================  =========================================================================
+environment           ``environment`` (GPU report, batch/AMP advice, seeds, Colab + Drive)
+acquisition           ``sources`` (labelled video lists), ``acquire`` (FF++, DFDC), ``demo``
+preprocessing         ``video``, ``faces``, ``audio``, ``preprocess``, ``stats``
+visual model          ``models``, ``datasets``, ``train``, ``evaluate``
+forensic model        ``features``, ``forensic``
+fused verdict         ``fuse``
+export and inference  ``export``, ``predict``
+====================  =========================================================================
+
+Infrastructure, shared by every stage: ``config`` (the one lab config), ``events`` (progress,
+cancel), ``registry``, ``runs`` (run folders and reports), ``metrics``, ``results`` (what each
+``Lab`` stage returns). Heavy modules load on first use: ``import dflab`` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from .config import ConfigError, LabConfig, load_config, save_config
 from .events import (CancelToken, Cancelled, EpochMetrics, JobError, JobResult, Progress,
@@ -7,8 +32,23 @@ from .registry import Registry, RegistryError
 
 __version__ = "0.1.0"
 
+#: the stage modules in pipeline order (loaded on first attribute access: ``dflab.train``)
+STAGES = ["environment", "sources", "acquire", "demo", "video", "faces", "audio", "preprocess",
+          "stats", "models", "datasets", "train", "evaluate", "features", "forensic", "fuse",
+          "export", "predict"]
+
 __all__ = [
-    "ConfigError", "LabConfig", "load_config", "save_config",
+    "Lab", "ConfigError", "LabConfig", "load_config", "save_config",
     "CancelToken", "Cancelled", "EpochMetrics", "JobError", "JobResult", "Progress", "StepLoss",
-    "Registry", "RegistryError", "__version__",
+    "Registry", "RegistryError", "STAGES", "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Lab":
+        from .lab import Lab
+
+        return Lab
+    if name in STAGES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'dflab' has no attribute '{name}'")

@@ -178,14 +178,12 @@ def _redact(text: str, servers: list[str]) -> str:
 def load_official_splits(splits_dir: str | Path = "", cache: str | Path = "") -> dict[str, list]:
     """The official FF++ ``train/val/test.json`` id pairs: from ``splits_dir`` when given, else
     from the FaceForensics GitHub repository (cached in ``cache``)."""
+    if splits_dir:
+        from .sources import read_ffpp_split_files
+
+        return read_ffpp_split_files(splits_dir)
     out = {}
     for split in ("train", "val", "test"):
-        local = Path(splits_dir) / f"{split}.json" if splits_dir else None
-        if local is not None:
-            if not local.exists():
-                raise FileNotFoundError(f"split file '{local}' is missing")
-            out[split] = json.loads(local.read_text())
-            continue
         cached = Path(cache) / f"ffpp_{split}.json" if cache else None
         if cached is not None and cached.exists():
             out[split] = json.loads(cached.read_text())

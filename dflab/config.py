@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ConfigError",
@@ -57,7 +60,7 @@ class EnvConfig:
     runs_dir: str = _f("", "Folder for run outputs; empty: <data_root>/runs.")
     seed: int = _f(42, "Seed for Python, NumPy and torch.", min=0, max=2**32 - 1)
     deterministic: bool = _f(False, "cuDNN deterministic algorithms (slower, repeatable).")
-    num_workers: int = _f(-1, "DataLoader workers; -1 picks from the CPU cores.", min=-1, max=64)
+    workers: int = _f(-1, "DataLoader workers; -1 picks from the CPU cores.", min=-1, max=64)
     device: str = _f("auto", "Torch device.", choices=["auto", "cpu", "cuda"])
     mount_drive: bool = _f(True, "On Colab, mount Google Drive and keep data_root there.")
 
@@ -70,10 +73,12 @@ class DataConfig:
     ffpp_server: str = _f("", "FF++ server address from the access e-mail (never logged).")
     ffpp_accept_tos: bool = _f(False, "I accept the FaceForensics++ terms of use.")
     methods: list = _f(["Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures"],
-                       "FF++ manipulation methods to use.")
+                       "FF++ manipulation methods to use.",
+                       item_choices=["Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures",
+                                     "FaceShifter", "DeepFakeDetection"])
     compressions: list = _f(["c23"], "FF++ compression levels.", item_choices=["raw", "c23", "c40"])
     videos_per_split: int = _f(0, "FF++ subset: id pairs per split (0 = all).", min=0, max=1000)
-    dfdc_parts: list = _f([0], "DFDC part numbers to fetch (0..49).")
+    dfdc_parts: list = _f([0], "DFDC part numbers to fetch (0..49).", item_range=(0, 49))
     max_disk_gb: float = _f(50.0, "Disk budget for raw downloads in GiB.", min=0.1, max=100000.0)
     splits_dir: str = _f("", "Folder with FF++ train/val/test.json (empty: download official).")
     demo_videos: int = _f(100, "Clips in the demo set (a fifth real; 100 = 20 identities).",
@@ -206,10 +211,6 @@ def iter_fields(cfg: Any) -> typing.Iterator[tuple[str, dataclasses.Field, Any]]
             yield f.name, f, value
 
 
-def _all_keys() -> list[str]:
-    return [k for k, _, _ in iter_fields(LabConfig())]
-
-
 def _closest(key: str, options: list[str]) -> str:
     match = difflib.get_close_matches(key, options, n=1, cutoff=0.4)
     if not match:  # try the leaf name alone: "lr" -> "train.lr"
@@ -267,6 +268,13 @@ def _coerce(key: str, f: dataclasses.Field, value: Any) -> Any:
         raise ConfigError(
             f"config key '{key}': value {value!r} is not allowed; choose one of "
             f"{meta['choices']}{hint}")
+    if "item_range" in meta:
+        lo_i, hi_i = meta["item_range"]
+        bad = [v for v in value if isinstance(v, bool) or not isinstance(v, int)
+               or not lo_i <= v <= hi_i]
+        if bad:
+            raise ConfigError(f"config key '{key}': {bad} not allowed; items must be whole "
+                              f"numbers from {lo_i} to {hi_i}")
     if "item_choices" in meta:
         bad = [v for v in value if v not in meta["item_choices"]]
         if bad:
@@ -280,7 +288,14 @@ def _coerce(key: str, f: dataclasses.Field, value: Any) -> Any:
     return value
 
 
+#: keys that were renamed: old spelling -> new (accepted with a warning)
+RENAMED = {"env.num_workers": "env.workers"}
+
+
 def _apply(cfg: LabConfig, key: str, value: Any) -> None:
+    if key in RENAMED:
+        log.warning("config key '%s' is now '%s'; please rename it", key, RENAMED[key])
+        key = RENAMED[key]
     fields = {k: (f, v) for k, f, v in iter_fields(cfg)}
     if key not in fields:
         # a stage name given a dict: {"train": {...}}
@@ -336,7 +351,13 @@ def load_config(path: str | Path | None = None,
             raise ConfigError(f"config file '{p}' is not valid YAML: {exc}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"config file '{p}' must hold a mapping of stage: {{key: value}}")
-    cfg = config_from_dict(raw)
+    return apply_overrides(config_from_dict(raw), overrides)
+
+
+def apply_overrides(cfg: LabConfig, overrides: dict[str, Any] | list[str] | tuple | None
+                    ) -> LabConfig:
+    """Set dotted keys on ``cfg``: a dict (``{"train.lr": 3e-4}``) or ``key=value`` strings (a
+    text field keeps the text as typed; other values are read as YAML). Returns ``cfg``."""
     if isinstance(overrides, (list, tuple)):
         kinds = {k: field_type(f) for k, f, _ in iter_fields(cfg)}
         pairs = {}
@@ -345,7 +366,7 @@ def load_config(path: str | Path | None = None,
                 raise ConfigError(f"override '{item}' must look like key=value, e.g. train.lr=3e-4")
             k, v = (s.strip() for s in item.split("=", 1))
             # a text field keeps the text as typed: YAML would read `amp=off` as False
-            pairs[k] = v if kinds.get(k) is str or not v else yaml.safe_load(v)
+            pairs[k] = v if kinds.get(RENAMED.get(k, k)) is str or not v else yaml.safe_load(v)
         overrides = pairs
     for key, value in (overrides or {}).items():
         _apply(cfg, key, value)

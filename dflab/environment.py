@@ -243,7 +243,7 @@ def default_workers(requested: int = -1) -> int:
 
 
 def setup_runtime(seed: int = 42, deterministic: bool = False, amp: str = "auto",
-                  num_workers: int = -1) -> dict[str, Any]:
+                  workers: int = -1) -> dict[str, Any]:
     """Seed Python, NumPy and torch; set cuDNN flags; choose workers and AMP. Returns the settings."""
     import numpy as np
     import torch
@@ -269,7 +269,7 @@ def setup_runtime(seed: int = 42, deterministic: bool = False, amp: str = "auto"
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "device": "cuda" if cuda else "cpu",
         "amp": amp,
-        "num_workers": default_workers(num_workers),
+        "workers": default_workers(workers),
         "pin_memory": cuda,
     }
 

@@ -30,7 +30,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .config import PreprocessConfig
 from .registry import Registry
+
+_PP = PreprocessConfig()  # the detector defaults live in the config, once
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +75,7 @@ class FaceDetector:
 
     name = "base"
 
-    def __init__(self, det_size: int = 640, min_confidence: float = 0.5):
+    def __init__(self, det_size: int = _PP.det_size, min_confidence: float = _PP.min_confidence):
         self.det_size = det_size
         self.min_confidence = min_confidence
 
@@ -118,7 +121,8 @@ def _rescale(face: Face, k: float, shape: tuple) -> Face:
 class HaarDetector(FaceDetector):
     name = "haar"
 
-    def __init__(self, det_size: int = 640, min_confidence: float = 0.5, **_: Any):
+    def __init__(self, det_size: int = _PP.det_size,
+                 min_confidence: float = _PP.min_confidence, **_: Any):
         import cv2
 
         super().__init__(det_size, min_confidence)
@@ -206,7 +210,8 @@ def resolve_yunet_weights(weights: str = "", cache_dir: str | Path = "", downloa
 class YuNetDetector(FaceDetector):
     name = "yunet"
 
-    def __init__(self, weights: str = "", det_size: int = 640, min_confidence: float = 0.6,
+    def __init__(self, weights: str = "", det_size: int = _PP.det_size,
+                 min_confidence: float = _PP.min_confidence,
                  cache_dir: str = "", download: bool = True, **_: Any):
         import cv2
 
@@ -240,7 +245,8 @@ class YuNetDetector(FaceDetector):
 class YoloDetector(FaceDetector):
     name = "yolo"
 
-    def __init__(self, weights: str = "", det_size: int = 640, min_confidence: float = 0.5,
+    def __init__(self, weights: str = "", det_size: int = _PP.det_size,
+                 min_confidence: float = _PP.min_confidence,
                  device: str = "auto", **_: Any):
         super().__init__(det_size, min_confidence)
         if not weights:
@@ -294,22 +300,31 @@ def create_yolo(**kw: Any) -> FaceDetector:
     return YoloDetector(**kw)
 
 
-@DETECTORS.register("auto", help="yolo if weights given (.pt), else yunet if a file is found, else haar")
-def create_auto(weights: str = "", cache_dir: str = "", **kw: Any) -> FaceDetector:
+def resolve_auto(name: str, weights: str = "", cache_dir: str | Path = "") -> tuple[str, str]:
+    """(detector, weights file) that ``name`` stands for: any name but ``auto`` as given;
+    ``auto`` is yolo for a .pt file, yunet when its file is given or cached, else haar."""
+    if name != "auto":
+        return name, weights
     if weights.endswith(".pt"):
-        return YoloDetector(weights=weights, **kw)
+        return "yolo", weights
     try:
         path = resolve_yunet_weights(weights, cache_dir, download=False)
     except FileNotFoundError:
         path = None
     if path is not None:
-        return YuNetDetector(weights=str(path), **kw)
+        return "yunet", str(path)
     log.info("auto detector: no YuNet file given or cached; using the Haar cascades")
-    return HaarDetector(**kw)
+    return "haar", ""
 
 
-def create_detector(name: str = "auto", weights: str = "", det_size: int = 640,
-                    min_confidence: float = 0.5, **kw: Any) -> FaceDetector:
+@DETECTORS.register("auto", help="yolo if weights given (.pt), else yunet if a file is found, else haar")
+def create_auto(weights: str = "", cache_dir: str = "", **kw: Any) -> FaceDetector:
+    name, weights = resolve_auto("auto", weights, cache_dir)
+    return DETECTORS.create(name, weights=weights, cache_dir=cache_dir, **kw)
+
+
+def create_detector(name: str = "auto", weights: str = "", det_size: int = _PP.det_size,
+                    min_confidence: float = _PP.min_confidence, **kw: Any) -> FaceDetector:
     return DETECTORS.create(name, weights=weights, det_size=det_size,
                             min_confidence=min_confidence, **kw)
 

@@ -1,6 +1,6 @@
 """Detector models: any timm backbone by name with a small classification head.
 
-``BACKBONES`` is a thin pass-through to timm's own registry: the config value is the timm name
+The backbone is a thin pass-through to timm's own registry: the config value is the timm name
 (``efficientnet_b4`` by default, ``efficientnet_b7``, ``resnet18``, ...). Input size, mean and std
 come from the backbone's timm data config, never re-typed here.
 """
@@ -18,17 +18,22 @@ from .config import ModelConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DeepfakeDetector", "create_model", "list_backbones", "data_config", "CLASS_NAMES",
+__all__ = ["DeepfakeDetector", "create_model", "data_config", "default_input_size", "CLASS_NAMES",
            "resolve_weights", "fetch_weights", "hub_id"]
 
 CLASS_NAMES = ["real", "fake"]
 
 
-def list_backbones(pattern: str = "*") -> list[str]:
-    """timm backbone names matching a wildcard (``list_backbones('efficientnet*')``)."""
+def default_input_size(backbone: str) -> int:
+    """The input size (px) of ``backbone``'s default pretrained config in timm, without building
+    the model (224 when timm has none)."""
     import timm
 
-    return timm.list_models(pattern)
+    if not timm.is_model(backbone):
+        raise ValueError(f"unknown backbone '{backbone}'; timm names, e.g. "
+                         f"{timm.list_models('efficientnet_b*')[:4]}")
+    pc = timm.models.get_pretrained_cfg(backbone)
+    return int(pc.input_size[-1]) if pc is not None else 224
 
 
 class DeepfakeDetector(nn.Module):

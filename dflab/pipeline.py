@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .config import LabConfig
-from .events import TqdmCallback
+from .events import Callback, CancelToken
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .lab import Lab
 
 __all__ = ["run_demo", "format_demo_report"]
 
@@ -37,62 +39,48 @@ def _auc_block(report: dict) -> dict[str, Any]:
             "frame_auc_per_method": {m: v["auc"] for m, v in report["frame_per_method"].items()}}
 
 
-def run_demo(cfg: LabConfig, name: str = "") -> dict[str, Any]:
+def run_demo(lab: "Lab", name: str = "", callbacks: list[Callback] | None = None,
+             cancel: CancelToken | None = None) -> dict[str, Any]:
     """Demo set, leak check, preprocessing, training, evaluation, forensic features and MLP,
-    the fused verdict, ONNX export and a prediction on a held-out clip; returns the report
-    (also written to ``<runs>/demo-<name>/demo_report.json``)."""
+    the fused verdict, ONNX export and a prediction on a held-out clip, each a ``lab`` stage;
+    returns the report (also written to ``<runs>/demo-<name>/demo_report.json``)."""
     import pandas as pd
 
-    from .demo import DEMO_SEED, build_demo_dataset, leak_check
-    from .environment import environment_report, resolve_paths, setup_runtime
-    from .evaluate import evaluate_run
-    from .export import export_onnx
-    from .forensic import compute_features, train_forensic
-    from .fuse import fuse_runs
-    from .predict import predict_file
-    from .preprocess import preprocess_videos
-    from .runs import read_json, write_json
-    from .sources import list_videos
-    from .stats import dataset_stats
-    from .train import train
+    from .demo import leak_check
+    from .runs import create_run_dir, read_json, write_json
 
+    cfg = lab.cfg
+    cb = {"callbacks": callbacks, "cancel": cancel}
     clock = _Clock()
     name = name or time.strftime("%Y%m%d-%H%M%S")
-    paths = resolve_paths(cfg.env.data_root, cfg.env.runs_dir, cfg.env.mount_drive)
-    runtime = setup_runtime(cfg.env.seed, cfg.env.deterministic, cfg.train.amp,
-                            cfg.env.num_workers)
-    env = environment_report(paths["data_root"], cfg.model.backbone,
-                             cfg.model.input_size or 380, cfg.train.target_batch)
-    demo_dir = paths["data_root"] / "demo"
-    labels = build_demo_dataset(demo_dir, cfg.data.demo_videos, DEMO_SEED,
-                                callbacks=[TqdmCallback()])
+    runtime = lab.runtime()
+    env = lab.environment().report
+    labels = lab.demo_data(**cb).labels
+    demo_dir = labels.parent
     clock.lap("demo set")
     leak = leak_check(labels)
     clock.lap("leak check")
     df = pd.read_csv(labels, dtype=str)
-    processed = paths["processed"] / "demo"
-    pre = preprocess_videos(list_videos("demo", demo_dir), processed, cfg.preprocess,
-                            cache_dir=str(paths["cache"]), callbacks=[TqdmCallback()])
-    stats = dataset_stats(processed)
+    pre = lab.preprocess("demo", demo_dir, **cb)
+    stats = pre.stats
     clock.lap("preprocess")
-    run = train(cfg, processed, paths["runs"], name=f"demo-{name}", callbacks=[TqdmCallback()])
+    run = lab.train(pre.out, f"demo-{name}", **cb).run
     clock.lap("train")
-    visual = evaluate_run(run, processed, "test", cfg.eval)
+    visual = lab.evaluate(run, **cb)["visual"]
     clock.lap("evaluate")
-    compute_features(processed, cfg, callbacks=[TqdmCallback()])
+    lab.features(pre.out, **cb)
     clock.lap("forensic features")
-    frun = train_forensic(cfg, processed, paths["runs"], name=f"demo-{name}")
-    forensic = read_json(frun / "eval_test.json")["mlp"]
+    frun = lab.train_forensic(pre.out, f"demo-{name}", **cb)
+    forensic = frun["mlp"]
     clock.lap("forensic MLP")
-    fuse_run = fuse_runs(cfg, run, frun, processed, paths["runs"], name=f"demo-{name}")
-    fused = read_json(fuse_run / "eval_test.json")
+    fused = lab.fuse(run, frun.run, name=f"demo-{name}", **cb)
+    fuse_run = fused.run
     clock.lap("fuse")
-    ex = export_onnx(run, cfg=cfg.export)
+    ex = lab.export(run)
     clock.lap("export")
     test = df[df["split"] == "test"]
     held_out = test[test["label"] == "fake"]["path"].iloc[-1]
-    pred = predict_file(demo_dir / held_out, fuse_run, aggregate=cfg.eval.aggregate,
-                        margin=cfg.eval.confident_margin)
+    pred = lab.predict(demo_dir / held_out, fuse_run).data
     clock.lap("predict")
     history = (run / "history.jsonl").read_text().splitlines()
     best = read_json(run / "train_summary.json")
@@ -107,16 +95,17 @@ def run_demo(cfg: LabConfig, name: str = "") -> dict[str, Any]:
                      "per_method": df["method"].value_counts().to_dict(),
                      "per_split": df["split"].value_counts().to_dict(),
                      "leak_check_auc": leak},
-        "preprocess": {k: pre[k] for k in ("processed", "skipped_finished", "failed", "frames",
-                                           "coverage", "index")},
+        "preprocess": {"processed": pre.processed, "skipped_finished": pre.skipped,
+                       "failed": pre.failed, "frames": pre.frames, "coverage": pre.coverage,
+                       "index": str(pre.index), "detector": pre.detector},
         "stats": {k: stats[k] for k in ("videos", "frames", "face_coverage", "label_frames",
                                         "videos_with_audio")},
-        "runs": {"visual": str(run), "forensic": str(frun), "fuse": str(fuse_run)},
+        "runs": {"visual": str(run), "forensic": str(frun.run), "fuse": str(fuse_run)},
         "train": {"best_epoch": best["best_epoch"], "last_epoch": best["last_epoch"],
                   "epochs": len(history)},
         "test": {"visual": _auc_block(visual), "forensic": _auc_block(forensic),
                  "fused": _auc_block(fused["fused"])},
-        "export": {"onnx": ex["onnx"], "max_abs_diff": ex["max_abs_diff"]},
+        "export": {"onnx": str(ex.onnx), "max_abs_diff": ex.max_abs_diff},
         "predict": {"file": held_out, "verdict": pred["verdict"],
                     "probabilities": pred.get("probabilities")},
         "seconds_per_stage": clock.stages,
@@ -124,8 +113,7 @@ def run_demo(cfg: LabConfig, name: str = "") -> dict[str, Any]:
         "note": "the demo set is a demo, not a benchmark: it shows that the lab learns; it makes "
                 "no claim about real deepfakes",
     }
-    out = paths["runs"] / f"demo-{name}"
-    out.mkdir(parents=True, exist_ok=True)
+    out = create_run_dir(lab.paths["runs"], "demo", cfg, name, env)
     write_json(out / "demo_report.json", report)
     report["report_path"] = str(out / "demo_report.json")
     return report

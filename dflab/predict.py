@@ -56,7 +56,7 @@ class Predictor:
     def _run_threshold(self, ckpt: dict) -> float:
         ev = self.path.parent.parent / "eval_test.json"
         if ev.exists():
-            return float(json.loads(ev.read_text())["threshold"])
+            return float(json.loads(ev.read_text())["visual"]["threshold"])
         return float(ckpt.get("metrics", {}).get("val_threshold", 0.5))
 
     def score_crops(self, crops_bgr: list[np.ndarray], jpeg_quality: int = 95) -> np.ndarray:
@@ -120,6 +120,22 @@ def _faces(path: Path, pp: PreprocessConfig, detector: str, detector_weights: st
     return rows, crops, len(frames), missing, det.name
 
 
+def _start(path: Path, pred: "Predictor", model: str | Path, threshold: float, detector: str,
+           detector_weights: str, every_nth: int, num_frames: int
+           ) -> tuple[list[dict], np.ndarray | None, list[np.ndarray], dict[str, Any]]:
+    """(frame rows, the visual model's fake probabilities, face crops, the result so far) for
+    ``path``; with no face the probabilities are None and the result is final."""
+    rows, crops, n_sampled, missing, det_name = _faces(path, pred.preprocess, detector,
+                                                       detector_weights, every_nth, num_frames)
+    result: dict[str, Any] = {"file": str(path), "model": str(model), "backend": pred.backend,
+                              "detector": det_name, "threshold": threshold,
+                              "frames_sampled": n_sampled, "frames_without_face": missing}
+    if not crops:
+        result.update(verdict="no face found", probability=None, frames=[])
+        return rows, None, crops, result
+    return rows, pred.score_crops(crops, pred.preprocess.jpeg_quality), crops, result
+
+
 def _video_prob(probs: np.ndarray, name: str, aggregate: str, margin: float) -> float:
     import pandas as pd
 
@@ -147,17 +163,11 @@ def predict_file(path: str | Path, model_path: str | Path, detector: str = "",
         return predict_fused(path, model_path, detector, detector_weights, every_nth,
                              num_frames, aggregate, margin, threshold)
     pred = predictor or Predictor(model_path)
-    pp = pred.preprocess
-    rows, crops, n_sampled, missing, det_name = _faces(path, pp, detector, detector_weights,
-                                                       every_nth, num_frames)
     thr = pred.threshold if threshold is None else threshold
-    result: dict[str, Any] = {"file": str(path), "model": str(pred.path), "backend": pred.backend,
-                              "detector": det_name, "threshold": thr,
-                              "frames_sampled": n_sampled, "frames_without_face": missing}
-    if not crops:
-        result.update(verdict="no face found", probability=None, frames=[])
+    rows, probs, crops, result = _start(path, pred, pred.path, thr, detector, detector_weights,
+                                        every_nth, num_frames)
+    if probs is None:
         return result
-    probs = pred.score_crops(crops, pp.jpeg_quality)
     for r, p in zip(rows, probs):
         r["prob"] = round(float(p), 5)
     prob = _video_prob(probs, path.stem, aggregate, margin)
@@ -186,18 +196,12 @@ def predict_fused(path: str | Path, fuse_run: str | Path, detector: str = "",
     vrun, frun = Path(meta["visual_run"]), Path(meta["forensic_run"])
     onnx = vrun / "model.onnx"
     pred = Predictor(onnx if onnx.exists() else vrun / "checkpoints" / meta["checkpoint"])
-    pp = pred.preprocess
-    rows, crops, n_sampled, missing, det_name = _faces(path, pp, detector, detector_weights,
-                                                       every_nth, num_frames)
-    thr = fuser.threshold if threshold is None else threshold
-    result: dict[str, Any] = {"file": str(path), "model": str(fuse_run), "backend": pred.backend,
-                              "detector": det_name, "threshold": thr,
-                              "frames_sampled": n_sampled, "frames_without_face": missing}
-    if not crops:
-        result.update(verdict="no face found", probability=None, frames=[])
-        return result
-    p_vis = pred.score_crops(crops, pp.jpeg_quality)
     mlp, _, _ = load_forensic(frun)
+    pp, thr = pred.preprocess, fuser.threshold if threshold is None else threshold
+    rows, p_vis, crops, result = _start(path, pred, fuse_run, thr, detector, detector_weights,
+                                        every_nth, num_frames)
+    if p_vis is None:
+        return result
     crop_size = load_config(frun / "config.yaml").features.crop_size
     feats = []
     for crop in crops:  # the features were computed on saved JPEG crops: code them alike

@@ -33,7 +33,7 @@ import numpy as np
 from .config import PreprocessConfig
 from .events import Callback, CancelToken, Cancelled, Emitter
 from .runs import read_json, write_json
-from .sources import VideoRecord
+from .sources import VideoRecord, video_uid
 
 log = logging.getLogger(__name__)
 
@@ -332,7 +332,7 @@ def build_index(out: str | Path):
         meta = read_json(meta_path)
         rec = meta["record"]
         rel = meta_path.parent.relative_to(out).as_posix()
-        uid = f"{rec['dataset']}/{rec['method']}/{rec['compression'] or 'na'}/{rec['video_id']}"
+        uid = video_uid(rec["dataset"], rec["method"], rec["compression"], rec["video_id"])
         for fr in meta["frames"]:
             p = fr["primary"]
             box = p["box"] if p else [np.nan] * 4

@@ -28,15 +28,19 @@ from .registry import Registry
 
 log = logging.getLogger(__name__)
 
-__all__ = ["VideoRecord", "SOURCES", "list_videos", "load_ffpp_splits", "group_split",
+__all__ = ["VideoRecord", "SOURCES", "list_videos", "video_uid", "load_ffpp_splits", "group_split",
            "VIDEO_EXTS", "IMAGE_EXTS", "check_split_leaks"]
 
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-FFPP_METHODS = ["Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures", "FaceShifter",
-                "DeepFakeDetection"]
 
 SOURCES: Registry = Registry("video source")
+
+
+def video_uid(dataset: str, method: str, compression: str, video_id: str) -> str:
+    """A video's id across the lab: ``dataset/method/compression/video_id`` (``na`` for no
+    compression); its processed folder, index rows and predictions are keyed by it."""
+    return f"{dataset}/{method}/{compression or 'na'}/{video_id}"
 
 
 @dataclass
@@ -55,7 +59,7 @@ class VideoRecord:
     @property
     def uid(self) -> str:
         """Unique across datasets and methods: equal ids under different methods never merge."""
-        return f"{self.dataset}/{self.method}/{self.compression or 'na'}/{self.video_id}"
+        return video_uid(self.dataset, self.method, self.compression, self.video_id)
 
     @property
     def is_image(self) -> bool:
@@ -71,19 +75,23 @@ def group_split(group: str, val: float = 0.1, test: float = 0.1, salt: str = "df
     return "test" if h < test else "val" if h < test + val else "train"
 
 
-def load_ffpp_splits(splits_dir: str | Path) -> dict[str, str]:
-    """id -> split from the official ``train/val/test.json`` lists of ``[target, source]`` pairs."""
-    splits_dir = Path(splits_dir)
-    out: dict[str, str] = {}
+def read_ffpp_split_files(splits_dir: str | Path) -> dict[str, list]:
+    """The official FF++ ``train/val/test.json`` files: split -> list of ``[target, source]``
+    id pairs (the one reader of those files; ``acquire`` plans downloads with it too)."""
+    out = {}
     for split in ("train", "val", "test"):
-        f = splits_dir / f"{split}.json"
+        f = Path(splits_dir) / f"{split}.json"
         if not f.exists():
             raise FileNotFoundError(f"FF++ split file '{f}' is missing; put the official "
                                     f"train/val/test.json there (dflab download ffpp fetches them)")
-        for pair in json.loads(f.read_text()):
-            for vid in pair:
-                out[str(vid)] = split
+        out[split] = json.loads(f.read_text())
     return out
+
+
+def load_ffpp_splits(splits_dir: str | Path) -> dict[str, str]:
+    """id -> split from the official split files (every id of every pair)."""
+    return {str(vid): split for split, pairs in read_ffpp_split_files(splits_dir).items()
+            for pair in pairs for vid in pair}
 
 
 def check_split_leaks(records: list[VideoRecord]) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .runs import read_json, write_json
+from .sources import video_uid
 
 __all__ = ["dataset_stats", "plot_stats"]
 
@@ -33,8 +34,8 @@ def dataset_stats(out: str | Path, save: bool = True) -> dict[str, Any]:
             continue
         m = read_json(meta_path)
         v, r = m["video"], m["record"]
-        videos.append({"uid": f"{r['dataset']}/{r['method']}/{r['compression'] or 'na'}/"
-                              f"{r['video_id']}", "label": r["label"], "method": r["method"],
+        videos.append({"uid": video_uid(r["dataset"], r["method"], r["compression"],
+                                        r["video_id"]), "label": r["label"], "method": r["method"],
                        "dataset": r["dataset"], "compression": r["compression"],
                        "resolution": f"{v['width']}x{v['height']}",
                        "orientation": "portrait" if v["height"] > v["width"] else "landscape",

@@ -1,0 +1,439 @@
+"""``dflab.Lab``: one object that holds the config and the resolved paths and runs every stage.
+
+The CLI (``dflab COMMAND``), the dashboard and notebooks all call it, so they cannot drift::
+
+    from dflab import Lab
+    lab = Lab("cpu", data_root="data")          # a preset name or YAML file, or a LabConfig
+    lab.demo_data(); lab.preprocess(source="demo")
+    run = lab.train().run
+    print(lab.evaluate(run)); print(lab.predict("clip.mp4", run))
+
+Every stage takes ``callbacks`` (event sinks, e.g. a tqdm bar or a widget) and a ``cancel``
+token, and returns a frozen result (:mod:`dflab.results`) whose ``str()`` is what the CLI prints.
+Every default is resolved here, once: the processed folder (the one a run was trained on, else
+``<data_root>/processed/<source>``), the source folder, the FF++ server, which detector ``auto``
+picks (recorded resolved, so prediction crops exactly as training did), the model's input size.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import os
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from .config import LabConfig, PreprocessConfig, load_config
+from .events import Callback, CancelToken
+from .results import (DemoDataResult, DemoResult, DownloadResult, EnvironmentResult,
+                      EvalResult, ExportResult, FeaturesResult, PredictResult, PreprocessResult,
+                      TrainResult, WeightsResult)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Lab"]
+
+Callbacks = Optional[list[Callback]]  # event sinks: a tqdm bar, a widget panel
+
+
+class Lab:
+    """The lab: ``Lab(config, overrides, data_root=...)``.
+
+    ``config``: a :class:`LabConfig`, a preset name (``cpu``, ``default``) or a YAML file, or
+    None for the built-in defaults; ``overrides``: ``["train.lr=3e-4", ...]`` or a dict.
+    """
+
+    def __init__(self, config: LabConfig | str | Path | None = None,
+                 overrides: Sequence[str] | dict[str, Any] | None = None, *,
+                 data_root: str | Path = ""):
+        if isinstance(config, LabConfig):
+            self.cfg = config
+            if overrides:
+                from .config import apply_overrides
+
+                apply_overrides(self.cfg, overrides)
+        else:
+            self.cfg = load_config(str(config) if config else None, overrides)
+        if data_root:
+            self.cfg.env.data_root = str(data_root)
+        self._paths: tuple[tuple, dict[str, Path]] | None = None
+
+    def __repr__(self) -> str:
+        return f"Lab(data_root='{self.paths['data_root']}', backbone='{self.cfg.model.backbone}')"
+
+    # paths and defaults ----------------------------------------------------------------------
+    @property
+    def paths(self) -> dict[str, Path]:
+        """data_root, raw, processed, features, runs, cache (created on first use)."""
+        from .environment import resolve_paths
+
+        key = (self.cfg.env.data_root, self.cfg.env.runs_dir, self.cfg.env.mount_drive)
+        if self._paths is None or self._paths[0] != key:
+            self._paths = (key, resolve_paths(*key))
+        return self._paths[1]
+
+    def set_data_root(self, root: str | Path) -> None:
+        self.cfg.env.data_root = str(root)
+
+    def source_root(self, source: str = "", root: str | Path = "") -> Path:
+        """The folder of a video source: ``root``, else ``data.root``, else
+        ``<data_root>/<source>``."""
+        source = source or self.cfg.data.source
+        given = root or self.cfg.data.root
+        return Path(given) if given else self.paths["data_root"] / source
+
+    def processed_dir(self, processed: str | Path = "", run: str | Path = "",
+                      source: str = "") -> Path:
+        """``processed`` when given; else the folder ``run`` was trained on (its run.json);
+        else ``<data_root>/processed/<source or data.source>``."""
+        if processed:
+            return Path(processed)
+        if run:
+            from .runs import run_info
+
+            try:
+                recorded = run_info(run).get("processed", "")
+            except FileNotFoundError:
+                recorded = ""
+            if recorded:
+                return Path(recorded)
+        return self.paths["processed"] / (source or self.cfg.data.source)
+
+    def list_videos(self, source: str = "", root: str | Path = "", labels: str = "",
+                    splits_dir: str = "") -> list:
+        """The video records of a source, with the data settings applied (FF++ split files and
+        compressions; the folder source's labels file)."""
+        from .sources import list_videos
+
+        source = source or self.cfg.data.source
+        kwargs: dict[str, Any] = {}
+        if source == "folder" and labels:
+            kwargs["labels"] = labels
+        if source == "ffpp":
+            kwargs.update(splits_dir=splits_dir or self.cfg.data.splits_dir, methods=None,
+                          compressions=self.cfg.data.compressions or None)
+        return list_videos(source, self.source_root(source, self.cfg.data.root if not root
+                                                    else root), **kwargs)
+
+    def preprocess_settings(self) -> PreprocessConfig:
+        """``preprocess`` with ``auto`` resolved to the detector it will use (yolo for a .pt
+        file, yunet when its file is given or cached, else haar) and that detector's file."""
+        from .faces import resolve_auto
+
+        pp = self.cfg.preprocess
+        name, weights = resolve_auto(pp.detector, pp.detector_weights, self.paths["cache"])
+        return dataclasses.replace(pp, detector=name, detector_weights=weights)
+
+    def input_size(self) -> int:
+        """model.input_size, or the backbone's own default from timm's pretrained config."""
+        from .models import default_input_size
+
+        return self.cfg.model.input_size or default_input_size(self.cfg.model.backbone)
+
+    def ffpp_servers(self, given: Sequence[str] = ()) -> list[str]:
+        """FF++ server addresses: ``given``, else data.ffpp_server, else $DFLAB_FFPP_SERVER;
+        comma-separated lists are split."""
+        raw = list(given) or [self.cfg.data.ffpp_server or os.environ.get("DFLAB_FFPP_SERVER",
+                                                                          "")]
+        return [x.strip() for item in raw for x in item.split(",") if x.strip()]
+
+    def runs(self, kind: str = "") -> list[Path]:
+        """Run folders of ``kind`` (train, forensic, fuse, demo), newest first."""
+        from .runs import list_runs
+
+        return list_runs(self.paths["runs"], kind)
+
+    def model_for(self, run: str | Path) -> Path:
+        """What ``predict`` should load for a visual run: the newest fuse run made over it
+        (visual, forensic and fused verdicts), else its ONNX export, else its best checkpoint."""
+        from .runs import read_json
+
+        run = Path(run)
+        for fuse in self.runs("fuse"):
+            meta = fuse / "fuser.json"
+            if meta.exists() and Path(read_json(meta)["visual_run"]) == run:
+                return fuse
+        onnx = run / "model.onnx"
+        return onnx if onnx.exists() else run / "checkpoints" / "best.pt"
+
+    # environment -----------------------------------------------------------------------------
+    def environment(self) -> EnvironmentResult:
+        """GPU, CPU, memory and disk report with batch/AMP advice for the configured model."""
+        from .environment import environment_report
+
+        return EnvironmentResult(environment_report(
+            self.paths["data_root"], self.cfg.model.backbone, self.input_size(),
+            self.cfg.train.target_batch))
+
+    def runtime(self) -> dict[str, Any]:
+        """Apply env.seed, env.deterministic and env.workers to this process; the settings."""
+        from .environment import setup_runtime
+
+        return setup_runtime(self.cfg.env.seed, self.cfg.env.deterministic, self.cfg.train.amp,
+                             self.cfg.env.workers)
+
+    # data ------------------------------------------------------------------------------------
+    def demo_data(self, n_videos: int = 0, seed: int | None = None, seconds: float = 2.0,
+                  out: str | Path = "", callbacks: Callbacks = None,
+                  cancel: CancelToken | None = None) -> DemoDataResult:
+        """The offline demo set (FF++ layout + labels.csv) under ``<data_root>/demo``."""
+        from .demo import DEMO_SEED, build_demo_dataset
+
+        labels = build_demo_dataset(out or self.paths["data_root"] / "demo",
+                                    n_videos or self.cfg.data.demo_videos,
+                                    DEMO_SEED if seed is None else seed, seconds=seconds,
+                                    workers=self.cfg.preprocess.workers, callbacks=callbacks,
+                                    cancel=cancel)
+        return DemoDataResult(Path(labels), sum(1 for _ in open(labels)) - 1)
+
+    def download(self, dataset: str, root: str | Path = "", servers: Sequence[str] = (),
+                 accept_tos: bool = False, workers: int = 4, masks: bool = False,
+                 callbacks: Callbacks = None,
+                 cancel: CancelToken | None = None) -> DownloadResult:
+        """FF++ (the configured methods, compressions and videos per split; resumable) or the
+        configured DFDC parts (extracted under ``<root>/raw``)."""
+        root = Path(root) if root else self.paths["data_root"] / dataset
+        d = self.cfg.data
+        if dataset == "ffpp":
+            from .acquire import download_ffpp
+
+            rep = download_ffpp(root, self.ffpp_servers(servers), accept_tos or d.ffpp_accept_tos,
+                                d.methods, d.compressions, d.videos_per_split, d.splits_dir,
+                                workers, "masks" if masks else "videos", callbacks=callbacks,
+                                cancel=cancel)
+            return DownloadResult("ffpp", root, rep["fetched"], rep["already_done"],
+                                  dict(rep["failed"]), rep["bytes"])
+        if dataset != "dfdc":
+            raise ValueError(f"dataset '{dataset}' cannot be downloaded; use ffpp or dfdc")
+        from .acquire import KaggleClient, stream_dfdc
+
+        rep = stream_dfdc(KaggleClient(), root, lambda part: None, d.dfdc_parts, d.max_disk_gb,
+                          keep_raw=True, callbacks=callbacks, cancel=cancel)
+        return DownloadResult("dfdc", root, len(rep["processed"]), 0, {},
+                              int(rep.get("peak_raw_bytes", 0)))
+
+    def preprocess(self, source: str = "", root: str | Path = "", labels: str = "",
+                   splits_dir: str = "", out: str | Path = "", shard: str = "0/1",
+                   index_only: bool = False, records: list | None = None,
+                   callbacks: Callbacks = None,
+                   cancel: CancelToken | None = None) -> PreprocessResult:
+        """Videos -> face crops, frames, per-frame JSON, audio features, index and statistics.
+        ``records``: videos already listed (else the source's, see :meth:`list_videos`)."""
+        from .preprocess import build_index, parse_shard, preprocess_videos
+        from .stats import dataset_stats
+
+        source = source or self.cfg.data.source
+        out = Path(out) if out else self.paths["processed"] / source
+        pp = self.preprocess_settings()
+        if index_only:
+            build_index(out)
+            rep: dict[str, Any] = {"videos": 0, "processed": 0, "skipped_finished": 0,
+                                   "failed": 0, "frames": 0, "coverage": 0.0, "errors": {}}
+            missing = 0
+        else:
+            if records is None:
+                records = self.list_videos(source, root, labels, splits_dir)
+            missing = sum(1 for r in records if not r.exists)
+            rep = preprocess_videos(records, out, pp, parse_shard(shard),
+                                    cache_dir=str(self.paths["cache"]), callbacks=callbacks,
+                                    cancel=cancel)
+        return PreprocessResult(out, source, rep["videos"], rep["processed"],
+                                rep["skipped_finished"], rep["failed"], rep["frames"],
+                                rep["coverage"], pp.detector, dict(rep["errors"]),
+                                dataset_stats(out), missing)
+
+    def fetch_and_preprocess(self, dataset: str, root: str | Path = "", out: str | Path = "",
+                             servers: Sequence[str] = (), accept_tos: bool = False,
+                             callbacks: Callbacks = None,
+                             cancel: CancelToken | None = None) -> PreprocessResult:
+        """Download and preprocess; DFDC part by part under data.max_disk_gb (each part's raw
+        videos are deleted once preprocessed)."""
+        root = Path(root) if root else self.paths["data_root"] / dataset
+        out = Path(out) if out else self.paths["processed"] / dataset
+        if dataset == "ffpp":
+            self.download("ffpp", root, servers, accept_tos, callbacks=callbacks, cancel=cancel)
+            return self.preprocess("ffpp", root, out=out, callbacks=callbacks, cancel=cancel)
+        if dataset != "dfdc":
+            raise ValueError(f"dataset '{dataset}' cannot be fetched; use ffpp or dfdc")
+        from .acquire import KaggleClient, stream_dfdc
+        from .sources import list_videos
+
+        results: list[PreprocessResult] = []
+        rep = stream_dfdc(KaggleClient(), root, lambda part: results.append(self.preprocess(
+            "dfdc", out=out, records=list_videos("dfdc", part), callbacks=callbacks,
+            cancel=cancel)), self.cfg.data.dfdc_parts, self.cfg.data.max_disk_gb,
+            callbacks=callbacks, cancel=cancel)
+        log.info("DFDC: peak raw disk %.2f GiB of a %s GiB budget",
+                 rep["peak_raw_bytes"] / 2**30, self.cfg.data.max_disk_gb)
+        if not results:
+            return self.preprocess("dfdc", out=out, index_only=True)
+        return dataclasses.replace(
+            results[-1], videos=sum(r.videos for r in results),
+            processed=sum(r.processed for r in results),
+            skipped=sum(r.skipped for r in results), failed=sum(r.failed for r in results),
+            frames=sum(r.frames for r in results),
+            errors={k: v for r in results for k, v in r.errors.items()})
+
+    # visual model ----------------------------------------------------------------------------
+    def train(self, processed: str | Path = "", name: str = "", resume: bool = False,
+              callbacks: Callbacks = None, cancel: CancelToken | None = None) -> TrainResult:
+        """Train the visual detector (resumable: ``resume=True`` with the run's ``name``)."""
+        from .runs import read_json
+        from .train import train
+
+        if resume and not name:
+            raise ValueError("resume needs the name of the run to continue (--name)")
+        run = train(self.cfg, self.processed_dir(processed), self.paths["runs"], name, resume,
+                    callbacks=callbacks, cancel=cancel)
+        s = read_json(run / "train_summary.json")
+        return TrainResult(run, s["best_epoch"], s["best_val_loss"], s["last_epoch"],
+                           s["stopped_early"], s["seconds"])
+
+    def evaluate(self, run: str | Path, processed: str | Path = "", split: str = "test",
+                 checkpoint: str = "best.pt", callbacks: Callbacks = None,
+                 cancel: CancelToken | None = None) -> EvalResult:
+        """Threshold tuned on val; frame and video metrics on ``split``, per method, with
+        bootstrap intervals; writes eval_<split>.json and predictions_<split>.csv."""
+        from .evaluate import evaluate_run
+
+        rep = evaluate_run(run, self.processed_dir(processed, run), split, self.cfg.eval,
+                           checkpoint, callbacks=callbacks, cancel=cancel)
+        return EvalResult(Path(run), split, {"visual": rep})
+
+    def export(self, run: str | Path, out: str | Path = "", checkpoint: str = "best.pt",
+               callbacks: Callbacks = None, cancel: CancelToken | None = None) -> ExportResult:
+        """ONNX export of a run's checkpoint, checked against torch with onnxruntime."""
+        from .events import Emitter
+        from .export import export_onnx
+
+        em = Emitter("export", callbacks, cancel)
+        em.progress(0, 1, "model", "exporting")
+        rep = export_onnx(run, out, self.cfg.export, checkpoint)
+        em.progress(1, 1, "model", "done")
+        return ExportResult(Path(rep["onnx"]), rep["bytes"], rep["opset"], rep["max_abs_diff"],
+                            rep["parity_tol"], rep["parity_ok"])
+
+    def predict(self, file: str | Path, model: str | Path, callbacks: Callbacks = None,
+                cancel: CancelToken | None = None) -> PredictResult:
+        """Verdict for one image or video. ``model``: a checkpoint, an ONNX file, a fuse run
+        (visual, forensic and fused) or a train run (see :meth:`model_for`)."""
+        from .events import Emitter
+        from .predict import predict_file
+
+        model = Path(model)
+        if model.is_dir() and not (model / "fuser.json").exists():
+            model = self.model_for(model)
+        em = Emitter("predict", callbacks, cancel)
+        em.progress(0, 1, "file", Path(file).name)
+        e = self.cfg.eval
+        res = predict_file(file, model, aggregate=e.aggregate, margin=e.confident_margin,
+                           threshold=e.threshold if e.threshold >= 0 else None)
+        em.progress(1, 1, "file", "done")
+        return PredictResult(res)
+
+    # forensic model and fusion ---------------------------------------------------------------
+    def features(self, processed: str | Path = "", callbacks: Callbacks = None,
+                 cancel: CancelToken | None = None) -> FeaturesResult:
+        """The forensic features of every crop (cached per crop) -> features.csv."""
+        from .features import feature_names
+        from .forensic import compute_features
+
+        path = compute_features(self.processed_dir(processed), self.cfg, callbacks=callbacks,
+                                cancel=cancel)
+        return FeaturesResult(Path(path), tuple(feature_names()))
+
+    def train_forensic(self, processed: str | Path = "", name: str = "",
+                       importance: bool = False, callbacks: Callbacks = None,
+                       cancel: CancelToken | None = None) -> EvalResult:
+        """The MLP (and a logistic baseline) on the features; threshold tuned on val, both
+        evaluated on test. ``importance``: also permutation importance on test."""
+        from .forensic import permutation_importance_table, train_forensic
+        from .runs import read_report
+
+        processed = self.processed_dir(processed)
+        run = train_forensic(self.cfg, processed, self.paths["runs"], name, callbacks=callbacks,
+                             cancel=cancel)
+        extra = ""
+        if importance:
+            table = permutation_importance_table(run, processed)
+            table.to_csv(run / "permutation_importance.csv", index=False)
+            extra = "top features by permutation importance (drop in ROC-AUC):\n" + "\n".join(
+                f"  {r.feature:<24} {r.importance:.4f} ± {r.std:.4f}"
+                for r in table.head(10).itertuples())
+        return EvalResult(run, "test", read_report(run), extra)
+
+    def fuse(self, run: str | Path, forensic: str | Path = "", processed: str | Path = "",
+             name: str = "", checkpoint: str = "best.pt", callbacks: Callbacks = None,
+             cancel: CancelToken | None = None) -> EvalResult:
+        """The fused verdict: a logistic stacker on val over the visual run, the forensic run
+        (default: the newest) and the audio statistics; visual, forensic and fused on test."""
+        from .fuse import fuse_runs
+        from .runs import read_report
+
+        if not forensic:
+            found = self.runs("forensic")
+            if not found:
+                raise ValueError("no forensic run to fuse with: train the forensic MLP first "
+                                 "(`dflab train-forensic`)")
+            forensic = found[0]
+        out = fuse_runs(self.cfg, run, forensic, self.processed_dir(processed, run),
+                        self.paths["runs"], name, checkpoint, callbacks=callbacks, cancel=cancel)
+        return EvalResult(out, "test", read_report(out),
+                          f"predict with all three: dflab predict VIDEO --model {out}")
+
+    # weights, faces, demo --------------------------------------------------------------------
+    def fetch_weights(self, backbone: str, to: str | Path) -> WeightsResult:
+        """Download a backbone's pretrained weights into a folder (needs internet once)."""
+        from .models import fetch_weights, hub_id
+
+        if not to:
+            raise ValueError("fetching weights needs a folder to keep them in (--to DIR)")
+        path = fetch_weights(backbone, to)
+        return WeightsResult(backbone, path, (
+            f"{backbone} ({hub_id(backbone) or 'timm release'}) -> {path}\nuse them offline "
+            f"with: --set model.backbone={backbone} model.pretrained=true "
+            f"model.weights_path={to}"))
+
+    def check_weights(self, backbone: str, where: str | Path = "") -> WeightsResult:
+        """Load a backbone's weights from a file or folder (default model.weights_path)."""
+        from .config import ModelConfig
+        from .models import create_model, resolve_weights
+
+        where = where or self.cfg.model.weights_path
+        if not where:
+            raise ValueError("checking weights needs a folder (--to DIR) or model.weights_path")
+        path = resolve_weights(backbone, where)
+        create_model(ModelConfig(backbone=backbone, pretrained=True, weights_path=str(where)))
+        return WeightsResult(backbone, path, f"{backbone}: loaded {path} offline")
+
+    def finetune_faces(self, images: str | Path, out: str | Path, base: str = "yolov8n.yaml",
+                       epochs: int = 30, imgsz: int = 320, batch: int = 16,
+                       labeler: str = "yunet", max_images: int = 2000) -> WeightsResult:
+        """Train a YOLO face detector on images labelled by ``labeler``."""
+        from .faces import create_detector, finetune_yolo
+        from .sources import IMAGE_EXTS
+
+        found = sorted(p for p in Path(images).rglob("*") if p.suffix.lower() in IMAGE_EXTS
+                       and "crops" not in p.parts)[:max_images]
+        if not found:
+            raise FileNotFoundError(f"no images under '{images}'")
+        pp = self.cfg.preprocess
+        det = create_detector(labeler, pp.detector_weights, pp.det_size, pp.min_confidence,
+                              cache_dir=str(self.paths["cache"]))
+        best = finetune_yolo(found, out, det, base, epochs, imgsz, batch, seed=self.cfg.env.seed)
+        return WeightsResult("yolo", Path(best), (
+            f"trained on {len(found)} images; weights: {best}\nuse them with: --set "
+            f"preprocess.detector=yolo preprocess.detector_weights={best}"))
+
+    def demo(self, name: str = "", callbacks: Callbacks = None,
+             cancel: CancelToken | None = None) -> DemoResult:
+        """The whole pipeline on the demo set: leak check, preprocess, train, evaluate,
+        features, forensic MLP, fuse, export, predict on a held-out clip."""
+        from .pipeline import run_demo
+
+        return DemoResult(run_demo(self, name, callbacks, cancel))
+
+    def copy(self) -> "Lab":
+        """An independent lab with a copy of this config."""
+        return Lab(copy.deepcopy(self.cfg))

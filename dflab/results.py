@@ -1,0 +1,244 @@
+"""What each :class:`dflab.Lab` stage returns: small frozen dataclasses whose ``str()`` is what
+the CLI prints and whose fields the dashboard shows. The files they name hold the details."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["EnvironmentResult", "DemoDataResult", "DownloadResult", "PreprocessResult",
+           "TrainResult", "EvalResult", "ExportResult", "PredictResult", "FeaturesResult",
+           "WeightsResult", "DemoResult", "format_report"]
+
+
+def _rows(rows: list[tuple[str, Any]]) -> str:
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+@dataclass(frozen=True)
+class EnvironmentResult:
+    report: dict[str, Any]
+
+    def rows(self) -> list[tuple[str, Any]]:
+        """(name, value) pairs for a table: machine, torch, GPUs, batch/AMP advice."""
+        rep, t = self.report, self.report["torch"]
+        rows: list[tuple[str, Any]] = [
+            ("Python", rep["python"]), ("Platform", rep["platform"]),
+            ("CPU cores", rep["cpu_cores"]),
+            ("RAM free / total", f"{rep['ram_available_gb']} / {rep['ram_total_gb']} GiB"),
+            ("Data root", rep["data_root"]), ("Disk free at data root", f"{rep['disk_free_gb']} GiB"),
+            ("Colab", rep["colab"]), ("torch", t["version"]),
+            ("CUDA / cuDNN", f"{t['cuda_version'] or '-'} / {t['cudnn_version'] or '-'}"),
+            ("CUDA available", t["cuda_available"])]
+        for g in rep["nvidia_smi"]:
+            rows.append((f"GPU {g['index']}", f"{g['name']}, {g['memory_free_mib']}/"
+                         f"{g['memory_total_mib']} MiB free, driver {g['driver']}, "
+                         f"cc {g['capability'] or '?'}"))
+        if not rep["nvidia_smi"]:
+            rows.append(("GPU", rep["nvidia_smi_note"] or "none"))
+        a, f = rep["advice"], rep["advice_for"]
+        rows += [("Advice for", f"{f['backbone']} at {f['input_size']} px, effective batch "
+                                f"{f['target_batch']}"),
+                 ("Batch size", a["batch_size"]), ("Gradient accumulation", a["accumulation"]),
+                 ("AMP", a["amp"]), ("Why", a["reason"])]
+        return rows
+
+    def __str__(self) -> str:
+        return _rows(self.rows())
+
+
+@dataclass(frozen=True)
+class DemoDataResult:
+    labels: Path  # labels.csv: path, label, method, split, ... per clip
+    clips: int
+
+    def __str__(self) -> str:
+        return f"wrote {self.clips} clips and {self.labels}"
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    dataset: str  # ffpp or dfdc
+    root: Path  # where the files are
+    fetched: int  # files (FF++) or parts (DFDC) fetched by this call
+    already_done: int  # found complete from an earlier call
+    failed: dict[str, str]  # file -> reason, after the retries
+    bytes: int  # downloaded by this call (DFDC: the peak raw size on disk)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def __str__(self) -> str:
+        lines = [f"{self.fetched} fetched, {self.already_done} already there, {len(self.failed)} "
+                 f"failed, {self.bytes / 2**20:.1f} MiB -> {self.root}"]
+        lines += [f"  failed {path}: {err}" for path, err in self.failed.items()]
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class PreprocessResult:
+    out: Path
+    source: str
+    videos: int
+    processed: int
+    skipped: int
+    failed: int
+    frames: int
+    coverage: float
+    detector: str
+    errors: dict[str, str] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+    missing_on_disk: int = 0
+
+    @property
+    def index(self) -> Path:
+        return self.out / "index.csv"
+
+    def __str__(self) -> str:
+        lines = [f"{self.videos} videos from {self.source}"
+                 + (f" ({self.missing_on_disk} listed but missing on disk)"
+                    if self.missing_on_disk else "")
+                 + f"; detector {self.detector}",
+                 f"processed {self.processed}, skipped (already done) {self.skipped}, failed "
+                 f"{self.failed}; {self.frames} frames, face coverage {self.coverage:.1%}"]
+        lines += [f"  error {uid}: {err}" for uid, err in self.errors.items()]
+        lines.append(f"index: {self.index}; stats: {self.out / 'stats.json'} "
+                     f"({self.stats.get('videos', 0)} videos, {self.stats.get('frames', 0)} "
+                     f"frames)")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run: Path  # the run folder: checkpoints/, history.jsonl, train_summary.json
+    best_epoch: int  # chosen on the validation loss (the test split is never read in training)
+    best_val_loss: float  # plain cross-entropy on val, comparable across loss settings
+    last_epoch: int  # < train.epochs when early stopping ended the run
+    stopped_early: bool
+    seconds: float  # wall time of this call (a resumed run: since the resume)
+
+    def __str__(self) -> str:
+        return (f"run: {self.run} (best epoch {self.best_epoch} of {self.last_epoch}, val loss "
+                f"{self.best_val_loss:.4f}{', stopped early' if self.stopped_early else ''}, "
+                f"{self.seconds:.0f} s)")
+
+
+def format_report(rep: dict, indent: str = "  ") -> str:
+    """Frame and video metrics of one model's evaluation report, each AUC with its 95%
+    interval, the counts it rests on, and the per-method video metrics."""
+    from .metrics import format_auc
+
+    f, v = rep["frame"], rep["video"]
+    lines = [f"{indent}frame: n={f['n']} frames of {f.get('n_videos', '?')} videos "
+             f"acc={f['accuracy']:.3f} auc={format_auc(f)} f1={f['f1']:.3f} ece={f['ece']:.3f}",
+             f"{indent}video: n={v['n']} acc={v['accuracy']:.3f} auc={format_auc(v)} "
+             f"f1={v['f1']:.3f}"]
+    lines += [f"{indent}video {m:<16} n={mm['n']} acc={mm['accuracy']:.3f} auc={format_auc(mm)}"
+              for m, mm in rep["video_per_method"].items()]
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """An evaluation in the one report schema: ``reports`` maps each model (visual; mlp and
+    logreg; visual, forensic and fused) to its report, as in the run's ``eval_<split>.json``."""
+
+    run: Path
+    split: str
+    reports: dict[str, dict]
+    extra: str = ""
+
+    def __getitem__(self, model: str) -> dict:
+        return self.reports[model]
+
+    def __str__(self) -> str:
+        lines = []
+        for model, rep in self.reports.items():
+            lines.append(f"{model} ({self.split}, threshold {rep['threshold']:.3f} "
+                         f"{rep.get('threshold_source', 'tuned on val')}):")
+            lines.append(format_report(rep))
+        if self.extra:
+            lines.append(self.extra)
+        lines.append(f"report: {self.run / f'eval_{self.split}.json'}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    onnx: Path  # the model, with input size, mean, std, threshold and preprocessing in metadata
+    bytes: int
+    opset: int
+    max_abs_diff: float  # largest |onnxruntime - torch| over the check batch, in logits
+    parity_tol: float  # export.parity_tol: above it the export is marked failed
+    parity_ok: bool
+
+    def __str__(self) -> str:
+        return (f"{self.onnx} ({self.bytes / 2**20:.1f} MiB), opset {self.opset}, onnxruntime vs "
+                f"torch max abs diff {self.max_abs_diff:.2e} (tolerance {self.parity_tol:.0e})")
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    """The verdict for one file; ``data`` is the full result (per-frame rows included)."""
+
+    data: dict[str, Any]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    @property
+    def verdict(self) -> str:
+        return self.data["verdict"]
+
+    @property
+    def probability(self) -> float | None:
+        return self.data["probability"]
+
+    def __str__(self) -> str:
+        res = self.data
+        prob = "-" if res["probability"] is None else f"{res['probability']:.3f}"
+        lines = [f"{res['file']}: {res['verdict'].upper()} (p(fake)={prob}, threshold "
+                 f"{res['threshold']:.3f}, {res['backend']}, {len(res['frames'])} frames with a "
+                 f"face of {res['frames_sampled']} sampled)"]
+        if res.get("probabilities"):
+            lines.append("  p(fake) per model: " + ", ".join(
+                f"{m} {p:.3f}" for m, p in res["probabilities"].items())
+                + ("" if res.get("has_audio") else " (no audio track)"))
+        for r in res["frames"]:
+            extra = (f" visual={r['prob_visual']:.3f} forensic={r['prob_forensic']:.3f}"
+                     if "prob_visual" in r else "")
+            lines.append(f"  frame {r['frame_index']:>6} t={r['timestamp']:>7.2f}s "
+                         f"p(fake)={r['prob']:.3f}{extra}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class FeaturesResult:
+    path: Path  # features.csv: one row per crop, one column per feature
+    names: tuple[str, ...]  # the feature columns, in order (`dflab features -v` explains each)
+
+    def __str__(self) -> str:
+        return f"{len(self.names)} features per crop -> {self.path}"
+
+
+@dataclass(frozen=True)
+class WeightsResult:
+    backbone: str  # timm name, or "yolo" for a face detector
+    path: Path  # the weights file
+    message: str  # what was done and how to use the file
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    report: dict[str, Any]
+
+    def __str__(self) -> str:
+        from .pipeline import format_demo_report
+
+        return format_demo_report(self.report)
