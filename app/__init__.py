@@ -1,5 +1,12 @@
-"""The dflab dashboard (ipywidgets). Imports ``dflab``; nothing in ``dflab`` imports it."""
+"""The dflab dashboard (ipywidgets). Imports ``dflab``; nothing in ``dflab`` imports it.
 
-from .dashboard import Dashboard, show
+Needs the ``lab`` extra (``pip install 'dflab[lab]'``): ipywidgets, plotly, Voila."""
+
+from dflab.registry import require
+
+require("ipywidgets", extra="lab")
+require("plotly", extra="lab")
+
+from .dashboard import Dashboard, show  # noqa: E402
 
 __all__ = ["Dashboard", "show"]

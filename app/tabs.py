@@ -1,6 +1,8 @@
 """The stage tabs after Environment: Data (sources + preprocessing + statistics), Train, Forensics,
-Inspect, Export. Every button calls the same ``dflab`` function as the CLI, in a worker thread;
-state is re-read from the run folders, so a kernel restart loses nothing shown."""
+Inspect, Export. Every button is form -> ``JobPanel.run(lab.<stage>)``: the same ``dflab.Lab``
+call as the CLI, in a worker thread with cancel; the forms come from the config metadata and
+write back into the lab's config. State is re-read from the run folders, so a kernel restart
+loses nothing shown."""
 
 from __future__ import annotations
 
@@ -22,9 +24,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .dashboard import Dashboard
 
 
-def _runs(dash: "Dashboard", prefix: str) -> list[str]:
-    root = dash.paths["runs"]
-    return sorted((p.name for p in root.glob(f"{prefix}-*") if p.is_dir()), reverse=True)
+def _runs(dash: "Dashboard", kind: str) -> list[str]:
+    """Names of the runs of ``kind`` (as recorded in each run.json), newest first."""
+    return [p.name for p in dash.lab.runs(kind)]
 
 
 class DataTab:
@@ -33,34 +35,25 @@ class DataTab:
     def __init__(self, dash: "Dashboard"):
         self.dash = dash
         cfg = dash.cfg
-        self.source = W.Dropdown(options=["demo", "folder", "ffpp", "dfdc"], value="demo",
-                                 description="source")
-        self.root = W.Text(value="", placeholder="(default: <data root>/<source>)",
-                           description="folder", layout=W.Layout(width="60%"))
-        self.demo_videos = W.BoundedIntText(value=cfg.data.demo_videos, min=30, max=1000,
-                                            description="demo clips")
+        self.where = ConfigForm(cfg.data, "data", ["source", "root"])
+        self.source, self.root = self.where.inputs["source"], self.where.inputs["root"]
+        self.root.placeholder = "(default: <data root>/<source>)"
+        self.demo_form = ConfigForm(cfg.data, "data", ["demo_videos"])
+        self.demo_videos = self.demo_form.inputs["demo_videos"]
         self.demo_job = JobPanel("Build demo set")
         self.demo_job.start.on_click(lambda _: self.build_demo())
         self.ffpp_server = W.Password(description="FF++ server", placeholder="address from the "
                                      "FF++ access e-mail", layout=W.Layout(width="60%"))
         self.ffpp_tos = W.Checkbox(description="I accept the FaceForensics++ terms of use",
                                    indent=False)
-        self.ffpp_methods = W.SelectMultiple(
-            options=["Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures", "FaceShifter"],
-            value=tuple(m for m in cfg.data.methods), description="methods", rows=5)
-        self.ffpp_comp = W.SelectMultiple(options=["raw", "c23", "c40"],
-                                          value=tuple(cfg.data.compressions),
-                                          description="compression", rows=3)
-        self.ffpp_per_split = W.BoundedIntText(value=cfg.data.videos_per_split or 10, min=0,
-                                               max=1000, description="pairs/split")
+        self.ffpp_form = ConfigForm(cfg.data, "data", ["methods", "compressions",
+                                                       "videos_per_split"])
         self.ffpp_job = JobPanel("Download FF++")
         self.ffpp_job.start.on_click(lambda _: self.download_ffpp())
         self.kaggle_user = W.Text(description="Kaggle user")
         self.kaggle_key = W.Password(description="Kaggle key")
-        self.dfdc_parts = W.Text(value=",".join(str(p) for p in cfg.data.dfdc_parts),
-                                 description="parts")
-        self.dfdc_budget = W.BoundedFloatText(value=cfg.data.max_disk_gb, min=0.1, max=1e5,
-                                              description="disk GiB")
+        self.dfdc_form = ConfigForm(cfg.data, "data", ["dfdc_parts", "max_disk_gb"])
+        self.dfdc_parts = self.dfdc_form.inputs["dfdc_parts"]
         self.dfdc_job = JobPanel("Stream DFDC + preprocess")
         self.dfdc_job.start.on_click(lambda _: self.stream_dfdc())
         self.pre_form = ConfigForm(cfg.preprocess, "preprocess",
@@ -75,93 +68,62 @@ class DataTab:
         self.stats_html = W.HTML("")
         self.stats_plots = W.Output()
         acc = W.Accordion(children=[
-            W.VBox([self.demo_videos, self.demo_job.widget]),
+            W.VBox([self.demo_form.widget, self.demo_job.widget]),
             W.VBox([W.HTML("Videos with a <code>labels.csv</code> (path,label[,method,...]) in "
                            "the folder above; choose source <b>folder</b>.")]),
-            W.VBox([self.ffpp_server, self.ffpp_tos, W.HBox([self.ffpp_methods, self.ffpp_comp]),
-                    self.ffpp_per_split, self.ffpp_job.widget]),
-            W.VBox([W.HBox([self.kaggle_user, self.kaggle_key]),
-                    W.HBox([self.dfdc_parts, self.dfdc_budget]), self.dfdc_job.widget])])
+            W.VBox([self.ffpp_server, self.ffpp_tos, self.ffpp_form.widget, self.ffpp_job.widget]),
+            W.VBox([W.HBox([self.kaggle_user, self.kaggle_key]), self.dfdc_form.widget,
+                    self.dfdc_job.widget])])
         for i, t in enumerate(["Demo set (offline)", "Local folder", "FaceForensics++",
                                "DFDC (Kaggle)"]):
             acc.set_title(i, t)
         self.widget = W.VBox([
             W.HTML("<h3>1 · Get data</h3>"), acc, self.summary,
-            W.HTML("<h3>2 · Preprocess</h3>"), W.HBox([self.source, self.root]),
+            W.HTML("<h3>2 · Preprocess</h3>"), self.where.widget,
             self.pre_form.widget, self.pre_job.widget,
             W.HTML("<h3>3 · Dataset statistics</h3>"), self.stats_html, self.stats_plots])
         self.show_summary()
         self.show_stats()
 
-    # paths ---------------------------------------------------------------------------------
-    def source_root(self) -> Path:
-        return Path(self.root.value) if self.root.value else \
-            self.dash.paths["data_root"] / self.source.value
-
     @property
     def processed(self) -> Path:
-        return self.dash.paths["processed"] / self.source.value
+        """The processed folder of the source chosen here (the one Train, Forensics and Inspect
+        use)."""
+        return self.dash.lab.processed_dir(source=self.source.value)
 
-    # actions -------------------------------------------------------------------------------
+    # actions: form -> lab stage in a JobPanel --------------------------------------------------
+    def _apply(self, panel: JobPanel, *forms: ConfigForm) -> bool:
+        """Write the forms into the lab config; a bad value is shown in ``panel``."""
+        try:
+            for form in forms:
+                form.apply(self.dash.cfg)
+        except ValueError as exc:  # ConfigError is a ValueError
+            panel.status.value = error_html(exc)
+            return False
+        return True
+
     def build_demo(self) -> None:
-        from dflab.demo import build_demo_dataset
-
-        self.demo_job.run(build_demo_dataset, out=self.dash.paths["data_root"] / "demo",
-                          n_videos=self.demo_videos.value)
+        if self._apply(self.demo_job, self.demo_form):
+            self.demo_job.run(self.dash.lab.demo_data)
 
     def download_ffpp(self) -> None:
-        from dflab.acquire import download_ffpp
-
-        self.ffpp_job.run(download_ffpp, root=self.dash.paths["data_root"] / "ffpp",
-                          servers=[self.ffpp_server.value], accept_tos=self.ffpp_tos.value,
-                          methods=list(self.ffpp_methods.value),
-                          compressions=list(self.ffpp_comp.value),
-                          per_split=self.ffpp_per_split.value)
+        if self._apply(self.ffpp_job, self.ffpp_form):
+            self.ffpp_job.run(self.dash.lab.download, dataset="ffpp",
+                              servers=[self.ffpp_server.value] if self.ffpp_server.value else [],
+                              accept_tos=self.ffpp_tos.value)
 
     def stream_dfdc(self) -> None:
         import os
 
-        from dflab.acquire import KaggleClient, stream_dfdc
-        from dflab.preprocess import preprocess_videos
-        from dflab.sources import list_videos
-
         if self.kaggle_user.value and self.kaggle_key.value:
             os.environ["KAGGLE_USERNAME"] = self.kaggle_user.value
             os.environ["KAGGLE_KEY"] = self.kaggle_key.value
-        try:
-            parts = [int(p) for p in self.dfdc_parts.value.split(",") if p.strip()]
-            cfg = self._pre_cfg()
-        except ValueError as exc:  # bad part list or settings (ConfigError is a ValueError)
-            self.dfdc_job.status.value = error_html(exc)
-            return
-        out = self.dash.paths["processed"] / "dfdc"
-
-        def job(callbacks, cancel):
-            return stream_dfdc(KaggleClient(), self.dash.paths["data_root"] / "dfdc",
-                               lambda part: preprocess_videos(list_videos("dfdc", part), out,
-                                                              cfg, callbacks=callbacks,
-                                                              cancel=cancel),
-                               parts, self.dfdc_budget.value, callbacks=callbacks,
-                               cancel=cancel)
-
-        self.dfdc_job.run(job)
-
-    def _pre_cfg(self):
-        self.pre_form.apply(self.dash.cfg)
-        return self.dash.cfg.preprocess
+        if self._apply(self.dfdc_job, self.dfdc_form, self.pre_form):
+            self.dfdc_job.run(self.dash.lab.fetch_and_preprocess, dataset="dfdc")
 
     def preprocess(self) -> None:
-        from dflab.preprocess import preprocess_videos
-        from dflab.sources import list_videos
-
-        try:
-            cfg = self._pre_cfg()
-            records = list_videos(self.source.value, self.source_root())
-        except Exception as exc:  # bad settings or folder: say so in the panel
-            self.pre_job.status.value = error_html(exc)
-            return
-        self.pre_job.run(preprocess_videos, records=records, out=self.processed, cfg=cfg,
-                         cache_dir=str(self.dash.paths["cache"]))
+        if self._apply(self.pre_job, self.where, self.pre_form):
+            self.pre_job.run(self.dash.lab.preprocess)
 
     # views ---------------------------------------------------------------------------------
     def show_summary(self) -> None:
@@ -223,7 +185,7 @@ class TrainTab:
         self.job = JobPanel("Train")
         self.job.start.on_click(lambda _: self.start())
         self.job.on_event.append(self.on_event)
-        self.job.on_done.append(lambda run: self.load_run(Path(run)))
+        self.job.on_done.append(lambda res: self.load_run(res.run))
         self.loss_plot, self.roc_plot = W.Output(), W.Output()
         self.metrics = W.HTML("")
         self.per_method = W.HTML("")
@@ -232,7 +194,7 @@ class TrainTab:
             self.dash.paths["runs"] / c["new"]), "value")
         self.eval_job = JobPanel("Evaluate on test")
         self.eval_job.start.on_click(lambda _: self.evaluate())
-        self.eval_job.on_done.append(lambda rep: self.show_eval(rep))
+        self.eval_job.on_done.append(lambda res: self.show_eval(res["visual"]))
         self._steps: list[tuple[int, float]] = []
         self._epochs: list[dict] = []
         self._roc: dict = {}
@@ -261,19 +223,13 @@ class TrainTab:
             self.preset_note.value = error_html(exc)
 
     def start(self) -> None:
-        from dflab.train import train
-
-        try:
-            self.model_form.apply(self.dash.cfg)
-            self.train_form.apply(self.dash.cfg)
-        except Exception as exc:
-            self.job.status.value = error_html(exc)
+        if not self.dash.data_tab._apply(self.job, self.model_form, self.train_form):
             return
         self._steps, self._epochs, self._roc = [], [], {}
         name = self.name.value or time.strftime("%Y%m%d-%H%M%S")
         self.name.value = name
-        self.job.run(train, cfg=self.dash.cfg, processed=self.dash.data_tab.processed,
-                     runs_root=self.dash.paths["runs"], name=name, resume=self.resume.value)
+        self.job.run(self.dash.lab.train, processed=self.dash.data_tab.processed, name=name,
+                     resume=self.resume.value)
 
     def on_event(self, event: Event) -> None:
         with self._lock:
@@ -338,20 +294,17 @@ class TrainTab:
             self.run_select.value = run.name
         ev = run / "eval_test.json"
         if ev.exists():
-            self.show_eval(json.loads(ev.read_text()))
+            self.show_eval(json.loads(ev.read_text())["visual"])
 
     @property
     def run(self) -> Path | None:
         return self.dash.paths["runs"] / self.run_select.value if self.run_select.value else None
 
     def evaluate(self) -> None:
-        from dflab.evaluate import evaluate_run
-
         if self.run is None:
             self.eval_job.status.value = "train a model first"
             return
-        self.eval_job.run(evaluate_run, run=self.run, processed=self.dash.data_tab.processed,
-                          split="test", cfg=self.dash.cfg.eval)
+        self.eval_job.run(self.dash.lab.evaluate, run=self.run)
 
     def show_eval(self, rep: dict) -> None:
         rows = [(f"video · {m}", f"AUC {auc_text(v)}, acc {v['accuracy']:.3f}, n {v['n']}")
@@ -368,10 +321,10 @@ class ForensicsTab:
         self.feat_job.on_done.append(lambda _: self.refresh())
         self.mlp_job = JobPanel("Train MLP")
         self.mlp_job.start.on_click(lambda _: self.train())
-        self.mlp_job.on_done.append(lambda run: self.explain(Path(run)))
+        self.mlp_job.on_done.append(lambda res: self.explain(res.run))
         self.fuse_job = JobPanel("Fuse visual + forensic (+ audio)")
         self.fuse_job.start.on_click(lambda _: self.fuse())
-        self.fuse_job.on_done.append(lambda run: self.show_fused(Path(run)))
+        self.fuse_job.on_done.append(lambda res: self.show_fused(res.run))
         self.fused = W.HTML("")
         self.frame = W.Dropdown(description="frame", options=[], layout=W.Layout(width="70%"))
         self.frame.observe(lambda c: c["new"] and self.explore(c["new"]), "value")
@@ -399,9 +352,7 @@ class ForensicsTab:
         return self.dash.data_tab.processed
 
     def extract(self) -> None:
-        from dflab.forensic import compute_features
-
-        self.feat_job.run(compute_features, processed=self.processed, cfg=self.dash.cfg)
+        self.feat_job.run(self.dash.lab.features, processed=self.processed)
 
     def refresh(self) -> None:
         from dflab.datasets import load_index
@@ -462,13 +413,14 @@ class ForensicsTab:
         show_figure(self.dataset_plots, plot_correlation(self.processed), False)
 
     def train(self) -> None:
-        from dflab.forensic import train_forensic
-
-        self.mlp_job.run(train_forensic, cfg=self.dash.cfg, processed=self.processed,
-                         runs_root=self.dash.paths["runs"])
+        self.mlp_job.run(self.dash.lab.train_forensic, processed=self.processed)
 
     def fuse(self) -> None:
-        self.fuse_job.run(_fuse_job, dash=self.dash)
+        visual = self.dash.train_tab.run
+        if visual is None:
+            self.fuse_job.status.value = error_html("train a visual model (Train tab) first")
+            return
+        self.fuse_job.run(self.dash.lab.fuse, run=visual, processed=self.processed)
 
     def show_fused(self, run: Path) -> None:
         ev = run / "eval_test.json"
@@ -487,18 +439,6 @@ class ForensicsTab:
             permutation_importance_table(run, self.processed, repeats=3)), False)
         sv, X, names = shap_values(run, self.processed, n=40, background=30)
         show_figure(self.explain_plots, plot_shap_summary(sv, X, names), False)
-
-
-def _fuse_job(dash: "Dashboard", callbacks=None, cancel=None) -> Path:
-    """The fuse stage for the dashboard: the Train tab's selected run, the newest forensic run."""
-    from dflab.fuse import fuse_runs
-
-    visual, forensic = dash.train_tab.run, _runs(dash, "forensic")
-    if visual is None or not forensic:
-        raise ValueError("train a visual model (Train tab) and the forensic MLP (above) first")
-    return fuse_runs(dash.cfg, visual, dash.paths["runs"] / forensic[0],
-                     dash.data_tab.processed, dash.paths["runs"], callbacks=callbacks,
-                     cancel=cancel)
 
 
 class InspectTab:
@@ -593,7 +533,7 @@ class InspectTab:
             self.frame_image.value = b""
         forensic = self.forensic.get(row.crop_path) if self.forensic else None
         self.detail.value = "<h4>Frame</h4>" + table_html({
-            "video": f"{row.dataset}/{row.method}/{row.compression}/{row.video_id}",
+            "video": row.uid,
             "frame": row.frame_index, "label": row.label, "split": row.split,
             "visual model p(fake)": round(float(row.prob), 4),
             "forensic MLP p(fake)": "no forensic run" if forensic is None
@@ -602,46 +542,39 @@ class InspectTab:
 
 
 class ExportTab:
+    """ONNX export of the Train tab's run, and a verdict on an uploaded image or video with that
+    run's best model (its fuse run when there is one: visual, forensic and fused)."""
+
     def __init__(self, dash: "Dashboard"):
         self.dash = dash
         self.job = JobPanel("Export ONNX")
         self.job.start.on_click(lambda _: self.export())
-        self.job.on_done.append(lambda rep: self.show_export(rep))
+        self.job.on_done.append(lambda res: self.show_export(res))
         self.result = W.HTML("")
         self.upload = W.FileUpload(accept="image/*,video/*", multiple=False,
                                    description="Upload image/video")
-        self.predict_button = W.Button(description="Predict", button_style="primary")
-        self.predict_button.on_click(lambda _: self.predict())
+        self.predict_job = JobPanel("Predict")
+        self.predict_job.start.on_click(lambda _: self.predict())
+        self.predict_job.on_done.append(lambda res: self.show_prediction(res))
+        self.predict_button = self.predict_job.start
+        self.prediction: Any = None
         self.verdict = W.HTML("")
         self.plot = W.Output()
         self.widget = W.VBox([self.job.widget, self.result, W.HTML("<h3>Predict</h3>"),
-                              W.HBox([self.upload, self.predict_button]), self.verdict,
-                              self.plot])
+                              self.upload, self.predict_job.widget, self.verdict, self.plot])
 
     def export(self) -> None:
-        from dflab.export import export_onnx
-
         run = self.dash.train_tab.run
         if run is None:
             self.job.status.value = "train a model first"
             return
-        self.job.run(lambda callbacks, cancel: export_onnx(run, cfg=self.dash.cfg.export))
+        self.job.run(self.dash.lab.export, run=run)
 
-    def show_export(self, rep: dict) -> None:
+    def show_export(self, res: Any) -> None:
         self.result.value = table_html([
-            ("file", rep["onnx"]), ("size", f"{rep['bytes'] / 2**20:.1f} MiB"),
-            ("onnxruntime vs torch max |diff|", f"{rep['max_abs_diff']:.2e}"),
-            ("parity", "ok" if rep["parity_ok"] else "FAILED")])
-
-    def _fuse_run(self, visual_run: Path) -> Path | None:
-        """The newest fuse run made over ``visual_run``, if any."""
-        from dflab.runs import read_json
-
-        for name in _runs(self.dash, "fuse"):
-            meta = self.dash.paths["runs"] / name / "fuser.json"
-            if meta.exists() and Path(read_json(meta)["visual_run"]) == visual_run:
-                return meta.parent
-        return None
+            ("file", str(res.onnx)), ("size", f"{res.bytes / 2**20:.1f} MiB"),
+            ("onnxruntime vs torch max |diff|", f"{res.max_abs_diff:.2e}"),
+            ("parity", "ok" if res.parity_ok else "FAILED")])
 
     def _uploaded(self) -> tuple[str, bytes] | None:
         v = self.upload.value
@@ -653,37 +586,31 @@ class ExportTab:
         item = v[0]
         return item["name"], bytes(item["content"])
 
-    def predict(self, path: Path | None = None) -> dict | None:
-        import plotly.graph_objects as go
-
-        from dflab.predict import predict_file
-
+    def predict(self, path: Path | None = None) -> None:
+        """Start scoring ``path`` (default: the uploaded file) in the Predict panel."""
         run = self.dash.train_tab.run
         if run is None:
-            self.verdict.value = "train a model first"
-            return None
-        model = run / "model.onnx" if (run / "model.onnx").exists() else \
-            run / "checkpoints" / "best.pt"
-        fused = self._fuse_run(run)
-        if fused is not None:  # visual, forensic and fused, the verdict the fused one's
-            model = fused
+            self.predict_job.status.value = "train a model first"
+            return
         if path is None:
             up = self._uploaded()
             if up is None:
-                self.verdict.value = "upload an image or a video first"
-                return None
+                self.predict_job.status.value = "upload an image or a video first"
+                return
             path = self.dash.paths["cache"] / "uploads" / Path(up[0]).name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(up[1])
-        try:
-            res = predict_file(path, model)
-        except Exception as exc:
-            self.verdict.value = error_html(exc)
-            return None
-        p = "-" if res["probability"] is None else f"{res['probability']:.3f}"
+        self.prediction = None
+        self.predict_job.run(self.dash.lab.predict, file=path, model=run)
+
+    def show_prediction(self, res: Any) -> None:
+        import plotly.graph_objects as go
+
+        self.prediction = res
+        p = "-" if res.probability is None else f"{res.probability:.3f}"
         per_model = "".join(f"<br>{html.escape(m)}: p(fake) = {v:.3f}"
-                            for m, v in (res.get("probabilities") or {}).items())
-        self.verdict.value = (f"<h3>{html.escape(res['verdict'].upper())}</h3> p(fake) = {p} "
+                            for m, v in (res.data.get("probabilities") or {}).items())
+        self.verdict.value = (f"<h3>{html.escape(res.verdict.upper())}</h3> p(fake) = {p} "
                               f"(threshold {res['threshold']:.3f}, {res['backend']}, "
                               f"{html.escape(Path(res['model']).name)}){per_model}")
         frames = res["frames"]
@@ -698,4 +625,3 @@ class ExportTab:
         fig.update_layout(title="p(fake) per frame", xaxis_title="frame", yaxis_range=[0, 1],
                           height=300)
         show_figure(self.plot, fig)
-        return res

@@ -117,6 +117,9 @@ class ConfigForm:
             elif kind is float:
                 w = W.BoundedFloatText(value=value, min=meta.get("min", -1e12),
                                        max=meta.get("max", 1e12), step=None, **kw)
+            elif kind is list and "item_choices" in meta:
+                w = W.SelectMultiple(options=list(meta["item_choices"]), value=tuple(value),
+                                     rows=min(6, len(meta["item_choices"])), **kw)
             elif kind is list:
                 w = W.Text(value=",".join(str(v) for v in value), **kw)
             else:
@@ -129,6 +132,9 @@ class ConfigForm:
         self.cfg = stage_cfg
         for name, w in self.inputs.items():
             value = getattr(stage_cfg, name)
+            if isinstance(w, W.SelectMultiple):
+                w.value = tuple(value)
+                continue
             w.value = ",".join(str(v) for v in value) if isinstance(value, list) else (
                 value if isinstance(w, (W.Checkbox, W.Dropdown, W.BoundedIntText,
                                         W.BoundedFloatText)) else str(value))

@@ -162,9 +162,12 @@ def test_click_through_every_stage(tmp_path):
     assert not ex.job.error, ex.job.error
     assert "parity" in ex.result.value and "ok" in ex.result.value
     video = next((tmp_path / "demo").rglob("*.mp4"))
-    res = ex.predict(video)
+    ex.predict(video)  # scored in the Predict panel's worker thread
+    ex.predict_job.wait(300)
+    assert not ex.predict_job.error, ex.predict_job.error
+    res = ex.prediction
     assert res and res["verdict"] in ("real", "fake") and ex.plot.outputs
-    assert set(res["probabilities"]) == {"visual", "forensic", "fused"}  # the fuse run is used
+    assert set(res.data["probabilities"]) == {"visual", "forensic", "fused"}  # the fuse run is used
     assert "forensic: p(fake)" in ex.verdict.value
 
     again = Dashboard(LabConfig(), data_root=str(tmp_path))  # a kernel restart

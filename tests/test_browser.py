@@ -13,7 +13,7 @@ from test_lab import free_port, start_voila, stop_voila, wait_port
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 PRESET = """
-env: {seed: 0, num_workers: 0}
+env: {seed: 0, workers: 0}
 preprocess: {detector: haar, every_nth: 5, audio: false, det_size: 320}
 model: {backbone: test_efficientnet, pretrained: false, input_size: 64, head_hidden: 32}
 train: {epochs: 1, batch_size: 8, accumulation: 1, lr: 1.0e-3, amp: "off"}

@@ -22,7 +22,7 @@ def test_env_json(tmp_path):
 def test_env_table(tmp_path):
     out = run("env", "--set", f"env.data_root={tmp_path}", "model.backbone=resnet18")
     assert out.returncode == 0
-    assert "advice" in out.stdout and "cpu cores" in out.stdout
+    assert "Batch size" in out.stdout and "CPU cores" in out.stdout
 
 
 def test_bad_override_exits_2_with_hint():

@@ -23,7 +23,7 @@ def test_ffpp_video_to_onnx(shared_data, yunet_weights, tmp_path):
         "preprocess.every_nth": 25, "preprocess.audio": False,
         "model.backbone": "test_efficientnet", "model.pretrained": False,
         "model.input_size": 64, "train.epochs": 3, "train.batch_size": 8,
-        "train.accumulation": 1, "train.lr": 1e-3, "env.num_workers": 0,
+        "train.accumulation": 1, "train.lr": 1e-3, "env.workers": 0,
         "env.deterministic": True})
     recs = list_videos("ffpp", shared_data / "ffpp")
     rep = preprocess_videos(recs, tmp_path / "crops", cfg.preprocess)

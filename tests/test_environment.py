@@ -54,15 +54,15 @@ def test_activation_count_grows_with_input():
 def test_setup_runtime_seeds_everything():
     import torch
 
-    s = E.setup_runtime(seed=7, deterministic=True, num_workers=-1)
+    s = E.setup_runtime(seed=7, deterministic=True, workers=-1)
     a = (random.random(), np.random.rand(), torch.rand(1).item())
     E.setup_runtime(seed=7, deterministic=True)
     b = (random.random(), np.random.rand(), torch.rand(1).item())
     assert a == b
     assert s["deterministic"] and not s["cudnn_benchmark"]
     assert s["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert s["num_workers"] >= 0
-    assert E.setup_runtime(seed=7, num_workers=3)["num_workers"] == 3
+    assert s["workers"] >= 0
+    assert E.setup_runtime(seed=7, workers=3)["workers"] == 3
     torch.use_deterministic_algorithms(False)
 
 

@@ -19,7 +19,7 @@ from conftest import ROOT
 
 TINY = {"model.backbone": "test_efficientnet", "model.pretrained": False,
         "model.input_size": 64, "model.head_hidden": 32, "train.batch_size": 16,
-        "train.accumulation": 1, "env.num_workers": 0, "env.deterministic": True,
+        "train.accumulation": 1, "env.workers": 0, "env.deterministic": True,
         "train.epochs": 2, "train.lr": 1e-3}
 
 

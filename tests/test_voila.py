@@ -1,0 +1,67 @@
+"""`make lab`'s server: Voila serves the dashboard notebook and answers HTTP 200."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"voila exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"voila did not listen on {port} in {timeout} s")
+
+
+def start_voila(port: int, data_root: Path) -> subprocess.Popen:
+    voila = Path(sys.executable).parent / "voila"
+    env = {**os.environ, "DFLAB_DATA": str(data_root)}
+    return subprocess.Popen(
+        [str(voila), str(ROOT / "notebooks" / "dashboard.ipynb"), "--no-browser",
+         f"--port={port}", "--Voila.ip=127.0.0.1", "--Voila.port_retries=0"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True)
+
+
+def stop_voila(proc: subprocess.Popen) -> str:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)  # SIGTERM lets Voila end its kernels
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc.stdout.read() if proc.stdout else ""
+
+
+@pytest.mark.slow
+def test_voila_serves_the_dashboard(tmp_path):
+    port = free_port()
+    proc = start_voila(port, tmp_path)
+    try:
+        wait_port(port, proc)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=300) as resp:
+            assert resp.status == 200
+            body = resp.read().decode()
+        assert "dflab" in body
+    finally:
+        log = stop_voila(proc)
+    assert "Traceback" not in log, log[-3000:]
