@@ -16,7 +16,7 @@ venv: $(VENV)/.installed
 	python3 -m venv .uv && .uv/bin/pip install -q uv
 
 $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --extra dev
+	$(UV) sync --frozen --extra dev --extra lab
 	touch $@
 
 $(DATA)/demo/labels.csv: | $(VENV)/.installed
