@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import browser_required, chromium_path
-from test_lab import free_port, start_voila, stop_voila, wait_port
+from test_voila import free_port, start_voila, stop_voila, wait_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -89,7 +89,9 @@ def test_click_through_the_dashboard(browser, tmp_path):
         page.get_by_text("Permutation importance").first.wait_for()
         page.get_by_role("button", name="Fuse visual + forensic (+ audio)").click()
         page.get_by_text("fuse done").wait_for()
-        page.get_by_text("bootstrap interval").first.wait_for()
+        page.locator("th:text-is('fused')").wait_for()  # the fused row of the results table
+        # (the Train tab's table, hidden now, also says "bootstrap interval": take a visible one)
+        page.locator("text=bootstrap interval >> visible=true").first.wait_for()
         page.screenshot(path=str(shots / "4-forensics.png"), full_page=True)
 
         tab("Inspect")
