@@ -400,6 +400,42 @@ def dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
+def _plan_parts(source: KaggleSource, parts: list[int] | None, state_path: Path
+                ) -> tuple[dict[str, int], list[str], set[str]]:
+    """(part zip -> size in bytes as Kaggle lists it, the parts wanted in order, the parts a
+    previous run finished)."""
+    files = dict(source.list_files())
+    wanted = sorted(n for n in files if n.startswith("dfdc_train_part_") and n.endswith(".zip"))
+    if parts is not None:
+        names = {f"dfdc_train_part_{i}.zip" for i in parts}
+        missing = sorted(names - set(wanted))
+        if missing:
+            raise FileNotFoundError(f"Kaggle lists no {missing}; DFDC parts are 0..49")
+        wanted = [n for n in wanted if n in names]
+    done = set(json.loads(state_path.read_text())) if state_path.exists() else set()
+    return files, wanted, done
+
+
+def _extract_part(zpath: Path, raw: Path, name: str, measure: Callable[[], None]) -> Path:
+    """Extract a part's zip under ``raw`` (a partial extraction from a killed run is removed
+    first), delete the zip, and return the folder holding the part's metadata.json."""
+    part_dir = raw / Path(name).stem
+    if part_dir.exists():
+        shutil.rmtree(part_dir)
+    safe_extract(zpath, raw)
+    measure()  # zip and extracted videos side by side: the part's peak
+    zpath.unlink()
+    measure()
+    inner = part_dir if part_dir.exists() else raw
+    if not (inner / "metadata.json").exists():
+        candidates = list(raw.glob(f"**/{Path(name).stem}/metadata.json"))
+        if not candidates:
+            raise FileNotFoundError(f"part '{name}' has no metadata.json; the archive is "
+                                    f"incomplete: delete it and re-run")
+        inner = candidates[0].parent
+    return inner
+
+
 def stream_dfdc(source: KaggleSource, root: str | Path, process: Callable[[Path], Any],
                 parts: list[int] | None = None, max_disk_gb: float = 50.0,
                 keep_raw: bool = False, callbacks: list[Callback] | None = None,
@@ -415,16 +451,8 @@ def stream_dfdc(source: KaggleSource, root: str | Path, process: Callable[[Path]
     raw.mkdir(parents=True, exist_ok=True)
     em = Emitter("dfdc", callbacks, cancel)
     budget = int(max_disk_gb * 2**30)
-    files = dict(source.list_files())
-    wanted = sorted(n for n in files if n.startswith("dfdc_train_part_") and n.endswith(".zip"))
-    if parts is not None:
-        names = {f"dfdc_train_part_{i}.zip" for i in parts}
-        missing = sorted(names - set(wanted))
-        if missing:
-            raise FileNotFoundError(f"Kaggle lists no {missing}; DFDC parts are 0..49")
-        wanted = [n for n in wanted if n in names]
     state_path = root / "parts_done.json"
-    done = set(json.loads(state_path.read_text())) if state_path.exists() else set()
+    files, wanted, done = _plan_parts(source, parts, state_path)
     todo = [n for n in wanted if n not in done]
     for n in todo:
         need = 2 * files[n]  # the zip and its extracted videos side by side
@@ -456,21 +484,7 @@ def stream_dfdc(source: KaggleSource, root: str | Path, process: Callable[[Path]
             em.check()
             fut = pending if pending is not None else pool.submit(fetch, name)
             pending = None
-            zpath = fut.result()
-            part_dir = raw / Path(name).stem
-            if part_dir.exists():
-                shutil.rmtree(part_dir)  # a partial extraction from a killed run
-            safe_extract(zpath, raw)
-            measure()  # zip and extracted videos side by side: the part's peak
-            zpath.unlink()
-            measure()
-            inner = part_dir if part_dir.exists() else raw
-            if not (inner / "metadata.json").exists():
-                candidates = list(raw.glob(f"**/{Path(name).stem}/metadata.json"))
-                if not candidates:
-                    raise FileNotFoundError(f"part '{name}' has no metadata.json; the archive is "
-                                            f"incomplete: delete it and re-run")
-                inner = candidates[0].parent
+            inner = _extract_part(fut.result(), raw, name, measure)
             nxt = todo[k + 1] if k + 1 < len(todo) else None
             if nxt is not None and dir_size(raw) + 2 * files[nxt] <= budget:
                 pending = pool.submit(fetch, nxt)  # overlap the next download

@@ -227,41 +227,39 @@ def field_type(f: dataclasses.Field) -> type:
     return list
 
 
-def _coerce(key: str, f: dataclasses.Field, value: Any) -> Any:
-    """Convert ``value`` to the field's type and check its bounds."""
-    kind = field_type(f)
-    meta = f.metadata
-    try:
-        if kind is bool:
-            if isinstance(value, str):
-                low = value.strip().lower()
-                if low not in {"true", "false", "1", "0", "yes", "no", "on", "off"}:
-                    raise ValueError
-                value = low in {"true", "1", "yes", "on"}
-            elif not isinstance(value, (bool, int)) or value not in (0, 1):
+def _convert(kind: type, value: Any) -> Any:
+    """``value`` as a ``kind`` (bool, int, float, str or list); ValueError when it is not one.
+    Text is read as a user types it: "on"/"off" for a bool, "1,2" for a list."""
+    if kind is bool:
+        if isinstance(value, str):
+            low = value.strip().lower()
+            if low not in {"true", "false", "1", "0", "yes", "no", "on", "off"}:
                 raise ValueError
-            value = bool(value)
-        elif kind is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            value = int(value)
-        elif kind is float:
-            if isinstance(value, bool):
-                raise ValueError
-            value = float(value)
-        elif kind is str:
-            value = "" if value is None else str(value)
-        elif kind is list:
-            if isinstance(value, str):
-                value = [v.strip() for v in value.split(",") if v.strip()] if value else []
-                value = [int(v) if v.lstrip("-").isdigit() else v for v in value]
-            elif not isinstance(value, (list, tuple)):
-                raise ValueError
-            value = list(value)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"config key '{key}': value {value!r} is not a {kind.__name__}; "
-            f"give a {kind.__name__} ({meta.get('help', '')})") from None
+            return low in {"true", "1", "yes", "on"}
+        if not isinstance(value, (bool, int)) or value not in (0, 1):
+            raise ValueError
+        return bool(value)
+    if kind is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        return int(value)
+    if kind is float:
+        if isinstance(value, bool):
+            raise ValueError
+        return float(value)
+    if kind is str:
+        return "" if value is None else str(value)
+    if isinstance(value, str):  # a list
+        items = [v.strip() for v in value.split(",") if v.strip()] if value else []
+        return [int(v) if v.lstrip("-").isdigit() else v for v in items]
+    if not isinstance(value, (list, tuple)):
+        raise ValueError
+    return list(value)
+
+
+def _check(key: str, meta: Any, value: Any) -> None:
+    """Raise a :class:`ConfigError` naming the key, the value and what is allowed when
+    ``value`` breaks the field's choices, item rules or bounds."""
     if "choices" in meta and value not in meta["choices"]:
         close = difflib.get_close_matches(str(value), [str(c) for c in meta["choices"]], n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
@@ -285,6 +283,18 @@ def _coerce(key: str, f: dataclasses.Field, value: Any) -> Any:
         raise ConfigError(
             f"config key '{key}': value {value!r} is out of range; allowed {lo} to {hi} "
             f"({meta.get('help', '')})")
+
+
+def _coerce(key: str, f: dataclasses.Field, value: Any) -> Any:
+    """Convert ``value`` to the field's type and check it against the field's metadata."""
+    kind = field_type(f)
+    try:
+        value = _convert(kind, value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"config key '{key}': value {value!r} is not a {kind.__name__}; "
+            f"give a {kind.__name__} ({f.metadata.get('help', '')})") from None
+    _check(key, f.metadata, value)
     return value
 
 

@@ -87,23 +87,13 @@ def _faces(path: Path, pp: PreprocessConfig, detector: str, detector_weights: st
     (rows with frame_index/timestamp/box/face_score, crops uint8 (H, W, 3) BGR, frames sampled,
     frame indices without a face, detector name)."""
     from .faces import create_detector, crop_face
-    from .video import iter_frames, probe_video, read_image, sample_indices
+    from .preprocess import sample_frames
 
     det = create_detector(detector or pp.detector, detector_weights or pp.detector_weights,
                           pp.det_size, pp.min_confidence)
-    if path.suffix.lower() in IMAGE_EXTS:
-        frames = [(0, read_image(path))]
-        fps = 1.0
-    else:
-        info = probe_video(path)
-        fps = info.fps
-        nth = every_nth or (0 if num_frames else pp.every_nth)
-        if nth:
-            frames = list(iter_frames(path, every_nth=nth))
-        else:
-            frames = list(iter_frames(path, sample_indices(info.frame_count, 0,
-                                                           num_frames or pp.num_frames)))
-    frames = [(i, f) for i, f in frames if f is not None]
+    _, fps, sampled = sample_frames(path, every_nth or (0 if num_frames else pp.every_nth),
+                                    num_frames or pp.num_frames)
+    frames = [(i, f) for i, f in sampled if f is not None]
     if not frames:
         raise ValueError(f"'{path}' gave no decodable frames")
     found = det.detect_batch([f for _, f in frames])

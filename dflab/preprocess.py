@@ -26,7 +26,7 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -98,27 +98,50 @@ def _original_faces(out: Path, rec: VideoRecord) -> dict[int, list[dict]] | None
     return {f["frame_index"]: f["faces"] for f in read_json(meta)["frames"]}
 
 
+def sample_frames(path: str | Path, every_nth: int, num_frames: int
+                  ) -> tuple[dict[str, Any], float, Iterator[tuple[int, np.ndarray | None]]]:
+    """(container info, fps, iterator of (frame index, uint8 (H, W, 3) BGR frame or None when
+    it cannot be decoded)) for an image or a video: every ``every_nth`` frame, else
+    ``num_frames`` evenly spaced. Preprocessing and prediction both sample with it."""
+    from .sources import IMAGE_EXTS
+    from .video import count_frames, iter_frames, probe_video, read_image, sample_indices
+
+    if Path(path).suffix.lower() in IMAGE_EXTS:
+        img = read_image(path)
+        return ({"path": str(path), "frame_count": 1, "fps": 0.0, "width": img.shape[1],
+                 "height": img.shape[0], "duration_s": 0.0, "codec": "image"}, 1.0,
+                iter([(0, img)]))
+    vinfo = probe_video(path)
+    if every_nth > 0:
+        return vinfo.to_dict(), vinfo.fps, iter_frames(path, every_nth=every_nth)
+    n = vinfo.frame_count if vinfo.frame_count > 0 else count_frames(path)
+    return vinfo.to_dict(), vinfo.fps, iter_frames(path, sample_indices(n, 0, num_frames))
+
+
+def _finished(final: Path, rec: VideoRecord) -> dict:
+    """The summary of a video processed before, with its split and label taken from the
+    current labels: a relabelled or re-split source (e.g. a demo set rebuilt with more
+    identities) must not keep stale splits, or a training identity could land in test."""
+    meta = read_json(final / "meta.json")
+    stale = {k: getattr(rec, k) for k in ("split", "label")
+             if meta["record"].get(k) != getattr(rec, k)}
+    if stale:
+        log.info("%s: %s changed in the labels; updated in its meta.json", rec.uid,
+                 ", ".join(f"{k} {meta['record'].get(k)!r} -> {v!r}" for k, v in stale.items()))
+        meta["record"].update(stale)
+        write_json(final / "meta.json", meta)
+    return {"uid": rec.uid, "skipped": True, **meta["summary"]}
+
+
 def process_video(rec: VideoRecord, out: str | Path, cfg: PreprocessConfig, det_spec: dict,
                   cancel: CancelToken | None = None) -> dict:
     """Process one video (or image) into its folder; returns its summary. Raises on bad input."""
     from .faces import Face, crop_face
-    from .video import iter_frames, probe_video, read_image, sample_indices
 
     out = Path(out)
     final = video_dir(out, rec)
     if (final / "meta.json").exists():
-        meta = read_json(final / "meta.json")
-        # the labels file is the truth for a video's split and label: a relabelled or re-split
-        # source (e.g. a demo set rebuilt with more identities) must not keep stale splits, or
-        # a training identity could land in the test split
-        stale = {k: getattr(rec, k) for k in ("split", "label")
-                 if meta["record"].get(k) != getattr(rec, k)}
-        if stale:
-            log.info("%s: %s changed in the labels; updated in its meta.json", rec.uid,
-                     ", ".join(f"{k} {meta['record'].get(k)!r} -> {v!r}" for k, v in stale.items()))
-            meta["record"].update(stale)
-            write_json(final / "meta.json", meta)
-        return {"uid": rec.uid, "skipped": True, **meta["summary"]}
+        return _finished(final, rec)
     if not rec.exists or not Path(rec.path).exists():
         raise FileNotFoundError(f"'{rec.path}' is listed but missing on disk")
     t0 = time.monotonic()
@@ -129,25 +152,7 @@ def process_video(rec: VideoRecord, out: str | Path, cfg: PreprocessConfig, det_
     if cfg.save_frames:
         (part / "frames").mkdir()
 
-    if rec.is_image:
-        img = read_image(rec.path)
-        info = {"path": rec.path, "frame_count": 1, "fps": 0.0, "width": img.shape[1],
-                "height": img.shape[0], "duration_s": 0.0, "codec": "image"}
-        frames_iter = iter([(0, img)])
-        fps = 1.0
-    else:
-        vinfo = probe_video(rec.path)
-        info = vinfo.to_dict()
-        fps = vinfo.fps
-        if cfg.every_nth > 0:
-            frames_iter = iter_frames(rec.path, every_nth=cfg.every_nth)
-        else:
-            n = vinfo.frame_count
-            if n <= 0:
-                from .video import count_frames
-
-                n = count_frames(rec.path)
-            frames_iter = iter_frames(rec.path, sample_indices(n, 0, cfg.num_frames))
+    info, fps, frames_iter = sample_frames(rec.path, cfg.every_nth, cfg.num_frames)
 
     reuse = _original_faces(out, rec) if cfg.reuse_original_boxes and rec.label == "fake" else None
     detector = None if reuse is not None else _detector(det_spec)
