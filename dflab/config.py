@@ -81,6 +81,12 @@ class DataConfig:
     dfdc_parts: list = _f([0], "DFDC part numbers to fetch (0..49).", item_range=(0, 49))
     max_disk_gb: float = _f(50.0, "Disk budget for raw downloads in GiB.", min=0.1, max=100000.0)
     splits_dir: str = _f("", "Folder with FF++ train/val/test.json (empty: download official).")
+    val_fraction: float = _f(0.15, "Own data without a split column: share of source ids "
+                             "(else videos) put in val.", min=0.0, max=0.5)
+    test_fraction: float = _f(0.15, "Own data without a split column: share put in test.",
+                              min=0.0, max=0.5)
+    split_seed: int = _f(0, "Seed of those splits (same seed, same splits).", min=0,
+                         max=2**31 - 1)
     demo_videos: int = _f(100, "Clips in the demo set (a fifth real; 100 = 20 identities).",
                           min=4, max=1000)
 
@@ -90,6 +96,8 @@ class PreprocessConfig:
     detector: str = _f("auto", "Face detector (see `dflab detectors`).",
                        choices=["auto", "haar", "yunet", "yolo"])
     detector_weights: str = _f("", "Weights file or URL for yunet/yolo (empty: default).")
+    detector_sha256: str = _f("", "SHA-256 of the detector weights (checked when given; a URL "
+                              "is downloaded once into the cache and checked).")
     every_nth: int = _f(5, "Sample every Nth frame (0: use num_frames instead).", min=0, max=1000)
     num_frames: int = _f(0, "Sample N evenly spaced frames (used when every_nth is 0).",
                          min=0, max=10000)

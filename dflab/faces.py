@@ -183,20 +183,50 @@ def download_file(url: str, dest: Path, sha256: str = "", timeout: float = 60.0)
     return dest
 
 
+def fetch_weights_file(weights: str, sha256: str = "", cache_dir: str | Path = "") -> Path:
+    """A detector weights file: a path (its SHA-256 checked when given), or a URL downloaded
+    once into ``<cache>/detectors/`` and checked."""
+    if weights.startswith(("http://", "https://")):
+        dest = Path(cache_dir or default_cache()) / "detectors" / Path(weights.split("?")[0]).name
+        if not dest.is_file():
+            download_file(weights, dest, sha256)
+        path = dest
+    else:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"detector weights '{weights}' not found; give an existing "
+                                    f"file or a URL in preprocess.detector_weights")
+    if sha256:
+        got = hashlib.sha256(path.read_bytes()).hexdigest()
+        if got != sha256.lower():
+            raise ValueError(f"detector weights '{path}' have SHA-256 {got}, not the expected "
+                             f"{sha256} (preprocess.detector_sha256); the file is another model "
+                             f"or damaged")
+    return path
+
+
 def default_cache() -> Path:
     return Path(os.environ.get("DFLAB_CACHE", Path.home() / ".cache" / "dflab"))
 
 
+#: YuNet ships inside the package (Apache-2.0; see dflab/weights/README.md): no download
+PACKAGED_YUNET = Path(__file__).parent / "weights" / "face_detection_yunet_2023mar.onnx"
+
+
 def resolve_yunet_weights(weights: str = "", cache_dir: str | Path = "", download: bool = True,
                           url: str = YUNET_URL, sha256: str = YUNET_SHA256) -> Path | None:
-    """A YuNet ONNX file: the given path, else the cache, else the model zoo (if ``download``)."""
+    """A YuNet ONNX file: the given path; empty: the packaged file; a URL: the cache, else a
+    download (if ``download``)."""
+    if not weights and PACKAGED_YUNET.is_file():
+        return PACKAGED_YUNET
     if weights:
         p = Path(weights).expanduser()
         if p.is_file():
             return p
         if not weights.startswith(("http://", "https://")):
             raise FileNotFoundError(f"YuNet weights '{weights}' not found; give an existing .onnx "
-                                    f"file or leave preprocess.detector_weights empty")
+                                    f"file or leave preprocess.detector_weights empty (the YuNet "
+                                    f"file shipped with dflab)")
         url, sha256 = weights, ""
     cache = Path(cache_dir) if cache_dir else default_cache()
     cached = cache / "yunet" / Path(url).name
@@ -247,15 +277,15 @@ class YoloDetector(FaceDetector):
 
     def __init__(self, weights: str = "", det_size: int = _PP.det_size,
                  min_confidence: float = _PP.min_confidence,
-                 device: str = "auto", **_: Any):
+                 device: str = "auto", sha256: str = "", cache_dir: str = "", **_: Any):
         super().__init__(det_size, min_confidence)
         if not weights:
             raise ValueError("detector 'yolo' needs a face weights file or URL in "
-                             "preprocess.detector_weights (train one with `dflab faces finetune`)")
+                             "preprocess.detector_weights (train one with `dflab faces finetune`, "
+                             "or see the README for a public WIDER FACE model)")
         from ultralytics import YOLO
 
-        if not weights.startswith(("http://", "https://")) and not Path(weights).is_file():
-            raise FileNotFoundError(f"YOLO weights '{weights}' not found")
+        weights = str(fetch_weights_file(weights, sha256, cache_dir))
         self.weights = weights
         self.model = YOLO(weights)
         if device == "auto":
@@ -301,19 +331,20 @@ def create_yolo(**kw: Any) -> FaceDetector:
 
 
 def resolve_auto(name: str, weights: str = "", cache_dir: str | Path = "") -> tuple[str, str]:
-    """(detector, weights file) that ``name`` stands for: any name but ``auto`` as given;
-    ``auto`` is yolo for a .pt file, yunet when its file is given or cached, else haar."""
+    """(detector, weights) that ``name`` stands for: any name but ``auto`` as given; ``auto``
+    is yolo for a .pt file, else yunet (the given file, or the packaged one: weights ""), else,
+    only when OpenCV has no YuNet, haar."""
+    import cv2
+
     if name != "auto":
         return name, weights
     if weights.endswith(".pt"):
         return "yolo", weights
-    try:
-        path = resolve_yunet_weights(weights, cache_dir, download=False)
-    except FileNotFoundError:
-        path = None
-    if path is not None:
-        return "yunet", str(path)
-    log.info("auto detector: no YuNet file given or cached; using the Haar cascades")
+    if hasattr(cv2, "FaceDetectorYN"):
+        if weights:
+            resolve_yunet_weights(weights, cache_dir, download=False)  # a wrong path: say so
+        return "yunet", weights
+    log.warning("auto detector: this OpenCV has no FaceDetectorYN; using the Haar cascades")
     return "haar", ""
 
 

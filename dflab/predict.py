@@ -90,7 +90,8 @@ def _faces(path: Path, pp: PreprocessConfig, detector: str, detector_weights: st
     from .preprocess import sample_frames
 
     det = create_detector(detector or pp.detector, detector_weights or pp.detector_weights,
-                          pp.det_size, pp.min_confidence)
+                          pp.det_size, pp.min_confidence,
+                          sha256="" if detector_weights else pp.detector_sha256)
     _, fps, sampled = sample_frames(path, every_nth or (0 if num_frames else pp.every_nth),
                                     num_frames or pp.num_frames)
     frames = [(i, f) for i, f in sampled if f is not None]
