@@ -108,8 +108,10 @@ class Lab:
 
         source = source or self.cfg.data.source
         kwargs: dict[str, Any] = {}
-        if source == "folder" and labels:
-            kwargs["labels"] = labels
+        if source == "folder":
+            d = self.cfg.data
+            kwargs.update(labels=labels, val=d.val_fraction, test=d.test_fraction,
+                          seed=d.split_seed)
         if source == "ffpp":
             kwargs.update(splits_dir=splits_dir or self.cfg.data.splits_dir, methods=None,
                           compressions=self.cfg.data.compressions or None)
@@ -216,10 +218,11 @@ class Lab:
     def preprocess(self, source: str = "", root: str | Path = "", labels: str = "",
                    splits_dir: str = "", out: str | Path = "", shard: str = "0/1",
                    index_only: bool = False, records: list | None = None,
-                   callbacks: Callbacks = None,
+                   force: bool = False, callbacks: Callbacks = None,
                    cancel: CancelToken | None = None) -> PreprocessResult:
         """Videos -> face crops, frames, per-frame JSON, audio features, index and statistics.
-        ``records``: videos already listed (else the source's, see :meth:`list_videos`)."""
+        ``records``: videos already listed (else the source's, see :meth:`list_videos`).
+        A folder made with other settings is refused unless ``force`` (re-process them all)."""
         from .preprocess import build_index, parse_shard, preprocess_videos
         from .stats import dataset_stats
 
@@ -229,7 +232,8 @@ class Lab:
         if index_only:
             build_index(out)
             rep: dict[str, Any] = {"videos": 0, "processed": 0, "skipped_finished": 0,
-                                   "failed": 0, "frames": 0, "coverage": 0.0, "errors": {}}
+                                   "failed": 0, "frames": 0, "coverage": 0.0, "errors": {},
+                                   "truncated": {}}
             missing = 0
         else:
             if records is None:
@@ -237,11 +241,11 @@ class Lab:
             missing = sum(1 for r in records if not r.exists)
             rep = preprocess_videos(records, out, pp, parse_shard(shard),
                                     cache_dir=str(self.paths["cache"]), callbacks=callbacks,
-                                    cancel=cancel)
+                                    cancel=cancel, force=force)
         return PreprocessResult(out, source, rep["videos"], rep["processed"],
                                 rep["skipped_finished"], rep["failed"], rep["frames"],
                                 rep["coverage"], pp.detector, dict(rep["errors"]),
-                                dataset_stats(out), missing)
+                                dataset_stats(out), missing, dict(rep["truncated"]))
 
     def fetch_and_preprocess(self, dataset: str, root: str | Path = "", out: str | Path = "",
                              servers: Sequence[str] = (), accept_tos: bool = False,

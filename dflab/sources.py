@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import logging
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .registry import Registry
@@ -171,25 +172,91 @@ def dfdc_source(root: str | Path, val: float = 0.1, test: float = 0.1) -> list[V
     return records
 
 
-@SOURCES.register("folder", help="any folder with labels.csv (path,label[,method,...])")
-def folder_source(root: str | Path, labels: str | Path = "") -> list[VideoRecord]:
+def read_labels_csv(path: Path) -> list[dict[str, str]]:
+    """The rows of a labels CSV as dicts: UTF-8 with or without a BOM (Excel), ``,`` ``;`` or
+    tab separated (detected from the header), any line endings."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"'{path}' is not UTF-8 text ({exc}); save it as CSV UTF-8") from None
+    header = text.splitlines()[0] if text.strip() else ""
+    counts = {d: header.count(d) for d in (",", ";", "\t")}
+    delimiter = max(counts, key=counts.get) if any(counts.values()) else ","
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    fields = [f.strip() for f in reader.fieldnames or []]
+    missing = {"path", "label"} - set(fields)
+    if missing:
+        sep = {",": "comma", ";": "semicolon", "\t": "tab"}[delimiter]
+        raise ValueError(f"'{path}' lacks the column(s) {sorted(missing)} (read as "
+                         f"{sep}-separated, header {fields}); it needs path,label and may have "
+                         f"method,dataset,compression,source_id,split")
+    return [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+
+
+def _unique_ids(records: list[VideoRecord], base: Path) -> list[VideoRecord]:
+    """Files whose default id (the file stem) would collide (``a/x.mp4`` and ``b/x.mp4``,
+    ``x.mp4`` and ``x.jpg``) get their path below ``base`` as id, so no two files share a
+    processed folder; the change is logged."""
+    from collections import Counter
+
+    counts = Counter(r.uid for r in records)
+    out = []
+    for r in records:
+        if counts[r.uid] > 1 and r.video_id == Path(r.path).stem:
+            try:
+                rel = Path(r.path).relative_to(base)
+            except ValueError:
+                rel = Path(r.path)
+            vid = re.sub(r"[^\w-]+", "_", rel.as_posix()).strip("_")
+            log.warning("'%s' shares its name with another file; its id is '%s'", r.path, vid)
+            r = replace(r, video_id=vid, source_id=vid if r.source_id == r.video_id
+                        else r.source_id)
+        out.append(r)
+    return out
+
+
+def assign_splits(records: list[VideoRecord], val: float, test: float, seed: int = 0
+                  ) -> list[VideoRecord]:
+    """Give records without a split one: whole groups (a source id and everything made from
+    it; else one video) go to train, val or test, seeded, in the given shares, split per class
+    mix so that val and test get real and fake groups alike. Records with a split keep it."""
+    import random
+
+    given = {r.source_id: r.split for r in records if r.split}
+    groups: dict[str, set[str]] = {}
+    for r in records:
+        if not r.split and r.source_id not in given:
+            groups.setdefault(r.source_id, set()).add(r.label)
+    chosen: dict[str, str] = {}
+    rng = random.Random(seed)
+    for mix in sorted({tuple(sorted(v)) for v in groups.values()}):
+        ids = sorted(g for g, v in groups.items() if tuple(sorted(v)) == mix)
+        rng.shuffle(ids)
+        n_test = round(test * len(ids)) if len(ids) > 2 else 0
+        n_val = round(val * len(ids)) if len(ids) > 2 else 0
+        for k, g in enumerate(ids):
+            chosen[g] = "test" if k < n_test else "val" if k < n_test + n_val else "train"
+    return [r if r.split else replace(r, split=given.get(r.source_id) or chosen[r.source_id])
+            for r in records]
+
+
+@SOURCES.register("folder", help="any folder with labels.csv (path,label[,method,split,...])")
+def folder_source(root: str | Path, labels: str | Path = "", val: float = 0.15,
+                  test: float = 0.15, seed: int = 0) -> list[VideoRecord]:
+    """Videos and images listed in a labels CSV. Without a split column, splits are drawn by
+    :func:`assign_splits` (``val``, ``test``, ``seed``) and said in one log line."""
     root = Path(root)
     labels_path = Path(labels) if labels else root / "labels.csv"
     if not labels_path.exists():
         raise FileNotFoundError(f"no labels file '{labels_path}'; a folder source needs a CSV with "
                                 f"at least the columns path,label (label: real or fake)")
-    with labels_path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = {"path", "label"} - set(reader.fieldnames or [])
-        if missing:
-            raise ValueError(f"'{labels_path}' lacks the column(s) {sorted(missing)}; it needs "
-                             f"path,label and may have method,dataset,compression,source_id,split")
-        rows = list(reader)
+    rows = read_labels_csv(labels_path)
     known = {"path", "label", "method", "dataset", "compression", "source_id", "video_id",
              "split", "official_split"}
-    records = []
+    records: list[VideoRecord] = []
+    seen: dict[Path, tuple[int, str]] = {}  # resolved path -> (line, label)
     for i, row in enumerate(rows, start=2):
-        label = row["label"].strip().lower()
+        label = row["label"].lower()
         if label in ("0", "original"):
             label = "real"
         elif label in ("1", "manipulated"):
@@ -201,13 +268,34 @@ def folder_source(root: str | Path, labels: str | Path = "") -> list[VideoRecord
         if p.suffix.lower() not in VIDEO_EXTS | IMAGE_EXTS:
             log.warning("%s line %d: %s is neither a video nor an image; skipped", labels_path, i, p)
             continue
+        key = p.resolve()
+        if key in seen:
+            line, first = seen[key]
+            if first != label:
+                raise ValueError(f"'{labels_path}': '{row['path']}' is listed as {first} (line "
+                                 f"{line}) and as {label} (line {i}); give each file one label")
+            log.warning("%s line %d: '%s' is listed again (line %d); the repeat is skipped",
+                        labels_path, i, row["path"], line)
+            continue
+        seen[key] = (i, label)
         method = row.get("method") or ("original" if label == "real" else "unknown")
         vid = row.get("video_id") or p.stem
+        split = row.get("split") or row.get("official_split") or ""
+        if split and split not in ("train", "val", "test"):
+            raise ValueError(f"'{labels_path}' line {i}: split {split!r} is not train, val or "
+                             f"test (or leave it empty to have splits drawn)")
         records.append(VideoRecord(
             str(p), vid, label, method, row.get("dataset") or root.name,
-            row.get("compression", ""), row.get("source_id") or vid,
-            row.get("split") or row.get("official_split") or "", p.exists(),
+            row.get("compression", ""), row.get("source_id") or vid, split, p.exists(),
             {k: v for k, v in row.items() if k not in known and v}))
+    records = _unique_ids(records, labels_path.parent)
+    unsplit = [r for r in records if not r.split]
+    if unsplit:
+        records = assign_splits(records, val, test, seed)
+        counts = {s: sum(1 for r in records if r.split == s) for s in ("train", "val", "test")}
+        log.info("%s: %d videos had no split; drawn by source id (else video), seed %d, val %.2f "
+                 "test %.2f: train %d, val %d, test %d", labels_path, len(unsplit), seed, val,
+                 test, counts["train"], counts["val"], counts["test"])
     return records
 
 
