@@ -60,6 +60,8 @@ class DataTab:
                                    ["detector", "detector_weights", "every_nth", "num_frames",
                                     "padding", "min_confidence", "workers", "save_frames",
                                     "audio"])
+        self.force = W.Checkbox(description="re-process videos made with other settings",
+                                indent=False)
         self.pre_job = JobPanel("Preprocess")
         self.pre_job.start.on_click(lambda _: self.preprocess())
         self.pre_job.on_done.append(lambda _: self.show_stats())
@@ -80,7 +82,7 @@ class DataTab:
         self.widget = W.VBox([
             W.HTML("<h3>1 · Get data</h3>"), acc, self.summary,
             W.HTML("<h3>2 · Preprocess</h3>"), self.where.widget,
-            self.pre_form.widget, self.pre_job.widget,
+            self.pre_form.widget, self.force, self.pre_job.widget,
             W.HTML("<h3>3 · Dataset statistics</h3>"), self.stats_html, self.stats_plots])
         self.show_summary()
         self.show_stats()
@@ -123,7 +125,7 @@ class DataTab:
 
     def preprocess(self) -> None:
         if self._apply(self.pre_job, self.where, self.pre_form):
-            self.pre_job.run(self.dash.lab.preprocess)
+            self.pre_job.run(self.dash.lab.preprocess, force=self.force.value)
 
     # views ---------------------------------------------------------------------------------
     def show_summary(self) -> None:

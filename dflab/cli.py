@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Callable
 
 from . import config as C
@@ -99,9 +100,13 @@ def cmd_detectors(args, lab):
 @arg("--out", default="", help="output folder (default <data_root>/processed/<source>)")
 @arg("--shard", default="0/1", help="process shard i of N (i/N), to split work across machines")
 @arg("--index-only", action="store_true", help="only rebuild index.csv and stats.json")
+@arg("--force", action="store_true", help="re-process every video when the folder was made "
+     "with other settings (default: refuse and name the settings that differ)")
 def cmd_preprocess(args, lab):
-    print(lab.preprocess(args.source, args.root, args.labels, args.splits_dir, args.out,
-                         args.shard, args.index_only, callbacks=_bar()))
+    res = lab.preprocess(args.source, args.root, args.labels, args.splits_dir, args.out,
+                         args.shard, args.index_only, force=args.force, callbacks=_bar())
+    print(res)
+    return EXIT_ITEMS_FAILED if res.failed else EXIT_OK
 
 
 @command("faces", "face tools: `dflab faces finetune` trains a YOLO face detector")
@@ -209,7 +214,7 @@ def cmd_download(args, lab):
     res = lab.download(args.dataset, args.root, args.server, args.accept_tos, args.workers,
                        args.masks, callbacks=_bar())
     print(res)
-    return 0 if res.ok else 1
+    return EXIT_OK if res.ok else EXIT_ITEMS_FAILED
 
 
 @command("fetch-and-preprocess", "download and preprocess; DFDC part by part under a disk budget")
@@ -263,6 +268,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: exit codes (also in the README): 0 done; 1 done, but some items failed (listed); 2 bad input
+#: or an anticipated error (one line says what and what to do); 3 an unexpected error (one line,
+#: the traceback in a log file); 130 interrupted (finished work is kept)
+EXIT_OK, EXIT_ITEMS_FAILED, EXIT_BAD_INPUT, EXIT_UNEXPECTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+# errors with a message written for the user: our own raises and the OS's (disk full, no access)
+ANTICIPATED = (ValueError, OSError, ImportError, RuntimeError)
+
+
+def _log_traceback(command: str) -> Path:
+    """Write the current exception's traceback to a log file; returns its path."""
+    import os
+    import time
+    import traceback
+
+    from .faces import default_cache
+
+    folder = Path(os.environ.get("DFLAB_LOG_DIR", "") or default_cache() / "logs")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"dflab-{command}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    path.write_text(f"dflab {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # dflab's own messages at INFO; other libraries' (e.g. the ONNX exporter's passes) only from
@@ -271,15 +300,23 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("dflab").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
-        return COMMANDS[args.command][2](args, _lab(args)) or 0
-    except (C.ConfigError, FileNotFoundError, ValueError, RuntimeError, OSError, KeyError,
-            PermissionError) as exc:
-        print(f"dflab {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return COMMANDS[args.command][2](args, _lab(args)) or EXIT_OK
     except KeyboardInterrupt:
         print(f"dflab {args.command}: interrupted; finished work is kept, re-run to resume",
               file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except ANTICIPATED as exc:
+        if args.verbose:
+            raise
+        print(f"dflab {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as exc:  # a bug: one line for the user, the traceback for the report
+        if args.verbose:
+            raise
+        path = _log_traceback(args.command)
+        print(f"dflab {args.command}: unexpected error: {type(exc).__name__}: {exc} (the "
+              f"traceback is in {path}; please report it)", file=sys.stderr)
+        return EXIT_UNEXPECTED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -100,6 +100,18 @@ def load_onnx(path: str | Path):
     """(onnxruntime session, data config with threshold)."""
     import onnxruntime as ort
 
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX model '{path}' does not exist")
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
                  if p in ort.get_available_providers()]
-    return ort.InferenceSession(str(path), providers=providers), onnx_metadata(path)
+    try:
+        session = ort.InferenceSession(str(path), providers=providers)
+        meta = onnx_metadata(path)
+    except ValueError:  # a valid model that dflab did not export: its message says so
+        raise
+    except Exception as exc:  # onnxruntime's InvalidProtobuf, Fail, ...; onnx's DecodeError
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        raise ValueError(f"'{path}' is not a usable ONNX model ({type(exc).__name__}: {first}); "
+                         f"export one with `dflab export --run RUN`") from None
+    return session, meta

@@ -118,6 +118,20 @@ def sample_frames(path: str | Path, every_nth: int, num_frames: int
     return vinfo.to_dict(), vinfo.fps, iter_frames(path, sample_indices(n, 0, num_frames))
 
 
+def _truncation(info: dict[str, Any], records: list[dict], cfg: PreprocessConfig) -> str:
+    """"" when the frames decoded reach the end the container claims; else a sentence saying
+    where decoding stopped (a cut-off file whose header still claims the full length)."""
+    claimed = int(info.get("frame_count", 0))
+    if claimed <= 1 or not records:
+        return ""
+    last = max(r["frame_index"] for r in records)
+    step = cfg.every_nth if cfg.every_nth > 0 else max(1, claimed // max(1, cfg.num_frames))
+    if claimed - 1 - last <= max(step, 2, 0.02 * claimed):
+        return ""
+    return (f"truncated: frames decode up to {last} of the {claimed} the container claims "
+            f"({(last + 1) / claimed:.0%}); the frames kept are the ones that exist")
+
+
 def _finished(final: Path, rec: VideoRecord) -> dict:
     """The summary of a video processed before, with its split and label taken from the
     current labels: a relabelled or re-split source (e.g. a demo set rebuilt with more
@@ -134,14 +148,18 @@ def _finished(final: Path, rec: VideoRecord) -> dict:
 
 
 def process_video(rec: VideoRecord, out: str | Path, cfg: PreprocessConfig, det_spec: dict,
-                  cancel: CancelToken | None = None) -> dict:
-    """Process one video (or image) into its folder; returns its summary. Raises on bad input."""
+                  cancel: CancelToken | None = None, redo: bool = False) -> dict:
+    """Process one video (or image) into its folder; returns its summary. Raises on bad input.
+    A finished video is skipped, unless ``redo`` and it was made with other settings (then it
+    is replaced once the new one is complete)."""
     from .faces import Face, crop_face
 
     out = Path(out)
     final = video_dir(out, rec)
     if (final / "meta.json").exists():
-        return _finished(final, rec)
+        made_with = read_json(final / "meta.json")["settings"]
+        if not redo or not _differ(made_with, asdict(cfg)):
+            return _finished(final, rec)
     if not rec.exists or not Path(rec.path).exists():
         raise FileNotFoundError(f"'{rec.path}' is listed but missing on disk")
     t0 = time.monotonic()
@@ -209,7 +227,10 @@ def process_video(rec: VideoRecord, out: str | Path, cfg: PreprocessConfig, det_
         audio = _audio(rec.path, part, records, cfg)
 
     with_face = sum(1 for r in records if r["primary"])
-    summary = {"frames": len(records), "frames_with_face": with_face,
+    truncated = _truncation(info, records, cfg)
+    if truncated:
+        log.warning("%s: %s", rec.path, truncated)
+    summary = {"frames": len(records), "frames_with_face": with_face, "truncated": truncated,
                "coverage": round(with_face / len(records), 4) if records else 0.0,
                "faces_per_frame": round(sum(len(r["faces"]) for r in records) / len(records), 3),
                "has_audio": audio["has_audio"], "seconds": round(time.monotonic() - t0, 2)}
@@ -240,26 +261,60 @@ def _audio(path: str, part: Path, records: list[dict], cfg: PreprocessConfig) ->
 
 
 def _worker(args: tuple) -> dict:
-    rec, out, cfg, spec = args
-    return process_video(rec, out, cfg, spec)
+    rec, out, cfg, spec, redo = args
+    return process_video(rec, out, cfg, spec, redo=redo)
+
+
+#: settings that do not change the crops, so a folder may be resumed with other values
+NEUTRAL_SETTINGS = {"workers"}
+
+
+def settings_changes(out: Path, cfg: PreprocessConfig) -> dict[str, tuple[Any, Any]]:
+    """{setting: (the value that made ``out``'s finished videos, the value now)} for every
+    setting that would make different crops; empty for a new folder or the same settings."""
+    path = out / PREPROCESS_SETTINGS
+    if path.exists():
+        before = read_json(path)
+    else:  # a folder from before preprocess_config.json: a finished video says
+        meta = next((m for m in sorted((out / "videos").rglob("meta.json"))
+                     if not m.parent.name.endswith(".part")), None)
+        if meta is None:
+            return {}
+        before = read_json(meta)["settings"]
+    return _differ(before, asdict(cfg))
+
+
+def _differ(before: dict[str, Any], now: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    return {k: (before[k], v) for k, v in now.items()
+            if k in before and k not in NEUTRAL_SETTINGS and before[k] != v}
 
 
 def preprocess_videos(records: list[VideoRecord], out: str | Path, cfg: PreprocessConfig,
                       shard: tuple[int, int] = (0, 1), cache_dir: str = "",
                       callbacks: list[Callback] | None = None,
-                      cancel: CancelToken | None = None) -> dict:
+                      cancel: CancelToken | None = None, force: bool = False) -> dict:
     """Process every record of this shard; bad videos are reported and the batch goes on.
 
+    A folder made with other settings (see :func:`settings_changes`) is refused, so crops made
+    two ways never mix; ``force`` re-processes every video with the new settings instead.
     Returns a report: counts, per-video summaries, errors, and the path of the index.
     """
     out = Path(out)
+    changes = settings_changes(out, cfg) if out.exists() else {}
+    if changes and not force:
+        raise ValueError(
+            f"'{out}' was made with other preprocessing settings: "
+            + ", ".join(f"{k} {a!r} (now {b!r})" for k, (a, b) in changes.items())
+            + "; give another output folder, or re-process every video with the new settings "
+              "(`dflab preprocess --force`)")
+    redo = bool(changes)
     out.mkdir(parents=True, exist_ok=True)
     em = Emitter("preprocess", callbacks, cancel)
     todo = select_shard(records, shard)
     # originals first, so fakes can reuse their boxes
     todo.sort(key=lambda r: (r.label != "real", r.uid))
     spec = {"name": cfg.detector, "weights": cfg.detector_weights, "det_size": cfg.det_size,
-            "min_confidence": cfg.min_confidence}
+            "min_confidence": cfg.min_confidence, "sha256": cfg.detector_sha256}
     if cache_dir:
         spec["cache_dir"] = cache_dir
     errors_path = out / "errors.json"
@@ -285,7 +340,8 @@ def preprocess_videos(records: list[VideoRecord], out: str | Path, cfg: Preproce
             for rec in todo:
                 em.check()
                 try:
-                    record_result(rec, process_video(rec, out, cfg, spec, em.cancel), None)
+                    record_result(rec, process_video(rec, out, cfg, spec, em.cancel, redo),
+                                  None)
                 except Cancelled:
                     raise
                 except Exception as exc:  # one bad video never stops the batch
@@ -293,7 +349,7 @@ def preprocess_videos(records: list[VideoRecord], out: str | Path, cfg: Preproce
         else:
             ctx = mp.get_context("spawn")
             with cf.ProcessPoolExecutor(cfg.workers, mp_context=ctx) as pool:
-                futs = {pool.submit(_worker, (rec, out, cfg, spec)): rec for rec in todo}
+                futs = {pool.submit(_worker, (rec, out, cfg, spec, redo)): rec for rec in todo}
                 for fut in cf.as_completed(futs):
                     rec = futs[fut]
                     exc = fut.exception()
@@ -311,8 +367,9 @@ def preprocess_videos(records: list[VideoRecord], out: str | Path, cfg: Preproce
         "frames": int(sum(d["frames"] for d in done)),
         "frames_with_face": int(sum(d["frames_with_face"] for d in done)),
         "errors": {r.uid: errors[r.uid] for r in todo if r.uid in errors},
-        "per_video": {d["uid"]: {k: d[k] for k in ("frames", "coverage", "has_audio")}
-                      for d in done},
+        "per_video": {d["uid"]: {k: d.get(k) for k in ("frames", "coverage", "has_audio",
+                                                        "truncated")} for d in done},
+        "truncated": {d["uid"]: d["truncated"] for d in done if d.get("truncated")},
         "index": str(out / "index.csv"), "index_rows": int(len(index)),
         "shard": f"{shard[0]}/{shard[1]}",
     }

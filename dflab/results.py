@@ -89,9 +89,10 @@ class PreprocessResult:
     frames: int
     coverage: float
     detector: str
-    errors: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)  # video -> why it failed
     stats: dict[str, Any] = field(default_factory=dict)
     missing_on_disk: int = 0
+    truncated: dict[str, str] = field(default_factory=dict)  # video -> where decoding stopped
 
     @property
     def index(self) -> Path:
@@ -105,6 +106,7 @@ class PreprocessResult:
                  f"processed {self.processed}, skipped (already done) {self.skipped}, failed "
                  f"{self.failed}; {self.frames} frames, face coverage {self.coverage:.1%}"]
         lines += [f"  error {uid}: {err}" for uid, err in self.errors.items()]
+        lines += [f"  warning {uid}: {msg}" for uid, msg in self.truncated.items()]
         lines.append(f"index: {self.index}; stats: {self.out / 'stats.json'} "
                      f"({self.stats.get('videos', 0)} videos, {self.stats.get('frames', 0)} "
                      f"frames)")

@@ -129,6 +129,15 @@ def read_image(path: str | Path) -> np.ndarray:
     """An image file as uint8 (H, W, 3) BGR (grayscale, alpha and 16-bit are converted)."""
     import cv2
 
+    p = Path(path)
+    if p.exists() and p.stat().st_size == 0:
+        raise VideoError(f"'{p}' is empty (0 bytes)")
+    if p.suffix.lower() in (".jpg", ".jpeg") and p.exists():
+        with p.open("rb") as fh:  # libjpeg decodes a cut-off file with only a warning on stderr
+            fh.seek(max(0, p.stat().st_size - 64))
+            if b"\xff\xd9" not in fh.read():
+                raise VideoError(f"'{p}' is a truncated JPEG (no end-of-image marker); copy it "
+                                 f"again")
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise VideoError(f"'{path}' cannot be read as an image")
