@@ -367,3 +367,36 @@ def test_dfdc_stream_into_preprocessing(tmp_path, request):
 
     idx = pd.read_csv(out / "index.csv")
     assert len(rep["processed"]) == 3 and idx["has_face"].any()
+
+
+@pytest.mark.slow
+def test_kill_9_during_download_then_rerun_gives_the_same_files(release, tmp_path):
+    """SIGKILL a `dflab download ffpp` mid-transfer (no cancel token, no cleanup), re-run it:
+    every file equals the server's, nothing is left half-written."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    srv, splits_dir, jobs = release
+    for j in jobs:
+        srv.faults[j.path] = {"slow": 0.02}
+    out = tmp_path / "f"
+    cmd = [sys.executable, "-m", "dflab", "download", "ffpp", "--root", str(out), "--server",
+           srv.url, "--accept-tos", "--set", "data.methods=Deepfakes,FaceSwap",
+           "data.videos_per_split=1", f"data.splits_dir={splits_dir}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    end = time.time() + 120
+    while time.time() < end and proc.poll() is None and not any(
+            p.stat().st_size > 100_000 for p in out.rglob("*.part")):
+        time.sleep(0.05)
+    assert proc.poll() is None, "the download ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    srv.faults.clear()
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert again.returncode == 0, again.stderr[-2000:]
+    same_files(srv, out, jobs)
+    assert not list(out.rglob("*.part"))

@@ -35,21 +35,25 @@ def test_lab_resolves_paths_and_defaults(tmp_path):
 
 
 def test_auto_detector_is_resolved_and_recorded(tmp_path, demo_set):
+    from dflab.faces import PACKAGED_YUNET
+
     lab = Lab(data_root=tmp_path)
-    assert lab.cfg.preprocess.detector == "auto"
-    assert lab.preprocess_settings().detector == "haar"  # nothing cached
-    fake_yunet = lab.paths["cache"] / "yunet" / "face_detection_yunet_2023mar.onnx"
-    fake_yunet.parent.mkdir(parents=True)
-    fake_yunet.write_bytes(b"x")
+    assert lab.cfg.preprocess.detector == "auto" and PACKAGED_YUNET.is_file()
     pp = lab.preprocess_settings()
-    assert (pp.detector, pp.detector_weights) == ("yunet", str(fake_yunet))
-    fake_yunet.unlink()
+    assert (pp.detector, pp.detector_weights) == ("yunet", "")  # the packaged file: no download
+    lab.cfg.preprocess.detector_weights = str(tmp_path / "nowhere.onnx")
+    with pytest.raises(FileNotFoundError, match="nowhere.onnx"):  # not a silent Haar fallback
+        lab.preprocess_settings()
+    lab.cfg.preprocess.detector_weights = "faces.pt"
+    assert lab.preprocess_settings().detector == "yolo"
+    lab.cfg.preprocess.detector_weights = ""
     lab.cfg.preprocess.every_nth = 10
     lab.cfg.preprocess.audio = False
     res = lab.preprocess("demo", demo_set)
-    assert res.detector == "haar" and res.processed == 30 and "face coverage" in str(res)
+    assert res.detector == "yunet" and res.processed == 30 and "face coverage" in str(res)
+    assert res.coverage > 0.95
     recorded = yaml.safe_load((res.out / "preprocess_config.json").read_text())
-    assert recorded["detector"] == "haar"  # what made the crops, not "auto"
+    assert recorded["detector"] == "yunet"  # what made the crops, not "auto"
 
 
 def test_runs_record_kind_and_data(tmp_path):
