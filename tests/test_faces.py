@@ -49,9 +49,35 @@ def test_yunet_landmarks(portrait, yunet_weights):
     assert lx < rx and abs(ly - ry) < 15  # two eyes side by side
 
 
-def test_auto_falls_back_to_haar_offline(tmp_path, monkeypatch):
+def test_auto_is_the_packaged_yunet_offline(tmp_path, monkeypatch):
+    """No cache, no network: auto uses the YuNet file shipped in the package (the same file as
+    OpenCV's model zoo release), and finds the face; Haar only without FaceDetectorYN."""
+    import hashlib
+
+    import cv2
+
+    from dflab.faces import PACKAGED_YUNET, YUNET_SHA256
+
     monkeypatch.setenv("DFLAB_CACHE", str(tmp_path))
+    det = create_detector("auto")
+    assert det.name == "yunet" and det.weights == PACKAGED_YUNET
+    assert hashlib.sha256(PACKAGED_YUNET.read_bytes()).hexdigest() == YUNET_SHA256
+    assert (PACKAGED_YUNET.parent / "LICENSE-yunet").read_text().count("Apache License") >= 1
+    assert not list(tmp_path.iterdir())  # nothing downloaded
+    monkeypatch.delattr(cv2, "FaceDetectorYN")
     assert create_detector("auto").name == "haar"
+
+
+def test_yolo_weights_are_checked_against_their_sha256(tmp_path):
+    from dflab.faces import fetch_weights_file
+
+    w = tmp_path / "face.pt"
+    w.write_bytes(b"not really a model")
+    with pytest.raises(ValueError, match="not the expected"):
+        fetch_weights_file(str(w), "0" * 64)
+    import hashlib
+
+    assert fetch_weights_file(str(w), hashlib.sha256(w.read_bytes()).hexdigest()) == w
 
 
 def test_dynamic_yunet_gives_a_clear_error(shared_data):
@@ -103,10 +129,11 @@ def test_yunet_download_checks_sha256(file_server, yunet_weights, tmp_path, port
     (root / "yunet.onnx").write_bytes(data)
     sha = hashlib.sha256(data).hexdigest()
     cache = tmp_path / "cache"
-    path = resolve_yunet_weights("", cache, url=f"{base}/yunet.onnx", sha256=sha)
+    # another YuNet by URL (the packaged one needs none): downloaded once into the cache
+    path = resolve_yunet_weights(f"{base}/yunet.onnx", cache)
     assert path.read_bytes() == data and path.parent == cache / "yunet"
-    # cached now: no download needed, and the auto detector finds it
-    assert resolve_yunet_weights("", cache, download=False, url=f"{base}/yunet.onnx") == path
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == sha
+    assert resolve_yunet_weights(f"{base}/yunet.onnx", cache, download=False) == path
     assert len(create_detector("yunet", str(path)).detect(portrait)) == 1
     with pytest.raises(OSError, match="checksum mismatch"):
         download_file(f"{base}/yunet.onnx", tmp_path / "bad" / "y.onnx", sha256="0" * 64)
