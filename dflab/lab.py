@@ -392,7 +392,7 @@ class Lab:
         from .models import fetch_weights, hub_id
 
         if not to:
-            raise ValueError("fetching weights needs a folder to keep them in (--to DIR)")
+            raise ValueError("fetching weights needs --to DIR, the folder to keep them in")
         path = fetch_weights(backbone, to)
         return WeightsResult(backbone, path, (
             f"{backbone} ({hub_id(backbone) or 'timm release'}) -> {path}\nuse them offline "

@@ -163,17 +163,25 @@ def test_evaluate_export_predict(run, crops, demo_set):
         Predictor(path / "missing.pt")
 
 
-def test_cli_train_evaluate_export_predict(crops, tmp_path, demo_set):
+def test_cli_train_evaluate_export_predict(crops, tmp_path, demo_set, capsys):
+    """The commands as a user types them: the first through `python -m dflab` (the real entry
+    point), the rest through the same `main()` in this process (no 10 s import per call)."""
+    from dflab.cli import main
+
     sets = [f"{k}={v}" for k, v in TINY.items()] + [f"env.data_root={tmp_path}",
                                                     "train.epochs=1"]
 
     def dflab(*args):
-        out = subprocess.run([sys.executable, "-m", "dflab", *args, "--set", *sets],
-                             capture_output=True, text=True, cwd=ROOT)
-        assert out.returncode == 0, out.stderr[-3000:]
-        return out.stdout
+        capsys.readouterr()
+        code = main([*args, "--set", *sets])
+        out, err = capsys.readouterr()
+        assert code == 0, err[-3000:]
+        return out
 
-    dflab("train", "--processed", str(crops), "--name", "cli")
+    out = subprocess.run([sys.executable, "-m", "dflab", "train", "--processed", str(crops),
+                          "--name", "cli", "--set", *sets], capture_output=True, text=True,
+                         cwd=ROOT)
+    assert out.returncode == 0 and "best epoch 1 of 1" in out.stdout, out.stderr[-3000:]
     run = tmp_path / "runs" / "train-cli"
     assert "video" in dflab("evaluate", "--run", str(run), "--processed", str(crops))
     assert "max abs diff" in dflab("export", "--run", str(run))
