@@ -167,8 +167,9 @@ def test_labels_csv_variants(tmp_path):
 
 
 def test_own_data_without_split_trains(tmp_path, demo_set, capsys):
-    """labels.csv with path,label,method and no split: preprocess draws grouped splits, and
-    training finds train and val crops (it used to stop at `the index has splits ['']`)."""
+    """labels.csv with path,label,method and no split: preprocess draws grouped splits into the
+    index, so training finds train and val crops (it used to stop at `the index has splits
+    ['']`)."""
     labels = pd.read_csv(demo_set / "labels.csv", dtype=str)[["path", "label", "method",
                                                                "source_id"]]
     labels["path"] = [str(demo_set / p) for p in labels["path"]]
