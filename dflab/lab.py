@@ -17,7 +17,6 @@ picks (recorded resolved, so prediction crops exactly as training did), the mode
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import os
@@ -115,12 +114,11 @@ class Lab:
         if source == "ffpp":
             kwargs.update(splits_dir=splits_dir or self.cfg.data.splits_dir, methods=None,
                           compressions=self.cfg.data.compressions or None)
-        return list_videos(source, self.source_root(source, self.cfg.data.root if not root
-                                                    else root), **kwargs)
+        return list_videos(source, self.source_root(source, root), **kwargs)
 
     def preprocess_settings(self) -> PreprocessConfig:
         """``preprocess`` with ``auto`` resolved to the detector it will use (yolo for a .pt
-        file, yunet when its file is given or cached, else haar) and that detector's file."""
+        file, else yunet: the given file, or the packaged one as weights "") and its file."""
         from .faces import resolve_auto
 
         pp = self.cfg.preprocess
@@ -437,7 +435,3 @@ class Lab:
         from .pipeline import run_demo
 
         return DemoResult(run_demo(self, name, callbacks, cancel))
-
-    def copy(self) -> "Lab":
-        """An independent lab with a copy of this config."""
-        return Lab(copy.deepcopy(self.cfg))

@@ -132,11 +132,10 @@ def _truncation(info: dict[str, Any], records: list[dict], cfg: PreprocessConfig
             f"({(last + 1) / claimed:.0%}); the frames kept are the ones that exist")
 
 
-def _finished(final: Path, rec: VideoRecord) -> dict:
+def _finished(final: Path, rec: VideoRecord, meta: dict) -> dict:
     """The summary of a video processed before, with its split and label taken from the
     current labels: a relabelled or re-split source (e.g. a demo set rebuilt with more
     identities) must not keep stale splits, or a training identity could land in test."""
-    meta = read_json(final / "meta.json")
     stale = {k: getattr(rec, k) for k in ("split", "label")
              if meta["record"].get(k) != getattr(rec, k)}
     if stale:
@@ -157,9 +156,9 @@ def process_video(rec: VideoRecord, out: str | Path, cfg: PreprocessConfig, det_
     out = Path(out)
     final = video_dir(out, rec)
     if (final / "meta.json").exists():
-        made_with = read_json(final / "meta.json")["settings"]
-        if not redo or not _differ(made_with, asdict(cfg)):
-            return _finished(final, rec)
+        meta = read_json(final / "meta.json")
+        if not redo or not _differ(meta["settings"], asdict(cfg)):
+            return _finished(final, rec, meta)
     if not rec.exists or not Path(rec.path).exists():
         raise FileNotFoundError(f"'{rec.path}' is listed but missing on disk")
     t0 = time.monotonic()
@@ -296,7 +295,7 @@ def preprocess_videos(records: list[VideoRecord], out: str | Path, cfg: Preproce
     """Process every record of this shard; bad videos are reported and the batch goes on.
 
     A folder made with other settings (see :func:`settings_changes`) is refused, so crops made
-    two ways never mix; ``force`` re-processes every video with the new settings instead.
+    two ways never mix; ``force`` re-processes the videos made with other settings instead.
     Returns a report: counts, per-video summaries, errors, and the path of the index.
     """
     out = Path(out)
