@@ -293,6 +293,13 @@ def _run_killed(cmd: list[str], marker, timeout: float = 300) -> None:
     proc.wait()
 
 
+def _count(root: Path, ending: str) -> int:
+    """Files under ``root`` whose name ends with ``ending``, counted while another process writes
+    there: os.walk skips a folder that is renamed away mid-walk (a ``.part`` folder becoming the
+    finished one), where Path.glob raises FileNotFoundError."""
+    return sum(name.endswith(ending) for _, _, names in os.walk(root) for name in names)
+
+
 def _index(out: Path) -> pd.DataFrame:
     return pd.read_csv(out / "index.csv").sort_values(["uid", "frame_index"]).reset_index(drop=True)
 
@@ -308,7 +315,7 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path, demo_set, capsy
                str(ref), *common)[0] == EXIT_OK
     cmd = [sys.executable, "-m", "dflab.cli", "preprocess", "--source", "demo", "--root",
            str(demo_set), "--out", str(killed), *common]
-    _run_killed(cmd, lambda: len(list(killed.glob("videos/**/meta.json"))) >= 8)
+    _run_killed(cmd, lambda: _count(killed / "videos", "meta.json") >= 8)
     assert cli(capsys, "preprocess", "--source", "demo", "--root", str(demo_set), "--out",
                str(killed), *common)[0] == EXIT_OK
     pd.testing.assert_frame_equal(_index(ref).drop(columns=["crop_abspath"], errors="ignore"),
@@ -321,7 +328,7 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path, demo_set, capsy
 
     assert cli(capsys, "features", "--processed", str(ref), *common)[0] == EXIT_OK
     fcmd = [sys.executable, "-m", "dflab.cli", "features", "--processed", str(killed), *common]
-    _run_killed(fcmd, lambda: len(list((killed / "features_cache").rglob("*.npy"))) >= 40)
+    _run_killed(fcmd, lambda: _count(killed / "features_cache", ".npy") >= 40)
     assert cli(capsys, "features", "--processed", str(killed), *common)[0] == EXIT_OK
     fa = pd.read_csv(ref / "features.csv").sort_values(["uid", "frame_index"])
     fb = pd.read_csv(killed / "features.csv").sort_values(["uid", "frame_index"])
