@@ -172,14 +172,25 @@ def cmd_fuse(args, lab):
                    callbacks=_bar()))
 
 
-@command("predict", "score one image or video with a checkpoint, an ONNX model or a run")
-@arg("file", help="image or video")
-@arg("--model", required=True, help="checkpoint (.pt), ONNX file (.onnx), a fuse run folder "
-     "(visual, forensic and fused verdicts) or a train run folder (its best model)")
-@arg("--json", action="store_true", help="print the full result as JSON")
+@command("predict", "score videos, images, folders or globs with a trained model, in one load")
+@arg("inputs", nargs="+", metavar="INPUT", help="videos, images, folders (searched recursively) "
+     "or globs (quote them: 'clips/**/*.mp4')")
+@arg("--model", required=True, help="a run folder (train: its ONNX export or best.pt; forensic; "
+     "fuse: visual, forensic and fused verdicts), a checkpoint (.pt) or an ONNX file")
+@arg("--faces", action="store_true", help="the inputs are face crops already: no detection")
+@arg("--report", default="", help="write the batch: .csv (one row per input, and "
+     "<stem>_frames.csv) or .json (everything)")
+@arg("--json", action="store_true", help="print the model and every result as JSON")
 def cmd_predict(args, lab):
-    res = lab.predict(args.file, args.model)
-    print(json.dumps(res.data, indent=2) if args.json else res)
+    many = len(args.inputs) > 1 or not Path(args.inputs[0]).is_file()
+    res = lab.predict_batch(args.inputs, args.model, args.faces, args.report,
+                            callbacks=_bar() if many else None)
+    if args.json:
+        print(json.dumps({"model": res.model, "results": [r.data for r in res.results]},
+                         indent=2))
+    else:
+        print(res)
+    return EXIT_ITEMS_FAILED if res.failed else EXIT_OK
 
 
 @command("features", "compute the ~50 forensic features of every crop (cached per crop)")

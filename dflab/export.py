@@ -17,7 +17,7 @@ from .runs import write_json
 
 log = logging.getLogger(__name__)
 
-__all__ = ["export_onnx", "load_onnx", "onnx_metadata"]
+__all__ = ["export_onnx", "load_onnx", "onnx_metadata", "bundle_preprocess"]
 
 
 def export_onnx(run: str | Path, out: str | Path = "", cfg: ExportConfig | None = None,
@@ -45,20 +45,27 @@ def export_onnx(run: str | Path, out: str | Path = "", cfg: ExportConfig | None 
     example = torch.randn(2, 3, size, size)
     dynamic = ({0: torch.export.Dim("batch", min=1, max=4096)},) if cfg.dynamic_batch else None
     out.parent.mkdir(parents=True, exist_ok=True)
+    stray = out.with_name(out.name + ".data")  # the exporter's external weights file
+    # one self-contained file unless protobuf's 2 GB limit forces the weights out
+    inline = sum(p.numel() * p.element_size() for p in model.parameters()) < 1.8 * 2**30
     torch.onnx.export(model, (example,), str(out), dynamo=True, input_names=["input"],
                       output_names=["logits"], dynamic_shapes=dynamic, opset_version=cfg.opset,
-                      verbose=False)
+                      verbose=False, external_data=not inline)
     proto = onnx.load(str(out))
     meta = {"dflab_input_size": str(size), "dflab_mean": json.dumps(dc["mean"]),
             "dflab_std": json.dumps(dc["std"]), "dflab_class_names": json.dumps(CLASS_NAMES),
             "dflab_threshold": str(threshold), "dflab_backbone": ckpt["config"]["model"]["backbone"],
             "dflab_input_layout": "float32 (N, 3, S, S) RGB, scaled to [0,1], then (x-mean)/std",
             "dflab_epoch": str(ckpt["epoch"]),
-            "dflab_preprocess": json.dumps(ckpt["config"]["preprocess"])}
+            "dflab_preprocess": json.dumps(bundle_preprocess(ckpt["config"]["preprocess"], out.parent))}
     del proto.metadata_props[:]
     for k, v in meta.items():
         proto.metadata_props.add(key=k, value=v)
-    onnx.save(proto, str(out))
+    if inline:
+        onnx.save(proto, str(out))
+        stray.unlink(missing_ok=True)  # left by an earlier export of this run
+    else:
+        onnx.save(proto, str(out), save_as_external_data=True, location=stray.name)
     onnx.checker.check_model(str(out))
 
     g = torch.Generator().manual_seed(seed)
@@ -80,6 +87,34 @@ def export_onnx(run: str | Path, out: str | Path = "", cfg: ExportConfig | None 
         raise ValueError(f"ONNX parity failed for '{out}': max abs difference {report['max_abs_diff']:.2e} "
                          f"> export.parity_tol {cfg.parity_tol:.0e}")
     return report
+
+
+def bundle_preprocess(pp: dict[str, Any], run: str | Path) -> dict[str, Any]:
+    """The preprocess settings as a model bundle records them: the detector by name, file name
+    and SHA-256, never by path; a detector file dflab does not ship is copied into
+    ``<run>/detector/`` (``run``: the folder the model is exported into) so it carries it
+    (see :func:`dflab.faces.locate_weights`)."""
+    import shutil
+
+    from .bundle import DETECTOR_DIR
+    from .faces import PACKAGED_YUNET, locate_weights, sha256_file
+
+    pp = dict(pp)
+    weights = pp.get("detector_weights", "")
+    if not weights or weights.startswith(("http://", "https://")) or pp.get("detector") == "haar":
+        if pp.get("detector") == "yunet" and not weights and not pp.get("detector_sha256"):
+            pp["detector_sha256"] = sha256_file(PACKAGED_YUNET)
+        return pp
+    found = Path(locate_weights(pp["detector"], weights, pp.get("detector_sha256", ""),
+                                [Path(run) / DETECTOR_DIR]) or PACKAGED_YUNET)
+    pp["detector_sha256"] = pp.get("detector_sha256") or sha256_file(found)
+    if found.resolve() != PACKAGED_YUNET.resolve():
+        dest = Path(run) / DETECTOR_DIR / found.name
+        if not dest.is_file():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(found, dest)
+    pp["detector_weights"] = found.name if found.resolve() != PACKAGED_YUNET.resolve() else ""
+    return pp
 
 
 def onnx_metadata(path: str | Path) -> dict[str, Any]:

@@ -38,7 +38,8 @@ _PP = PreprocessConfig()  # the detector defaults live in the config, once
 log = logging.getLogger(__name__)
 
 __all__ = ["Face", "FaceDetector", "DETECTORS", "create_detector", "crop_box", "crop_face",
-           "resolve_yunet_weights", "download_file", "finetune_yolo", "YUNET_URL", "YUNET_SHA256"]
+           "primary_face", "implausible", "sha256_file", "locate_weights", "resolve_yunet_weights",
+           "download_file", "finetune_yolo", "YUNET_URL", "YUNET_SHA256"]
 
 DETECTORS: Registry = Registry("face detector")
 
@@ -68,6 +69,48 @@ class Face:
     @staticmethod
     def from_dict(d: dict) -> "Face":
         return Face(tuple(d["box"]), d["score"], d.get("landmarks"))
+
+
+#: a face box is (width / height) within these: YuNet and YOLO faces are about 0.75-0.9, Haar's
+#: square; a torso, an arm or a doorway found by a weak detector usually is not
+FACE_ASPECT = (0.45, 1.6)
+
+
+def implausible(face: Face, shape: tuple) -> str:
+    """Why ``face`` is not a plausible face in a frame of ``shape`` (H, W, ...), or "".
+
+    Checks written here because no library has them: the box's aspect ratio; with landmarks
+    (YuNet, YOLO-face), that all five lie in the box (10% slack), the eyes above the mouth and
+    apart by at least a sixth of the box width; the box not taller than the frame itself.
+    """
+    x1, y1, x2, y2 = face.box
+    w, h = x2 - x1, y2 - y1
+    if w <= 0 or h <= 0:
+        return "empty box"
+    if not FACE_ASPECT[0] <= w / h <= FACE_ASPECT[1]:
+        return f"aspect ratio {w / h:.2f} outside {FACE_ASPECT}"
+    if h > 0.98 * shape[0] and w > 0.98 * shape[1]:
+        return "box covers the whole frame"
+    lm = face.landmarks
+    if lm and len(lm) >= 5:
+        sx, sy = 0.1 * w, 0.1 * h
+        if any(not (x1 - sx <= x <= x2 + sx and y1 - sy <= y <= y2 + sy) for x, y in lm[:5]):
+            return "landmarks outside the box"
+        (rx, ry), (lx, ly), _, (mrx, mry), (mlx, mly) = lm[:5]
+        if max(ry, ly) >= min(mry, mly):
+            return "eyes not above the mouth"
+        if abs(lx - rx) < w / 6:
+            return "eyes too close together"
+    return ""
+
+
+def primary_face(faces: Sequence[Face], shape: tuple) -> Face | None:
+    """The face a crop is cut around: the largest plausible one (see :func:`implausible`), so a
+    larger false box (a torso) is never chosen over a real face; None when none is plausible."""
+    for face in sorted(faces, key=lambda f: f.area, reverse=True):
+        if not implausible(face, shape):
+            return face
+    return None
 
 
 class FaceDetector:
@@ -203,6 +246,64 @@ def fetch_weights_file(weights: str, sha256: str = "", cache_dir: str | Path = "
                              f"{sha256} (preprocess.detector_sha256); the file is another model "
                              f"or damaged")
     return path
+
+
+_HASHES: dict[tuple[str, int, float], str] = {}
+
+
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 of a file, remembered per (path, size, mtime) for this process."""
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime)
+    if key not in _HASHES:
+        h = hashlib.sha256()
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        _HASHES[key] = h.hexdigest()
+    return _HASHES[key]
+
+
+def weights_search_dirs(cache_dir: str | Path = "") -> list[Path]:
+    """Where :func:`locate_weights` looks for a detector file by its hash: the packaged
+    weights, then the cache's detectors/ and yunet/ folders."""
+    cache = Path(cache_dir) if cache_dir else default_cache()
+    return [PACKAGED_YUNET.parent, cache / "detectors", cache / "yunet"]
+
+
+def locate_weights(name: str, weights: str, sha256: str, search: Sequence[str | Path] = ()
+                   ) -> str:
+    """The detector weights to load on this machine, for a model that recorded ``name``,
+    ``weights`` (a path, a file name or a URL; "" for yunet: the packaged file) and the file's
+    ``sha256``: the recorded path when it exists and matches; else, by hash, a file in
+    ``search`` folders (a run's detector/ folder first) or the defaults of
+    :func:`weights_search_dirs`. Returns "" for a detector without weights (haar) or for the
+    packaged YuNet. Raises one FileNotFoundError naming the hash and how to supply the file."""
+    if name == "haar" or (not weights and not sha256):
+        return weights
+    if weights.startswith(("http://", "https://")):
+        return weights  # fetched into the cache and checked against sha256 when loaded
+    given = Path(weights).expanduser() if weights else None
+    if given is not None and given.is_file() and (not sha256 or sha256_file(given) == sha256):
+        return str(given)
+    if not weights and sha256 == sha256_file(PACKAGED_YUNET):
+        return ""
+    if sha256:
+        for folder in [*map(Path, search), *weights_search_dirs()]:
+            if not folder.is_dir():
+                continue
+            candidates = sorted(folder.iterdir(), key=lambda p: (given is None or
+                                                                 p.name != given.name, p.name))
+            for cand in candidates:
+                if cand.is_file() and cand.suffix in (".onnx", ".pt") and \
+                        sha256_file(cand) == sha256:
+                    return str(cand)
+    label = given.name if given is not None else "the packaged YuNet file"
+    raise FileNotFoundError(
+        f"the model's {name} detector weights ({label}, SHA-256 {sha256[:16]}...) are not on "
+        f"this machine; copy the file into the run's detector/ folder or "
+        f"{weights_search_dirs()[1]}, or give it with --set preprocess.detector_weights=PATH")
 
 
 def default_cache() -> Path:

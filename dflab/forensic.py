@@ -203,6 +203,10 @@ def train_forensic(cfg: LabConfig, processed: str | Path, runs_root: str | Path,
     from .environment import setup_runtime
     from .metrics import evaluate_predictions, tune_threshold
 
+    from .bundle import FORENSIC_FILE, save_forensic
+    from .preprocess import adopt_preprocess_settings
+
+    cfg = adopt_preprocess_settings(cfg, processed)  # how the crops it scores were made
     fc = cfg.features
     setup_runtime(cfg.env.seed, cfg.env.deterministic, "off", 0)
     em = Emitter("train-forensic", callbacks, cancel)
@@ -221,9 +225,9 @@ def train_forensic(cfg: LabConfig, processed: str | Path, runs_root: str | Path,
                                                     em)
     logreg = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(
         X["train"], y["train"])
-    reports = {}
+    reports, thresholds = {}, {}
     for label, model in (("mlp", mlp), ("logreg", logreg)):
-        thr = tune_threshold(y["val"], model.predict_proba(X["val"])[:, 1])
+        thr = thresholds[label] = tune_threshold(y["val"], model.predict_proba(X["val"])[:, 1])
         test = parts["test"].assign(prob=model.predict_proba(X["test"])[:, 1])
         reports[label] = evaluate_predictions(test, thr, cfg.eval.aggregate,
                                               cfg.eval.confident_margin, cfg.eval.ece_bins,
@@ -231,6 +235,9 @@ def train_forensic(cfg: LabConfig, processed: str | Path, runs_root: str | Path,
         test[["uid", "method", "video_id", "frame_index", "label", "target", "prob",
               "crop_path"]].to_csv(run / f"predictions_test_{label}.csv", index=False)
     mlp.save(run / "forensic_mlp.pt", names, config_to_dict(cfg))
+    # both models as plain arrays: what prediction loads, on any machine, without torch
+    save_forensic(run / FORENSIC_FILE, mlp, logreg, names,
+                  {"forensic": mlp.threshold_, "logreg": thresholds["logreg"]}, fc.crop_size)
     (run / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in mlp.history_))
     write_report(run, "test", reports)
     em.result(run=str(run), mlp_video_auc=reports["mlp"]["video"]["auc"],

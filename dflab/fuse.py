@@ -16,10 +16,12 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is imported where it is used: prediction loads the fuser without it
+    import pandas as pd
 
 from .config import LabConfig
 from .events import Callback, CancelToken, Emitter
@@ -52,16 +54,18 @@ class Fuser:
     threshold: float = 0.5
 
     @staticmethod
-    def inputs(frames: pd.DataFrame) -> np.ndarray:
+    def inputs(frames: pd.DataFrame | dict[str, np.ndarray]) -> np.ndarray:
         """(n, len(FUSE_INPUTS)) float array from ``prob_visual``, ``prob_forensic`` and the
-        audio columns (missing audio: zeros and has_audio 0)."""
+        audio columns (missing audio: zeros and has_audio 0) of a frame table or a dict of
+        columns."""
         cols = {"visual_logit": _logit(frames["prob_visual"]),
                 "forensic_logit": _logit(frames["prob_forensic"])}
-        has = frames["has_audio"].to_numpy(bool) if "has_audio" in frames else np.zeros(
-            len(frames), bool)
+        n = len(cols["visual_logit"])
+        has = np.asarray(frames["has_audio"], bool) if "has_audio" in frames else np.zeros(
+            n, bool)
         cols["has_audio"] = has.astype(float)
         for c in AUDIO_INPUTS:
-            v = frames[c].to_numpy(float) if c in frames else np.zeros(len(frames))
+            v = np.asarray(frames[c], float) if c in frames else np.zeros(n)
             cols[c] = np.where(has, np.nan_to_num(v), 0.0)
         return np.column_stack([cols[c] for c in FUSE_INPUTS])
 
@@ -109,6 +113,8 @@ class Fuser:
 
 def _audio_table(processed: Path, uids: list[str]) -> pd.DataFrame:
     """Per-frame audio statistics from each video's ``audio.npz`` (row k = k-th sampled frame)."""
+    import pandas as pd
+
     rows = []
     for uid in uids:
         path = processed / "videos" / uid / "audio.npz"  # preprocess.video_dir

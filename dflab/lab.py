@@ -25,7 +25,7 @@ from typing import Any, Optional, Sequence
 
 from .config import LabConfig, PreprocessConfig, load_config
 from .events import Callback, CancelToken
-from .results import (DemoDataResult, DemoResult, DownloadResult, EnvironmentResult,
+from .results import (BatchPredictResult, DemoDataResult, DemoResult, DownloadResult, EnvironmentResult,
                       EvalResult, ExportResult, FeaturesResult, PredictResult, PreprocessResult,
                       TrainResult, WeightsResult)
 
@@ -56,6 +56,11 @@ class Lab:
             self.cfg = load_config(str(config) if config else None, overrides)
         if data_root:
             self.cfg.env.data_root = str(data_root)
+        # the preprocess keys the caller set: prediction applies them over a model's own
+        names = overrides if isinstance(overrides, dict) else \
+            [o.split("=", 1)[0].strip() for o in overrides or []]
+        self._explicit_preprocess = [k.split(".", 1)[1] for k in names
+                                     if k.startswith("preprocess.")]
         self._paths: tuple[tuple, dict[str, Path]] | None = None
 
     def __repr__(self) -> str:
@@ -305,34 +310,78 @@ class Lab:
 
     def export(self, run: str | Path, out: str | Path = "", checkpoint: str = "best.pt",
                callbacks: Callbacks = None, cancel: CancelToken | None = None) -> ExportResult:
-        """ONNX export of a run's checkpoint, checked against torch with onnxruntime."""
+        """ONNX export of a run's checkpoint, checked against torch with onnxruntime. A fuse
+        run gets a self-contained bundle: its visual model as model.onnx, the forensic model
+        (forensic_model.npz) and any detector file, copied into the fuse folder."""
+        import shutil
+
+        from .bundle import FORENSIC_FILE, ForensicScorer, save_forensic
         from .events import Emitter
         from .export import export_onnx
 
+        run = Path(run)
         em = Emitter("export", callbacks, cancel)
         em.progress(0, 1, "model", "exporting")
-        rep = export_onnx(run, out, self.cfg.export, checkpoint)
+        fuse = (run / "fuser.json").is_file()
+        if fuse:
+            from .bundle import _sibling
+            from .runs import read_json
+
+            meta = read_json(run / "fuser.json")
+            vrun, frun = _sibling(meta["visual_run"], run), _sibling(meta["forensic_run"], run)
+            rep = export_onnx(vrun, out or run / "model.onnx", self.cfg.export,
+                              meta.get("checkpoint", checkpoint))
+            if (frun / FORENSIC_FILE).is_file():
+                shutil.copy2(frun / FORENSIC_FILE, run / FORENSIC_FILE)
+            else:  # a forensic run from before the numpy form
+                from .forensic import load_forensic
+
+                from .bundle import _crop_size
+
+                est, names, thr = load_forensic(frun)
+                save_forensic(run / FORENSIC_FILE, est, None, names, {"forensic": thr},
+                              _crop_size(frun))
+            ForensicScorer.load(run)  # it reads back
+        else:
+            rep = export_onnx(run, out, self.cfg.export, checkpoint)
         em.progress(1, 1, "model", "done")
         return ExportResult(Path(rep["onnx"]), rep["bytes"], rep["opset"], rep["max_abs_diff"],
                             rep["parity_tol"], rep["parity_ok"])
 
+    def predict_overrides(self) -> dict[str, Any]:
+        """The ``preprocess.*`` settings set on this lab explicitly (``--set``, ``overrides``):
+        prediction uses them instead of the model's recorded ones, and says so."""
+        return {k: getattr(self.cfg.preprocess, k) for k in self._explicit_preprocess}
+
     def predict(self, file: str | Path, model: str | Path, callbacks: Callbacks = None,
                 cancel: CancelToken | None = None) -> PredictResult:
         """Verdict for one image or video. ``model``: a checkpoint, an ONNX file, a fuse run
-        (visual, forensic and fused) or a train run (see :meth:`model_for`)."""
-        from .events import Emitter
-        from .predict import predict_file
+        (visual, forensic and fused), a forensic run, or a train run (see :meth:`model_for`)."""
+        res = self.predict_batch([file], model, callbacks=callbacks, cancel=cancel)
+        return res.results[0]
+
+    def predict_batch(self, inputs: Sequence[str | Path], model: str | Path, faces: bool = False,
+                      report: str | Path = "", callbacks: Callbacks = None,
+                      cancel: CancelToken | None = None) -> BatchPredictResult:
+        """Score files, folders and globs with one model load (``faces``: the inputs are face
+        crops already, no detection); ``report``: write a .csv (one row per input, plus
+        ``<stem>_frames.csv``) or a .json report."""
+        import time
+
+        from .predict import predict_many, write_batch_report
 
         model = Path(model)
-        if model.is_dir() and not (model / "fuser.json").exists():
+        if model.is_dir() and (model / "checkpoints").is_dir():
             model = self.model_for(model)
-        em = Emitter("predict", callbacks, cancel)
-        em.progress(0, 1, "file", Path(file).name)
         e = self.cfg.eval
-        res = predict_file(file, model, aggregate=e.aggregate, margin=e.confident_margin,
-                           threshold=e.threshold if e.threshold >= 0 else None)
-        em.progress(1, 1, "file", "done")
-        return PredictResult(res)
+        t0 = time.perf_counter()
+        results, bundle = predict_many(inputs, model, faces, self.predict_overrides(),
+                                       e.aggregate, e.confident_margin,
+                                       e.threshold if e.threshold >= 0 else None,
+                                       callbacks, cancel)
+        written = write_batch_report(results, bundle, report) if report else []
+        return BatchPredictResult(tuple(PredictResult(r) for r in results), bundle,
+                                  tuple(written), time.perf_counter() - t0)
 
     # forensic model and fusion ---------------------------------------------------------------
     def features(self, processed: str | Path = "", callbacks: Callbacks = None,

@@ -5,10 +5,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # imported where used: prediction aggregates frames without pandas
+    import pandas as pd
 
 __all__ = ["binary_metrics", "roc_points", "tune_threshold", "aggregate_videos",
            "expected_calibration_error", "grouped_metrics", "evaluate_predictions",
@@ -154,32 +156,40 @@ def tune_threshold(y, p) -> float:
     return float(np.clip(thr[k], 1e-6, 1 - 1e-6))
 
 
+def aggregate_probs(p: np.ndarray, how: str = "mean", margin: float = 0.3) -> float:
+    """One video's probability from its frames' ``p``: ``mean``, ``median``, or ``confident``
+    (mean over frames with |p - 0.5| > margin, falling back to the mean when no frame is that
+    confident; the DFDC winners' style)."""
+    p = np.asarray(p, float)
+    if how == "median":
+        return float(np.median(p))
+    if how == "confident":
+        sure = p[np.abs(p - 0.5) > margin]
+        return float(sure.mean()) if len(sure) else float(p.mean())
+    if how != "mean":
+        raise ValueError(f"eval.aggregate '{how}' must be mean, median or confident")
+    return float(p.mean())
+
+
 def aggregate_videos(frames: pd.DataFrame, how: str = "mean", margin: float = 0.3) -> pd.DataFrame:
-    """Frame probabilities -> one row per video, grouped by (dataset, method, video_id) so equal
-    ids under different methods never merge.
+    """Frame probabilities -> one row per video (see :func:`aggregate_probs`), grouped by
+    (dataset, method, video_id) so equal ids under different methods never merge."""
+    import pandas as pd
 
-    ``how``: ``mean``, ``median``, or ``confident`` (mean over frames with |p - 0.5| > margin,
-    falling back to the mean when no frame is that confident; the DFDC winners' style).
-    """
     keys = ["dataset", "method", "compression", "video_id"]
-
-    def agg(g: pd.DataFrame) -> float:
-        p = g["prob"].to_numpy()
-        if how == "median":
-            return float(np.median(p))
-        if how == "confident":
-            sure = p[np.abs(p - 0.5) > margin]
-            return float(sure.mean()) if len(sure) else float(p.mean())
-        if how != "mean":
-            raise ValueError(f"eval.aggregate '{how}' must be mean, median or confident")
-        return float(p.mean())
-
     rows = []
     for key, g in frames.groupby(keys, sort=True, dropna=False):
         rows.append({**dict(zip(keys, key)), "uid": g["uid"].iloc[0],
                      "target": int(g["target"].iloc[0]), "label": g["label"].iloc[0],
-                     "split": g["split"].iloc[0], "frames": len(g), "prob": agg(g)})
+                     "split": g["split"].iloc[0], "frames": len(g),
+                     "prob": aggregate_probs(g["prob"].to_numpy(), how, margin)})
     return pd.DataFrame(rows)
+
+
+def _concat(parts: list) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.concat(parts)
 
 
 def grouped_metrics(df: pd.DataFrame, by: str, threshold: float, n_boot: int = 0,
@@ -194,7 +204,7 @@ def grouped_metrics(df: pd.DataFrame, by: str, threshold: float, n_boot: int = 0
     if by == "method":
         real = df[df["target"] == 0]
         for m in sorted(df.loc[df["target"] == 1, by].unique()):
-            out[m] = metrics(pd.concat([real, df[df[by] == m]]))
+            out[m] = metrics(_concat([real, df[df[by] == m]]))
     else:
         for g, part in df.groupby(by):
             out[str(g) or "unknown"] = metrics(part)

@@ -1,221 +1,110 @@
-"""One-call inference on one image or one video, with a torch checkpoint or an exported ONNX file:
-detect faces, crop as in preprocessing, score every sampled frame, aggregate, give a verdict."""
+"""Inference for real workloads: any mix of videos, images, folders and globs, or face crops
+that are already cut (``faces=True``: no detection), scored with a model bundle loaded once
+(:mod:`dflab.bundle`): visual, forensic and fused probabilities per frame and per input, a
+verdict per input, a CSV or JSON report for the batch.
+
+Frames are sampled and faces cropped with the training crops' settings (the bundle's, with any
+overrides); each crop is JPEG-coded at the preprocessing quality, as the training crops were.
+"""
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
-import torch
 
+from .bundle import Bundle, load_bundle
 from .config import PreprocessConfig
-from .sources import IMAGE_EXTS
+from .events import Callback, CancelToken, Emitter
+from .sources import IMAGE_EXTS, VIDEO_EXTS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Predictor", "predict_file", "predict_fused"]
+__all__ = ["expand_inputs", "predict_many", "predict_file", "write_batch_report",
+           "BATCH_COLUMNS"]
+
+#: one row per input in the batch report (a model the bundle lacks leaves its column empty)
+BATCH_COLUMNS = ["file", "kind", "verdict", "probability", "prob_visual", "prob_forensic",
+                 "prob_logreg", "prob_fused", "threshold", "frames_sampled", "frames_scored",
+                 "error"]
 
 
-class Predictor:
-    """Scores face crops with a checkpoint (``.pt``) or an ONNX file (``.onnx``)."""
-
-    def __init__(self, model_path: str | Path, device: str = "auto"):
-        from .datasets import build_transforms
-
-        self.path = Path(model_path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"model '{self.path}' does not exist; give a checkpoint "
-                                    f"(runs/train-*/checkpoints/best.pt) or an exported .onnx")
-        self.preprocess = PreprocessConfig()
-        if self.path.suffix == ".onnx":
-            from .export import load_onnx
-
-            from .config import config_from_dict
-
-            self.session, dc = load_onnx(self.path)
-            self.backend = "onnxruntime"
-            self.threshold = dc["threshold"]
-            self.preprocess = config_from_dict({"preprocess": dc["preprocess"]}).preprocess
+def expand_inputs(items: Sequence[str | Path], faces: bool = False) -> list[Path]:
+    """Files, folders (searched recursively) and globs -> the media files, in order, once each.
+    ``faces``: images only (face crops). Raises naming the item that gives nothing."""
+    exts = IMAGE_EXTS if faces else IMAGE_EXTS | VIDEO_EXTS
+    what = "images" if faces else "videos or images"
+    out: list[Path] = []
+    for item in items:
+        text = str(item)
+        path = Path(text).expanduser()
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in exts)
+            if not found:
+                raise ValueError(f"folder '{path}' has no {what} ({' '.join(sorted(exts))})")
+        elif path.is_file():
+            if path.suffix.lower() not in exts:
+                raise ValueError(f"'{path}' is not one of the {what} dflab reads "
+                                 f"({' '.join(sorted(exts))})")
+            found = [path]
+        elif glob.has_magic(text):
+            found = sorted(Path(p) for p in glob.glob(text, recursive=True)
+                           if Path(p).is_file() and Path(p).suffix.lower() in exts)
+            if not found:
+                raise ValueError(f"'{text}' matches no {what}")
         else:
-            from .config import config_from_dict
-            from .train import load_model
-
-            if device == "auto":
-                device = "cuda" if torch.cuda.is_available() else "cpu"
-            self.device = torch.device(device)
-            self.model, dc, ckpt = load_model(self.path, self.device)
-            self.backend = "torch"
-            self.preprocess = config_from_dict(ckpt["config"]).preprocess
-            self.threshold = self._run_threshold(ckpt)
-        self.data_config = dc
-        self.transform = build_transforms(dc["input_size"], dc["mean"], dc["std"], train=False)
-
-    def _run_threshold(self, ckpt: dict) -> float:
-        ev = self.path.parent.parent / "eval_test.json"
-        if ev.exists():
-            return float(json.loads(ev.read_text())["visual"]["threshold"])
-        return float(ckpt.get("metrics", {}).get("val_threshold", 0.5))
-
-    def score_crops(self, crops_bgr: list[np.ndarray], jpeg_quality: int = 95) -> np.ndarray:
-        """Fake probabilities for ``uint8 (H, W, 3) BGR`` crops. Each crop is JPEG-coded at the
-        preprocessing quality first, as the training crops were, then turned RGB (here, once)."""
-        import cv2
-
-        if not crops_bgr:
-            return np.array([])
-        batch = []
-        for crop in crops_bgr:
-            ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
-            rgb = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-            batch.append(self.transform(torch.from_numpy(rgb).permute(2, 0, 1).contiguous()))
-        x = torch.stack(batch)
-        if self.backend == "onnxruntime":
-            logits = self.session.run(None, {"input": x.numpy()})[0]
-            logits = torch.from_numpy(logits)
-        else:
-            with torch.no_grad():
-                logits = self.model(x.to(self.device)).float().cpu()
-        return torch.softmax(logits, 1)[:, 1].numpy()
+            raise FileNotFoundError(f"'{text}' does not exist")
+        out += found
+    seen: set[Path] = set()
+    return [p for p in out if not (p.resolve() in seen or seen.add(p.resolve()))]
 
 
-def _faces(path: Path, pp: PreprocessConfig, detector: str, detector_weights: str,
-           every_nth: int, num_frames: int):
+def _jpeg(crop_bgr: np.ndarray, quality: int) -> np.ndarray:
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", crop_bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR)
+
+
+def _face_crops(path: Path, pp: PreprocessConfig, detector: Any
+                ) -> tuple[list[dict], list[np.ndarray], int, list[int]]:
     """Sample frames of an image or video and crop the primary face as preprocessing does:
-    (rows with frame_index/timestamp/box/face_score, crops uint8 (H, W, 3) BGR, frames sampled,
-    frame indices without a face, detector name)."""
-    from .faces import create_detector, crop_face
+    (rows with frame_index/timestamp/box/face_score, crops ``uint8 (H, W, 3) BGR`` after the
+    JPEG round trip, frames sampled, indices of frames without a face)."""
+    from .faces import crop_face, primary_face
     from .preprocess import sample_frames
 
-    det = create_detector(detector or pp.detector, detector_weights or pp.detector_weights,
-                          pp.det_size, pp.min_confidence,
-                          sha256="" if detector_weights else pp.detector_sha256)
-    _, fps, sampled = sample_frames(path, every_nth or (0 if num_frames else pp.every_nth),
-                                    num_frames or pp.num_frames)
+    _, fps, sampled = sample_frames(path, pp.every_nth, pp.num_frames)
     frames = [(i, f) for i, f in sampled if f is not None]
     if not frames:
-        raise ValueError(f"'{path}' gave no decodable frames")
-    found = det.detect_batch([f for _, f in frames])
-    crops, rows, missing = [], [], []
-    for (idx, frame), faces in zip(frames, found):
-        if not faces:
-            missing.append(idx)
-            continue
-        crop, cbox = crop_face(frame, faces[0].box, pp.padding, pp.square)
-        crops.append(crop)
-        rows.append({"frame_index": idx, "timestamp": round(idx / fps, 3),
-                     "box": [round(v, 1) for v in faces[0].box],
-                     "face_score": round(faces[0].score, 4)})
-    return rows, crops, len(frames), missing, det.name
+        raise ValueError(f"'{path}' gave no decodable frames (not a video or image, or damaged)")
+    rows, crops, missing = [], [], []
+    for start in range(0, len(frames), 16):
+        chunk = frames[start:start + 16]
+        for (idx, frame), faces in zip(chunk, detector.detect_batch([f for _, f in chunk])):
+            face = primary_face(faces, frame.shape)
+            if face is None:
+                missing.append(idx)
+                continue
+            crop, _ = crop_face(frame, face.box, pp.padding, pp.square)
+            crops.append(_jpeg(crop, pp.jpeg_quality))
+            rows.append({"frame_index": idx, "timestamp": round(idx / fps, 3),
+                         "box": [round(v, 1) for v in face.box],
+                         "face_score": round(face.score, 4)})
+    return rows, crops, len(frames), missing
 
 
-def _start(path: Path, pred: "Predictor", model: str | Path, threshold: float, detector: str,
-           detector_weights: str, every_nth: int, num_frames: int
-           ) -> tuple[list[dict], np.ndarray | None, list[np.ndarray], dict[str, Any]]:
-    """(frame rows, the visual model's fake probabilities, face crops, the result so far) for
-    ``path``; with no face the probabilities are None and the result is final."""
-    rows, crops, n_sampled, missing, det_name = _faces(path, pred.preprocess, detector,
-                                                       detector_weights, every_nth, num_frames)
-    result: dict[str, Any] = {"file": str(path), "model": str(model), "backend": pred.backend,
-                              "detector": det_name, "threshold": threshold,
-                              "frames_sampled": n_sampled, "frames_without_face": missing}
-    if not crops:
-        result.update(verdict="no face found", probability=None, frames=[])
-        return rows, None, crops, result
-    return rows, pred.score_crops(crops, pred.preprocess.jpeg_quality), crops, result
-
-
-def _video_prob(probs: np.ndarray, name: str, aggregate: str, margin: float) -> float:
-    import pandas as pd
-
-    from .metrics import aggregate_videos
-
-    frame_df = pd.DataFrame({"dataset": "", "method": "", "compression": "", "video_id": name,
-                             "uid": name, "target": 0, "label": "", "split": "", "prob": probs})
-    return float(aggregate_videos(frame_df, aggregate, margin)["prob"].iloc[0])
-
-
-def predict_file(path: str | Path, model_path: str | Path, detector: str = "",
-                 detector_weights: str = "", every_nth: int = 0, num_frames: int = 0,
-                 aggregate: str = "mean", margin: float = 0.3, threshold: float | None = None,
-                 predictor: Predictor | None = None) -> dict[str, Any]:
-    """Verdict for one image or video. Detector and sampling default to the training run's
-    preprocessing settings (a checkpoint) or dflab's defaults (an ONNX file).
-
-    ``model_path``: a checkpoint, an exported ONNX file, or a fuse run folder (``dflab fuse``):
-    then the visual, forensic and fused probabilities are all given and the verdict is the fused
-    model's."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"'{path}' does not exist")
-    if Path(model_path).is_dir():
-        return predict_fused(path, model_path, detector, detector_weights, every_nth,
-                             num_frames, aggregate, margin, threshold)
-    pred = predictor or Predictor(model_path)
-    thr = pred.threshold if threshold is None else threshold
-    rows, probs, crops, result = _start(path, pred, pred.path, thr, detector, detector_weights,
-                                        every_nth, num_frames)
-    if probs is None:
-        return result
-    for r, p in zip(rows, probs):
-        r["prob"] = round(float(p), 5)
-    prob = _video_prob(probs, path.stem, aggregate, margin)
-    result.update(verdict="fake" if prob >= thr else "real", probability=round(prob, 5),
-                  aggregate=aggregate, frames=rows)
-    return result
-
-
-def predict_fused(path: str | Path, fuse_run: str | Path, detector: str = "",
-                  detector_weights: str = "", every_nth: int = 0, num_frames: int = 0,
-                  aggregate: str = "mean", margin: float = 0.3,
-                  threshold: float | None = None) -> dict[str, Any]:
-    """Visual, forensic and fused verdicts for one image or video with a fuse run: the visual
-    model (the run's ONNX export when there is one, else its checkpoint), the forensic MLP on
-    the same crops, and the audio statistics around each frame when the file has audio."""
+def _read_crop(path: Path) -> np.ndarray:
     import cv2
-    import pandas as pd
 
-    from .config import load_config
-    from .features import extract_features
-    from .forensic import load_forensic
-    from .fuse import Fuser
-
-    path = Path(path)
-    fuser, meta = Fuser.load(fuse_run)
-    vrun, frun = Path(meta["visual_run"]), Path(meta["forensic_run"])
-    onnx = vrun / "model.onnx"
-    pred = Predictor(onnx if onnx.exists() else vrun / "checkpoints" / meta["checkpoint"])
-    mlp, _, _ = load_forensic(frun)
-    pp, thr = pred.preprocess, fuser.threshold if threshold is None else threshold
-    rows, p_vis, crops, result = _start(path, pred, fuse_run, thr, detector, detector_weights,
-                                        every_nth, num_frames)
-    if p_vis is None:
-        return result
-    crop_size = load_config(frun / "config.yaml").features.crop_size
-    feats = []
-    for crop in crops:  # the features were computed on saved JPEG crops: code them alike
-        ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, pp.jpeg_quality])
-        feats.append(extract_features(cv2.imdecode(buf, cv2.IMREAD_COLOR), crop_size))
-    p_for = mlp.fake_prob(np.array(feats))
-    table = pd.DataFrame({"prob_visual": p_vis, "prob_forensic": p_for, "has_audio": False})
-    audio = _file_audio(path, [r["timestamp"] for r in rows], pp)
-    if audio is not None:
-        for k in ("rms", "centroid", "bandwidth", "zcr"):
-            table[f"audio_{k}"] = audio[k]
-        table["has_audio"] = audio["valid"]
-    p_fused = fuser.predict(table)
-    for r, a, b, c in zip(rows, p_vis, p_for, p_fused):
-        r.update(prob_visual=round(float(a), 5), prob_forensic=round(float(b), 5),
-                 prob=round(float(c), 5))
-    probs = {m: _video_prob(v, path.stem, aggregate, margin)
-             for m, v in (("visual", p_vis), ("forensic", p_for), ("fused", p_fused))}
-    result.update(verdict="fake" if probs["fused"] >= thr else "real",
-                  probability=round(probs["fused"], 5),
-                  probabilities={m: round(v, 5) for m, v in probs.items()},
-                  has_audio=audio is not None, aggregate=aggregate, frames=rows)
-    return result
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError(f"'{path}' is not a readable image")
+    return img
 
 
 def _file_audio(path: Path, timestamps: list[float], pp: PreprocessConfig) -> dict | None:
@@ -229,3 +118,165 @@ def _file_audio(path: Path, timestamps: list[float], pp: PreprocessConfig) -> di
     with tempfile.TemporaryDirectory() as td:
         wav = extract_wav(path, Path(td) / "audio.wav")
         return frame_audio_features(wav, np.array(timestamps), pp.audio_window_s, pp.n_mfcc)
+
+
+def _score(bundle: Bundle, path: Path, crops: list[np.ndarray], rows: list[dict]
+           ) -> tuple[dict[str, np.ndarray], bool]:
+    """(p(fake) per crop for every model in the bundle, whether the fuser had audio)."""
+    import cv2
+
+    probs: dict[str, np.ndarray] = {}
+    audio = None
+    if bundle.visual is not None:
+        probs["visual"] = bundle.visual.probs([cv2.cvtColor(c, cv2.COLOR_BGR2RGB) for c in crops])
+    if bundle.forensic is not None:
+        from .features import extract_features
+
+        feats = np.array([extract_features(c, bundle.features_crop_size) for c in crops])
+        probs.update(bundle.forensic.scores(feats))
+    if bundle.fuser is not None:
+        table: dict[str, Any] = {"prob_visual": probs["visual"],
+                                 "prob_forensic": probs["forensic"],
+                                 "has_audio": np.zeros(len(crops), bool)}
+        audio = _file_audio(path, [r["timestamp"] for r in rows], bundle.preprocess)
+        if audio is not None:
+            for k in ("rms", "centroid", "bandwidth", "zcr"):
+                table[f"audio_{k}"] = audio[k]
+            table["has_audio"] = np.asarray(audio["valid"], bool)
+        probs["fused"] = bundle.fuser.predict(table)
+    return probs, audio is not None
+
+
+def _predict_one(bundle: Bundle, path: Path, detector: Any, faces: bool, aggregate: str,
+                 margin: float, threshold: float) -> dict[str, Any]:
+    from .metrics import aggregate_probs
+
+    if faces:
+        rows = [{"frame_index": 0, "timestamp": 0.0, "box": None, "face_score": None}]
+        crops, n_sampled, missing = [_read_crop(path)], 1, []
+    else:
+        rows, crops, n_sampled, missing = _face_crops(path, bundle.preprocess, detector)
+    kind = "face" if faces else "image" if path.suffix.lower() in IMAGE_EXTS else "video"
+    result: dict[str, Any] = {
+        "file": str(path), "kind": kind, "model": str(bundle.source),
+        "backend": bundle.visual.backend if bundle.visual else "numpy",
+        "detector": "none (face crops)" if faces else bundle.preprocess.detector,
+        "threshold": round(threshold, 5), "frames_sampled": n_sampled,
+        "frames_without_face": missing}
+    if not crops:
+        result.update(verdict="no face found", probability=None, probabilities={}, frames=[])
+        return result
+    probs, has_audio = _score(bundle, path, crops, rows)
+    main = bundle.verdict_from
+    for k, row in enumerate(rows):
+        row["prob"] = round(float(probs[main][k]), 5)
+        if len(probs) > 1:
+            row.update({f"prob_{m}": round(float(p[k]), 5) for m, p in probs.items()})
+    video = {m: round(aggregate_probs(p, aggregate, margin), 5) for m, p in probs.items()}
+    result.update(verdict="fake" if video[main] >= threshold else "real",
+                  probability=video[main], probabilities=video, aggregate=aggregate,
+                  frames=rows)
+    if "fused" in probs:
+        result["has_audio"] = has_audio
+    return result
+
+
+def predict_many(inputs: Sequence[str | Path], model: str | Path | Bundle, faces: bool = False,
+                 overrides: dict[str, Any] | None = None, aggregate: str = "mean",
+                 margin: float = 0.3, threshold: float | None = None,
+                 callbacks: list[Callback] | None = None, cancel: CancelToken | None = None,
+                 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Score every input with one model load: (one result per input, the bundle's description).
+
+    ``inputs``: files, folders and globs (:func:`expand_inputs`); ``faces``: they are face crops
+    already (no detection). ``overrides``: preprocess settings to use instead of the model's
+    (``{"every_nth": 10}``). A file that fails is reported in its result (``error``) and the
+    batch goes on; with a single input the error is raised.
+    """
+    files = expand_inputs(inputs, faces)
+    bundle = model if isinstance(model, Bundle) else load_bundle(model, overrides)
+    thr = bundle.threshold if threshold is None else threshold
+    detector = None
+    if not faces:
+        from .faces import create_detector
+
+        pp = bundle.preprocess
+        detector = create_detector(pp.detector, bundle.detector_weights, pp.det_size,
+                                   pp.min_confidence)
+    em = Emitter("predict", callbacks, cancel)
+    results = []
+    em.progress(0, len(files), "file")
+    for k, path in enumerate(files):
+        em.check()
+        try:
+            results.append(_predict_one(bundle, path, detector, faces, aggregate, margin, thr))
+        except (ValueError, OSError) as exc:
+            if len(files) == 1:
+                raise
+            log.warning("predict %s: %s", path, exc)
+            results.append({"file": str(path), "verdict": "error", "probability": None,
+                            "error": str(exc), "frames": []})
+        em.progress(k + 1, len(files), "file", path.name)
+    return results, bundle.describe()
+
+
+def predict_file(path: str | Path, model_path: str | Path, detector: str = "",
+                 detector_weights: str = "", every_nth: int = 0, num_frames: int = 0,
+                 aggregate: str = "mean", margin: float = 0.3,
+                 threshold: float | None = None) -> dict[str, Any]:
+    """The result for one image or video (see :func:`predict_many`); ``detector``,
+    ``detector_weights``, ``every_nth``, ``num_frames`` override the model's settings."""
+    overrides: dict[str, Any] = {k: v for k, v in (("detector", detector),
+                                                   ("detector_weights", detector_weights),
+                                                   ("every_nth", every_nth)) if v}
+    if num_frames:
+        overrides.update(num_frames=num_frames, every_nth=0)
+    results, _ = predict_many([path], model_path, overrides=overrides, aggregate=aggregate,
+                              margin=margin, threshold=threshold)
+    return results[0]
+
+
+def batch_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per input, with :data:`BATCH_COLUMNS`."""
+    rows = []
+    for r in results:
+        p = r.get("probabilities") or {}
+        rows.append({
+            "file": r["file"], "kind": r.get("kind", ""), "verdict": r["verdict"],
+            "probability": r.get("probability"), "prob_visual": p.get("visual"),
+            "prob_forensic": p.get("forensic"), "prob_logreg": p.get("logreg"),
+            "prob_fused": p.get("fused"),
+            "threshold": r.get("threshold"), "frames_sampled": r.get("frames_sampled", 0),
+            "frames_scored": len(r.get("frames", [])), "error": r.get("error", "")})
+    return rows
+
+
+def write_batch_report(results: list[dict[str, Any]], bundle: dict[str, Any],
+                       path: str | Path) -> list[Path]:
+    """``.json``: the bundle and every result with its frames; ``.csv``: one row per input
+    (:data:`BATCH_COLUMNS`) and ``<stem>_frames.csv``, one row per scored frame. Returns the
+    files written."""
+    import csv
+
+    from .runs import write_json
+
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        return [write_json(path, {"model": bundle, "results": results})]
+    if path.suffix.lower() != ".csv":
+        raise ValueError(f"report '{path}' must end in .csv or .json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, BATCH_COLUMNS)
+        w.writeheader()
+        w.writerows(batch_rows(results))
+    frames_path = path.with_name(path.stem + "_frames.csv")
+    cols = ["file", "frame_index", "timestamp", "prob", "prob_visual", "prob_forensic",
+            "prob_logreg", "prob_fused", "face_score", "box"]
+    with frames_path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, cols, extrasaction="ignore")
+        w.writeheader()
+        for r in results:
+            for f in r.get("frames", []):
+                w.writerow({"file": r["file"], **f, "box": json.dumps(f.get("box"))})
+    return [path, frames_path]

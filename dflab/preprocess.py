@@ -30,7 +30,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .config import PreprocessConfig
+from .config import LabConfig, PreprocessConfig
 from .events import Callback, CancelToken, Cancelled, Emitter
 from .runs import read_json, write_json
 from .sources import VideoRecord, video_uid
@@ -80,6 +80,16 @@ def _detector(spec: dict):
 
         _DETECTOR_CACHE[key] = create_detector(**spec)
     return _DETECTOR_CACHE[key]
+
+
+def _detector_file(detector) -> dict[str, str]:
+    """{"name", "sha256"} of the weights file a detector loaded ({} for haar)."""
+    from .faces import sha256_file
+
+    weights = getattr(detector, "weights", None)
+    if not weights or not Path(str(weights)).is_file():
+        return {}
+    return {"name": Path(str(weights)).name, "sha256": sha256_file(weights)}
 
 
 def _imwrite(path: Path, img: np.ndarray, quality: int) -> None:
@@ -151,7 +161,7 @@ def process_video(rec: VideoRecord, out: str | Path, cfg: PreprocessConfig, det_
     """Process one video (or image) into its folder; returns its summary. Raises on bad input.
     A finished video is skipped, unless ``redo`` and it was made with other settings (then it
     is replaced once the new one is complete)."""
-    from .faces import Face, crop_face
+    from .faces import Face, crop_face, primary_face
 
     out = Path(out)
     final = video_dir(out, rec)
@@ -199,11 +209,14 @@ def process_video(rec: VideoRecord, out: str | Path, cfg: PreprocessConfig, det_
             if cfg.save_frames:
                 _imwrite(part / "frames" / name, frame, cfg.jpeg_quality)
                 entry["frame_path"] = f"frames/{name}"
-            if faces:
-                crop, cbox = crop_face(frame, faces[0].box, cfg.padding, cfg.square)
+            face = primary_face(faces, frame.shape)
+            if face is not None:
+                crop, cbox = crop_face(frame, face.box, cfg.padding, cfg.square)
                 _imwrite(part / "crops" / name, crop, cfg.jpeg_quality)
-                entry["primary"] = {**faces[0].to_dict(), "crop_box": list(cbox)}
+                entry["primary"] = {**face.to_dict(), "crop_box": list(cbox)}
                 entry["crop_path"] = f"crops/{name}"
+            elif faces:
+                entry["reason"] = "no plausible face (every box failed the shape checks)"
             elif not entry["reason"]:
                 entry["reason"] = f"no face scored >= {cfg.min_confidence}"
             records.append(entry)
@@ -316,6 +329,8 @@ def preprocess_videos(records: list[VideoRecord], out: str | Path, cfg: Preproce
             "min_confidence": cfg.min_confidence, "sha256": cfg.detector_sha256}
     if cache_dir:
         spec["cache_dir"] = cache_dir
+    # load the detector once here: a wrong weights file is one error, not one per video
+    detector_file = _detector_file(_detector(spec)) if todo else {}
     errors_path = out / "errors.json"
     errors: dict[str, str] = read_json(errors_path) if errors_path.exists() else {}
     done: list[dict] = []
@@ -375,10 +390,32 @@ def preprocess_videos(records: list[VideoRecord], out: str | Path, cfg: Preproce
     report["coverage"] = round(report["frames_with_face"] / report["frames"], 4) \
         if report["frames"] else 0.0
     write_json(out / "report.json", report)
-    # how these crops were made: training copies it into its run, so prediction crops alike
-    write_json(out / PREPROCESS_SETTINGS, asdict(cfg))
+    # how these crops were made: training copies it into its run, so prediction crops alike;
+    # the detector file by name and hash (never only a path: the model must work elsewhere)
+    write_json(out / PREPROCESS_SETTINGS, {**asdict(cfg), "detector_file": detector_file})
     em.result(**{k: v for k, v in report.items() if k not in ("per_video", "errors")})
     return report
+
+
+def adopt_preprocess_settings(cfg: LabConfig, processed: str | Path) -> LabConfig:
+    """A copy of ``cfg`` whose preprocess section is the one that made the crops in
+    ``processed`` (its ``preprocess_config.json``), so the run records it and prediction detects
+    and crops faces the same way. Unchanged when the folder does not say."""
+    import copy
+    import dataclasses
+
+    path = Path(processed) / PREPROCESS_SETTINGS
+    if not path.exists():
+        return cfg
+    out = copy.deepcopy(cfg)
+    known = {f.name for f in dataclasses.fields(out.preprocess)}
+    recorded = read_json(path)
+    out.preprocess = dataclasses.replace(
+        out.preprocess, **{k: v for k, v in recorded.items() if k in known})
+    if recorded.get("detector_file", {}).get("sha256") and not out.preprocess.detector_sha256:
+        # the hash finds the file on another machine (see dflab.faces.locate_weights)
+        out.preprocess.detector_sha256 = recorded["detector_file"]["sha256"]
+    return out
 
 
 def build_index(out: str | Path):

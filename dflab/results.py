@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["EnvironmentResult", "DemoDataResult", "DownloadResult", "PreprocessResult",
-           "TrainResult", "EvalResult", "ExportResult", "PredictResult", "FeaturesResult",
+           "TrainResult", "EvalResult", "ExportResult", "PredictResult", "BatchPredictResult",
+           "FeaturesResult",
            "WeightsResult", "DemoResult", "format_report"]
 
 
@@ -205,16 +206,64 @@ class PredictResult:
         lines = [f"{res['file']}: {res['verdict'].upper()} (p(fake)={prob}, threshold "
                  f"{res['threshold']:.3f}, {res['backend']}, {len(res['frames'])} frames with a "
                  f"face of {res['frames_sampled']} sampled)"]
-        if res.get("probabilities"):
+        if len(res.get("probabilities") or {}) > 1:
             lines.append("  p(fake) per model: " + ", ".join(
                 f"{m} {p:.3f}" for m, p in res["probabilities"].items())
-                + ("" if res.get("has_audio") else " (no audio track)"))
+                + ("" if res.get("has_audio", True) else " (no audio track)"))
         for r in res["frames"]:
-            extra = (f" visual={r['prob_visual']:.3f} forensic={r['prob_forensic']:.3f}"
-                     if "prob_visual" in r else "")
+            extra = "".join(f" {k[5:]}={v:.3f}" for k, v in r.items()
+                            if k.startswith("prob_") and k != "prob_fused")
             lines.append(f"  frame {r['frame_index']:>6} t={r['timestamp']:>7.2f}s "
                          f"p(fake)={r['prob']:.3f}{extra}")
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class BatchPredictResult:
+    """Verdicts for a batch of inputs scored with one model load."""
+
+    results: tuple[PredictResult, ...]
+    model: dict[str, Any]  # the bundle: models, backend, detector, threshold, overrides
+    report: tuple[Path, ...]  # the files written (--report)
+    seconds: float  # the whole batch, model load included
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for r in self.results if r.verdict == "error")
+
+    def __str__(self) -> str:
+        m = self.model
+        head = [f"model {m['model']} ({', '.join(m['models'])}; {m['backend']}; verdict from "
+                f"{m['verdict_from']}, threshold {m['threshold']:.3f}; detector {m['detector']}"
+                + (f" {m['detector_weights']}" if m["detector_weights"] else "") + ")"]
+        if m["overridden"]:
+            head.append("preprocessing overridden: " + ", ".join(
+                f"{k} {a!r} -> {b!r}" for k, (a, b) in m["overridden"].items()))
+        if len(self.results) == 1 and self.results[0].verdict != "error":
+            body = [str(self.results[0])]
+        else:
+            body = []
+            for r in self.results:
+                d = r.data
+                if r.verdict == "error":
+                    body.append(f"ERROR {d['file']}: {d['error']}")
+                    continue
+                prob = "-" if r.probability is None else f"{r.probability:.3f}"
+                per = " ".join(f"{k}={v:.3f}" for k, v in (d.get("probabilities") or {}).items())
+                body.append(f"{r.verdict.upper():<13} p={prob} {per} frames "
+                            f"{len(d['frames'])}/{d['frames_sampled']}  {d['file']}")
+            counts = {v: sum(1 for r in self.results if r.verdict == v)
+                      for v in ("fake", "real", "no face found", "error")}
+            body.append(f"{len(self.results)} inputs: " + ", ".join(
+                f"{n} {v}" for v, n in counts.items() if n) + f"; {self.seconds:.1f} s "
+                f"({self.seconds / max(len(self.results), 1):.2f} s per input, model load "
+                f"included)")
+        if self.report:
+            body.append("report: " + ", ".join(str(p) for p in self.report))
+        return "\n".join(head + body)
 
 
 @dataclass(frozen=True)

@@ -48,8 +48,8 @@ def read_json(path: str | Path) -> Any:
 
 def create_run_dir(runs_root: str | Path, kind: str, cfg: LabConfig, name: str = "",
                    env_report: dict | None = None, processed: str | Path = "") -> Path:
-    """``<runs_root>/<kind>-<name or timestamp>`` with run.json (kind, name, processed folder,
-    creation time), config.yaml, environment.json, versions.json.
+    """``<runs_root>/<kind>-<name or timestamp>`` with run.json (kind, name, creation time, the
+    processed folder and the SHA-256 of its index.csv), config.yaml, environment.json, versions.json.
 
     An existing folder of that name is reused (resume); its config is rewritten.
     """
@@ -60,8 +60,10 @@ def create_run_dir(runs_root: str | Path, kind: str, cfg: LabConfig, name: str =
     run.mkdir(parents=True, exist_ok=True)
     info = run / "run.json"
     created = read_json(info)["created"] if info.exists() else time.time()
+    index = Path(processed) / "index.csv" if processed else None
     write_json(info, {"kind": kind, "name": stamp, "created": created,
-                      "processed": str(processed) if processed else ""})
+                      "processed": str(Path(processed).resolve()) if processed else "",
+                      "index_sha256": _sha256(index) if index and index.is_file() else ""})
     save_config(cfg, run / "config.yaml")
     if env_report is None:
         from .environment import environment_report
@@ -70,6 +72,12 @@ def create_run_dir(runs_root: str | Path, kind: str, cfg: LabConfig, name: str =
     write_json(run / "environment.json", env_report)
     write_json(run / "versions.json", library_versions())
     return run
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # what a run folder written before run.json existed holds, by kind

@@ -186,26 +186,6 @@ def predict_probs(model: nn.Module, loader, device, amp_dtype=None, criterion=No
             np.concatenate(probs) if probs else np.array([]), loss_sum / max(n, 1))
 
 
-def adopt_preprocess_settings(cfg: LabConfig, processed: str | Path) -> LabConfig:
-    """A copy of ``cfg`` whose preprocess section is the one that made the crops in
-    ``processed`` (its ``preprocess_config.json``), so the run records it and prediction detects
-    and crops faces the same way. Unchanged when the folder does not say."""
-    import copy
-    import dataclasses
-
-    from .preprocess import PREPROCESS_SETTINGS
-    from .runs import read_json
-
-    path = Path(processed) / PREPROCESS_SETTINGS
-    if not path.exists():
-        return cfg
-    out = copy.deepcopy(cfg)
-    known = {f.name for f in dataclasses.fields(out.preprocess)}
-    out.preprocess = dataclasses.replace(
-        out.preprocess, **{k: v for k, v in read_json(path).items() if k in known})
-    return out
-
-
 def _device(cfg: LabConfig, ddp: dict, runtime: dict) -> tuple[torch.device, str]:
     """(device, amp) for this process: its GPU under torchrun, else the first GPU, else the CPU
     (AMP only on a GPU)."""
@@ -239,6 +219,8 @@ def _start_or_resume(cfg: LabConfig, processed: str | Path, run: Path | None, re
     if last_path is not None and last_path.exists():
         raise FileExistsError(f"run '{run}' already has checkpoints; resume it (resume=True, "
                               f"`dflab train --resume`) or choose another name")
+    from .preprocess import adopt_preprocess_settings
+
     return adopt_preprocess_settings(cfg, processed), None
 
 

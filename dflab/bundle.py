@@ -1,0 +1,369 @@
+"""A trained detector as a portable bundle, loaded once for a batch of predictions.
+
+A bundle is what ``dflab predict`` loads: the visual model (an exported ONNX file run with
+onnxruntime, or a checkpoint run with torch), the forensic model in its numpy form
+(``forensic_model.npz``: the MLP and the logistic baseline), the fused stacker (``fuser.json``),
+and the preprocessing that made the training crops, by value, with the face detector named by
+registry name and the SHA-256 of its weights file (found by hash on any machine, see
+:func:`dflab.faces.locate_weights`), never by an absolute path.
+
+The ONNX and forensic paths import neither torch nor pandas, so ``dflab predict`` with an
+exported model starts in about a second.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import PreprocessConfig
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Bundle", "load_bundle", "VisualModel", "load_visual", "ForensicScorer",
+           "save_forensic", "crops_to_batch", "FORENSIC_FILE", "DETECTOR_DIR"]
+
+FORENSIC_FILE = "forensic_model.npz"
+DETECTOR_DIR = "detector"  # a run's copy of a detector file that dflab does not ship
+
+
+def crops_to_batch(crops_rgb: list[np.ndarray], size: int, mean: list[float],
+                   std: list[float]) -> np.ndarray:
+    """``uint8 (H, W, 3) RGB`` crops -> ``float32 (N, 3, size, size)``, resized with Pillow's
+    antialiased bilinear filter (what torchvision's ``Resize(antialias=True)`` at evaluation
+    follows: within 1-2 levels of 255, checked in tests/test_bundle.py), scaled to [0, 1],
+    then ``(x - mean) / std``."""
+    from PIL import Image
+
+    m, s = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    out = np.empty((len(crops_rgb), 3, size, size), np.float32)
+    for k, rgb in enumerate(crops_rgb):
+        img = Image.fromarray(np.ascontiguousarray(rgb)).resize((size, size), Image.BILINEAR)
+        out[k] = ((np.asarray(img, np.float32) / 255.0 - m) / s).transpose(2, 0, 1)
+    return out
+
+
+def _softmax_fake(logits: np.ndarray) -> np.ndarray:
+    """p(fake) from (N, 2) logits, stable: sigmoid(l1 - l0)."""
+    d = np.clip(logits[:, 1] - logits[:, 0], -60, 60)
+    return 1.0 / (1.0 + np.exp(-d))
+
+
+@dataclass
+class VisualModel:
+    """A visual detector ready to score crops: ``probs(batch)`` -> p(fake) per crop."""
+
+    path: Path
+    backend: str  # onnxruntime or torch
+    input_size: int
+    mean: list[float]
+    std: list[float]
+    threshold: float
+    preprocess: dict[str, Any]  # the training crops' settings, as recorded
+    _run: Any = field(repr=False, default=None)
+
+    def probs(self, crops_rgb: list[np.ndarray], batch: int = 64) -> np.ndarray:
+        if not crops_rgb:
+            return np.array([])
+        out = []
+        for i in range(0, len(crops_rgb), batch):
+            x = crops_to_batch(crops_rgb[i:i + batch], self.input_size, self.mean, self.std)
+            out.append(_softmax_fake(self._run(x)))
+        return np.concatenate(out)
+
+
+def _onnx_meta(props: dict[str, str], path: Path) -> dict[str, Any]:
+    if "dflab_input_size" not in props:
+        raise ValueError(f"'{path}' was not exported by dflab (no dflab_* metadata); export with "
+                         f"`dflab export`")
+    return {"input_size": int(props["dflab_input_size"]), "mean": json.loads(props["dflab_mean"]),
+            "std": json.loads(props["dflab_std"]), "threshold": float(props["dflab_threshold"]),
+            "preprocess": json.loads(props.get("dflab_preprocess", "{}"))}
+
+
+def _load_onnx(path: Path) -> VisualModel:
+    import onnxruntime as ort
+
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                 if p in ort.get_available_providers()]
+    try:
+        sess = ort.InferenceSession(str(path), providers=providers)
+        meta = _onnx_meta(dict(sess.get_modelmeta().custom_metadata_map), path)
+    except ValueError:  # a valid model that dflab did not export: its message says so
+        raise
+    except Exception as exc:  # onnxruntime's InvalidProtobuf, Fail, ...
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        raise ValueError(f"'{path}' is not a usable ONNX model ({type(exc).__name__}: {first}); "
+                         f"export one with `dflab export --run RUN`") from None
+    return VisualModel(path, "onnxruntime", meta["input_size"], meta["mean"], meta["std"],
+                       meta["threshold"], meta["preprocess"],
+                       lambda x: sess.run(None, {"input": x})[0])
+
+
+def _run_threshold(ckpt_path: Path, ckpt: dict) -> float:
+    """The threshold tuned on val when the run was evaluated, else the checkpoint's."""
+    ev = ckpt_path.parent.parent / "eval_test.json"
+    if ev.exists():
+        return float(json.loads(ev.read_text())["visual"]["threshold"])
+    return float(ckpt.get("metrics", {}).get("val_threshold", 0.5))
+
+
+def _load_torch(path: Path, device: str) -> VisualModel:
+    import torch
+
+    from .train import load_model
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, dc, ckpt = load_model(path, torch.device(device))
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
+
+    return VisualModel(path, "torch", dc["input_size"], dc["mean"], dc["std"],
+                       _run_threshold(path, ckpt), ckpt["config"]["preprocess"], run)
+
+
+def load_visual(path: str | Path, device: str = "auto") -> VisualModel:
+    """A checkpoint (``.pt``, torch) or an exported ONNX file (``.onnx``, onnxruntime)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model '{path}' does not exist; give a checkpoint "
+                                f"(runs/train-*/checkpoints/best.pt) or an exported .onnx")
+    return _load_onnx(path) if path.suffix == ".onnx" else _load_torch(path, device)
+
+
+# forensic model -----------------------------------------------------------------------------
+def save_forensic(path: str | Path, mlp: Any, logreg: Any, names: list[str],
+                  thresholds: dict[str, float], crop_size: int = 0) -> Path:
+    """The forensic models as plain arrays: the MLP (a fitted
+    :class:`~dflab.forensic.ForensicClassifier`) with each eval-mode BatchNorm folded into the
+    Linear before it, and the logistic baseline (a StandardScaler + LogisticRegression
+    pipeline); ``thresholds``: {"forensic": mlp, "logreg": baseline}, tuned on val;
+    ``crop_size``: features.crop_size the features were computed with."""
+    import torch
+
+    layers: list[tuple[np.ndarray, np.ndarray]] = []
+    for mod in mlp.model_.net:
+        if isinstance(mod, torch.nn.Linear):
+            layers.append((mod.weight.detach().double().numpy().copy(),
+                           mod.bias.detach().double().numpy().copy()))
+        elif isinstance(mod, torch.nn.BatchNorm1d):  # y = (x - mean) / sqrt(var + eps) * g + b
+            s = (mod.weight / torch.sqrt(mod.running_var + mod.eps)).detach().double().numpy()
+            w, b = layers[-1]
+            layers[-1] = (w * s[:, None],
+                          (b - mod.running_mean.detach().double().numpy()) * s
+                          + mod.bias.detach().double().numpy())
+    arrays: dict[str, np.ndarray] = {
+        "names": np.array(names), "mean": mlp.scaler_.mean_, "scale": mlp.scaler_.scale_,
+        "n_layers": np.array(len(layers)), "threshold": np.array(thresholds["forensic"]),
+        "crop_size": np.array(crop_size)}
+    for k, (w, b) in enumerate(layers):
+        arrays[f"w{k}"], arrays[f"b{k}"] = w, b
+    if logreg is not None:
+        scaler, lr = logreg[0], logreg[-1]
+        arrays.update(lr_mean=scaler.mean_, lr_scale=scaler.scale_, lr_coef=lr.coef_[0],
+                      lr_intercept=np.array(lr.intercept_[0]),
+                      lr_threshold=np.array(thresholds["logreg"]))
+    path = Path(path)
+    tmp = path.with_name(path.name + ".part.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+    return path
+
+
+@dataclass
+class ForensicScorer:
+    """The forensic models in numpy: ``scores(X)`` -> {"forensic": MLP p(fake), "logreg":
+    baseline p(fake)} for ``X (n, d)`` in the order of ``names``."""
+
+    names: list[str]
+    mean: np.ndarray
+    scale: np.ndarray
+    layers: list[tuple[np.ndarray, np.ndarray]]
+    threshold: float
+    logreg: dict[str, Any] | None = None
+    crop_size: int = 0  # features.crop_size of the training features
+
+    @classmethod
+    def load(cls, run: str | Path) -> "ForensicScorer":
+        """From a forensic run folder (or its ``forensic_model.npz``); a run from before the
+        numpy form is read from its ``forensic_mlp.pt`` (torch), without the baseline."""
+        run = Path(run)
+        path = run if run.suffix == ".npz" else run / FORENSIC_FILE
+        if path.is_file():
+            with np.load(path) as z:
+                layers = [(z[f"w{k}"], z[f"b{k}"]) for k in range(int(z["n_layers"]))]
+                lr = ({"mean": z["lr_mean"], "scale": z["lr_scale"], "coef": z["lr_coef"],
+                       "intercept": float(z["lr_intercept"]),
+                       "threshold": float(z["lr_threshold"])} if "lr_coef" in z else None)
+                return cls([str(n) for n in z["names"]], z["mean"], z["scale"], layers,
+                           float(z["threshold"]), lr, int(z["crop_size"]))
+        if not (run / "forensic_mlp.pt").is_file():
+            raise FileNotFoundError(f"'{run}' is not a forensic run (no {FORENSIC_FILE} or "
+                                    f"forensic_mlp.pt); train one with `dflab train-forensic`")
+        import tempfile
+
+        from .forensic import load_forensic
+
+        est, names, thr = load_forensic(run)
+        with tempfile.TemporaryDirectory() as td:
+            return cls.load(save_forensic(Path(td) / FORENSIC_FILE, est, None, names,
+                                          {"forensic": thr}, _crop_size(run)))
+
+    def scores(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        X = np.asarray(X, float)
+        h = (X - self.mean) / self.scale
+        for k, (w, b) in enumerate(self.layers):
+            h = h @ w.T + b
+            if k < len(self.layers) - 1:
+                h = np.maximum(h, 0.0)
+        out = {"forensic": _softmax_fake(h)}
+        if self.logreg is not None:
+            z = ((X - self.logreg["mean"]) / self.logreg["scale"]) @ self.logreg["coef"]
+            out["logreg"] = 1.0 / (1.0 + np.exp(-np.clip(z + self.logreg["intercept"], -60, 60)))
+        return out
+
+
+# the bundle ---------------------------------------------------------------------------------
+@dataclass
+class Bundle:
+    """Everything a prediction needs, loaded once: ``visual`` and/or ``forensic`` (and
+    ``fuser`` over both), the preprocessing settings to crop with (the recorded ones with the
+    caller's overrides applied, listed in ``overridden``), the verdict threshold, and the
+    folders searched for the detector file."""
+
+    source: Path
+    preprocess: PreprocessConfig
+    threshold: float
+    verdict_from: str  # visual, forensic or fused
+    visual: VisualModel | None = None
+    forensic: ForensicScorer | None = None
+    fuser: Any = None
+    features_crop_size: int = 0
+    overridden: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    detector_weights: str = ""  # resolved on this machine ("" = packaged or none)
+
+    @property
+    def models(self) -> list[str]:
+        return [m for m, on in (("visual", self.visual), ("forensic", self.forensic),
+                                ("fused", self.fuser)) if on is not None]
+
+    def describe(self) -> dict[str, Any]:
+        pp = self.preprocess
+        return {"model": str(self.source), "models": self.models, "verdict_from": self.verdict_from,
+                "backend": self.visual.backend if self.visual else "numpy",
+                "threshold": round(self.threshold, 5), "detector": pp.detector,
+                "detector_weights": Path(self.detector_weights).name if self.detector_weights
+                else ("packaged" if pp.detector == "yunet" else ""),
+                "every_nth": pp.every_nth, "num_frames": pp.num_frames,
+                "overridden": {k: list(v) for k, v in self.overridden.items()}}
+
+
+def _portable_preprocess(recorded: dict[str, Any], overrides: dict[str, Any],
+                         search: list[Path]) -> tuple[PreprocessConfig, dict, str]:
+    """(settings to crop with, {key: (recorded, override)}, detector file on this machine)."""
+    from .faces import locate_weights
+
+    known = {f.name for f in dataclasses.fields(PreprocessConfig)}
+    base = PreprocessConfig(**{k: v for k, v in recorded.items() if k in known})
+    changed = {k: (getattr(base, k), v) for k, v in overrides.items()
+               if k in known and getattr(base, k) != v}
+    pp = dataclasses.replace(base, **{k: v for k, (_, v) in changed.items()})
+    if "detector" in changed and "detector_weights" not in changed:
+        pp = dataclasses.replace(pp, detector_weights="", detector_sha256="")
+    if "detector_weights" in changed and "detector_sha256" not in changed:
+        pp = dataclasses.replace(pp, detector_sha256="")
+    if pp.detector == "auto":  # a bundle from before auto was recorded resolved
+        from .faces import resolve_auto
+
+        name, weights = resolve_auto(pp.detector, pp.detector_weights)
+        pp = dataclasses.replace(pp, detector=name, detector_weights=weights)
+    weights = locate_weights(pp.detector, pp.detector_weights, pp.detector_sha256, search)
+    return pp, changed, weights
+
+
+def _sibling(path: str, near: Path) -> Path:
+    """A run folder recorded by absolute path, or the folder of that name beside ``near`` (a
+    runs folder copied to another machine)."""
+    p = Path(path)
+    return p if p.exists() else near.parent / p.name
+
+
+def load_bundle(model: str | Path, overrides: dict[str, Any] | None = None,
+                device: str = "auto") -> Bundle:
+    """Load ``model`` for prediction: an ONNX file, a checkpoint, a train run (its ONNX export,
+    else best.pt), a forensic run, or a fuse run (its visual model, forensic model and fuser;
+    files exported into the fuse folder first, else the runs it names, found by path or beside
+    it). ``overrides``: preprocess settings to use instead of the recorded ones."""
+
+    model = Path(model)
+    overrides = overrides or {}
+    if not model.exists():
+        raise FileNotFoundError(f"model '{model}' does not exist; give a run folder, a "
+                                f"checkpoint (.pt) or an exported .onnx")
+    search: list[Path] = []
+    visual = forensic = fuser = None
+    if model.is_file():
+        visual = load_visual(model, device)
+        search = [model.parent / DETECTOR_DIR, model.parent.parent / DETECTOR_DIR]
+        recorded, verdict, thr = visual.preprocess, "visual", visual.threshold
+    elif (model / "fuser.json").exists():
+        from .fuse import Fuser
+
+        fuser, meta = Fuser.load(model)
+        vrun = _sibling(meta["visual_run"], model)
+        frun = _sibling(meta["forensic_run"], model)
+        vfile = next((p for p in (model / "model.onnx", vrun / "model.onnx",
+                                  vrun / "checkpoints" / meta.get("checkpoint", "best.pt"))
+                      if p.is_file()), None)
+        if vfile is None:
+            raise FileNotFoundError(f"fuse run '{model}': no visual model (model.onnx in it, or "
+                                    f"the visual run '{vrun}'); export it with `dflab export "
+                                    f"--run {model}`")
+        visual = load_visual(vfile, device)
+        forensic = ForensicScorer.load(model if (model / FORENSIC_FILE).is_file() else frun)
+        search = [model / DETECTOR_DIR, vrun / DETECTOR_DIR]
+        recorded, verdict, thr = visual.preprocess, "fused", fuser.threshold
+    elif (model / FORENSIC_FILE).is_file() or (model / "forensic_mlp.pt").is_file():
+        forensic = ForensicScorer.load(model)
+        recorded = _run_preprocess(model)
+        search, verdict, thr = [model / DETECTOR_DIR], "forensic", forensic.threshold
+    elif (model / "checkpoints").is_dir() or (model / "model.onnx").is_file():
+        vfile = model / "model.onnx"
+        return load_bundle(vfile if vfile.is_file() else model / "checkpoints" / "best.pt",
+                           overrides, device)
+    else:
+        raise FileNotFoundError(f"'{model}' is not a dflab run folder (no model.onnx, "
+                                f"checkpoints/, {FORENSIC_FILE} or fuser.json)")
+    pp, changed, weights = _portable_preprocess(recorded, overrides, search)
+    if changed:
+        log.info("predict: preprocessing differs from training: %s",
+                 ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+    crop_size = forensic.crop_size if forensic is not None else 0
+    return Bundle(model, pp, thr, verdict, visual, forensic, fuser, crop_size, changed, weights)
+
+
+def _run_preprocess(run: Path) -> dict[str, Any]:
+    import yaml
+
+    path = run / "config.yaml"
+    return (yaml.safe_load(path.read_text()) or {}).get("preprocess", {}) if path.is_file() \
+        else {}
+
+
+def _crop_size(run: Path) -> int:
+    import yaml
+
+    path = run / "config.yaml"
+    if not path.is_file():
+        return 0
+    return int(((yaml.safe_load(path.read_text()) or {}).get("features") or {})
+               .get("crop_size", 0))
