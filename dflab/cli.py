@@ -143,10 +143,12 @@ def cmd_train(args, lab):
 
 
 @command("evaluate", "evaluate a run: threshold from val, metrics per method, frame and video")
-@arg("--run", required=True, help="run folder (runs/train-<name>)")
+@arg("--run", required=True, help="run folder: train (the visual model) or forensic (scores "
+     "any processed folder with the MLP and the logistic baseline)")
 @arg("--processed", default="", help="preprocessed folder (default: the one the run was "
      "trained on)")
-@arg("--split", default="test", choices=["train", "val", "test"])
+@arg("--split", default="test", choices=["train", "val", "test", "all"],
+     help="which crops (all: every split; forensic runs only)")
 @arg("--checkpoint", default="best.pt")
 def cmd_evaluate(args, lab):
     print(lab.evaluate(args.run, args.processed, args.split, args.checkpoint, callbacks=_bar()))

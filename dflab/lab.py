@@ -303,10 +303,64 @@ class Lab:
         """Threshold tuned on val; frame and video metrics on ``split``, per method, with
         bootstrap intervals; writes eval_<split>.json and predictions_<split>.csv."""
         from .evaluate import evaluate_run
+        from .runs import run_info
 
+        if run_info(run)["kind"] == "forensic":
+            return self.score_forensic(run, processed, split, callbacks, cancel)
         rep = evaluate_run(run, self.processed_dir(processed, run), split, self.cfg.eval,
                            checkpoint, callbacks=callbacks, cancel=cancel)
         return EvalResult(Path(run), split, {"visual": rep})
+
+    def score_forensic(self, run: str | Path, processed: str | Path = "", split: str = "test",
+                       callbacks: Callbacks = None,
+                       cancel: CancelToken | None = None) -> EvalResult:
+        """Score any processed folder with a trained forensic run (the MLP and the logistic
+        baseline): its features are computed (cached per crop) when missing, every crop of
+        ``split`` (``all``: every split) is scored, and with both classes present each model
+        gets the report evaluate writes. Another folder than the run's own is written to
+        ``eval_<split>_<folder>.json`` and ``predictions_<split>_<folder>.csv``, never over the
+        run's own test report."""
+        import pandas as pd
+
+        from .bundle import ForensicScorer
+        from .metrics import evaluate_predictions
+        from .runs import run_info, write_json
+
+        run = Path(run)
+        folder = self.processed_dir(processed, run)
+        scorer = ForensicScorer.load(run)
+        if not (folder / "features.csv").is_file():
+            self.features(folder, callbacks=callbacks, cancel=cancel)
+        from .forensic import load_features
+
+        df, names = load_features(folder)
+        part = df if split == "all" else df[df["split"] == split]
+        if part.empty:
+            raise ValueError(f"'{folder}' has no crops in split '{split}' (it has "
+                             f"{sorted(df['split'].unique())}); give --split all to score every crop")
+        scores = scorer.scores(part[scorer.names].to_numpy())
+        own = str(folder.resolve()) == run_info(run).get("processed", "")
+        tag = split if own else f"{split}_{folder.name}"
+        table = part[["uid", "dataset", "method", "compression", "video_id", "label", "split",
+                      "target", "frame_index", "crop_path"]].copy()
+        for m, p in scores.items():
+            table[f"prob_{m}"] = p
+        table.to_csv(run / f"predictions_{tag}.csv", index=False)
+        e, reports = self.cfg.eval, {}
+        if table["target"].nunique() == 2:
+            for m, thr in (("mlp", scorer.threshold), ("logreg", (scorer.logreg or {}).get(
+                    "threshold"))):
+                key = "forensic" if m == "mlp" else m
+                if key in scores:
+                    reports[m] = evaluate_predictions(table.assign(prob=scores[key]), thr,
+                                                      e.aggregate, e.confident_margin,
+                                                      e.ece_bins, e.bootstrap, self.cfg.env.seed)
+            write_json(run / f"eval_{tag}.json", reports)
+        extra = (f"scored {len(table)} crops of '{folder}' ({split}) -> "
+                 f"{run / f'predictions_{tag}.csv'}")
+        if not reports:
+            extra += "; one class only: no metrics"
+        return EvalResult(run, tag, reports, extra)
 
     def export(self, run: str | Path, out: str | Path = "", checkpoint: str = "best.pt",
                callbacks: Callbacks = None, cancel: CancelToken | None = None) -> ExportResult:

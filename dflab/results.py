@@ -165,7 +165,8 @@ class EvalResult:
             lines.append(format_report(rep))
         if self.extra:
             lines.append(self.extra)
-        lines.append(f"report: {self.run / f'eval_{self.split}.json'}")
+        if self.reports:
+            lines.append(f"report: {self.run / f'eval_{self.split}.json'}")
         return "\n".join(lines)
 
 

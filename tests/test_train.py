@@ -132,7 +132,8 @@ def test_focal_loss_downweights_easy_examples():
 def test_evaluate_export_predict(run, crops, demo_set):
     from dflab.evaluate import evaluate_run
     from dflab.export import export_onnx, onnx_metadata
-    from dflab.predict import Predictor, predict_file
+    from dflab.bundle import load_visual
+    from dflab.predict import predict_file
 
     path, _ = run
     rep = evaluate_run(path, crops, "test")
@@ -148,6 +149,7 @@ def test_evaluate_export_predict(run, crops, demo_set):
     meta = onnx_metadata(path / "model.onnx")
     assert meta["input_size"] == 64 and meta["class_names"] == ["real", "fake"]
     assert meta["threshold"] == pytest.approx(rep["threshold"])
+    assert not (path / "model.onnx.data").exists()  # one self-contained file
 
     video = next(demo_set.glob("manipulated_sequences/FaceSwap/c23/videos/*.mp4"))
     a = predict_file(video, path / "checkpoints/best.pt")
@@ -160,7 +162,7 @@ def test_evaluate_export_predict(run, crops, demo_set):
     img = predict_file(crop.parent.parent / "frames" / crop.name, path / "model.onnx")
     assert img["frames_sampled"] == 1
     with pytest.raises(FileNotFoundError, match="checkpoint"):
-        Predictor(path / "missing.pt")
+        load_visual(path / "missing.pt")
 
 
 def test_cli_train_evaluate_export_predict(crops, tmp_path, demo_set, capsys):
