@@ -275,8 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (help, add_args, _) in COMMANDS.items():
         p = sub.add_parser(name, help=help, description=help)
         p.add_argument("--config", default=None, help="YAML preset (see configs/)")
-        p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                       help="config overrides, e.g. train.lr=3e-4 model.backbone=resnet18")
+        p.add_argument("--set", nargs="*", default=[], action="extend", metavar="KEY=VALUE",
+                       help="config overrides, e.g. train.lr=3e-4 model.backbone=resnet18 "
+                       "(repeatable; a later value of a key wins)")
         add_args(p)
     return parser
 

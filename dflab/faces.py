@@ -104,11 +104,20 @@ def implausible(face: Face, shape: tuple) -> str:
     return ""
 
 
+def _below(big: Face, small: Face) -> bool:
+    """``big`` starts below the middle of ``small`` and spans its centre: a body under a head."""
+    cx, cy = (small.box[0] + small.box[2]) / 2, (small.box[1] + small.box[3]) / 2
+    return big.box[1] >= cy and big.box[0] <= cx <= big.box[2]
+
+
 def primary_face(faces: Sequence[Face], shape: tuple) -> Face | None:
-    """The face a crop is cut around: the largest plausible one (see :func:`implausible`), so a
-    larger false box (a torso) is never chosen over a real face; None when none is plausible."""
-    for face in sorted(faces, key=lambda f: f.area, reverse=True):
-        if not implausible(face, shape):
+    """The face a crop is cut around: the largest plausible one (see :func:`implausible`) that
+    is not below a smaller plausible face (a torso under a head, as a weak detector finds it),
+    so a larger false box is not chosen over a real face; None when none is plausible."""
+    ok = [f for f in sorted(faces, key=lambda f: f.area, reverse=True)
+          if not implausible(f, shape)]
+    for k, face in enumerate(ok):
+        if not any(_below(face, smaller) for smaller in ok[k + 1:]):
             return face
     return None
 

@@ -320,7 +320,6 @@ class Lab:
         gets the report evaluate writes. Another folder than the run's own is written to
         ``eval_<split>_<folder>.json`` and ``predictions_<split>_<folder>.csv``, never over the
         run's own test report."""
-        import pandas as pd
 
         from .bundle import ForensicScorer
         from .metrics import evaluate_predictions
