@@ -97,10 +97,19 @@ class Lab:
             from .runs import run_info
 
             try:
-                recorded = run_info(run).get("processed", "")
+                info = run_info(run)
             except FileNotFoundError:
-                recorded = ""
+                info = {}
+            recorded = info.get("processed", "")
             if recorded:
+                index = Path(recorded) / "index.csv"
+                if info.get("index_sha256") and index.is_file():
+                    from .faces import sha256_file
+
+                    if sha256_file(index) != info["index_sha256"]:
+                        log.warning("'%s' changed since run '%s' was made (its index.csv differs "
+                                    "from the one recorded): its splits may hold other videos",
+                                    recorded, Path(run).name)
                 return Path(recorded)
         return self.paths["processed"] / (source or self.cfg.data.source)
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from .bundle import Bundle, load_bundle
 from .config import PreprocessConfig
-from .events import Callback, CancelToken, Emitter
+from .events import Callback, CancelToken, Cancelled, Emitter
 from .sources import IMAGE_EXTS, VIDEO_EXTS
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ __all__ = ["expand_inputs", "predict_many", "predict_file", "write_batch_report"
 #: one row per input in the batch report (a model the bundle lacks leaves its column empty)
 BATCH_COLUMNS = ["file", "kind", "verdict", "probability", "prob_visual", "prob_forensic",
                  "prob_logreg", "prob_fused", "threshold", "frames_sampled", "frames_scored",
-                 "error"]
+                 "truncated", "error"]
 
 
 def expand_inputs(items: Sequence[str | Path], faces: bool = False) -> list[Path]:
@@ -71,17 +71,21 @@ def _jpeg(crop_bgr: np.ndarray, quality: int) -> np.ndarray:
 
 
 def _face_crops(path: Path, pp: PreprocessConfig, detector: Any
-                ) -> tuple[list[dict], list[np.ndarray], int, list[int]]:
+                ) -> tuple[list[dict], list[np.ndarray], int, list[int], str]:
     """Sample frames of an image or video and crop the primary face as preprocessing does:
     (rows with frame_index/timestamp/box/face_score, crops ``uint8 (H, W, 3) BGR`` after the
-    JPEG round trip, frames sampled, indices of frames without a face)."""
+    JPEG round trip, frames sampled, indices of frames without a face, "" or what says the file
+    is cut off)."""
     from .faces import crop_face, primary_face
-    from .preprocess import sample_frames
+    from .preprocess import _truncation, sample_frames
 
-    _, fps, sampled = sample_frames(path, pp.every_nth, pp.num_frames)
+    info, fps, sampled = sample_frames(path, pp.every_nth, pp.num_frames)
     frames = [(i, f) for i, f in sampled if f is not None]
     if not frames:
         raise ValueError(f"'{path}' gave no decodable frames (not a video or image, or damaged)")
+    truncated = _truncation(info, [{"frame_index": i} for i, _ in frames], pp)
+    if truncated:
+        log.warning("%s: %s", path, truncated)
     rows, crops, missing = [], [], []
     for start in range(0, len(frames), 16):
         chunk = frames[start:start + 16]
@@ -95,7 +99,7 @@ def _face_crops(path: Path, pp: PreprocessConfig, detector: Any
             rows.append({"frame_index": idx, "timestamp": round(idx / fps, 3),
                          "box": [round(v, 1) for v in face.box],
                          "face_score": round(face.score, 4)})
-    return rows, crops, len(frames), missing
+    return rows, crops, len(frames), missing, truncated
 
 
 def _read_crop(path: Path) -> np.ndarray:
@@ -144,6 +148,7 @@ def _score(bundle: Bundle, path: Path, crops: list[np.ndarray], rows: list[dict]
                 table[f"audio_{k}"] = audio[k]
             table["has_audio"] = np.asarray(audio["valid"], bool)
         probs["fused"] = bundle.fuser.predict(table)
+        probs.pop("logreg", None)  # the baseline is not one of the fused inputs
     return probs, audio is not None
 
 
@@ -153,16 +158,17 @@ def _predict_one(bundle: Bundle, path: Path, detector: Any, faces: bool, aggrega
 
     if faces:
         rows = [{"frame_index": 0, "timestamp": 0.0, "box": None, "face_score": None}]
-        crops, n_sampled, missing = [_read_crop(path)], 1, []
+        crops, n_sampled, missing, truncated = [_read_crop(path)], 1, [], ""
     else:
-        rows, crops, n_sampled, missing = _face_crops(path, bundle.preprocess, detector)
+        rows, crops, n_sampled, missing, truncated = _face_crops(path, bundle.preprocess,
+                                                                 detector)
     kind = "face" if faces else "image" if path.suffix.lower() in IMAGE_EXTS else "video"
     result: dict[str, Any] = {
         "file": str(path), "kind": kind, "model": str(bundle.source),
         "backend": bundle.visual.backend if bundle.visual else "numpy",
         "detector": "none (face crops)" if faces else bundle.preprocess.detector,
         "threshold": round(threshold, 5), "frames_sampled": n_sampled,
-        "frames_without_face": missing}
+        "frames_without_face": missing, "truncated": truncated}
     if not crops:
         result.update(verdict="no face found", probability=None, probabilities={}, frames=[])
         return result
@@ -210,12 +216,14 @@ def predict_many(inputs: Sequence[str | Path], model: str | Path | Bundle, faces
         em.check()
         try:
             results.append(_predict_one(bundle, path, detector, faces, aggregate, margin, thr))
-        except (ValueError, OSError) as exc:
+        except Cancelled:
+            raise
+        except Exception as exc:  # one bad file never stops the batch
             if len(files) == 1:
                 raise
             log.warning("predict %s: %s", path, exc)
             results.append({"file": str(path), "verdict": "error", "probability": None,
-                            "error": str(exc), "frames": []})
+                            "error": f"{type(exc).__name__}: {exc}", "frames": []})
         em.progress(k + 1, len(files), "file", path.name)
     return results, bundle.describe()
 
@@ -247,7 +255,8 @@ def batch_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "prob_forensic": p.get("forensic"), "prob_logreg": p.get("logreg"),
             "prob_fused": p.get("fused"),
             "threshold": r.get("threshold"), "frames_sampled": r.get("frames_sampled", 0),
-            "frames_scored": len(r.get("frames", [])), "error": r.get("error", "")})
+            "frames_scored": len(r.get("frames", [])), "truncated": r.get("truncated", ""),
+            "error": r.get("error", "")})
     return rows
 
 

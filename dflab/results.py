@@ -207,6 +207,8 @@ class PredictResult:
         lines = [f"{res['file']}: {res['verdict'].upper()} (p(fake)={prob}, threshold "
                  f"{res['threshold']:.3f}, {res['backend']}, {len(res['frames'])} frames with a "
                  f"face of {res['frames_sampled']} sampled)"]
+        if res.get("truncated"):
+            lines.append(f"  warning: {res['truncated']}")
         if len(res.get("probabilities") or {}) > 1:
             lines.append("  p(fake) per model: " + ", ".join(
                 f"{m} {p:.3f}" for m, p in res["probabilities"].items())

@@ -360,3 +360,45 @@ def test_full_disk_then_rerun_completes(tmp_path, demo_set, capsys):
         assert not list((disk / "p").glob("videos/**/*.part"))
     finally:
         subprocess.run(["umount", str(disk)])
+
+
+def tiny_onnx(path: Path, size: int = 32) -> Path:
+    """A minimal model with dflab's metadata: mean colour -> two logits (no training, no torch
+    export): what predict does around the model is what is tested."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.array([[1.0, -1.0], [0.0, 0.0], [-1.0, 1.0]], np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["input"], ["p"]),
+         helper.make_node("Flatten", ["p"], ["f"]), helper.make_node("MatMul", ["f", "w"],
+                                                                     ["logits"])],
+        "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 2])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    pp = {"detector": "yunet", "every_nth": 5, "audio": False}
+    for k, v in {"dflab_input_size": str(size), "dflab_mean": "[0.5, 0.5, 0.5]",
+                 "dflab_std": "[0.25, 0.25, 0.25]", "dflab_class_names": '["real", "fake"]',
+                 "dflab_threshold": "0.5", "dflab_preprocess": json.dumps(pp)}.items():
+        model.metadata_props.add(key=k, value=v)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_predict_a_folder_of_bad_inputs_lists_each_and_goes_on(corpus, tmp_path, capsys):
+    root, files = corpus
+    model = tiny_onnx(tmp_path / "tiny.onnx")
+    report = tmp_path / "r.csv"
+    code, out, err = cli(capsys, "predict", str(root), "--model", str(model), "--report",
+                         str(report))
+    assert code == EXIT_ITEMS_FAILED, err
+    rows = {Path(r["file"]).name: r for r in pd.read_csv(report, keep_default_na=False)
+            .to_dict("records")}
+    assert len(rows) == len(files) - 1  # every file on disk (the missing one is only listed)
+    assert "is empty (0 bytes)" in rows["zero.mp4"]["error"]
+    assert rows["cut.jpg"]["verdict"] == "error" and "truncated JPEG" in rows["cut.jpg"]["error"]
+    assert rows["valid.mp4"]["verdict"] in ("real", "fake")
+    assert rows["noise.mp4"]["verdict"] == "no face found"
+    assert rows["faststart_cut.mp4"]["truncated"].startswith("truncated: frames decode up to")
+    assert rows["vidéo ñ 1.mp4"]["verdict"] in ("real", "fake")
+    assert f"{len(files) - 1} inputs:" in out and "ERROR" in out

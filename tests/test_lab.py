@@ -56,7 +56,7 @@ def test_auto_detector_is_resolved_and_recorded(tmp_path, demo_set):
     assert recorded["detector"] == "yunet"  # what made the crops, not "auto"
 
 
-def test_runs_record_kind_and_data(tmp_path):
+def test_runs_record_kind_and_data(tmp_path, caplog):
     lab = Lab(data_root=tmp_path)
     a = create_run_dir(lab.paths["runs"], "forensic", lab.cfg, "a", {}, processed="/p/a")
     time.sleep(0.01)
@@ -69,6 +69,15 @@ def test_runs_record_kind_and_data(tmp_path):
     assert lab.processed_dir(run=b) == Path("/p/b")  # evaluate defaults to the run's data
     with pytest.raises(ValueError, match="run kind"):
         create_run_dir(lab.paths["runs"], "trian", lab.cfg, "c", {})
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "index.csv").write_text("uid\nv1\n")
+    c = create_run_dir(lab.paths["runs"], "train", lab.cfg, "c", {}, processed=data)
+    assert len(run_info(c)["index_sha256"]) == 64
+    (data / "index.csv").write_text("uid\nv1\nv2\n")  # more videos preprocessed since
+    with caplog.at_level("WARNING", logger="dflab"):
+        assert lab.processed_dir(run=c) == data
+    assert "changed since run 'train-c'" in caplog.text
     with pytest.raises(FileNotFoundError, match="evaluate it first"):
         read_report(b)
 
