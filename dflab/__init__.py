@@ -12,7 +12,7 @@ preprocessing         ``video``, ``faces``, ``audio``, ``preprocess``, ``stats``
 visual model          ``models``, ``datasets``, ``train``, ``evaluate``
 forensic model        ``features``, ``forensic``
 fused verdict         ``fuse``
-export and inference  ``export``, ``predict``
+export and inference  ``export``, ``bundle`` (a trained model as a portable artefact), ``predict``
 ====================  =========================================================================
 
 Infrastructure, shared by every stage: ``config`` (the one lab config), ``events`` (progress,
@@ -35,7 +35,7 @@ __version__ = "0.1.0"
 #: the stage modules in pipeline order (loaded on first attribute access: ``dflab.train``)
 STAGES = ["environment", "sources", "acquire", "demo", "video", "faces", "audio", "preprocess",
           "stats", "models", "datasets", "train", "evaluate", "features", "forensic", "fuse",
-          "export", "predict"]
+          "export", "bundle", "predict"]
 
 __all__ = [
     "Lab", "ConfigError", "LabConfig", "load_config", "save_config",

@@ -17,7 +17,7 @@ from .runs import write_json
 
 log = logging.getLogger(__name__)
 
-__all__ = ["export_onnx", "load_onnx", "onnx_metadata", "bundle_preprocess"]
+__all__ = ["export_onnx", "onnx_metadata", "bundle_preprocess"]
 
 
 def export_onnx(run: str | Path, out: str | Path = "", cfg: ExportConfig | None = None,
@@ -118,6 +118,8 @@ def bundle_preprocess(pp: dict[str, Any], run: str | Path) -> dict[str, Any]:
 
 
 def onnx_metadata(path: str | Path) -> dict[str, Any]:
+    """dflab's metadata of an exported file, read with ``onnx`` (prediction reads it through
+    onnxruntime: :func:`dflab.bundle.load_visual`)."""
     import onnx
 
     props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
@@ -129,24 +131,3 @@ def onnx_metadata(path: str | Path) -> dict[str, Any]:
             "class_names": json.loads(props["dflab_class_names"]),
             "threshold": float(props["dflab_threshold"]),
             "preprocess": json.loads(props.get("dflab_preprocess", "{}"))}
-
-
-def load_onnx(path: str | Path):
-    """(onnxruntime session, data config with threshold)."""
-    import onnxruntime as ort
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ONNX model '{path}' does not exist")
-    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
-                 if p in ort.get_available_providers()]
-    try:
-        session = ort.InferenceSession(str(path), providers=providers)
-        meta = onnx_metadata(path)
-    except ValueError:  # a valid model that dflab did not export: its message says so
-        raise
-    except Exception as exc:  # onnxruntime's InvalidProtobuf, Fail, ...; onnx's DecodeError
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
-        raise ValueError(f"'{path}' is not a usable ONNX model ({type(exc).__name__}: {first}); "
-                         f"export one with `dflab export --run RUN`") from None
-    return session, meta
