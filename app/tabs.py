@@ -60,6 +60,9 @@ class DataTab:
                                    ["detector", "detector_weights", "every_nth", "num_frames",
                                     "padding", "min_confidence", "workers", "save_frames",
                                     "audio"])
+        # a Dask scheduler spreads preprocessing (and feature extraction) over machines
+        self.cluster_form = ConfigForm(cfg.env, "env", ["cluster"])
+        self.cluster_form.inputs["cluster"].placeholder = "(this machine) tcp://HOST:8786 or local:N"
         self.force = W.Checkbox(description="re-process videos made with other settings",
                                 indent=False)
         self.pre_job = JobPanel("Preprocess")
@@ -82,7 +85,7 @@ class DataTab:
         self.widget = W.VBox([
             W.HTML("<h3>1 · Get data</h3>"), acc, self.summary,
             W.HTML("<h3>2 · Preprocess</h3>"), self.where.widget,
-            self.pre_form.widget, self.force, self.pre_job.widget,
+            self.pre_form.widget, self.cluster_form.widget, self.force, self.pre_job.widget,
             W.HTML("<h3>3 · Dataset statistics</h3>"), self.stats_html, self.stats_plots])
         self.show_summary()
         self.show_stats()
@@ -124,7 +127,7 @@ class DataTab:
             self.dfdc_job.run(self.dash.lab.fetch_and_preprocess, dataset="dfdc")
 
     def preprocess(self) -> None:
-        if self._apply(self.pre_job, self.where, self.pre_form):
+        if self._apply(self.pre_job, self.where, self.pre_form, self.cluster_form):
             self.pre_job.run(self.dash.lab.preprocess, force=self.force.value)
 
     # views ---------------------------------------------------------------------------------

@@ -44,6 +44,12 @@ def _lab(args: argparse.Namespace):
     return Lab(args.config, args.set)
 
 
+def _cluster(args: argparse.Namespace, lab) -> None:
+    """--cluster sets env.cluster (the lab checks it before any work starts)."""
+    if args.cluster is not None:
+        lab.cfg.env.cluster = args.cluster
+
+
 def _bar() -> list:
     from .events import TqdmCallback
 
@@ -102,7 +108,10 @@ def cmd_detectors(args, lab):
 @arg("--index-only", action="store_true", help="only rebuild index.csv and stats.json")
 @arg("--force", action="store_true", help="re-process every video when the folder was made "
      "with other settings (default: refuse and name the settings that differ)")
+@arg("--cluster", default=None, help="Dask scheduler: tcp://HOST:8786 or local:N (env.cluster); "
+     "the output folder must be on storage every worker sees")
 def cmd_preprocess(args, lab):
+    _cluster(args, lab)
     res = lab.preprocess(args.source, args.root, args.labels, args.splits_dir, args.out,
                          args.shard, args.index_only, force=args.force, callbacks=_bar())
     print(res)
@@ -197,7 +206,9 @@ def cmd_predict(args, lab):
 
 @command("features", "compute the ~50 forensic features of every crop (cached per crop)")
 @arg("--processed", default="", help="preprocessed folder (default <data_root>/processed/<source>)")
+@arg("--cluster", default=None, help="Dask scheduler: tcp://HOST:8786 or local:N (env.cluster)")
 def cmd_features(args, lab):
+    _cluster(args, lab)
     from .features import FEATURE_HELP
 
     res = lab.features(args.processed, callbacks=_bar())

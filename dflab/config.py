@@ -63,6 +63,9 @@ class EnvConfig:
     workers: int = _f(-1, "DataLoader workers; -1 picks from the CPU cores.", min=-1, max=64)
     device: str = _f("auto", "Torch device.", choices=["auto", "cpu", "cuda"])
     mount_drive: bool = _f(True, "On Colab, mount Google Drive and keep data_root there.")
+    cluster: str = _f("", "Dask scheduler for preprocessing and feature extraction: "
+                      "tcp://HOST:8786, or local:N worker processes here; empty: this machine "
+                      "(preprocess.workers). Needs the cluster extra and shared storage.")
 
 
 @dataclass

@@ -413,6 +413,10 @@ def _one(args: tuple[str, int]) -> np.ndarray:
     return extract_features(img, crop_size)
 
 
+def _many(items: list[tuple[str, int]]) -> list[np.ndarray]:
+    return [_one(item) for item in items]
+
+
 def _key(path: str, crop_size: int) -> str:
     st = os.stat(path)
     return hashlib.sha1(f"{FEATURES_VERSION}|{path}|{st.st_size}|{st.st_mtime_ns}|{crop_size}"
@@ -421,9 +425,10 @@ def _key(path: str, crop_size: int) -> str:
 
 def extract_many(paths: list[str], cache_dir: str | Path | None = None, crop_size: int = 0,
                  workers: int = 1, progress: Callable[[int, int], None] | None = None,
-                 check: Callable[[], None] | None = None) -> np.ndarray:
+                 check: Callable[[], None] | None = None, cluster: str = "") -> np.ndarray:
     """float64 (n, n_features) for many image files; each crop's vector is cached on disk
-    (keyed by path, size, mtime, settings and feature version), so re-runs are instant."""
+    (keyed by path, size, mtime, settings and feature version), so re-runs are instant.
+    ``cluster``: a Dask scheduler (see :mod:`dflab.cluster`) computes them, 64 crops a task."""
     n = len(paths)
     X = np.zeros((n, len(feature_names())))
     todo = []
@@ -449,7 +454,25 @@ def extract_many(paths: list[str], cache_dir: str | Path | None = None, crop_siz
             np.save(tmp, v)
             os.replace(tmp, f)
 
-    if workers > 1 and len(todo) > 1:
+    if cluster and todo:
+        from .cluster import run_tasks
+
+        chunks = [todo[k:k + 64] for k in range(0, len(todo), 64)]
+        finished = [done]
+
+        def arrived(j: int, vectors: list | None, exc: BaseException | None) -> None:
+            if exc is not None:
+                raise RuntimeError(f"feature extraction failed on the cluster for "
+                                   f"'{paths[chunks[j][0]]}' and the crops after it: {exc}")
+            for i, v in zip(chunks[j], vectors):
+                store(i, v)
+            finished[0] += len(chunks[j])
+            if progress:
+                progress(finished[0], n)
+
+        run_tasks(cluster, _many, [[(paths[i], crop_size) for i in c] for c in chunks], arrived,
+                  check)
+    elif workers > 1 and len(todo) > 1:
         import multiprocessing as mp
 
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:

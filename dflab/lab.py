@@ -130,6 +130,13 @@ class Lab:
                           compressions=self.cfg.data.compressions or None)
         return list_videos(source, self.source_root(source, root), **kwargs)
 
+    def _check_cluster(self) -> None:
+        """A bad env.cluster is an error before any work starts."""
+        if self.cfg.env.cluster:
+            from .cluster import check_address
+
+            check_address(self.cfg.env.cluster)
+
     def preprocess_settings(self) -> PreprocessConfig:
         """``preprocess`` with ``auto`` resolved to the detector it will use (yolo for a .pt
         file, else yunet: the given file, or the packaged one as weights "") and its file."""
@@ -238,6 +245,7 @@ class Lab:
         from .preprocess import build_index, parse_shard, preprocess_videos
         from .stats import dataset_stats
 
+        self._check_cluster()
         source = source or self.cfg.data.source
         out = Path(out) if out else self.paths["processed"] / source
         pp = self.preprocess_settings()
@@ -253,7 +261,7 @@ class Lab:
             missing = sum(1 for r in records if not r.exists)
             rep = preprocess_videos(records, out, pp, parse_shard(shard),
                                     cache_dir=str(self.paths["cache"]), callbacks=callbacks,
-                                    cancel=cancel, force=force)
+                                    cancel=cancel, force=force, cluster=self.cfg.env.cluster)
         return PreprocessResult(out, source, rep["videos"], rep["processed"],
                                 rep["skipped_finished"], rep["failed"], rep["frames"],
                                 rep["coverage"], pp.detector, dict(rep["errors"]),
@@ -452,6 +460,7 @@ class Lab:
         from .features import feature_names
         from .forensic import compute_features
 
+        self._check_cluster()
         path = compute_features(self.processed_dir(processed), self.cfg, callbacks=callbacks,
                                 cancel=cancel)
         return FeaturesResult(Path(path), tuple(feature_names()))

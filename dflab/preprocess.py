@@ -304,11 +304,14 @@ def _differ(before: dict[str, Any], now: dict[str, Any]) -> dict[str, tuple[Any,
 def preprocess_videos(records: list[VideoRecord], out: str | Path, cfg: PreprocessConfig,
                       shard: tuple[int, int] = (0, 1), cache_dir: str = "",
                       callbacks: list[Callback] | None = None,
-                      cancel: CancelToken | None = None, force: bool = False) -> dict:
+                      cancel: CancelToken | None = None, force: bool = False,
+                      cluster: str = "") -> dict:
     """Process every record of this shard; bad videos are reported and the batch goes on.
 
     A folder made with other settings (see :func:`settings_changes`) is refused, so crops made
     two ways never mix; ``force`` re-processes the videos made with other settings instead.
+    ``cluster``: a Dask scheduler (see :mod:`dflab.cluster`), one task per video, instead of
+    ``cfg.workers`` local processes; the output is the same.
     Returns a report: counts, per-video summaries, errors, and the path of the index.
     """
     out = Path(out)
@@ -350,7 +353,12 @@ def preprocess_videos(records: list[VideoRecord], out: str | Path, cfg: Preproce
                     rec.uid)
 
     try:
-        if cfg.workers <= 1:
+        if cluster:
+            from .cluster import run_tasks
+
+            run_tasks(cluster, _worker, [(rec, out, cfg, spec, redo) for rec in todo],
+                      lambda i, result, exc: record_result(todo[i], result, exc), em.check)
+        elif cfg.workers <= 1:
             for rec in todo:
                 em.check()
                 try:

@@ -76,6 +76,15 @@ def test_bad_dfdc_parts_are_shown_not_raised(dash):
     assert not tab.dfdc_job.running and not tab.dfdc_job.start.disabled
 
 
+def test_preprocessing_panel_takes_a_scheduler_address(dash):
+    tab = dash.data_tab
+    tab.cluster_form.inputs["cluster"].value = "10.0.0.5"  # no scheme: not an address
+    tab.pre_job.start.click()
+    tab.pre_job.wait(120)
+    assert dash.cfg.env.cluster == "10.0.0.5"
+    assert "tcp://HOST:8786" in tab.pre_job.status.value + tab.pre_job.error
+
+
 @pytest.mark.slow
 def test_click_through_every_stage(tmp_path):
     """Demo set -> preprocess -> train (live plots) -> evaluate -> inspect -> forensics ->
