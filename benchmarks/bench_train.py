@@ -1,9 +1,7 @@
-"""Training and inference speed, measured side by side in one run.
-
-1. trainer images/s: dflab's ``train`` (data loading, augmentation, AMP policy, accumulation,
-   checkpoints) for one epoch, against a bare forward/backward/AdamW loop over in-memory tensors
-   with the same model and batch size;
-2. inference: onnxruntime on the exported model against eager torch, same batch.
+"""Training speed, measured side by side in one run: trainer images/s, dflab's ``train`` (data
+loading, augmentation, AMP policy, accumulation, checkpoints) for one epoch, against a bare
+forward/backward/AdamW loop over in-memory tensors with the same model and batch size.
+(Inference, onnxruntime against eager torch: ``bench_onnx.py``.)
 
 Runs on the demo set's crops (built in a temporary folder). CPU here; on a GPU the same script
 measures the CUDA path.
@@ -22,7 +20,6 @@ import torch
 
 from dflab.config import load_config
 from dflab.demo import build_demo_dataset
-from dflab.export import export_onnx
 from dflab.models import create_model
 from dflab.preprocess import preprocess_videos
 from dflab.sources import list_videos
@@ -77,26 +74,6 @@ def main() -> None:
             opt.zero_grad()
         bare_ips = steps * args.batch / (time.perf_counter() - t)
 
-        export_onnx(run, checkpoint="last.pt")
-        import onnxruntime as ort
-
-        sess = ort.InferenceSession(str(run / "model.onnx"), providers=["CPUExecutionProvider"])
-        xn = x.numpy()
-        model_eval.eval()
-        reps = 10
-        for _ in range(2):
-            sess.run(None, {"input": xn})
-            with torch.no_grad():
-                model_eval(x)
-        t = time.perf_counter()
-        for _ in range(reps):
-            sess.run(None, {"input": xn})
-        ort_ips = reps * args.batch / (time.perf_counter() - t)
-        t = time.perf_counter()
-        with torch.no_grad():
-            for _ in range(reps):
-                model_eval(x)
-        torch_ips = reps * args.batch / (time.perf_counter() - t)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"{args.backbone} @ {args.size}px, batch {args.batch}, {setup['device']}, "
@@ -104,9 +81,6 @@ def main() -> None:
     print(f"  trainer      {trainer_ips:8.1f} images/s (one epoch, validation excluded)")
     print(f"  bare loop    {bare_ips:8.1f} images/s (in-memory tensors, fwd/bwd/AdamW)")
     print(f"ratio trainer / bare loop = {trainer_ips / bare_ips:.2f}")
-    print(f"  onnxruntime  {ort_ips:8.1f} images/s")
-    print(f"  torch eager  {torch_ips:8.1f} images/s")
-    print(f"ratio onnxruntime / torch eager = {ort_ips / torch_ips:.2f}")
 
 
 if __name__ == "__main__":

@@ -69,13 +69,17 @@ class VisualModel:
     _run: Any = field(repr=False, default=None)
 
     def probs(self, crops_rgb: list[np.ndarray], batch: int = 64) -> np.ndarray:
+        """p(fake) for ``uint8 (H, W, 3) RGB`` crops of any size."""
         if not crops_rgb:
             return np.array([])
-        out = []
-        for i in range(0, len(crops_rgb), batch):
-            x = crops_to_batch(crops_rgb[i:i + batch], self.input_size, self.mean, self.std)
-            out.append(_softmax_fake(self._run(x)))
-        return np.concatenate(out)
+        return np.concatenate([
+            self.probs_batch(crops_to_batch(crops_rgb[i:i + batch], self.input_size, self.mean,
+                                            self.std))
+            for i in range(0, len(crops_rgb), batch)])
+
+    def probs_batch(self, x: np.ndarray) -> np.ndarray:
+        """p(fake) for a prepared ``float32 (N, 3, S, S)`` batch (see :func:`crops_to_batch`)."""
+        return _softmax_fake(self._run(x))
 
 
 def _onnx_meta(props: dict[str, str], path: Path) -> dict[str, Any]:

@@ -167,8 +167,10 @@ def cmd_evaluate(args, lab):
 @arg("--run", required=True, help="run folder")
 @arg("--out", default="", help="ONNX path (default <run>/model.onnx)")
 @arg("--checkpoint", default="best.pt")
+@arg("--int8", action="store_true", help="also write model.int8.onnx: static int8 quantisation "
+     "calibrated on training crops, compared with the float model on the test split")
 def cmd_export(args, lab):
-    print(lab.export(args.run, args.out, args.checkpoint))
+    print(lab.export(args.run, args.out, args.checkpoint, int8=args.int8))
 
 
 @command("fuse", "fit the fused verdict (visual + forensic + audio) on val, evaluate on test")

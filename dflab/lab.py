@@ -379,10 +379,12 @@ class Lab:
         return EvalResult(run, tag, reports, extra)
 
     def export(self, run: str | Path, out: str | Path = "", checkpoint: str = "best.pt",
-               callbacks: Callbacks = None, cancel: CancelToken | None = None) -> ExportResult:
+               int8: bool = False, callbacks: Callbacks = None,
+               cancel: CancelToken | None = None) -> ExportResult:
         """ONNX export of a run's checkpoint, checked against torch with onnxruntime. A fuse
         run gets a self-contained bundle: its visual model as model.onnx, the forensic model
-        (forensic_model.npz) and any detector file, copied into the fuse folder."""
+        (forensic_model.npz) and any detector file, copied into the fuse folder. ``int8``: also
+        ``model.int8.onnx`` (see :func:`dflab.export.export_int8`)."""
         import shutil
 
         from .bundle import FORENSIC_FILE, ForensicScorer, save_forensic
@@ -414,9 +416,15 @@ class Lab:
             ForensicScorer.load(run)  # it reads back
         else:
             rep = export_onnx(run, out, self.cfg.export, checkpoint)
+        q = None
+        if int8:
+            from .export import export_int8
+
+            em.progress(1, 2, "model", "int8")
+            q = export_int8(run, self.processed_dir(run=run))
         em.progress(1, 1, "model", "done")
         return ExportResult(Path(rep["onnx"]), rep["bytes"], rep["opset"], rep["max_abs_diff"],
-                            rep["parity_tol"], rep["parity_ok"])
+                            rep["parity_tol"], rep["parity_ok"], q)
 
     def predict_overrides(self) -> dict[str, Any]:
         """The ``preprocess.*`` settings set on this lab explicitly (``--set``, ``overrides``):

@@ -178,10 +178,19 @@ class ExportResult:
     max_abs_diff: float  # largest |onnxruntime - torch| over the check batch, in logits
     parity_tol: float  # export.parity_tol: above it the export is marked failed
     parity_ok: bool
+    int8: dict[str, Any] | None = None  # export_int8's report (--int8)
 
     def __str__(self) -> str:
-        return (f"{self.onnx} ({self.bytes / 2**20:.1f} MiB), opset {self.opset}, onnxruntime vs "
+        text = (f"{self.onnx} ({self.bytes / 2**20:.1f} MiB), opset {self.opset}, onnxruntime vs "
                 f"torch max abs diff {self.max_abs_diff:.2e} (tolerance {self.parity_tol:.0e})")
+        q = self.int8
+        if q:
+            text += f"\nint8: {q['onnx']} ({q['bytes'] / 2**20:.1f} MiB)"
+            if "frame_auc_float" in q:
+                text += (f"; test frame AUC float {q['frame_auc_float']:.4f}, int8 "
+                         f"{q['frame_auc_int8']:.4f} (n={q['test_frames']} frames); largest "
+                         f"|p(fake) difference| {q['max_abs_prob_diff']:.3f}")
+        return text
 
 
 @dataclass(frozen=True)

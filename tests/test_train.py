@@ -161,6 +161,13 @@ def test_evaluate_export_predict(run, crops, demo_set):
     crop = next(crops.rglob("crops/*.jpg"))
     img = predict_file(crop.parent.parent / "frames" / crop.name, path / "model.onnx")
     assert img["frames_sampled"] == 1
+    from dflab.export import export_int8
+
+    q = export_int8(path, crops, calibration=32)  # static int8, calibrated on training crops
+    assert q["bytes"] < q["float_bytes"] and q["test_frames"] == 30
+    assert abs(q["frame_auc_int8"] - q["frame_auc_float"]) <= 0.1  # a 1-epoch model: loose
+    c = predict_file(video, path / "model.int8.onnx")
+    assert [f["frame_index"] for f in c["frames"]] == [f["frame_index"] for f in b["frames"]]
     with pytest.raises(FileNotFoundError, match="checkpoint"):
         load_visual(path / "missing.pt")
 
