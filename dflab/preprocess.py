@@ -180,6 +180,11 @@ def process_video(rec: VideoRecord, out: str | Path, cfg: PreprocessConfig, det_
         (part / "frames").mkdir()
 
     info, fps, frames_iter = sample_frames(rec.path, cfg.every_nth, cfg.num_frames)
+    from .video import prefetch
+
+    frames_iter = prefetch(frames_iter)  # decode on one thread, detect and write on this one
+    writer = cf.ThreadPoolExecutor(1, thread_name_prefix="dflab-jpeg")  # JPEG writes, in order
+    writes: list[cf.Future] = []
 
     reuse = _original_faces(out, rec) if cfg.reuse_original_boxes and rec.label == "fake" else None
     detector = None if reuse is not None else _detector(det_spec)
@@ -207,12 +212,14 @@ def process_video(rec: VideoRecord, out: str | Path, cfg: PreprocessConfig, det_
             entry["faces"] = [f.to_dict() for f in faces]
             name = f"{idx:06d}.jpg"
             if cfg.save_frames:
-                _imwrite(part / "frames" / name, frame, cfg.jpeg_quality)
+                writes.append(writer.submit(_imwrite, part / "frames" / name, frame,
+                                            cfg.jpeg_quality))
                 entry["frame_path"] = f"frames/{name}"
             face = primary_face(faces, frame.shape)
             if face is not None:
                 crop, cbox = crop_face(frame, face.box, cfg.padding, cfg.square)
-                _imwrite(part / "crops" / name, crop, cfg.jpeg_quality)
+                writes.append(writer.submit(_imwrite, part / "crops" / name, crop,
+                                            cfg.jpeg_quality))
                 entry["primary"] = {**face.to_dict(), "crop_box": list(cbox)}
                 entry["crop_path"] = f"crops/{name}"
             elif faces:
@@ -222,14 +229,20 @@ def process_video(rec: VideoRecord, out: str | Path, cfg: PreprocessConfig, det_
             records.append(entry)
         batch.clear()
 
-    for idx, frame in frames_iter:
-        if cancel is not None:
-            cancel.check()
-        decoded += 1
-        batch.append((idx, frame))
-        if len(batch) >= BATCH:
-            flush()
-    flush()
+    try:
+        for idx, frame in frames_iter:
+            if cancel is not None:
+                cancel.check()
+            decoded += 1
+            batch.append((idx, frame))
+            if len(batch) >= BATCH:
+                flush()
+        flush()
+    finally:
+        frames_iter.close()
+        writer.shutdown(wait=True)
+    for fut in writes:
+        fut.result()  # a failed write (disk full) fails this video
     if decoded == 0:
         shutil.rmtree(part, ignore_errors=True)
         raise ValueError(f"'{rec.path}' decoded no frames (truncated or not a video)")

@@ -125,6 +125,56 @@ def iter_frames(path: str | Path, indices: list[int] | None = None, every_nth: i
         cap.release()
 
 
+def prefetch(items: Iterator, size: int = 16) -> Iterator:
+    """``items`` produced on a background thread, up to ``size`` ahead: decoding one frame
+    overlaps detecting and writing the previous ones (OpenCV releases the GIL while it
+    decodes). An exception in the producer is raised here; closing this generator early stops
+    the producer."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(size)
+    stop = threading.Event()
+    end = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put((None, item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as exc:  # handed to the consumer
+            q.put((exc, None))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+            q.put((None, end))
+
+    thread = threading.Thread(target=produce, name="dflab-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            exc, item = q.get()
+            if exc is not None:
+                raise exc
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """An image file as uint8 (H, W, 3) BGR (grayscale, alpha and 16-bit are converted)."""
     import cv2

@@ -67,3 +67,35 @@ def test_read_image_variants(tmp_path):
     (tmp_path / "x.jpg").write_text("nope")
     with pytest.raises(VideoError, match="x.jpg"):
         read_image(tmp_path / "x.jpg")
+
+
+def test_prefetch_keeps_order_raises_and_stops_early():
+    import threading
+
+    from dflab.video import prefetch
+
+    assert list(prefetch(iter(range(100)), size=4)) == list(range(100))
+
+    def broken():
+        yield 1
+        raise ValueError("bad frame 2")
+
+    it = prefetch(broken())
+    assert next(it) == 1
+    with pytest.raises(ValueError, match="bad frame 2"):
+        next(it)
+    closed = threading.Event()
+
+    def endless():
+        try:
+            i = 0
+            while True:
+                yield i
+                i += 1
+        finally:
+            closed.set()
+
+    it = prefetch(endless(), size=2)
+    assert next(it) == 0
+    it.close()  # the consumer stops: the producer stops and closes its source
+    assert closed.wait(5)
