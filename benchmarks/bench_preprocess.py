@@ -1,13 +1,15 @@
 """Preprocessing throughput, measured side by side in one run.
 
-Three ways over the same clips, sampling every Nth frame:
+Three ways over the same clips, sampling every Nth frame, with the default detector (the YuNet
+shipped in dflab):
   pipeline      dflab's preprocess_videos: grab() skipped frames, detect, crop, write JPEGs + JSON
   decode-only   grab() every frame, retrieve() only the sampled ones, nothing else
   read-every    a naive pipeline: cap.read() (decode + convert) every frame, keep every Nth, then
                 the same detection, crop and JPEG writes
 
-Prints sampled frames per second for each and the ratios. Uses ../shared/data's real FF++ clips
-and YuNet when present, otherwise the demo set and the Haar cascades.
+Prints sampled frames per second for each and the ratios, for each clip set: the FF++ c23 clips
+of ../shared/data (640x480 to 1080p) and its DFDC clips (1080p, landscape and portrait) when
+present, otherwise the demo set. Ends with a projection for FF++ c23 at every 5th frame.
 """
 
 from __future__ import annotations
@@ -29,18 +31,23 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 
 
-def clips_and_detector(tmp: Path) -> tuple[list[VideoRecord], dict]:
+FFPP_C23_FRAMES = 500_000  # 5,000 videos (1,000 real, 4 methods) x ~500 frames, every 5th
+
+
+def clip_sets(tmp: Path) -> dict[str, list[VideoRecord]]:
+    sets = {}
     if (SHARED / "ffpp").is_dir():
-        recs = list_videos("ffpp", SHARED / "ffpp")
-        det = {"detector": "yunet",
-               "detector_weights": str(SHARED / "weights/yunet/yunet_s_640_640.onnx")}
-    else:
+        sets["FF++ c23 (../shared/data)"] = list_videos("ffpp", SHARED / "ffpp")
+    if (SHARED / "dfdc").is_dir():
+        dfdc = [r for r in list_videos("dfdc", SHARED / "dfdc") if r.exists]
+        if dfdc:
+            sets["DFDC 1080p (../shared/data)"] = dfdc
+    if not sets:
         from dflab.demo import build_demo_dataset
 
         build_demo_dataset(tmp / "demo", 30, 0)
-        recs = list_videos("demo", tmp / "demo")[:10]
-        det = {"detector": "haar"}
-    return recs, det
+        sets["demo set"] = list_videos("demo", tmp / "demo")[:10]
+    return sets
 
 
 def decode_only(recs, n):
@@ -79,40 +86,47 @@ def read_every(recs, n, cfg: PreprocessConfig, out: Path):
     return frames
 
 
+def measure(recs: list[VideoRecord], every: int, cfg: PreprocessConfig, tmp: Path) -> dict:
+    t = time.perf_counter()
+    rep = preprocess_videos(recs, tmp / "pipeline", cfg)
+    t_pipe = time.perf_counter() - t
+    t = time.perf_counter()
+    n_dec = decode_only(recs, every)
+    t_dec = time.perf_counter() - t
+    (tmp / "naive").mkdir()
+    t = time.perf_counter()
+    n_naive = read_every(recs, every, cfg, tmp / "naive")
+    t_naive = time.perf_counter() - t
+    shutil.rmtree(tmp / "pipeline")
+    shutil.rmtree(tmp / "naive")
+    assert rep["frames"] == n_dec == n_naive, (rep["frames"], n_dec, n_naive)
+    return {"frames": n_dec, "pipeline": n_dec / t_pipe, "decode-only": n_dec / t_dec,
+            "read-every": n_naive / t_naive}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--every", type=int, default=10, help="sample every Nth frame")
+    ap.add_argument("--every", type=int, default=5, help="sample every Nth frame")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
+    cfg = PreprocessConfig(every_nth=args.every, audio=False, detector="yunet")
+    create_detector(cfg.detector, cfg.detector_weights)  # load once before timing
     try:
-        recs, det = clips_and_detector(tmp)
-        cfg = PreprocessConfig(every_nth=args.every, audio=False, **det)
-        create_detector(cfg.detector, cfg.detector_weights)  # load once before timing
-
-        t = time.perf_counter()
-        rep = preprocess_videos(recs, tmp / "pipeline", cfg)
-        t_pipe = time.perf_counter() - t
-        n_pipe = rep["frames"]
-
-        t = time.perf_counter()
-        n_dec = decode_only(recs, args.every)
-        t_dec = time.perf_counter() - t
-
-        (tmp / "naive").mkdir()
-        t = time.perf_counter()
-        n_naive = read_every(recs, args.every, cfg, tmp / "naive")
-        t_naive = time.perf_counter() - t
+        results = {name: measure(recs, args.every, cfg, tmp)
+                   for name, recs in clip_sets(tmp).items()}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    assert n_pipe == n_dec == n_naive, (n_pipe, n_dec, n_naive)
-    fps = {"pipeline": n_pipe / t_pipe, "decode-only": n_dec / t_dec,
-           "read-every": n_naive / t_naive}
-    print(f"{len(recs)} clips, every {args.every}th frame, detector {cfg.detector}: "
-          f"{n_pipe} sampled frames")
-    for k, v in fps.items():
-        print(f"  {k:<12} {v:8.1f} sampled frames/s")
-    print(f"ratio pipeline / decode-only  = {fps['pipeline'] / fps['decode-only']:.2f}")
-    print(f"ratio pipeline / read-every   = {fps['pipeline'] / fps['read-every']:.2f}")
+    for name, fps in results.items():
+        print(f"{name}: every {args.every}th frame, detector yunet (packaged): "
+              f"{fps['frames']} sampled frames")
+        for k in ("pipeline", "decode-only", "read-every"):
+            print(f"  {k:<12} {fps[k]:8.1f} sampled frames/s")
+        print(f"ratio pipeline / decode-only  = {fps['pipeline'] / fps['decode-only']:.2f}")
+        print(f"ratio pipeline / read-every   = {fps['pipeline'] / fps['read-every']:.2f}")
+    first = next(iter(results.values()))
+    frames = FFPP_C23_FRAMES * 5 // args.every
+    print(f"projection: FF++ c23 at every {args.every}th frame ({frames:,} sampled frames) at the "
+          f"first set's pipeline rate: {frames / first['pipeline'] / 3600:.1f} h on this machine")
 
 
 if __name__ == "__main__":
