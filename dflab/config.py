@@ -167,6 +167,9 @@ class TrainConfig:
     aug_jpeg_p: float = _f(0.5, "Probability of JPEG re-compression (0: none). Robust on real "
                            "data; slows learning from scratch.", min=0.0, max=1.0)
     aug_jpeg_min: int = _f(70, "Lowest JPEG quality of that re-compression.", min=10, max=95)
+    cache_crops: bool = _f(True, "Decode and resize every crop once into a uint8 array "
+                           "(memory-mapped, <processed>/crop_cache/) so epochs skip JPEG "
+                           "decoding; skipped when it would not fit in a quarter of free disk.")
     balance: bool = _f(False, "Oversample the minority class.")
     patience: int = _f(5, "Early stopping on validation loss (epochs).", min=1, max=1000)
     save_every: int = _f(1, "Checkpoint every K epochs.", min=1, max=1000)

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["load_index", "CropDataset", "build_transforms", "select_split"]
+__all__ = ["load_index", "CropDataset", "build_transforms", "select_split", "cache_crops"]
 
 
 def load_index(processed: str | Path) -> pd.DataFrame:
@@ -79,29 +79,84 @@ def build_transforms(size: int, mean: list[float], std: list[float], train: bool
     return T.Compose(ops)
 
 
-class CropDataset(Dataset):
-    """Items: ``(image float (3, S, S), target int, row int)``; ``row`` indexes ``self.df``."""
+def cache_crops(paths: list[str], size: int, folder: str | Path, threads: int = 4) -> Path:
+    """Every crop decoded and resized once: ``uint8 (N, size, size, 3) RGB`` in a ``.npy`` file
+    under ``folder`` (memory-mapped when read), in ``paths`` order, resized exactly as the
+    evaluation transform resizes (torchvision ``Resize(antialias=True)`` on uint8), so an epoch
+    reads arrays instead of decoding JPEGs. Keyed by the paths, their sizes and times and
+    ``size``: a changed crop makes a new file. Built through a ``.part`` file by ``threads``
+    threads (Pillow and torchvision release the GIL)."""
+    import hashlib
+    import os
 
-    def __init__(self, df: pd.DataFrame, transform):
+    h = hashlib.sha1(str(size).encode())
+    for p in paths:
+        st = os.stat(p)
+        h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    out = Path(folder) / f"crops_{size}px_{len(paths)}_{h.hexdigest()[:16]}.npy"
+    if out.is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".part")
+    _fill(np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
+                                    shape=(len(paths), size, size, 3)), paths, size, threads)
+    os.replace(tmp, out)
+    return out
+
+
+def _fill(arr: np.ndarray, paths: list[str], size: int, threads: int) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from torchvision.transforms.v2.functional import resize
+
+    def one(i: int) -> None:
+        arr[i] = resize(_read_crop(paths[i]), [size, size], antialias=True).permute(1, 2, 0)
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, range(len(paths))))
+    arr.flush()
+
+
+def _read_crop(path: str) -> torch.Tensor:
+    """uint8 (3, H, W) RGB."""
+    from PIL import Image
+    from torchvision.transforms.v2.functional import pil_to_tensor
+
+    try:
+        with Image.open(path) as im:
+            return pil_to_tensor(im.convert("RGB"))
+    except Exception as exc:
+        raise OSError(f"cannot read crop '{path}' ({exc}); re-run `dflab preprocess` for its "
+                      f"video") from exc
+
+
+class CropDataset(Dataset):
+    """Items: ``(image float (3, S, S), target int, row int)``; ``row`` indexes ``self.df``.
+
+    ``cache``: a :func:`cache_crops` file of these rows: images come from it (memory-mapped,
+    opened in each worker) instead of from the JPEG files."""
+
+    def __init__(self, df: pd.DataFrame, transform, cache: str | Path | None = None):
         self.df = df.reset_index(drop=True)
         self.paths = self.df["crop_abspath"].tolist()
         self.targets = self.df["target"].to_numpy()
         self.transform = transform
+        self.cache = str(cache) if cache else None
+        self._arr = None  # opened on first use, so workers never receive a copy
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_arr": None}
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        from PIL import Image
-        from torchvision.transforms.v2.functional import pil_to_tensor
-
-        try:
-            with Image.open(self.paths[i]) as im:
-                img = pil_to_tensor(im.convert("RGB"))  # uint8 (3, H, W) RGB
-        except Exception as exc:
-            raise OSError(f"cannot read crop '{self.paths[i]}' ({exc}); re-run "
-                          f"`dflab preprocess` for its video") from exc
-        return self.transform(img), int(self.targets[i]), i
+        if self.cache is not None:
+            if self._arr is None:
+                self._arr = np.load(self.cache, mmap_mode="r")
+            img = torch.from_numpy(np.array(self._arr[i])).permute(2, 0, 1)
+            return self.transform(img), int(self.targets[i]), i
+        return self.transform(_read_crop(self.paths[i])), int(self.targets[i]), i
 
     def class_weights(self) -> np.ndarray:
         """Per-item sampling weights that balance real and fake."""

@@ -186,6 +186,42 @@ def predict_probs(model: nn.Module, loader, device, amp_dtype=None, criterion=No
             np.concatenate(probs) if probs else np.array([]), loss_sum / max(n, 1))
 
 
+def _crop_caches(cfg: LabConfig, processed: str | Path, train_df, val_df, size: int,
+                 is_main: bool, ddp: dict) -> tuple[Path | None, Path | None]:
+    """(train, val) crop caches (:func:`dflab.datasets.cache_crops`) when train.cache_crops and
+    they fit in a quarter of the free disk, else (None, None). Validation is cached at the
+    input size (exactly what its transform makes); training, when random resized crops are on,
+    at the size whose smallest crop still has the input size's pixels (the crops are cut from
+    the cached image instead of from the JPEG: a deliberate, small change of the augmentation)."""
+    import shutil
+
+    from .datasets import cache_crops
+
+    if not cfg.train.cache_crops:
+        return None, None
+    a = cfg.train
+    random_crop = a.augment and a.aug_scale_min < 1
+    train_size = math.ceil(size / math.sqrt(a.aug_scale_min)) if random_crop else size
+    folder = Path(processed) / "crop_cache"
+    need = 3 * (len(train_df) * train_size ** 2 + len(val_df) * size ** 2)
+    free = shutil.disk_usage(Path(processed)).free
+    if need > free / 4:
+        log.warning("train.cache_crops: the cache would take %.1f GB of %.1f GB free; reading "
+                    "the JPEG crops instead", need / 1e9, free / 1e9)
+        return None, None
+    if ddp["ddp"] and not is_main:  # rank 0 builds, the others wait and then find the files
+        import torch.distributed as dist
+
+        dist.barrier()
+    paths = (cache_crops(train_df["crop_abspath"].tolist(), train_size, folder),
+             cache_crops(val_df["crop_abspath"].tolist(), size, folder))
+    if ddp["ddp"] and is_main:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return paths
+
+
 def _device(cfg: LabConfig, ddp: dict, runtime: dict) -> tuple[torch.device, str]:
     """(device, amp) for this process: its GPU under torchrun, else the first GPU, else the CPU
     (AMP only on a GPU)."""
@@ -264,9 +300,12 @@ def _train_epoch(net, loader, opt, sched, scaler, criterion, accum: int, device,
     """One pass over ``loader`` with gradient accumulation; returns the mean training loss and
     advances ``state['step']``."""
     net.train()
-    loss_sum, n_seen = 0.0, 0
+    loss_sum, n_seen = torch.zeros((), device=device), 0
     opt.zero_grad(set_to_none=True)
     n_batches = len(loader)
+    # reading the loss waits for the GPU: on a GPU only every 16th batch (and the last), so
+    # the host queues work ahead; on the CPU it costs nothing
+    sync_every = 16 if device.type == "cuda" else 1
     for b, (x, y, _) in enumerate(loader):
         em.check()
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -275,9 +314,9 @@ def _train_epoch(net, loader, opt, sched, scaler, criterion, accum: int, device,
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             loss = criterion(net(x).float(), y)
         scaler.scale(loss / accum).backward()
-        loss_val = loss.item()
-        loss_sum += loss_val * len(y)
+        loss_sum += loss.detach() * len(y)
         n_seen += len(y)
+        synced = (b + 1) % sync_every == 0 or b + 1 == n_batches
         if (b + 1) % accum == 0 or b + 1 == n_batches:
             scaler.step(opt)
             scaler.update()
@@ -285,10 +324,13 @@ def _train_epoch(net, loader, opt, sched, scaler, criterion, accum: int, device,
             if state["step"] < total_steps:
                 sched.step()
             state["step"] += 1
-            em.emit(StepLoss("train", epoch, state["step"], loss_val, opt.param_groups[0]["lr"]))
-        em.progress((epoch - 1) * n_batches + b + 1, epochs * n_batches, "batch",
-                    f"epoch {epoch} loss {loss_val:.4f}")
-    return loss_sum / max(n_seen, 1)
+            if synced:
+                em.emit(StepLoss("train", epoch, state["step"], loss.item(),
+                                 opt.param_groups[0]["lr"]))
+        if synced:
+            em.progress((epoch - 1) * n_batches + b + 1, epochs * n_batches, "batch",
+                        f"epoch {epoch} loss {loss.item():.4f}")
+    return float(loss_sum) / max(n_seen, 1)
 
 
 def _validate(model, loader, targets: np.ndarray, device, amp_dtype
@@ -345,10 +387,14 @@ def train(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: st
     train_df = select_split(df, "train", cfg.train.max_frames_per_video, cfg.env.seed)
     model = create_model(cfg.model)
     dc = data_config(model, cfg.model)
+    val_df = select_split(df, "val")
+    train_cache, val_cache = _crop_caches(cfg, processed, train_df, val_df, dc["input_size"],
+                                          is_main, ddp)
     train_ds = CropDataset(train_df, build_transforms(dc["input_size"], dc["mean"], dc["std"],
-                                                      True, cfg.train.augment, cfg.train))
-    val_ds = CropDataset(select_split(df, "val"),
-                         build_transforms(dc["input_size"], dc["mean"], dc["std"], False))
+                                                      True, cfg.train.augment, cfg.train),
+                           train_cache)
+    val_ds = CropDataset(val_df, build_transforms(dc["input_size"], dc["mean"], dc["std"], False),
+                         val_cache)
     gpu_mem = torch.cuda.mem_get_info(device)[0] // 2**20 if device.type == "cuda" else 0
     advice = advise(gpu_mem, cfg.model.backbone, dc["input_size"], cfg.train.target_batch,
                     amp == "bf16")

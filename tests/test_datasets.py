@@ -1,0 +1,35 @@
+"""The crop cache: evaluation images from it equal the ones decoded from the JPEG files; it is
+built once and rebuilt when a crop changes."""
+
+import time
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+
+from dflab.datasets import CropDataset, build_transforms, cache_crops
+
+
+def test_cached_crops_equal_decoded_crops(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for k in range(6):
+        img = cv2.GaussianBlur(rng.integers(0, 256, (90 + 7 * k, 80 + 5 * k, 3), np.uint8),
+                               (0, 0), 1.5)
+        p = tmp_path / f"{k}.jpg"
+        cv2.imwrite(str(p), img)
+        paths.append(str(p))
+    df = pd.DataFrame({"crop_abspath": paths, "target": [0, 1] * 3})
+    tf = build_transforms(64, [0.5] * 3, [0.25] * 3, train=False)
+    cache = cache_crops(paths, 64, tmp_path / "cache")
+    plain, cached = CropDataset(df, tf), CropDataset(df, tf, cache)
+    for i in range(len(df)):
+        assert torch.equal(plain[i][0], cached[i][0])
+    assert cache_crops(paths, 64, tmp_path / "cache") == cache  # built once
+    time.sleep(0.01)
+    cv2.imwrite(paths[0], np.zeros((90, 80, 3), np.uint8))  # a crop changes: a new cache
+    assert cache_crops(paths, 64, tmp_path / "cache") != cache
+    import pickle
+
+    assert pickle.loads(pickle.dumps(cached))._arr is None  # workers open their own map
