@@ -104,6 +104,15 @@ def _mirror(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return cols, (-np.arange(h)) % h, w - cols
 
 
+def _half_power(gray: np.ndarray) -> np.ndarray:
+    """The power of a real FFT's half plane (H, W // 2 + 1), unshifted (see :func:`_power`)."""
+    from scipy import fft
+
+    g = ((gray - gray.mean()) * _window(gray.shape)).astype(np.float32)
+    half = fft.rfft2(g)
+    return half.real.astype(np.float64) ** 2 + half.imag.astype(np.float64) ** 2
+
+
 def _power(gray: np.ndarray) -> np.ndarray:
     """Centred power spectrum of a float (H, W) image (Hann window, mean removed). A real FFT in
     single precision (scipy.fft, plans cached) and the mirror symmetry of a real signal's
@@ -113,9 +122,7 @@ def _power(gray: np.ndarray) -> np.ndarray:
     from scipy import fft
 
     h, w = gray.shape
-    g = ((gray - gray.mean()) * _window(gray.shape)).astype(np.float32)
-    half = fft.rfft2(g)
-    half = half.real.astype(np.float64) ** 2 + half.imag.astype(np.float64) ** 2
+    half = _half_power(gray)
     full = np.empty((h, w))
     full[:, : w // 2 + 1] = half
     cols, rows, src = _mirror((h, w))
@@ -161,11 +168,14 @@ def azimuthal_profile(gray: np.ndarray, bins: int = 32) -> np.ndarray:
     return _profile(_power(gray), bins)
 
 
-def _peak_ratios(p: np.ndarray, freqs: list[tuple[float, float]]) -> np.ndarray:
+def _peak_ratios(p: np.ndarray, freqs: list[tuple[float, float]],
+                 shape: tuple[int, int] | None = None) -> np.ndarray:
     """For each normalised frequency (fy, fx): the power there and at its mirror images, over the
     median of the 7x7 neighbourhood around each (the centre left out), as a log10 ratio: how
-    strongly that period shows up. All frequencies in one gather."""
-    h, w = p.shape
+    strongly that period shows up. All frequencies in one gather. ``p``: a centred power
+    spectrum, or with ``shape`` (the image's) the unshifted half plane of :func:`_half_power`,
+    read through the symmetry P[i, j] = P[-i, -j] without building the full plane."""
+    h, w = shape or p.shape
     sign = np.array([(-1, -1), (-1, 1), (1, -1), (1, 1)])
     f = np.asarray(freqs, float)
     ys = np.round(h // 2 + sign[None, :, 0] * f[:, None, 0] * h / 2).astype(int) % h  # (n, 4)
@@ -173,9 +183,21 @@ def _peak_ratios(p: np.ndarray, freqs: list[tuple[float, float]]) -> np.ndarray:
     d = np.arange(-3, 4)
     by = (ys[..., None, None] + d[:, None]) % h  # (n, 4, 7, 1)
     bx = (xs[..., None, None] + d[None, :]) % w  # (n, 4, 1, 7)
-    blocks = p[by, bx].reshape(len(f), 4, 49)
+    if shape is None:
+        blocks, centre = p[by, bx], p[ys, xs]
+    else:
+        blocks, centre = _from_half(p, by, bx, h, w), _from_half(p, ys, xs, h, w)
+    blocks = blocks.reshape(len(f), 4, 49)
     ring = np.median(np.delete(blocks, 24, axis=2), axis=2)  # (n, 4)
-    return np.log10((p[ys, xs].mean(axis=1) + _EPS) / (ring.mean(axis=1) + _EPS))
+    return np.log10((centre.mean(axis=1) + _EPS) / (ring.mean(axis=1) + _EPS))
+
+
+def _from_half(half: np.ndarray, y: np.ndarray, x: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Values of the centred full power plane at (y, x), read from the unshifted half plane."""
+    ky, kx = (y - h // 2) % h, (x - w // 2) % w
+    mirror = kx > w // 2
+    ky, kx = np.where(mirror, (-ky) % h, ky), np.where(mirror, w - kx, kx)
+    return half[ky, kx]
 
 
 @_family("fft", {
@@ -224,28 +246,32 @@ def fft_features(img: np.ndarray) -> list[float]:
         k = int(np.searchsorted(geo["r_sorted"], c, "left"))
         inner = cum[k - 1] if k else 0.0
         out.append(np.log10((cum[-1] - inner + _EPS) / (inner + _EPS)))
+    # one natural log of the plane serves the entropy, the flatness and the peak search below:
+    # log(q + eps) is log(p + eps) - log(sum) to within eps / q, far below float precision here
+    logp = np.log(p + _EPS)
     pos = flat[geo["pos"]]
-    q = pos / (pos.sum() + _EPS)
-    out.append(float(-(q @ np.log(q + _EPS)) / np.log(q.size)))
+    s_pos = pos.sum() + _EPS
+    q = pos / s_pos
+    out.append(float(-(q @ (logp.ravel()[geo["pos"]] - np.log(s_pos))) / np.log(q.size)))
     pp = pos + _EPS
-    out.append(float(np.exp(np.mean(np.log(pp))) / np.mean(pp)))
+    out.append(float(np.exp(logp.ravel()[geo["pos"]].mean()) / np.mean(pp)))
     eh, ev, ed = (flat[geo[k]].sum() / total for k in ("hor", "ver", "diag"))
     out += [eh, ev, ed, abs(eh - ev) / (eh + ev + _EPS)]
     # Resampling leaves periodic correlations between neighbours: the spectrum of the absolute
     # Laplacian shows peaks at the period (Popescu & Farid; Kirchner). Periods 2, 4 and 8.
     # Intensity grids (transposed convolutions) show in the Laplacian; pixel replication
     # (nearest-neighbour) in the first differences, which vanish between copied pixels.
-    pl = _power(np.abs(cv2.Laplacian(gray, cv2.CV_64F, ksize=1)))
-    px = _power(np.abs(np.diff(gray, axis=1)))
-    py = _power(np.abs(np.diff(gray, axis=0)))
+    lg = np.abs(cv2.Laplacian(gray, cv2.CV_64F, ksize=1))
+    gx, gy = np.abs(np.diff(gray, axis=1)), np.abs(np.diff(gray, axis=0))
     periods = (1.0, 0.5, 0.25)
-    lap = _peak_ratios(pl, [q for f in periods for q in ((f, 0.0), (0.0, f), (f, f))])
-    dx = _peak_ratios(px, [(0.0, f) for f in periods])
-    dy = _peak_ratios(py, [(f, 0.0) for f in periods])
+    lap = _peak_ratios(_half_power(lg), [q for f in periods for q in ((f, 0.0), (0.0, f), (f, f))],
+                       lg.shape)
+    dx = _peak_ratios(_half_power(gx), [(0.0, f) for f in periods], gx.shape)
+    dy = _peak_ratios(_half_power(gy), [(f, 0.0) for f in periods], gy.shape)
     out += [float(max(lap[3 * k: 3 * k + 3].max(), dx[k], dy[k])) for k in range(3)]
-    logp = np.log10(p + _EPS).astype(np.float32)
-    med = cv2.medianBlur(logp, 5)
-    out.append(float((logp - med).ravel()[geo["hf"]].max()) if geo["hf"].size else 0.0)
+    log10p = (logp * (1 / np.log(10))).astype(np.float32)
+    med = cv2.medianBlur(log10p, 5)
+    out.append(float((log10p - med).ravel()[geo["hf"]].max()) if geo["hf"].size else 0.0)
     h, w = p.shape
     q1 = p[: h // 2, : w // 2].sum() + p[h // 2:, w // 2:].sum()
     q2 = p[: h // 2, w // 2:].sum() + p[h // 2:, : w // 2].sum()
@@ -299,10 +325,11 @@ def _lattice_fit(c: np.ndarray, q: int) -> float:
 def _lattice_fits(c: np.ndarray, max_q: int) -> np.ndarray:
     """:func:`_lattice_fit` for every step 2..max_q at once: |mean(cos), mean(sin)| of the
     phases 2 pi c / q, one (n, steps) matrix instead of a loop over complex exponentials."""
-    q = np.arange(2, max_q + 1, dtype=np.float64)
-    # reduce modulo q in double precision first, so the single-precision trig sees phases in
-    # [0, 2 pi) and loses nothing (the values match the complex-exponential version to 1e-6)
-    phase = (np.mod.outer(c, q) * (2 * np.pi / q)).astype(np.float32)
+    # the fraction of c / q in double precision first, so the single-precision trig sees phases
+    # in [0, 2 pi) and loses nothing (the values match the complex-exponential version to 1e-6)
+    t = np.multiply.outer(c, 1.0 / np.arange(2, max_q + 1, dtype=np.float64))
+    t -= np.floor(t)
+    phase = (t * (2 * np.pi)).astype(np.float32)
     return np.hypot(np.cos(phase).mean(axis=0, dtype=np.float64),
                     np.sin(phase).mean(axis=0, dtype=np.float64))
 
