@@ -97,6 +97,9 @@ def main() -> None:
     print(f"ratio onnx float / torch eager (medians) = {med['onnx float'] / med['torch eager']:.2f}")
     print(f"ratio onnx int8 / torch eager (medians) = {med['onnx int8'] / med['torch eager']:.2f}")
     if "frame_auc_float" in q:
+        if not args.run:
+            print(f"(the model here trained {args.epochs} epochs on 40 clips: an AUC comparison "
+                  f"means little on it; pass --run of a trained run, e.g. `make demo`'s)")
         print(f"test frame AUC (n={q['test_frames']} frames): float {q['frame_auc_float']:.4f}, "
               f"int8 {q['frame_auc_int8']:.4f} (difference "
               f"{q['frame_auc_int8'] - q['frame_auc_float']:+.4f}); largest |p(fake) difference| "
