@@ -381,7 +381,8 @@ def train(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: st
     device, amp = _device(cfg, ddp, runtime)
     if device.type == "cpu" and cfg.env.workers < 0:
         # measured (2 cores, resnet18 at 128 px, cached crops): a loader process only takes
-        # cores from the model's own threads, 19.9 s an epoch against 15.0 s without one
+        # cores from the model's own threads; an epoch with validation took 19.9 s with one
+        # and 15.0 s without
         runtime["workers"] = 0
     amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(amp)
     run = Path(runs_root) / f"train-{name}" if name else None
