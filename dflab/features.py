@@ -155,6 +155,12 @@ def _radius_order(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     return order, r[order]
 
 
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    """A float dot product summed by numpy's pairwise sum, not BLAS: the same bits whatever the
+    number of BLAS threads (a Dask worker runs one, this process several)."""
+    return float(np.sum(a * b))
+
+
 def _profile(p: np.ndarray, bins: int) -> np.ndarray:
     r = _radius(p.shape)
     idx = np.minimum((r * bins).astype(int), bins)
@@ -252,7 +258,7 @@ def fft_features(img: np.ndarray) -> list[float]:
     pos = flat[geo["pos"]]
     s_pos = pos.sum() + _EPS
     q = pos / s_pos
-    out.append(float(-(q @ (logp.ravel()[geo["pos"]] - np.log(s_pos))) / np.log(q.size)))
+    out.append(float(-_dot(q, logp.ravel()[geo["pos"]] - np.log(s_pos)) / np.log(q.size)))
     pp = pos + _EPS
     out.append(float(np.exp(logp.ravel()[geo["pos"]].mean()) / np.mean(pp)))
     eh, ev, ed = (flat[geo[k]].sum() / total for k in ("hor", "ver", "diag"))
@@ -277,9 +283,9 @@ def fft_features(img: np.ndarray) -> list[float]:
     q2 = p[: h // 2, w // 2:].sum() + p[h // 2:, : w // 2].sum()
     out.append(abs(q1 - q2) / (q1 + q2 + _EPS))
     rf = geo["r"]
-    cen = (pw @ rf) / (cum[-1] + _EPS)
+    cen = _dot(pw, rf) / (cum[-1] + _EPS)
     d = rf - cen
-    out += [cen, np.sqrt((pw @ (d * d)) / (cum[-1] + _EPS))]
+    out += [cen, np.sqrt(_dot(pw, d * d) / (cum[-1] + _EPS))]
     out.append(float(geo["r_sorted"][np.searchsorted(cum, 0.85 * cum[-1])]) if cum[-1] > 0
                else 0.0)
     return [float(v) for v in out]
@@ -382,7 +388,7 @@ def dct_features(img: np.ndarray) -> list[float]:
     c = block_dct(gray)
     cf = c.reshape(-1, 64)  # one row per block, frequencies (u, v) row-major
     mag = np.abs(cf)
-    ac = np.einsum("ij,ij->j", cf, cf) / len(cf)
+    ac = (cf * cf).sum(axis=0) / len(cf)
     ac[0] = 0
     tot = ac.sum() + _EPS
     out = [ac[_LOW].sum() / tot, ac[_MID].sum() / tot, ac[_HIGH].sum() / tot]
@@ -516,14 +522,14 @@ def _hist_moments(x: np.ndarray) -> tuple[float, float, float]:
     counts = np.bincount((x + 255).ravel(), minlength=511).astype(np.float64)
     v = np.arange(-255, 256, dtype=np.float64)
     n = counts.sum()
-    mean = counts @ v / n
+    mean = _dot(counts, v) / n
     d = v - mean
     d2 = d * d
-    m2 = counts @ d2 / n
+    m2 = _dot(counts, d2) / n
     if np.sqrt(m2) < 1e-9:
         return float(m2), 0.0, 0.0
-    return float(m2), float(counts @ (d2 * d) / n / m2 ** 1.5), \
-        float(counts @ (d2 * d2) / n / m2 ** 2 - 3.0)
+    return float(m2), float(_dot(counts, d2 * d) / n / m2 ** 1.5), \
+        float(_dot(counts, d2 * d2) / n / m2 ** 2 - 3.0)
 
 
 def _int_corr(a: np.ndarray, b: np.ndarray) -> float:
