@@ -242,7 +242,7 @@ class Bundle:
     """Everything a prediction needs, loaded once: ``visual`` and/or ``forensic`` (and
     ``fuser`` over both), the preprocessing settings to crop with (the recorded ones with the
     caller's overrides applied, listed in ``overridden``), the verdict threshold, and the
-    folders searched for the detector file."""
+    detector file found on this machine."""
 
     source: Path
     preprocess: PreprocessConfig
@@ -251,7 +251,6 @@ class Bundle:
     visual: VisualModel | None = None
     forensic: ForensicScorer | None = None
     fuser: Any = None
-    features_crop_size: int = 0
     overridden: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     detector_weights: str = ""  # resolved on this machine ("" = packaged or none)
 
@@ -338,7 +337,7 @@ def load_bundle(model: str | Path, overrides: dict[str, Any] | None = None,
         recorded, verdict, thr = visual.preprocess, "fused", fuser.threshold
     elif (model / FORENSIC_FILE).is_file() or (model / "forensic_mlp.pt").is_file():
         forensic = ForensicScorer.load(model)
-        recorded = _run_preprocess(model)
+        recorded = _run_config(model, "preprocess")
         search, verdict, thr = [model / DETECTOR_DIR], "forensic", forensic.threshold
     elif (model / "checkpoints").is_dir() or (model / "model.onnx").is_file():
         vfile = model / "model.onnx"
@@ -351,23 +350,19 @@ def load_bundle(model: str | Path, overrides: dict[str, Any] | None = None,
     if changed:
         log.info("predict: preprocessing differs from training: %s",
                  ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
-    crop_size = forensic.crop_size if forensic is not None else 0
-    return Bundle(model, pp, thr, verdict, visual, forensic, fuser, crop_size, changed, weights)
+    return Bundle(model, pp, thr, verdict, visual, forensic, fuser, changed, weights)
 
 
-def _run_preprocess(run: Path) -> dict[str, Any]:
-    import yaml
-
-    path = run / "config.yaml"
-    return (yaml.safe_load(path.read_text()) or {}).get("preprocess", {}) if path.is_file() \
-        else {}
-
-
-def _crop_size(run: Path) -> int:
+def _run_config(run: Path, section: str) -> dict[str, Any]:
+    """One section of a run folder's config.yaml ({} when the file or the section is absent)."""
     import yaml
 
     path = run / "config.yaml"
     if not path.is_file():
-        return 0
-    return int(((yaml.safe_load(path.read_text()) or {}).get("features") or {})
-               .get("crop_size", 0))
+        return {}
+    return (yaml.safe_load(path.read_text()) or {}).get(section) or {}
+
+
+def _crop_size(run: Path) -> int:
+    """features.crop_size the run's forensic features were computed with."""
+    return int(_run_config(run, "features").get("crop_size", 0))
