@@ -171,8 +171,8 @@ def test_stats_and_plots(demo_processed):
 @pytest.mark.slow
 def test_real_clips_yunet_full_coverage_and_dfdc_audio(shared_data, yunet_weights, tmp_path):
     recs = list_videos("folder", shared_data, labels=shared_data / "manifest.csv")
-    c = cfg(detector="yunet", detector_weights=str(yunet_weights), every_nth=15, det_size=640,
-            save_frames=False)
+    c = cfg(detector="yunet", detector_weights=str(yunet_weights), every_nth=15,
+            det_size=PreprocessConfig().det_size, save_frames=False)
     report = preprocess_videos(recs, tmp_path, c)
     assert report["failed"] == 0 and report["videos"] == 13
     assert report["coverage"] == 1.0, report["per_video"]
