@@ -82,9 +82,17 @@ def report_table(reports: dict[str, dict]) -> str:
         f"<td style='padding-right:1em'>{auc_text(r['frame'])}</td>"
         f"<td style='padding-right:1em'>{auc_text(r['video'])}</td>"
         f"<td style='padding-right:1em'>{r['video']['accuracy']:.3f}</td>"
-        f"<td>{r['threshold']:.3f}</td></tr>" for name, r in reports.items())
+        f"<td style='padding-right:1em'>{r['threshold']:.3f}</td>"
+        + "".join(f"<td style='padding-right:1em'>{_tpr_at(r['frame'], k)}</td>"
+                  for k in ("fpr_0.01", "fpr_0.1")) + "</tr>" for name, r in reports.items())
     return (head + "<table><tr><th></th><th>frame AUC</th><th>video AUC</th>"
-            "<th>video accuracy</th><th>threshold (val)</th></tr>" + rows + "</table>")
+            "<th>video accuracy</th><th>threshold (val)</th><th>frame TPR at FPR 1%</th>"
+            "<th>at FPR 10%</th></tr>" + rows + "</table>")
+
+
+def _tpr_at(m: dict, key: str) -> str:
+    op = m.get("operating_points", {}).get(key)
+    return f"{op['tpr']:.3f} (p &ge; {op['threshold']:.3f})" if op else "n/a"
 
 
 def _fmt(v: Any) -> str:

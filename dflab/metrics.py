@@ -40,6 +40,25 @@ def _eer(y: np.ndarray, p: np.ndarray) -> float:
     return float((fpr[k] + fnr[k]) / 2)
 
 
+OPERATING_FPRS = (0.01, 0.1)
+
+
+def operating_points(y: np.ndarray, p: np.ndarray, fprs=OPERATING_FPRS) -> dict[str, dict]:
+    """For each target false-positive rate: the highest TPR whose FPR does not exceed it, the
+    FPR reached and the threshold (``p >= threshold`` is "fake") that gives it, read off this
+    set's ROC curve. Keys ``fpr_0.01`` etc. With few reals an FPR target below 1 / n_real can
+    only be met at FPR 0."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, thr = roc_curve(y, p)
+    out = {}
+    for target in fprs:
+        k = int(np.flatnonzero(fpr <= target + 1e-12)[-1])  # fpr[0] == 0: always one
+        out[f"fpr_{target:g}"] = {"tpr": float(tpr[k]), "fpr": float(fpr[k]),
+                                  "threshold": float(min(thr[k], 1.0))}
+    return out
+
+
 def weighted_auc(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """ROC-AUC of ``p`` for each row of ``weights`` (R, n): the AUC of the sample in which row i
     appears ``weights[r, i]`` times (ties count one half, as in scikit-learn's roc_auc_score).
@@ -101,7 +120,8 @@ def format_auc(m: dict[str, Any]) -> str:
 
 def binary_metrics(y, p, threshold: float = 0.5, ece_bins: int = 15, groups=None,
                    n_boot: int = 0, seed: int = 0) -> dict[str, Any]:
-    """Accuracy, precision, recall, F1 at ``threshold``; ROC-AUC, AP, EER, log loss, ECE.
+    """Accuracy, precision, recall, F1 at ``threshold``; ROC-AUC, AP, EER, log loss, ECE; TPR at
+    FPR 1% and 10% with their thresholds (:func:`operating_points`).
     Metrics that need both classes are NaN when one is missing. With ``n_boot`` > 0 also
     ``auc_ci``, the 95% interval of :func:`bootstrap_auc_ci` over ``groups`` (the videos), and
     ``n_groups``."""
@@ -124,6 +144,7 @@ def binary_metrics(y, p, threshold: float = 0.5, ece_bins: int = 15, groups=None
         "eer": _eer(y, p) if both else float("nan"),
         "log_loss": float(M.log_loss(y, p, labels=[0, 1])) if len(y) else float("nan"),
         "ece": expected_calibration_error(y, p, ece_bins) if len(y) else float("nan"),
+        "operating_points": operating_points(y, p) if both else {},
     }
     if n_boot:
         out["auc_ci"] = bootstrap_auc_ci(y, p, groups, n_boot, seed=seed) if both else [

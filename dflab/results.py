@@ -139,6 +139,12 @@ def format_report(rep: dict, indent: str = "  ") -> str:
              f"acc={f['accuracy']:.3f} auc={format_auc(f)} f1={f['f1']:.3f} ece={f['ece']:.3f}",
              f"{indent}video: n={v['n']} acc={v['accuracy']:.3f} auc={format_auc(v)} "
              f"f1={v['f1']:.3f}"]
+    for level, m in (("frame", f), ("video", v)):
+        ops = m.get("operating_points", {})
+        if ops:
+            lines.append(f"{indent}{level}: TPR at FPR " + "; ".join(
+                f"<= {float(k[4:]):.0%}: {op['tpr']:.3f} (FPR {op['fpr']:.3f} at p >= "
+                f"{op['threshold']:.3f})" for k, op in ops.items()))
     lines += [f"{indent}video {m:<16} n={mm['n']} acc={mm['accuracy']:.3f} auc={format_auc(mm)}"
               for m, mm in rep["video_per_method"].items()]
     return "\n".join(lines)

@@ -126,3 +126,18 @@ def test_reports_carry_counts_and_intervals():
         assert lo <= block["auc"] <= hi
     assert rep["bootstrap"] == {"resamples": 500, "level": 0.95, "unit": "video", "seed": 0}
     assert "[" in format_auc(rep["frame"])
+
+
+def test_operating_points_read_off_the_roc_curve():
+    # 10 reals, 10 fakes: one real scores 0.9 (above 8 fakes), the rest of the reals below 0.3
+    y = np.array([0] * 10 + [1] * 10)
+    p = np.array([0.9] + [0.1 + 0.02 * k for k in range(9)] + [0.95, 0.92] + [0.5 + 0.03 * k
+                                                                              for k in range(8)])
+    ops = binary_metrics(y, p)["operating_points"]
+    # FPR <= 1%: no real may pass, so the threshold sits above 0.9: the two fakes above it
+    assert ops["fpr_0.01"] == {"tpr": 0.2, "fpr": 0.0, "threshold": 0.92}
+    # FPR <= 10%: the one real at 0.9 may pass: every fake is above 0.26
+    assert ops["fpr_0.1"]["tpr"] == 1.0 and ops["fpr_0.1"]["fpr"] == 0.1
+    t = ops["fpr_0.1"]["threshold"]
+    assert ((p >= t) & (y == 0)).mean() * 2 <= 0.1 and ((p >= t) & (y == 1)).sum() == 10
+    assert binary_metrics(np.ones(4), np.full(4, 0.7))["operating_points"] == {}
