@@ -264,6 +264,18 @@ def cmd_weights(args, lab):
           else lab.check_weights(args.backbone, args.to))
 
 
+@command("runs", "list every run: kind, date, backbone, best val loss, test AUCs, and the "
+         "settings in which the runs differ")
+@arg("--kind", default="", choices=["", "train", "forensic", "fuse", "demo"],
+     help="only runs of this kind")
+@arg("--json", action="store_true", help="print JSON instead of a table")
+def cmd_runs(args, lab):
+    from .runs import format_runs
+
+    rows = lab.runs_table(args.kind)
+    print(json.dumps(rows, indent=1, default=str) if args.json else format_runs(rows))
+
+
 @command("config", "show the resolved config, or list every key with its help")
 @arg("--list", action="store_true", help="list keys, types, bounds and help")
 def cmd_config(args, lab):

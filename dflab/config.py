@@ -171,7 +171,12 @@ class TrainConfig:
                            "(memory-mapped, <processed>/crop_cache/) so epochs skip JPEG "
                            "decoding; skipped when it would not fit in a quarter of free disk.")
     balance: bool = _f(False, "Oversample the minority class.")
-    patience: int = _f(5, "Early stopping on validation loss (epochs).", min=1, max=1000)
+    select_on: str = _f("val_loss", "Validation metric that picks best.pt and drives early "
+                        "stopping: val_loss (cross-entropy), or val_auc (ranking only: steadier "
+                        "when the logits' scale and bias swing, as in short runs from scratch).",
+                        choices=["val_loss", "val_auc"])
+    patience: int = _f(5, "Early stopping: epochs without a better select_on value.",
+                       min=1, max=1000)
     save_every: int = _f(1, "Checkpoint every K epochs.", min=1, max=1000)
     max_frames_per_video: int = _f(0, "Cap frames per video per epoch (0: all).",
                                    min=0, max=100000)

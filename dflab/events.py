@@ -25,6 +25,7 @@ __all__ = [
     "Emitter",
     "TqdmCallback",
     "LogCallback",
+    "TensorBoardCallback",
 ]
 
 log = logging.getLogger(__name__)
@@ -183,3 +184,38 @@ class LogCallback:
     def __call__(self, event: Event) -> None:
         self.events.append(event)
         self.logger.debug("%s", event)
+
+
+class TensorBoardCallback:
+    """Writes a training job's events as TensorBoard scalars into ``logdir`` (the run folder, so
+    ``tensorboard --logdir <runs>`` shows one curve per run): the loss and learning rate per
+    optimiser step, and every numeric epoch metric (losses, val AUC, accuracy...) at the step
+    that ended its epoch. ``purge_step``: on a resume, the first step it will write; events a
+    killed run wrote from that step on are dropped, so curves never double back."""
+
+    def __init__(self, logdir: str, purge_step: int | None = None):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(logdir), purge_step=purge_step or None)
+
+    def __call__(self, event: Event) -> None:
+        w = self.writer
+        if isinstance(event, StepLoss):
+            w.add_scalar("loss/train_step", event.loss, event.step)
+            w.add_scalar("lr", event.lr, event.step)
+        elif isinstance(event, EpochMetrics):
+            m = event.metrics
+            step = int(m.get("step", event.epoch))
+            for key, value in m.items():
+                if key in ("step", "seconds") or isinstance(value, bool) or \
+                        not isinstance(value, (int, float)):
+                    continue
+                tag = {"train_loss": "loss/train", "val_loss": "loss/val"}.get(
+                    key, key.replace("val_", "val/", 1) if key.startswith("val_") else key)
+                w.add_scalar(tag, value, step)
+            w.flush()
+        elif isinstance(event, JobResult):
+            w.close()
+
+    def close(self) -> None:
+        self.writer.close()  # idempotent

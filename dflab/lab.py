@@ -165,6 +165,13 @@ class Lab:
 
         return list_runs(self.paths["runs"], kind)
 
+    def runs_table(self, kind: str = "") -> list[dict]:
+        """Every run (of ``kind``) newest first, with its backbone, best validation loss, test
+        AUCs and the settings in which the runs differ (:func:`dflab.runs.runs_table`)."""
+        from .runs import runs_table
+
+        return runs_table(self.paths["runs"], kind)
+
     def model_for(self, run: str | Path) -> Path:
         """What ``predict`` should load for a visual run: the newest fuse run made over it
         (visual, forensic and fused verdicts), else its ONNX export, else its best checkpoint."""

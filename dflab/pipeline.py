@@ -31,7 +31,8 @@ class _Clock:
 
 
 def _auc_block(report: dict) -> dict[str, Any]:
-    keep = ("auc", "auc_ci", "n_videos", "n_frames", "accuracy", "balanced_accuracy")
+    keep = ("auc", "auc_ci", "n_videos", "n_frames", "n_real", "n_fake", "accuracy",
+            "balanced_accuracy", "operating_points")
     return {"threshold": report["threshold"],
             "frame": {k: report["frame"][k] for k in keep if k in report["frame"]},
             "video": {k: report["video"][k] for k in keep if k in report["video"]},

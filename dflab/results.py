@@ -117,7 +117,7 @@ class PreprocessResult:
 @dataclass(frozen=True)
 class TrainResult:
     run: Path  # the run folder: checkpoints/, history.jsonl, train_summary.json
-    best_epoch: int  # chosen on the validation loss (the test split is never read in training)
+    best_epoch: int  # chosen on validation (train.select_on; the test split is never read)
     best_val_loss: float  # plain cross-entropy on val, comparable across loss settings
     last_epoch: int  # < train.epochs when early stopping ended the run
     stopped_early: bool

@@ -13,7 +13,7 @@ from typing import Any
 from .config import LabConfig, save_config
 
 __all__ = ["library_versions", "create_run_dir", "write_json", "read_json", "RUN_KINDS",
-           "run_info", "list_runs", "read_report", "write_report"]
+           "run_info", "list_runs", "read_report", "write_report", "runs_table", "format_runs"]
 
 #: What a run folder can hold, recorded in its ``run.json`` (never parsed from the folder name).
 RUN_KINDS = ("train", "forensic", "fuse", "demo")
@@ -125,3 +125,86 @@ def read_report(run: str | Path, split: str = "test") -> dict[str, dict]:
         raise FileNotFoundError(f"run '{run}' has no {split} evaluation ({path.name}); "
                                 f"evaluate it first")
     return read_json(path)
+
+
+# settings that say where things are, not how a model was made: left out of "what differs"
+_WHERE = ("root", "path", "dir", "cluster", "server")
+
+
+def _flat_config(run: Path) -> dict[str, Any]:
+    import yaml
+
+    path = run / "config.yaml"
+    raw = yaml.safe_load(path.read_text()) if path.exists() else {}
+    return {f"{stage}.{k}": v for stage, sect in (raw or {}).items() if isinstance(sect, dict)
+            for k, v in sect.items()}
+
+
+def _best_val_loss(run: Path) -> float | None:
+    summary = run / "train_summary.json"
+    if summary.exists():
+        return read_json(summary).get("best_val_loss")
+    hist = run / "history.jsonl"
+    losses = [json.loads(ln).get("val_loss") for ln in hist.read_text().splitlines()
+              if ln.strip()] if hist.exists() else []
+    losses = [v for v in losses if v is not None]
+    return min(losses) if losses else None
+
+
+def runs_table(runs_root: str | Path, kind: str = "") -> list[dict[str, Any]]:
+    """One row per run under ``runs_root`` (of ``kind`` when given), newest first: name, kind,
+    creation time, backbone, best validation loss, test AUCs per model (frame and video, from
+    ``eval_test.json``), and the settings in which the listed runs differ (paths left out)."""
+    rows, configs = [], []
+    for run in list_runs(runs_root, kind):
+        info = run_info(run)
+        cfg = _flat_config(run)
+        configs.append(cfg)
+        k = info["kind"]
+        backbone = (cfg.get("model.backbone", "") if k in ("train", "demo") else
+                    f"mlp {cfg.get('features.hidden', '')}" if k == "forensic" else
+                    "logistic stacker" if k == "fuse" else "")
+        row: dict[str, Any] = {
+            "run": run.name, "kind": k, "path": str(run),
+            "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(info["created"])),
+            "backbone": backbone, "best_val_loss": _best_val_loss(run), "test_auc": {}}
+        try:
+            reports = read_report(run, "test")
+        except FileNotFoundError:
+            reports = {}
+        if k == "demo" and (run / "demo_report.json").exists():
+            test = read_json(run / "demo_report.json").get("test", {})
+            reports = {m: r for m, r in test.items() if isinstance(r, dict) and "video" in r}
+        for model, rep in reports.items():
+            row["test_auc"][model] = {"frame": rep["frame"]["auc"], "video": rep["video"]["auc"],
+                                      "video_ci": rep["video"].get("auc_ci")}
+        rows.append(row)
+    keys = sorted({key for c in configs for key in c})
+    differ = [key for key in keys if not any(w in key.split(".")[-1] for w in _WHERE)
+              and len({json.dumps(c.get(key), default=str) for c in configs}) > 1]
+    for row, cfg in zip(rows, configs):
+        row["differs"] = {key: cfg.get(key) for key in differ}
+    return rows
+
+
+def format_runs(rows: list[dict[str, Any]]) -> str:
+    """:func:`runs_table` as a text table (one run per line, then what differs per run)."""
+    if not rows:
+        return "no runs yet"
+
+    def auc(row: dict) -> str:
+        return ", ".join(f"{m} {a['frame']:.3f}/{a['video']:.3f}"
+                         for m, a in row["test_auc"].items()) or "not evaluated"
+
+    head = ["run", "kind", "created", "backbone", "best val loss", "test AUC frame/video"]
+    body = [[r["run"], r["kind"], r["created"], str(r["backbone"]),
+             "" if r["best_val_loss"] is None else f"{r['best_val_loss']:.4f}", auc(r)]
+            for r in rows]
+    widths = [max(len(x) for x in col) for col in zip(head, *body)]
+    lines = ["  ".join(x.ljust(w) for x, w in zip(line, widths)).rstrip()
+             for line in [head, *body]]
+    differs = [f"  {r['run']}: " + ", ".join(f"{k}={v}" for k, v in r["differs"].items())
+               for r in rows if r["differs"]]
+    if differs:
+        lines += ["settings that differ between these runs:", *differs]
+    return "\n".join(lines)

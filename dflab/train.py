@@ -286,6 +286,7 @@ def _restore(ckpt: dict, run: Path, model, opt, sched, scaler, is_main: bool) ->
     scaler.load_state_dict(ckpt["scaler"])
     _set_rng_state(ckpt["rng"])
     state = {"start_epoch": ckpt["epoch"] + 1, "step": ckpt["step"], **ckpt["early"]}
+    state.setdefault("best_score", state["best_loss"])  # a checkpoint from before select_on
     hist = run / "history.jsonl"
     if is_main and hist.exists():
         keep = [ln for ln in hist.read_text().splitlines()
@@ -371,7 +372,6 @@ def train(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: st
     """
     from .datasets import CropDataset, build_transforms, load_index, select_split
     from .environment import advise, environment_report, setup_runtime
-    from .metrics import roc_points
     from .models import create_model, data_config
 
     ddp = ddp_info()
@@ -429,7 +429,7 @@ def train(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: st
     opt, sched, scaler, criterion, total_steps = _optimisation(cfg, model, steps_per_epoch, amp,
                                                                device)
     state = {"start_epoch": 1, "step": 0, "best_loss": math.inf, "bad_epochs": 0,
-             "best_epoch": 0}
+             "best_epoch": 0, "best_score": math.inf}
     if ckpt is not None:
         state = _restore(ckpt, run, model, opt, sched, scaler, is_main)
     net: nn.Module = model
@@ -442,6 +442,29 @@ def train(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: st
             "accumulation": accum, "effective_batch": batch * accum * ddp["world"],
             "world_size": ddp["world"], "device": str(device), "amp": amp,
             "data_config": dc, "advice": advice, "steps_per_epoch": steps_per_epoch})
+
+    tb = None
+    if is_main:  # TensorBoard event files in the run folder, beside history.jsonl
+        from .events import TensorBoardCallback
+
+        # on a resume, drop what the killed run wrote after its checkpoint: steps > state["step"]
+        tb = TensorBoardCallback(str(run),
+                                 purge_step=state["step"] + 1 if ckpt is not None else None)
+        em.callbacks.append(tb)
+    try:
+        return _epochs(cfg, run, model, net, train_ds, val_ds, batch, runtime, ddp, opt, sched,
+                       scaler, criterion, accum, device, amp_dtype, channels_last, state,
+                       total_steps, em, is_main, dc)
+    finally:
+        if tb is not None:
+            tb.close()
+
+
+def _epochs(cfg, run, model, net, train_ds, val_ds, batch, runtime, ddp, opt, sched, scaler,
+            criterion, accum, device, amp_dtype, channels_last, state, total_steps, em, is_main,
+            dc) -> Path:
+    """The epoch loop of :func:`train`: train, validate, checkpoint, stop early."""
+    from .metrics import roc_points
 
     t0 = time.monotonic()
     epoch = state["start_epoch"] - 1
@@ -458,10 +481,12 @@ def train(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: st
                                                         amp_dtype)
         metrics = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                    "lr": opt.param_groups[0]["lr"], "seconds": round(time.monotonic() - t0, 1),
-                   "train_seconds": round(t_train, 2), **val_metrics}
-        improved = val_loss < state["best_loss"] - 1e-6
+                   "train_seconds": round(t_train, 2), "step": state["step"], **val_metrics}
+        # lower is better: the val loss, or minus the val AUC (a NaN AUC never improves)
+        score = val_loss if cfg.train.select_on == "val_loss" else -val_metrics["val_auc"]
+        improved = bool(score < state["best_score"] - 1e-6)
         if improved:
-            state.update(best_loss=val_loss, bad_epochs=0, best_epoch=epoch)
+            state.update(best_loss=val_loss, best_score=score, bad_epochs=0, best_epoch=epoch)
         else:
             state["bad_epochs"] += 1
         if is_main:
@@ -469,7 +494,7 @@ def train(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: st
                         "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
                         "epoch": epoch, "step": state["step"], "rng": _rng_state(),
                         "early": {k: state[k] for k in ("best_loss", "bad_epochs",
-                                                        "best_epoch")},
+                                                        "best_epoch", "best_score")},
                         "config": config_to_dict(cfg), "data_config": dc, "metrics": metrics},
                   metrics, improved, cfg.train.save_every)
             em.emit(EpochMetrics("train", epoch, metrics, roc_points(y_val, probs)))
@@ -479,7 +504,8 @@ def train(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: st
             break
     if is_main:
         summary = {"run": str(run), "best_epoch": state["best_epoch"],
-                   "best_val_loss": state["best_loss"], "last_epoch": epoch,
+                   "best_val_loss": state["best_loss"], "selected_on": cfg.train.select_on,
+                   "last_epoch": epoch,
                    "stopped_early": stopped_early, "seconds": round(time.monotonic() - t0, 1)}
         write_json(run / "train_summary.json", summary)
         em.result(**summary)

@@ -57,6 +57,12 @@ def test_run_folder_has_everything(run):
         assert key in hist[0]
     setup = json.loads((path / "train_setup.json").read_text())
     assert setup["data_config"]["input_size"] == 64 and setup["amp"] == "off"
+    # TensorBoard: the same epoch metrics at the step that ended each epoch, a loss per step
+    tb = _scalars(path)
+    assert [(e.step, round(e.value, 5)) for e in tb["loss/val"]] == \
+        [(h["step"], round(h["val_loss"], 5)) for h in hist]
+    assert [e.step for e in tb["loss/train_step"]] == list(range(1, hist[-1]["step"] + 1))
+    assert {"val/auc", "loss/train", "lr"} <= set(tb)
     epochs = [e for e in log.events if isinstance(e, EpochMetrics)]
     steps = [e for e in log.events if isinstance(e, StepLoss)]
     assert len(epochs) == 2 and epochs[0].roc["fpr"] and len(steps) >= 2
@@ -103,6 +109,18 @@ def test_killed_run_resumes_as_if_never_stopped(crops, tmp_path):
     ha = (straight / "history.jsonl").read_text().splitlines()
     hb = (resumed / "history.jsonl").read_text().splitlines()
     assert [json.loads(x)["val_loss"] for x in ha] == [json.loads(x)["val_loss"] for x in hb]
+    # the killed run's events after its last checkpoint are dropped on resume: no doubled steps
+    ta, tb = _scalars(straight), _scalars(resumed)
+    for tag in ("loss/train_step", "loss/val"):
+        assert [(e.step, e.value) for e in ta[tag]] == [(e.step, e.value) for e in tb[tag]], tag
+
+
+def _scalars(run) -> dict:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run))
+    acc.Reload()
+    return {tag: acc.Scalars(tag) for tag in acc.Tags()["scalars"]}
 
 
 def test_early_stopping_and_options(crops, tmp_path):
