@@ -14,6 +14,7 @@ cancel token work as on one machine.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
@@ -45,6 +46,11 @@ def cluster_client(address: str) -> Iterator[Any]:
         raise ImportError("env.cluster needs Dask distributed: pip install 'dflab[cluster]'") \
             from None
     cluster = None
+    # Dask's Nanny writes its pre-spawn variables (OMP_NUM_THREADS=1, MKL_NUM_THREADS=1,
+    # MALLOC_TRIM_THRESHOLD_...) into this process's os.environ before it starts a worker, and
+    # leaves them there: every later subprocess (a training run from the same notebook or test
+    # session) would then run torch on one thread. They are put back as they were on exit.
+    environ = dict(os.environ)
     m = _LOCAL.match(address)
     if m:
         cluster = LocalCluster(n_workers=max(1, int(m.group(1))), threads_per_worker=1,
@@ -63,6 +69,9 @@ def cluster_client(address: str) -> Iterator[Any]:
         client.close()
         if cluster is not None:
             cluster.close()
+        if os.environ != environ:
+            os.environ.clear()
+            os.environ.update(environ)
 
 
 def run_tasks(address: str, fn: Callable[[Any], Any], items: Sequence[Any],

@@ -3,6 +3,7 @@ same index, meta.json files and features as one machine; a bad video is one fail
 
 import dataclasses
 import json
+import os
 import shutil
 
 import numpy as np
@@ -32,7 +33,11 @@ def test_cluster_output_equals_one_machine(tmp_path, demo_set):
     bad.write_bytes(b"")
     recs.append(dataclasses.replace(recs[0], path=str(bad), video_id="zero"))
     one = preprocess_videos(recs, tmp_path / "one", cfg.preprocess)
+    environ = dict(os.environ)
     many = preprocess_videos(recs, tmp_path / "many", cfg.preprocess, cluster="local:2")
+    # Dask's pre-spawn variables (OMP_NUM_THREADS=1...) do not stay in this process: they
+    # made every later subprocess of the test session run torch on one thread
+    assert dict(os.environ) == environ
     assert one["failed"] == many["failed"] == 1
     assert "is empty" in many["errors"][recs[-1].uid]
     a = pd.read_csv(tmp_path / "one" / "index.csv").sort_values(["uid", "frame_index"])
