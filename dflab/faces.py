@@ -382,6 +382,26 @@ class YuNetDetector(FaceDetector):
         return {**super().describe(), "weights": str(self.weights)}
 
 
+def _yolo_class():
+    """``ultralytics.YOLO``, imported without its side effects on this process: on import
+    ultralytics sets OMP_NUM_THREADS=1 and NUMEXPR_MAX_THREADS in ``os.environ`` (inherited by
+    every process started later: a training subprocess then ran torch on one core) and turns
+    OpenCV's threads off (``cv2.setNumThreads(0)``). Both are put back."""
+    import os
+
+    import cv2
+
+    environ, threads = dict(os.environ), cv2.getNumThreads()
+    try:
+        from ultralytics import YOLO
+    finally:
+        if os.environ != environ:
+            os.environ.clear()
+            os.environ.update(environ)
+        cv2.setNumThreads(threads)
+    return YOLO
+
+
 class YoloDetector(FaceDetector):
     name = "yolo"
 
@@ -393,8 +413,7 @@ class YoloDetector(FaceDetector):
             raise ValueError("detector 'yolo' needs a face weights file or URL in "
                              "preprocess.detector_weights (train one with `dflab faces finetune`, "
                              "or see the README for a public WIDER FACE model)")
-        from ultralytics import YOLO
-
+        YOLO = _yolo_class()
         weights = str(fetch_weights_file(weights, sha256, cache_dir))
         self.weights = weights
         self.model = YOLO(weights)
@@ -505,8 +524,7 @@ def finetune_yolo(images: Sequence[str | Path], out_dir: str | Path, labeler: Fa
     """
     import cv2
 
-    from ultralytics import YOLO
-
+    YOLO = _yolo_class()
     out_dir = Path(out_dir).resolve()
     ds = out_dir / "dataset"
     rng = np.random.default_rng(seed)

@@ -1,4 +1,5 @@
 import hashlib
+import os
 import http.server
 import threading
 
@@ -248,3 +249,29 @@ def _iou(a, b):
     h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = w * h
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_ultralytics_import_leaves_threads_and_environment_alone():
+    """ultralytics sets OMP_NUM_THREADS=1 in os.environ and turns OpenCV's threads off when
+    imported; dflab imports it so that neither reaches this process or the ones it starts."""
+    import subprocess
+    import sys
+
+    probe = ("import os, cv2; {imp}; "
+             "print(os.environ.get('OMP_NUM_THREADS'), os.environ.get('NUMEXPR_MAX_THREADS'), "
+             "cv2.getNumThreads())")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_NUM_THREADS", "NUMEXPR_MAX_THREADS")}
+
+    def run(imp):
+        out = subprocess.run([sys.executable, "-c", probe.format(imp=imp)], env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split()[-3:]
+
+    import cv2
+
+    bare = run("import ultralytics")
+    assert bare[0] == "1" and int(bare[2]) <= 1  # what ultralytics does on its own
+    ours = run("from dflab.faces import _yolo_class; _yolo_class()")
+    assert ours[:2] == ["None", "None"] and int(ours[2]) == cv2.getNumThreads() > 0
