@@ -24,9 +24,10 @@ import math
 import os
 import shutil
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -382,23 +383,35 @@ class YuNetDetector(FaceDetector):
         return {**super().describe(), "weights": str(self.weights)}
 
 
-def _yolo_class():
-    """``ultralytics.YOLO``, imported without its side effects on this process: on import
-    ultralytics sets OMP_NUM_THREADS=1 and NUMEXPR_MAX_THREADS in ``os.environ`` (inherited by
-    every process started later: a training subprocess then ran torch on one core) and turns
-    OpenCV's threads off (``cv2.setNumThreads(0)``). Both are put back."""
+@contextmanager
+def _own_threads() -> Iterator[None]:
+    """Undo what ultralytics does to this process: on import it sets OMP_NUM_THREADS=1 and
+    NUMEXPR_MAX_THREADS in ``os.environ`` (inherited by every process started later: a training
+    subprocess then ran torch on one core) and turns OpenCV's threads off; on every CPU
+    predict or train it calls ``torch.set_num_threads(cpu_count - 1)`` (1 on 2 cores: a model
+    trained later in the same notebook ran on one core). All three are put back on exit."""
     import os
 
     import cv2
+    import torch
 
-    environ, threads = dict(os.environ), cv2.getNumThreads()
+    environ, cv_threads, torch_threads = dict(os.environ), cv2.getNumThreads(), \
+        torch.get_num_threads()
     try:
-        from ultralytics import YOLO
+        yield
     finally:
         if os.environ != environ:
             os.environ.clear()
             os.environ.update(environ)
-        cv2.setNumThreads(threads)
+        cv2.setNumThreads(cv_threads)
+        if torch.get_num_threads() != torch_threads:
+            torch.set_num_threads(torch_threads)
+
+
+def _yolo_class():
+    """``ultralytics.YOLO``, imported without its side effects (see :func:`_own_threads`)."""
+    with _own_threads():
+        from ultralytics import YOLO
     return YOLO
 
 
@@ -426,8 +439,10 @@ class YoloDetector(FaceDetector):
     def detect_batch(self, frames: Sequence[np.ndarray]) -> list[list[Face]]:
         if not frames:
             return []
-        results = self.model.predict(list(frames), imgsz=self.det_size, conf=self.min_confidence,
-                                     device=self.device, verbose=False)
+        with _own_threads():
+            results = self.model.predict(list(frames), imgsz=self.det_size,
+                                         conf=self.min_confidence, device=self.device,
+                                         verbose=False)
         out = []
         for res in results:
             faces = []
@@ -562,10 +577,11 @@ def finetune_yolo(images: Sequence[str | Path], out_dir: str | Path, labeler: Fa
 
         device = "0" if torch.cuda.is_available() else "cpu"
     model = YOLO(base)
-    model.train(data=str(data_yaml), epochs=epochs, imgsz=imgsz, batch=batch, device=device,
-                project=str(out_dir), name="train", exist_ok=True, plots=False, workers=0,
-                seed=seed, verbose=False, single_cls=True, pretrained=not base.endswith(".yaml"),
-                **train_kwargs)
+    with _own_threads():
+        model.train(data=str(data_yaml), epochs=epochs, imgsz=imgsz, batch=batch, device=device,
+                    project=str(out_dir), name="train", exist_ok=True, plots=False, workers=0,
+                    seed=seed, verbose=False, single_cls=True, pretrained=not base.endswith(".yaml"),
+                    **train_kwargs)
     best = out_dir / "train" / "weights" / "best.pt"
     if not best.exists():
         best = out_dir / "train" / "weights" / "last.pt"

@@ -17,6 +17,9 @@ def portrait():
     return _source_photo()  # uint8 (512, 512, 3) BGR, one face near (223, 120)
 
 
+_OMP = os.environ.get("OMP_NUM_THREADS")
+
+
 def detector_kwargs(name, shared):
     if name in ("yunet", "auto") and shared is not None:
         return {"weights": str(shared / "weights/yunet/yunet_s_640_640.onnx")}
@@ -170,7 +173,10 @@ def test_finetune_yolo_then_detect_through_the_yolo_detector(demo_frames, tmp_pa
     through the `yolo` detector on frames it never saw."""
     from dflab.faces import finetune_yolo
 
+    import torch
+
     labeler = _labeler(request)
+    threads = torch.get_num_threads()
     train, held_out = demo_frames[0::3][:40], demo_frames[1::6][:12]
     best = finetune_yolo(train, tmp_path / "yolo", labeler, "yolov8n.yaml", epochs=30,
                          imgsz=128, batch=4, mosaic=0.0, warmup_epochs=0)
@@ -190,6 +196,10 @@ def test_finetune_yolo_then_detect_through_the_yolo_detector(demo_frames, tmp_pa
             ious.append(ix / (ref[0].area + got[0].area - ix))
     assert len(ious) >= 0.8 * len(held_out), f"found faces in {len(ious)}/{len(held_out)}"
     assert np.median(ious) > 0.5, ious
+    # ultralytics sets torch to cpu_count - 1 threads on CPU; a later training here must not
+    # inherit that (the CLI and dashboard runs of tests/test_lab.py then differed)
+    assert torch.get_num_threads() == threads
+    assert os.environ.get("OMP_NUM_THREADS") == _OMP
 
 
 def test_cli_faces_finetune_runs_one_epoch(demo_frames, tmp_path):
