@@ -14,10 +14,11 @@ cancel token work as on one machine.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
+
+from .environment import kept_environ
 
 log = logging.getLogger(__name__)
 
@@ -45,33 +46,29 @@ def cluster_client(address: str) -> Iterator[Any]:
     except ImportError:
         raise ImportError("env.cluster needs Dask distributed: pip install 'dflab[cluster]'") \
             from None
-    cluster = None
     # Dask's Nanny writes its pre-spawn variables (OMP_NUM_THREADS=1, MKL_NUM_THREADS=1,
-    # MALLOC_TRIM_THRESHOLD_...) into this process's os.environ before it starts a worker, and
-    # leaves them there: every later subprocess (a training run from the same notebook or test
-    # session) would then run torch on one thread. They are put back as they were on exit.
-    environ = dict(os.environ)
-    m = _LOCAL.match(address)
-    if m:
-        cluster = LocalCluster(n_workers=max(1, int(m.group(1))), threads_per_worker=1,
-                               processes=True, dashboard_address=None)
-        client = Client(cluster)
-    else:
+    # MALLOC_TRIM_THRESHOLD_...) into this process's os.environ whenever it starts a worker
+    # and leaves them: every later subprocess would run torch on one thread
+    with kept_environ():
+        cluster = None
+        m = _LOCAL.match(address)
+        if m:
+            cluster = LocalCluster(n_workers=max(1, int(m.group(1))), threads_per_worker=1,
+                                   processes=True, dashboard_address=None)
+            client = Client(cluster)
+        else:
+            try:
+                client = Client(address, timeout="30s")
+            except OSError as exc:
+                raise OSError(f"cannot reach the Dask scheduler at {address} ({exc}); start "
+                              f"one with `dask scheduler` and workers with `dask worker "
+                              f"{address}`") from None
         try:
-            client = Client(address, timeout="30s")
-        except OSError as exc:
-            raise OSError(f"cannot reach the Dask scheduler at {address} ({exc}); start one "
-                          f"with `dask scheduler` and workers with `dask worker {address}`") \
-                from None
-    try:
-        yield client
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-        if os.environ != environ:
-            os.environ.clear()
-            os.environ.update(environ)
+            yield client
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
 
 
 def run_tasks(address: str, fn: Callable[[Any], Any], items: Sequence[Any],

@@ -17,10 +17,11 @@ import random
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -312,3 +313,17 @@ def environment_report(data_root: str | Path = "", backbone: str = "efficientnet
         "advice_for": {"backbone": backbone, "input_size": input_size,
                        "target_batch": target_batch, "memory_mib": mem},
     }
+
+
+@contextmanager
+def kept_environ() -> Iterator[None]:
+    """Put ``os.environ`` back as it was on exit. Libraries dflab calls write thread limits
+    into it (Dask's Nanny, ultralytics: OMP_NUM_THREADS=1...) and leave them, and every process
+    started later inherits them."""
+    environ = dict(os.environ)
+    try:
+        yield
+    finally:
+        if os.environ != environ:
+            os.environ.clear()
+            os.environ.update(environ)

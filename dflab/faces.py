@@ -390,19 +390,16 @@ def _own_threads() -> Iterator[None]:
     subprocess then ran torch on one core) and turns OpenCV's threads off; on every CPU
     predict or train it calls ``torch.set_num_threads(cpu_count - 1)`` (1 on 2 cores: a model
     trained later in the same notebook ran on one core). All three are put back on exit."""
-    import os
-
     import cv2
     import torch
 
-    environ, cv_threads, torch_threads = dict(os.environ), cv2.getNumThreads(), \
-        torch.get_num_threads()
+    from .environment import kept_environ
+
+    cv_threads, torch_threads = cv2.getNumThreads(), torch.get_num_threads()
     try:
-        yield
+        with kept_environ():
+            yield
     finally:
-        if os.environ != environ:
-            os.environ.clear()
-            os.environ.update(environ)
         cv2.setNumThreads(cv_threads)
         if torch.get_num_threads() != torch_threads:
             torch.set_num_threads(torch_threads)
