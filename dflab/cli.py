@@ -206,6 +206,20 @@ def cmd_predict(args, lab):
     return EXIT_ITEMS_FAILED if res.failed else EXIT_OK
 
 
+@command("explain", "Grad-CAM overlays: where the visual model looks when it says fake")
+@arg("inputs", nargs="+", metavar="INPUT", help="videos, images, folders or globs")
+@arg("--run", required=True, help="a train run (or a fuse run: its visual model)")
+@arg("--out", default="", help="folder for the overlays (default <run>/explain)")
+@arg("--method", default="gradcam", choices=["gradcam", "gradcam++"])
+@arg("--faces", action="store_true", help="the inputs are face crops already: no detection")
+@arg("--max-frames", type=int, default=8, help="overlays per video (its first sampled frames "
+     "with a face)")
+@arg("--checkpoint", default="best.pt")
+def cmd_explain(args, lab):
+    print(lab.explain(args.inputs, args.run, args.out, args.method, args.faces,
+                      args.max_frames, args.checkpoint, callbacks=_bar()))
+
+
 @command("features", "compute the ~50 forensic features of every crop (cached per crop)")
 @arg("--processed", default="", help="preprocessed folder (default <data_root>/processed/<source>)")
 @arg("--cluster", default=None, help="Dask scheduler: tcp://HOST:8786 or local:N (env.cluster)")

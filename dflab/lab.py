@@ -26,7 +26,7 @@ from typing import Any, Optional, Sequence
 from .config import LabConfig, PreprocessConfig, load_config
 from .events import Callback, CancelToken
 from .results import (BatchPredictResult, DemoDataResult, DemoResult, DownloadResult, EnvironmentResult,
-                      EvalResult, ExportResult, FeaturesResult, PredictResult, PreprocessResult,
+                      EvalResult, ExplainResult, ExportResult, FeaturesResult, PredictResult, PreprocessResult,
                       TrainResult, WeightsResult)
 
 log = logging.getLogger(__name__)
@@ -467,6 +467,32 @@ class Lab:
         written = write_batch_report(results, bundle, report) if report else []
         return BatchPredictResult(tuple(PredictResult(r) for r in results), bundle,
                                   tuple(written), time.perf_counter() - t0)
+
+    def explain(self, inputs: Sequence[str | Path], run: str | Path, out: str | Path = "",
+                method: str = "gradcam", faces: bool = False, max_frames: int = 8,
+                checkpoint: str = "best.pt", callbacks: Callbacks = None,
+                cancel: CancelToken | None = None) -> ExplainResult:
+        """Grad-CAM (or Grad-CAM++) overlays of the visual model of ``run`` (a train run, or a
+        fuse run: its visual run) on images, videos or face crops; default folder
+        ``<run>/explain``."""
+        from .explain import explain_files
+
+        run = Path(run)
+        if (run / "fuser.json").is_file():
+            from .bundle import _sibling
+            from .runs import read_json
+
+            meta = read_json(run / "fuser.json")
+            run, checkpoint = _sibling(meta["visual_run"], run), meta.get("checkpoint",
+                                                                          checkpoint)
+        ckpt = run / "checkpoints" / checkpoint
+        if not ckpt.is_file():
+            raise FileNotFoundError(f"'{run}' has no checkpoint {checkpoint}; explain needs a "
+                                    f"trained visual run (runs/train-<name>)")
+        out = Path(out) if out else run / "explain"
+        rows = explain_files(inputs, ckpt, out, method, faces, max_frames,
+                             self.predict_overrides(), callbacks, cancel)
+        return ExplainResult(out, method, tuple(rows))
 
     # forensic model and fusion ---------------------------------------------------------------
     def features(self, processed: str | Path = "", callbacks: Callbacks = None,

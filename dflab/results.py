@@ -9,7 +9,7 @@ from typing import Any
 
 __all__ = ["EnvironmentResult", "DemoDataResult", "DownloadResult", "PreprocessResult",
            "TrainResult", "EvalResult", "ExportResult", "PredictResult", "BatchPredictResult",
-           "FeaturesResult",
+           "FeaturesResult", "ExplainResult",
            "WeightsResult", "DemoResult", "format_report"]
 
 
@@ -291,6 +291,19 @@ class FeaturesResult:
 
     def __str__(self) -> str:
         return f"{len(self.names)} features per crop -> {self.path}"
+
+
+@dataclass(frozen=True)
+class ExplainResult:
+    out: Path  # the folder of overlays
+    method: str  # gradcam or gradcam++
+    rows: tuple[dict[str, Any], ...]  # file, frame_index, prob (p(fake)), overlay
+
+    def __str__(self) -> str:
+        lines = [f"{self.method}: {len(self.rows)} overlays (crop | heatmap of the fake logit) "
+                 f"-> {self.out}"]
+        lines += [f"  {Path(r['overlay']).name:<28} p(fake) {r['prob']:.3f}" for r in self.rows]
+        return "\n".join(lines)
 
 
 @dataclass(frozen=True)

@@ -55,3 +55,20 @@ def test_ffpp_video_to_onnx(shared_data, yunet_weights, tmp_path):
     assert a["verdict"] in ("real", "fake") and len(a["frames"]) == 7
     assert np.allclose([f["prob"] for f in a["frames"]], [f["prob"] for f in b["frames"]],
                        atol=1e-4)
+
+    # Grad-CAM overlays of the held-out video from the CLI, cropped as prediction crops
+    import subprocess
+    import sys
+
+    import cv2
+
+    from conftest import ROOT
+
+    out = subprocess.run([sys.executable, "-m", "dflab", "explain", str(held_out), "--run",
+                          str(run), "--max-frames", "2", "--method", "gradcam++", "--set",
+                          "preprocess.every_nth=50"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    overlays = sorted((run / "explain").glob("634_660_f*.jpg"))
+    assert len(overlays) == 2 and "gradcam++: 2 overlays" in out.stdout
+    img = cv2.imread(str(overlays[0]))
+    assert img.shape == (64, 128, 3)  # crop | heatmap, each at the model's input size
