@@ -220,6 +220,18 @@ def cmd_explain(args, lab):
                       args.max_frames, args.checkpoint, callbacks=_bar()))
 
 
+@command("robustness", "AUC under JPEG, blur, down-scaling and noise (visual, forensic, fused)")
+@arg("--run", required=True, help="a fuse run (all three models), a train run or a forensic run")
+@arg("--processed", default="", help="preprocessed folder (default: the run's)")
+@arg("--split", default="test", choices=["val", "test"])
+@arg("--perturbation", action="append", default=[], help="only these (repeat): jpeg, blur, "
+     "downscale, noise")
+@arg("--frames-per-video", type=int, default=4, help="crops drawn per video (0: all)")
+def cmd_robustness(args, lab):
+    print(lab.robustness(args.run, args.processed, args.split, args.perturbation,
+                         args.frames_per_video, callbacks=_bar()))
+
+
 @command("features", "compute the ~50 forensic features of every crop (cached per crop)")
 @arg("--processed", default="", help="preprocessed folder (default <data_root>/processed/<source>)")
 @arg("--cluster", default=None, help="Dask scheduler: tcp://HOST:8786 or local:N (env.cluster)")

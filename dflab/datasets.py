@@ -43,8 +43,10 @@ def select_split(df: pd.DataFrame, split: str, max_frames_per_video: int = 0,
         raise ValueError(f"no crops in split '{split}'; the index has splits "
                          f"{sorted(df['split'].unique())}")
     if max_frames_per_video:
-        part = part.groupby("uid", group_keys=False).apply(
-            lambda g: g.sample(min(len(g), max_frames_per_video), random_state=seed))
+        # a random max_frames_per_video of each video's crops, in index order (a groupby.apply
+        # here dropped the uid column under pandas 2.2)
+        part = part.sample(frac=1, random_state=seed).groupby("uid").head(
+            max_frames_per_video).sort_index()
     return part.reset_index(drop=True)
 
 

@@ -26,8 +26,8 @@ from typing import Any, Optional, Sequence
 from .config import LabConfig, PreprocessConfig, load_config
 from .events import Callback, CancelToken
 from .results import (BatchPredictResult, DemoDataResult, DemoResult, DownloadResult, EnvironmentResult,
-                      EvalResult, ExplainResult, ExportResult, FeaturesResult, PredictResult, PreprocessResult,
-                      TrainResult, WeightsResult)
+                      EvalResult, ExplainResult, ExportResult, FeaturesResult, PredictResult,
+                      PreprocessResult, RobustnessResult, TrainResult, WeightsResult)
 
 log = logging.getLogger(__name__)
 
@@ -493,6 +493,27 @@ class Lab:
         rows = explain_files(inputs, ckpt, out, method, faces, max_frames,
                              self.predict_overrides(), callbacks, cancel)
         return ExplainResult(out, method, tuple(rows))
+
+    def robustness(self, run: str | Path, processed: str | Path = "", split: str = "test",
+                   perturbations: Sequence[str] = (), frames_per_video: int = 4,
+                   callbacks: Callbacks = None,
+                   cancel: CancelToken | None = None) -> RobustnessResult:
+        """AUC of the run's models (fuse run: visual, forensic and fused) on ``split`` under JPEG
+        re-compression, blur, down-scaling and noise (:mod:`dflab.robustness`); writes
+        ``robustness_<split>.json`` and ``.csv`` into the run folder."""
+        import pandas as pd
+
+        from .robustness import robustness_curves
+        from .runs import write_json
+
+        run = Path(run)
+        rows = robustness_curves(run, self.processed_dir(processed, run), split,
+                                 list(perturbations) or None, frames_per_video,
+                                 self.cfg.eval.aggregate, self.cfg.eval.bootstrap,
+                                 self.cfg.env.seed, callbacks, cancel)
+        report = write_json(run / f"robustness_{split}.json", rows)
+        pd.DataFrame(rows).to_csv(run / f"robustness_{split}.csv", index=False)
+        return RobustnessResult(run, tuple(rows), report)
 
     # forensic model and fusion ---------------------------------------------------------------
     def features(self, processed: str | Path = "", callbacks: Callbacks = None,

@@ -9,7 +9,7 @@ from typing import Any
 
 __all__ = ["EnvironmentResult", "DemoDataResult", "DownloadResult", "PreprocessResult",
            "TrainResult", "EvalResult", "ExportResult", "PredictResult", "BatchPredictResult",
-           "FeaturesResult", "ExplainResult",
+           "FeaturesResult", "ExplainResult", "RobustnessResult",
            "WeightsResult", "DemoResult", "format_report"]
 
 
@@ -304,6 +304,20 @@ class ExplainResult:
                  f"-> {self.out}"]
         lines += [f"  {Path(r['overlay']).name:<28} p(fake) {r['prob']:.3f}" for r in self.rows]
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class RobustnessResult:
+    run: Path
+    rows: tuple[dict[str, Any], ...]  # model, perturbation, strength, frame/video AUC
+    report: Path  # robustness_<split>.json
+
+    def __str__(self) -> str:
+        from .robustness import format_robustness
+
+        return (f"{format_robustness(list(self.rows))}\n({self.rows[0]['videos']} videos, "
+                f"{self.rows[0]['frames']} crops; frame AUC with its 95% video-bootstrap "
+                f"interval) -> {self.report}")
 
 
 @dataclass(frozen=True)

@@ -33,3 +33,16 @@ def test_cached_crops_equal_decoded_crops(tmp_path):
     import pickle
 
     assert pickle.loads(pickle.dumps(cached))._arr is None  # workers open their own map
+
+
+def test_select_split_caps_frames_per_video_and_keeps_every_column():
+    import pandas as pd
+
+    from dflab.datasets import select_split
+
+    df = pd.DataFrame({"uid": ["a"] * 6 + ["b"] * 2 + ["c"] * 5, "split": ["train"] * 13,
+                       "frame_index": list(range(6)) + [0, 1] + list(range(5))})
+    part = select_split(df, "train", max_frames_per_video=3, seed=1)
+    assert list(part.columns) == ["uid", "split", "frame_index"]
+    assert part.groupby("uid").size().to_dict() == {"a": 3, "b": 2, "c": 3}
+    assert part.equals(select_split(df, "train", 3, seed=1))  # the same draw for the same seed
