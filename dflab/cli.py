@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import config as C
+from .runs import RUN_KINDS
 
 log = logging.getLogger("dflab")
 
@@ -232,6 +233,22 @@ def cmd_robustness(args, lab):
                          args.frames_per_video, callbacks=_bar()))
 
 
+@command("protocol", "generalisation protocols: cross-method, leave-one-out, cross-dataset "
+         "(one run per cell; re-run with the same --name to resume)")
+@arg("kind", choices=["cross-method", "leave-one-out", "cross-dataset"])
+@arg("--name", default="", help="protocol name (runs/protocol-<name>, cells runs/train-<name>-"
+     "<cell>); the same name resumes")
+@arg("--processed", default="", help="the folder to train on (default <data_root>/processed/"
+     "<source>)")
+@arg("--test-on", action="append", default=[], help="cross-dataset: processed folder(s) to test "
+     "on besides the training one's test split (repeat)")
+@arg("--methods", nargs="*", default=[], help="the methods (default: every fake method in the "
+     "training split)")
+def cmd_protocol(args, lab):
+    print(lab.protocol(args.kind, args.name, args.processed, args.test_on, args.methods,
+                       callbacks=_bar()))
+
+
 @command("features", "compute the ~50 forensic features of every crop (cached per crop)")
 @arg("--processed", default="", help="preprocessed folder (default <data_root>/processed/<source>)")
 @arg("--cluster", default=None, help="Dask scheduler: tcp://HOST:8786 or local:N (env.cluster)")
@@ -292,7 +309,7 @@ def cmd_weights(args, lab):
 
 @command("runs", "list every run: kind, date, backbone, best val loss, test AUCs, and the "
          "settings in which the runs differ")
-@arg("--kind", default="", choices=["", "train", "forensic", "fuse", "demo"],
+@arg("--kind", default="", choices=["", *RUN_KINDS],
      help="only runs of this kind")
 @arg("--json", action="store_true", help="print JSON instead of a table")
 def cmd_runs(args, lab):

@@ -180,6 +180,9 @@ class TrainConfig:
     save_every: int = _f(1, "Checkpoint every K epochs.", min=1, max=1000)
     max_frames_per_video: int = _f(0, "Cap frames per video per epoch (0: all).",
                                    min=0, max=100000)
+    methods: list = _f([], "Manipulation methods whose fakes are trained and validated on "
+                       "(empty: all); real videos are always used and the test split is never "
+                       "filtered. The generalisation protocols (`dflab protocol`) set it.")
 
 
 @dataclass

@@ -17,7 +17,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["load_index", "CropDataset", "build_transforms", "select_split", "cache_crops"]
+__all__ = ["load_index", "CropDataset", "build_transforms", "select_split", "cache_crops",
+           "only_methods"]
 
 
 def load_index(processed: str | Path) -> pd.DataFrame:
@@ -48,6 +49,20 @@ def select_split(df: pd.DataFrame, split: str, max_frames_per_video: int = 0,
         part = part.sample(frac=1, random_state=seed).groupby("uid").head(
             max_frames_per_video).sort_index()
     return part.reset_index(drop=True)
+
+
+def only_methods(df: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
+    """The index with the fakes of other manipulation methods left out of train and val (real
+    crops and the whole test split stay). ``methods`` empty: ``df`` unchanged."""
+    if not methods:
+        return df
+    fakes = df["target"] == 1
+    known = sorted(df.loc[fakes & (df["split"] != "test"), "method"].unique())
+    unknown = [m for m in methods if m not in known]
+    if unknown:
+        raise ValueError(f"train.methods {unknown} have no fake crops in train/val; this "
+                         f"folder's methods are {known}")
+    return df[~fakes | df["method"].isin(methods) | (df["split"] == "test")].reset_index(drop=True)
 
 
 def build_transforms(size: int, mean: list[float], std: list[float], train: bool,

@@ -40,9 +40,10 @@ def predict_split(model, data_cfg: dict, df: pd.DataFrame, batch: int = 64, work
 def evaluate_run(run: str | Path, processed: str | Path, split: str = "test",
                  cfg: EvalConfig | None = None, checkpoint: str = "best.pt", batch: int = 64,
                  callbacks: list[Callback] | None = None,
-                 cancel: CancelToken | None = None) -> dict[str, Any]:
+                 cancel: CancelToken | None = None, tag: str = "") -> dict[str, Any]:
     """Evaluate ``run``'s checkpoint on ``split`` of ``processed``; writes
-    ``eval_<split>.json`` and ``predictions_<split>.csv`` into the run folder."""
+    ``eval_<tag>.json`` and ``predictions_<tag>.csv`` into the run folder (``tag`` default:
+    the split; another folder than the run's own gets its own tag, e.g. ``test_dfdc``)."""
     from .datasets import load_index, select_split
     from .environment import default_workers
     from .metrics import evaluate_predictions, tune_threshold
@@ -72,8 +73,8 @@ def evaluate_run(run: str | Path, processed: str | Path, split: str = "test",
     preds = part[cols].copy()
     preds["pred"] = (preds["prob"] >= threshold).astype(int)
     preds["wrongness"] = (preds["prob"] - preds["target"]).abs()
-    preds.to_csv(run / f"predictions_{split}.csv", index=False)
-    write_report(run, split, {"visual": report})
+    preds.to_csv(run / f"predictions_{tag or split}.csv", index=False)
+    write_report(run, tag or split, {"visual": report})
     em.progress(2, 2, "split", "done")
     em.result(split=split, frame_auc=report["frame"]["auc"], video_auc=report["video"]["auc"],
               threshold=threshold)

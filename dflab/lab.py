@@ -27,7 +27,7 @@ from .config import LabConfig, PreprocessConfig, load_config
 from .events import Callback, CancelToken
 from .results import (BatchPredictResult, DemoDataResult, DemoResult, DownloadResult, EnvironmentResult,
                       EvalResult, ExplainResult, ExportResult, FeaturesResult, PredictResult,
-                      PreprocessResult, RobustnessResult, TrainResult, WeightsResult)
+                      PreprocessResult, ProtocolResult, RobustnessResult, TrainResult, WeightsResult)
 
 log = logging.getLogger(__name__)
 
@@ -325,15 +325,19 @@ class Lab:
                  checkpoint: str = "best.pt", callbacks: Callbacks = None,
                  cancel: CancelToken | None = None) -> EvalResult:
         """Threshold tuned on val; frame and video metrics on ``split``, per method, with
-        bootstrap intervals; writes eval_<split>.json and predictions_<split>.csv."""
+        bootstrap intervals; writes eval_<split>.json and predictions_<split>.csv (another
+        folder than the run's own: eval_<split>_<folder name>.json)."""
         from .evaluate import evaluate_run
         from .runs import run_info
 
         if run_info(run)["kind"] == "forensic":
             return self.score_forensic(run, processed, split, callbacks, cancel)
-        rep = evaluate_run(run, self.processed_dir(processed, run), split, self.cfg.eval,
-                           checkpoint, callbacks=callbacks, cancel=cancel)
-        return EvalResult(Path(run), split, {"visual": rep})
+        folder = self.processed_dir(processed, run)
+        own = str(folder.resolve()) == run_info(run).get("processed", "")
+        tag = split if own else f"{split}_{folder.name}"  # never over the run's own report
+        rep = evaluate_run(run, folder, split, self.cfg.eval, checkpoint, callbacks=callbacks,
+                           cancel=cancel, tag=tag)
+        return EvalResult(Path(run), tag, {"visual": rep})
 
     def score_forensic(self, run: str | Path, processed: str | Path = "", split: str = "test",
                        callbacks: Callbacks = None,
@@ -514,6 +518,19 @@ class Lab:
         report = write_json(run / f"robustness_{split}.json", rows)
         pd.DataFrame(rows).to_csv(run / f"robustness_{split}.csv", index=False)
         return RobustnessResult(run, tuple(rows), report)
+
+    def protocol(self, kind: str, name: str = "", processed: str | Path = "",
+                 test_on: Sequence[str | Path] = (), methods: Sequence[str] = (),
+                 callbacks: Callbacks = None,
+                 cancel: CancelToken | None = None) -> ProtocolResult:
+        """A generalisation protocol (cross-method, leave-one-out, cross-dataset), one train run
+        per cell with this lab's settings; re-run with the same ``name`` to resume
+        (:mod:`dflab.protocol`)."""
+        from .protocol import run_protocol
+
+        report = run_protocol(self, kind, name, processed, test_on, methods, callbacks, cancel)
+        return ProtocolResult(report, self.paths["runs"] / f"protocol-{report['name']}"
+                              / "protocol.json")
 
     # forensic model and fusion ---------------------------------------------------------------
     def features(self, processed: str | Path = "", callbacks: Callbacks = None,

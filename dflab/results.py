@@ -10,6 +10,7 @@ from typing import Any
 __all__ = ["EnvironmentResult", "DemoDataResult", "DownloadResult", "PreprocessResult",
            "TrainResult", "EvalResult", "ExportResult", "PredictResult", "BatchPredictResult",
            "FeaturesResult", "ExplainResult", "RobustnessResult",
+           "ProtocolResult",
            "WeightsResult", "DemoResult", "format_report"]
 
 
@@ -318,6 +319,18 @@ class RobustnessResult:
         return (f"{format_robustness(list(self.rows))}\n({self.rows[0]['videos']} videos, "
                 f"{self.rows[0]['frames']} crops; frame AUC with its 95% video-bootstrap "
                 f"interval) -> {self.report}")
+
+
+@dataclass(frozen=True)
+class ProtocolResult:
+    report: dict[str, Any]  # kind, name, processed, methods, cells (run, AUCs), matrix
+    path: Path  # runs/protocol-<name>/protocol.json
+
+    def __str__(self) -> str:
+        from .protocol import format_protocol
+
+        return (f"{format_protocol(self.report, 'video')}\n\n"
+                f"{format_protocol(self.report, 'frame')}\n-> {self.path}")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ __all__ = ["library_versions", "create_run_dir", "write_json", "read_json", "RUN
            "run_info", "list_runs", "read_report", "write_report", "runs_table", "format_runs"]
 
 #: What a run folder can hold, recorded in its ``run.json`` (never parsed from the folder name).
-RUN_KINDS = ("train", "forensic", "fuse", "demo")
+RUN_KINDS = ("train", "forensic", "fuse", "demo", "protocol")
 
 TRACKED = ["dflab", "torch", "torchvision", "timm", "numpy", "opencv-python", "ultralytics",
            "scikit-learn", "librosa", "onnx", "onnxruntime", "shap", "ipywidgets", "plotly"]

@@ -370,7 +370,7 @@ def train(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: st
     ``resume``: continue ``<runs_root>/train-<name>`` from its ``last.pt`` exactly where it stopped
     (model, optimiser, scheduler, scaler, epoch, RNG states, early-stopping state).
     """
-    from .datasets import CropDataset, build_transforms, load_index, select_split
+    from .datasets import CropDataset, build_transforms, load_index, only_methods, select_split
     from .environment import advise, environment_report, setup_runtime
     from .models import create_model, data_config
 
@@ -388,7 +388,7 @@ def train(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: st
     run = Path(runs_root) / f"train-{name}" if name else None
     cfg, ckpt = _start_or_resume(cfg, processed, run, resume)
 
-    df = load_index(processed)
+    df = only_methods(load_index(processed), cfg.train.methods)
     train_df = select_split(df, "train", cfg.train.max_frames_per_video, cfg.env.seed)
     model = create_model(cfg.model)
     dc = data_config(model, cfg.model)
