@@ -271,6 +271,22 @@ def cmd_train_forensic(args, lab):
     print(lab.train_forensic(args.processed, args.name, args.importance, callbacks=_bar()))
 
 
+@command("forensic", "forensic feature-set refinement: `dflab forensic refine --run RUN` "
+         "(the Pareto front of AUC against ms per crop; saves a named subset)")
+@arg("action", choices=["refine"])
+@arg("--run", required=True, help="a forensic run (its processed folder's features.csv)")
+@arg("--name", default="refined", help="name of the saved subset (features.subset=NAME)")
+@arg("--direction", default="forward", choices=["forward", "backward"])
+@arg("--max-steps", type=int, default=12, help="selection steps (features added or dropped)")
+@arg("--tolerance", type=float, default=0.005, help="the chosen point: the cheapest on the "
+     "front within this of the best CV AUC")
+@arg("--pick", type=int, default=-1, help="save this point (its number in the table) instead")
+@arg("--folds", type=int, default=5, help="cross-validation folds (grouped by video)")
+def cmd_forensic(args, lab):
+    print(lab.refine_features(args.run, args.name, args.direction, args.max_steps,
+                              args.tolerance, args.pick, args.folds, callbacks=_bar()))
+
+
 @command("download", "fetch FF++ (split-aware subset) or DFDC parts; resumable, no prompts")
 @arg("dataset", choices=["ffpp", "dfdc"])
 @arg("--root", default="", help="destination (default <data_root>/<dataset>)")

@@ -128,6 +128,9 @@ class FeaturesConfig:
     lr: float = _f(1e-3, "MLP learning rate.", min=1e-7, max=1.0)
     patience: int = _f(20, "MLP early-stopping patience (epochs).", min=1, max=1000)
     workers: int = _f(1, "Processes for feature extraction.", min=1, max=64)
+    subset: str = _f("", "A feature subset saved by `dflab forensic refine` (its name under "
+                     "<data_root>/feature_sets, or a .json file); empty: every feature. "
+                     "Extraction then computes only the families the subset needs.")
 
 
 @dataclass

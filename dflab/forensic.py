@@ -31,9 +31,10 @@ __all__ = ["compute_features", "load_features", "ForensicMLP", "train_forensic",
 
 def compute_features(processed: str | Path, cfg: LabConfig | None = None,
                      callbacks: list[Callback] | None = None,
-                     cancel: CancelToken | None = None) -> Path:
+                     cancel: CancelToken | None = None, names: list[str] | None = None) -> Path:
     """Features of every crop in ``processed``: ``<processed>/features.csv`` (index columns +
-    one column per feature); per-crop vectors cached in ``<processed>/features_cache``."""
+    one column per feature; ``names``: only those, computing only their families); per-crop
+    vectors cached in ``<processed>/features_cache``."""
     from .datasets import load_index
 
     cfg = cfg or LabConfig()
@@ -43,8 +44,8 @@ def compute_features(processed: str | Path, cfg: LabConfig | None = None,
     X = extract_many(df["crop_abspath"].tolist(), processed / "features_cache",
                      cfg.features.crop_size, cfg.features.workers,
                      progress=lambda d, n: em.progress(d, n, "crop"), check=em.check,
-                     cluster=cfg.env.cluster)
-    names = feature_names()
+                     cluster=cfg.env.cluster, names=names)
+    names = names or feature_names()
     keep = ["uid", "dataset", "method", "compression", "video_id", "split", "label", "target",
             "frame_index", "crop_path"]
     out = pd.concat([df[keep].reset_index(drop=True), pd.DataFrame(X, columns=names)], axis=1)
@@ -56,16 +57,24 @@ def compute_features(processed: str | Path, cfg: LabConfig | None = None,
     return path
 
 
-def load_features(processed: str | Path) -> tuple[pd.DataFrame, list[str]]:
+def load_features(processed: str | Path, names: list[str] | None = None
+                  ) -> tuple[pd.DataFrame, list[str]]:
+    """(features.csv, the feature columns: ``names``, default every feature)."""
     path = Path(processed) / "features.csv"
     if not path.exists():
         raise FileNotFoundError(f"no features at '{path}'; run `dflab features` first")
     df = pd.read_csv(path, dtype={"video_id": str, "compression": str, "split": str},
                      keep_default_na=False)
-    names = [n for n in feature_names() if n in df.columns]
-    if len(names) != len(feature_names()):
-        raise ValueError(f"'{path}' was made by another feature version; re-run `dflab features`")
-    return df, names
+    want = list(names) if names else feature_names()
+    missing = [n for n in want if n not in df.columns]
+    if missing:
+        has = [n for n in feature_names() if n in df.columns]
+        why = (f"it holds a subset ({len(has)} of {len(feature_names())} features)" if has
+               else "it was made by another feature version")
+        raise ValueError(f"'{path}' lacks {len(missing)} of the {len(want)} features wanted "
+                         f"(e.g. '{missing[0]}'): {why}; re-run `dflab features` with the "
+                         f"features.subset you train with")
+    return df, want
 
 
 class ForensicMLP(nn.Module):
@@ -194,7 +203,7 @@ class ForensicClassifier:
 
 def train_forensic(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: str = "",
                    callbacks: list[Callback] | None = None,
-                   cancel: CancelToken | None = None) -> Path:
+                   cancel: CancelToken | None = None, names: list[str] | None = None) -> Path:
     """MLP and logistic regression on the features of the train split, early stopping on the
     val split, threshold tuned on val, both evaluated on test (frame and video, per method)."""
     from sklearn.linear_model import LogisticRegression
@@ -211,7 +220,7 @@ def train_forensic(cfg: LabConfig, processed: str | Path, runs_root: str | Path,
     fc = cfg.features
     setup_runtime(cfg.env.seed, cfg.env.deterministic, "off", 0)
     em = Emitter("train-forensic", callbacks, cancel)
-    df, names = load_features(processed)
+    df, names = load_features(processed, names)
     parts = {s: df[df["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
     for s, p in parts.items():
         if p.empty:
@@ -259,7 +268,7 @@ def permutation_importance_table(run: str | Path, processed: str | Path, split: 
     from sklearn.metrics import roc_auc_score
 
     model, names, _ = load_forensic(run)
-    df, _ = load_features(processed)
+    df, _ = load_features(processed, names)
     part = df[df["split"] == split]
     X, y = part[names].to_numpy(), part["target"].to_numpy()
     if len(np.unique(y)) < 2:
@@ -278,7 +287,7 @@ def shap_values(run: str | Path, processed: str | Path, split: str = "test", n: 
     import shap
 
     model, names, _ = load_forensic(run)
-    df, _ = load_features(processed)
+    df, _ = load_features(processed, names)
     rng = np.random.default_rng(seed)
     tr = df[df["split"] == "train"][names].to_numpy()
     ev = df[df["split"] == split][names].to_numpy()
@@ -295,7 +304,7 @@ def plot_histograms(processed: str | Path, features: list[str], by_method: bool 
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    df, _ = load_features(processed)
+    df, _ = load_features(processed, features)
     fig = make_subplots(rows=len(features), cols=1, subplot_titles=features)
     groups = df["method"] if by_method else df["label"]
     for r, feat in enumerate(features, start=1):
@@ -310,7 +319,9 @@ def plot_histograms(processed: str | Path, features: list[str], by_method: bool 
 def plot_correlation(processed: str | Path):
     import plotly.graph_objects as go
 
-    df, names = load_features(processed)
+    with open(Path(processed) / "features.csv") as fh:  # every feature the file holds
+        header = fh.readline().strip().split(",")
+    df, names = load_features(processed, [n for n in feature_names() if n in header])
     corr = np.nan_to_num(df[names].corr().to_numpy())
     fig = go.Figure(go.Heatmap(z=corr, x=names, y=names, zmin=-1, zmax=1, colorscale="RdBu"))
     fig.update_layout(title="Feature correlation", height=800, width=850)
@@ -397,7 +408,7 @@ def robustness_table(run: str | Path, processed: str | Path, qualities=(90, 70, 
     from .features import extract_features
 
     model, names, _ = load_forensic(run)
-    df, _ = load_features(processed)
+    df, _ = load_features(processed, names)
     part = df[df["split"] == split]
     if len(part) > max_crops:
         part = part.sample(max_crops, random_state=seed)
@@ -411,7 +422,7 @@ def robustness_table(run: str | Path, processed: str | Path, qualities=(90, 70, 
         for rel in part["crop_path"]:
             img = cv2.imread(str(Path(processed) / rel))
             ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(q)])
-            feats.append(extract_features(cv2.imdecode(buf, cv2.IMREAD_COLOR)))
+            feats.append(extract_features(cv2.imdecode(buf, cv2.IMREAD_COLOR), names=names))
         F = np.array(feats)
         shift = np.abs(F.mean(0) - base.mean(0)) / sd
         rows.append({"quality": q, "auc": float(roc_auc_score(part["target"], model.fake_prob(F))),

@@ -149,7 +149,7 @@ def frame_scores(visual_run: str | Path, forensic_run: str | Path, processed: st
                         default_workers(-1), device)
     vis = vis.rename(columns={"prob": "prob_visual"})
     mlp, names, _ = load_forensic(forensic_run)
-    feats, _ = load_features(processed)
+    feats, _ = load_features(processed, names)
     feats = feats[feats["split"] == split]
     fr = feats[KEYS].assign(prob_forensic=mlp.fake_prob(feats[names].to_numpy()))
     out = vis.merge(fr, on=KEYS, how="left", validate="one_to_one")

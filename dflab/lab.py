@@ -27,7 +27,7 @@ from .config import LabConfig, PreprocessConfig, load_config
 from .events import Callback, CancelToken
 from .results import (BatchPredictResult, DemoDataResult, DemoResult, DownloadResult, EnvironmentResult,
                       EvalResult, ExplainResult, ExportResult, FeaturesResult, PredictResult,
-                      PreprocessResult, ProtocolResult, RobustnessResult, TrainResult, WeightsResult)
+                      PreprocessResult, ProtocolResult, RefineResult, RobustnessResult, TrainResult, WeightsResult)
 
 log = logging.getLogger(__name__)
 
@@ -357,10 +357,10 @@ class Lab:
         folder = self.processed_dir(processed, run)
         scorer = ForensicScorer.load(run)
         if not (folder / "features.csv").is_file():
-            self.features(folder, callbacks=callbacks, cancel=cancel)
+            self.features(folder, callbacks=callbacks, cancel=cancel, names=scorer.names)
         from .forensic import load_features
 
-        df, names = load_features(folder)
+        df, names = load_features(folder, scorer.names)
         part = df if split == "all" else df[df["split"] == split]
         if part.empty:
             raise ValueError(f"'{folder}' has no crops in split '{split}' (it has "
@@ -533,16 +533,55 @@ class Lab:
                               / "protocol.json")
 
     # forensic model and fusion ---------------------------------------------------------------
+    def feature_subset(self) -> list[str] | None:
+        """The features of ``features.subset`` (a name saved by :meth:`refine_features`, or a
+        JSON file), or None for every feature."""
+        from .refine import load_subset
+
+        return load_subset(self.cfg.features.subset, self.paths["data_root"])
+
     def features(self, processed: str | Path = "", callbacks: Callbacks = None,
-                 cancel: CancelToken | None = None) -> FeaturesResult:
-        """The forensic features of every crop (cached per crop) -> features.csv."""
+                 cancel: CancelToken | None = None,
+                 names: list[str] | None = None) -> FeaturesResult:
+        """The forensic features of every crop (cached per crop) -> features.csv; ``names``
+        (default: ``features.subset``'s, else all): only those, and only their families run."""
         from .features import feature_names
         from .forensic import compute_features
 
         self._check_cluster()
+        names = names or self.feature_subset()
         path = compute_features(self.processed_dir(processed), self.cfg, callbacks=callbacks,
-                                cancel=cancel)
-        return FeaturesResult(Path(path), tuple(feature_names()))
+                                cancel=cancel, names=names)
+        return FeaturesResult(Path(path), tuple(names or feature_names()))
+
+    def refine_features(self, run: str | Path, name: str = "refined", direction: str = "forward",
+                        max_steps: int = 12, tolerance: float = 0.005, pick: int = -1,
+                        folds: int = 5, callbacks: Callbacks = None,
+                        cancel: CancelToken | None = None) -> RefineResult:
+        """Feature-set refinement over a forensic run's folder (:mod:`dflab.refine`): family
+        costs, a forward/backward selection by cross-validated video AUC, the Pareto front of
+        AUC against ms per crop. Saves the chosen point (``pick``: another point's index) as
+        ``<data_root>/feature_sets/<name>.json`` and the report as ``<run>/refine.json``."""
+        import pandas as pd
+
+        from .refine import SUBSET_DIR, refine_features, save_subset
+        from .runs import write_json
+
+        run = Path(run)
+        imp = run / "permutation_importance.csv"
+        report = refine_features(self.processed_dir(run=run), pd.read_csv(imp) if
+                                 imp.is_file() else None, self.cfg.features.crop_size,
+                                 direction, max_steps, folds, tolerance, 30, self.cfg.env.seed,
+                                 callbacks, cancel)
+        if pick >= 0:
+            if pick >= len(report["points"]):
+                raise ValueError(f"--pick {pick}: the report has points 0..."
+                                 f"{len(report['points']) - 1}")
+            report["chosen"] = pick
+        write_json(run / "refine.json", report)
+        subset = save_subset(self.paths["data_root"] / SUBSET_DIR / f"{name}.json", name, report,
+                             report["chosen"])
+        return RefineResult(run / "refine.json", subset, report)
 
     def train_forensic(self, processed: str | Path = "", name: str = "",
                        importance: bool = False, callbacks: Callbacks = None,
@@ -554,7 +593,7 @@ class Lab:
 
         processed = self.processed_dir(processed)
         run = train_forensic(self.cfg, processed, self.paths["runs"], name, callbacks=callbacks,
-                             cancel=cancel)
+                             cancel=cancel, names=self.feature_subset())
         extra = ""
         if importance:
             table = permutation_importance_table(run, processed)

@@ -136,7 +136,8 @@ def _score(bundle: Bundle, path: Path, crops: list[np.ndarray], rows: list[dict]
     if bundle.forensic is not None:
         from .features import extract_features
 
-        feats = np.array([extract_features(c, bundle.forensic.crop_size) for c in crops])
+        feats = np.array([extract_features(c, bundle.forensic.crop_size, bundle.forensic.names)
+                          for c in crops])
         probs.update(bundle.forensic.scores(feats))
     if bundle.fuser is not None:
         table: dict[str, Any] = {"prob_visual": probs["visual"],

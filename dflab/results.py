@@ -10,7 +10,7 @@ from typing import Any
 __all__ = ["EnvironmentResult", "DemoDataResult", "DownloadResult", "PreprocessResult",
            "TrainResult", "EvalResult", "ExportResult", "PredictResult", "BatchPredictResult",
            "FeaturesResult", "ExplainResult", "RobustnessResult",
-           "ProtocolResult",
+           "ProtocolResult", "RefineResult",
            "WeightsResult", "DemoResult", "format_report"]
 
 
@@ -331,6 +331,20 @@ class ProtocolResult:
 
         return (f"{format_protocol(self.report, 'video')}\n\n"
                 f"{format_protocol(self.report, 'frame')}\n-> {self.path}")
+
+
+@dataclass(frozen=True)
+class RefineResult:
+    path: Path  # <run>/refine.json: costs, every candidate, the front, the chosen point
+    subset: Path  # <data_root>/feature_sets/<name>.json
+    report: dict[str, Any]
+
+    def __str__(self) -> str:
+        from .refine import format_refine
+
+        name = self.subset.stem
+        return (f"{format_refine(self.report)}\n-> {self.path}\nsubset '{name}' -> "
+                f"{self.subset}\nuse it: dflab train-forensic --set features.subset={name}")
 
 
 @dataclass(frozen=True)

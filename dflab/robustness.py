@@ -85,7 +85,8 @@ def _scores(bundle, crops_bgr: list[np.ndarray], audio) -> dict[str, np.ndarray]
     if bundle.forensic is not None:
         from .features import extract_features
 
-        feats = np.array([extract_features(c, bundle.forensic.crop_size) for c in crops_bgr])
+        feats = np.array([extract_features(c, bundle.forensic.crop_size, bundle.forensic.names)
+                          for c in crops_bgr])
         out["forensic"] = bundle.forensic.scores(feats)["forensic"]
     if bundle.fuser is not None:
         out["fused"] = bundle.fuser.predict({"prob_visual": out["visual"],

@@ -32,6 +32,26 @@ def demo_set(tmp_path_factory) -> Path:
     return out
 
 
+# small, fast settings for runs made in tests (the demo set, a tiny timm model, two epochs)
+TINY = {"env.seed": 0, "env.deterministic": True, "env.workers": 0,
+        "preprocess.detector": "haar", "preprocess.every_nth": 5, "preprocess.audio": False,
+        "model.backbone": "test_efficientnet", "model.pretrained": False,
+        "model.input_size": 64, "model.head_hidden": 32, "train.epochs": 2,
+        "train.batch_size": 8, "train.accumulation": 1, "train.lr": 1e-3, "eval.bootstrap": 50}
+
+
+@pytest.fixture(scope="session")
+def tiny_lab(demo_set, tmp_path_factory):
+    """A Lab with TINY settings over its own copy of the demo set, preprocessed once."""
+    from dflab import Lab
+
+    root = tmp_path_factory.mktemp("tiny-lab")
+    shutil.copytree(demo_set, root / "demo")
+    lab = Lab(None, TINY, data_root=root)
+    lab.preprocess("demo")
+    return lab
+
+
 def browser_required() -> bool:
     return os.environ.get("DFLAB_REQUIRE_BROWSER") == "1"
 

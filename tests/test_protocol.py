@@ -9,16 +9,10 @@ import sys
 
 import pytest
 
-from conftest import ROOT
-from dflab import Lab
+from conftest import ROOT, TINY
 from dflab.events import CancelToken, Cancelled, Progress, StepLoss
 from dflab.protocol import PROTOCOLS, format_protocol, plot_protocol, protocol_cells
 
-TINY = {"env.seed": 0, "env.deterministic": True, "env.workers": 0,
-        "preprocess.detector": "haar", "preprocess.every_nth": 5, "preprocess.audio": False,
-        "model.backbone": "test_efficientnet", "model.pretrained": False,
-        "model.input_size": 64, "model.head_hidden": 32, "train.epochs": 2,
-        "train.batch_size": 8, "train.accumulation": 1, "train.lr": 1e-3, "eval.bootstrap": 50}
 METHODS = ["Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures"]
 
 
@@ -36,13 +30,9 @@ def test_cells_of_each_protocol():
         protocol_cells("cross-methods", METHODS)
 
 
-@pytest.fixture(scope="module")
-def lab(demo_set, tmp_path_factory):
-    root = tmp_path_factory.mktemp("protocol")
-    shutil.copytree(demo_set, root / "demo")
-    lab = Lab(None, TINY, data_root=root)
-    lab.preprocess("demo")
-    return lab
+@pytest.fixture
+def lab(tiny_lab):
+    return tiny_lab
 
 
 @pytest.mark.slow
