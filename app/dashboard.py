@@ -14,6 +14,7 @@ from dflab.config import LabConfig
 from dflab.environment import in_colab, mount_drive
 from dflab.lab import Lab
 
+from .runs_tab import RunsTab
 from .tabs import DataTab, ExportTab, ForensicsTab, InspectTab, TrainTab
 from .widgets import ConfigForm, error_html, table_html
 
@@ -78,9 +79,11 @@ class Dashboard:
         self.forensics_tab = ForensicsTab(self)
         self.inspect_tab = InspectTab(self)
         self.export_tab = ExportTab(self)
+        self.runs_tab = RunsTab(self)
         self.tabs = [("Environment", self.env_tab), ("Data", self.data_tab),
                      ("Train", self.train_tab), ("Forensics", self.forensics_tab),
-                     ("Inspect", self.inspect_tab), ("Export", self.export_tab)]
+                     ("Inspect", self.inspect_tab), ("Export", self.export_tab),
+                     ("Runs", self.runs_tab)]
         self.tab = W.Tab(children=[t.widget for _, t in self.tabs])
         for i, (title, _) in enumerate(self.tabs):
             self.tab.set_title(i, title)

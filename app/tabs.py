@@ -331,6 +331,15 @@ class ForensicsTab:
         self.fuse_job.start.on_click(lambda _: self.fuse())
         self.fuse_job.on_done.append(lambda res: self.show_fused(res.run))
         self.fused = W.HTML("")
+        self.refine_job = JobPanel("Refine feature set")
+        self.refine_job.start.on_click(lambda _: self.refine())
+        self.refine_job.on_done.append(lambda res: self.show_refine(res.path.parent))
+        self.refine_steps = W.IntSlider(value=8, min=1, max=52, description="steps")
+        self.front = W.Dropdown(description="point", options=[], layout=W.Layout(width="60%"))
+        self.subset_name = W.Text(value="refined", description="name")
+        self.save_point = W.Button(description="Save this point as a subset", icon="save")
+        self.save_point.on_click(lambda _: self.save_subset())
+        self.refine_note, self.refine_plot = W.HTML(""), W.Output()
         self.frame = W.Dropdown(description="frame", options=[], layout=W.Layout(width="70%"))
         self.frame.observe(lambda c: c["new"] and self.explore(c["new"]), "value")
         self.feature = W.Dropdown(description="feature", options=[])
@@ -346,11 +355,21 @@ class ForensicsTab:
             W.HTML("<h3>Fused verdict</h3><p>A logistic stacker fitted on the validation "
                    "split over the selected training run's probability, the latest forensic "
                    "MLP's and the audio statistics; scored on test beside the two.</p>"),
-            self.fuse_job.widget, self.fused])
+            self.fuse_job.widget, self.fused,
+            W.HTML("<h3>Feature-set refinement</h3><p>Each feature family's cost per crop, "
+                   "a forward selection scored by cross-validated video AUC (train and "
+                   "validation videos only), and the Pareto front of AUC against ms per crop. "
+                   "Pick a point and save it; <code>features.subset=NAME</code> then makes "
+                   "extraction compute only what it needs.</p>"),
+            self.refine_steps, self.refine_job.widget, self.refine_plot, self.refine_note,
+            W.HBox([self.front, self.subset_name, self.save_point])])
         self.refresh()
         fused = _runs(dash, "fuse")
         if fused:
             self.show_fused(dash.paths["runs"] / fused[0])
+        forensic = self._forensic_run()
+        if forensic is not None and (forensic / "refine.json").is_file():
+            self.show_refine(forensic)
 
     @property
     def processed(self) -> Path:
@@ -433,6 +452,44 @@ class ForensicsTab:
             self.fused.value = (f"<p>{html.escape(run.name)}</p>"
                                 + report_table(json.loads(ev.read_text())))
 
+    def _forensic_run(self) -> Path | None:
+        runs = _runs(self.dash, "forensic")
+        return self.dash.paths["runs"] / runs[0] if runs else None
+
+    def refine(self) -> None:
+        run = self._forensic_run()
+        if run is None:
+            self.refine_job.status.value = error_html("train the forensic MLP first")
+            return
+        self.refine_job.run(self.dash.lab.refine_features, run=run,
+                            max_steps=self.refine_steps.value)
+
+    def show_refine(self, run: Path) -> None:
+        from dflab.refine import format_refine, plot_front
+
+        report = json.loads((run / "refine.json").read_text())
+        show_figure(self.refine_plot, plot_front(report))
+        self.refine_note.value = f"<pre>{html.escape(format_refine(report))}</pre>"
+        pts = report["points"]
+        self.front.options = [(f"#{i}: {pts[i]['n']} features ({','.join(pts[i]['families'])}), "
+                               f"CV AUC {pts[i]['cv_auc']:.3f}, {pts[i]['ms']:.1f} ms", i)
+                              for i in report["front"]]
+        self.front.value = report["chosen"]
+
+    def save_subset(self) -> None:
+        run = self._forensic_run()
+        if run is None or self.front.value is None:
+            return
+        try:
+            path = self.dash.lab.save_feature_subset(run, self.front.value, self.subset_name.value)
+        except (OSError, ValueError) as exc:
+            self.refine_note.value = error_html(exc)
+            return
+        self.show_refine(run)
+        self.refine_note.value += (f"<p>saved <b>{html.escape(path.stem)}</b> -> "
+                                   f"{html.escape(str(path))}; use it with "
+                                   f"<code>features.subset={html.escape(path.stem)}</code></p>")
+
     def explain(self, run: Path) -> None:
         from dflab.forensic import (permutation_importance_table, plot_importance,
                                     plot_shap_summary, shap_values)
@@ -467,12 +524,22 @@ class InspectTab:
         self.summary = W.HTML("")
         self.frame_image = W.Image(format="jpg", layout=W.Layout(max_width="480px"))
         self.crop_image = W.Image(format="jpg", layout=W.Layout(max_width="200px"))
+        self.cam_image = W.Image(format="jpg", layout=W.Layout(max_width="200px"))
+        self.cam_method = W.ToggleButtons(options=["gradcam", "gradcam++"], value="gradcam",
+                                          style={"button_width": "90px"})
+        self.cam_method.observe(lambda _: self._selected is not None and self.select(
+            self._selected), "value")
+        self.cam_note = W.HTML("")
+        self._selected: Any = None
         self.detail = W.HTML("")
         self.preds = None
         self.forensic: Any = None
         self.widget = W.VBox([W.HBox([self.refresh_button, *self.filters.values()]),
                               self.min_wrong, self.summary, self.gallery,
-                              W.HBox([self.frame_image, self.crop_image, self.detail])])
+                              W.HBox([self.frame_image,
+                                      W.VBox([W.HTML("<b>crop</b>"), self.crop_image]),
+                                      W.VBox([self.cam_note, self.cam_image, self.cam_method]),
+                                      self.detail])])
 
     def refresh(self) -> None:
         import pandas as pd
@@ -524,7 +591,9 @@ class InspectTab:
 
         processed = self.dash.data_tab.processed
         crop = processed / row.crop_path
+        self._selected = row
         self.crop_image.value = crop.read_bytes() if crop.exists() else b""
+        self.gradcam(crop)
         frame = cv2.imread(str(processed / row.frame_path)) if row.frame_path else None
         if frame is not None:
             box = np.array([float(v) if v != "" else np.nan
@@ -544,6 +613,26 @@ class InspectTab:
             "forensic MLP p(fake)": "no forensic run" if forensic is None
             else round(float(forensic), 4),
             "crop": row.crop_path, "frame image": row.frame_path or "not saved"})
+
+
+    def gradcam(self, crop: Path) -> None:
+        """The selected crop's heatmap of the fake logit (the Train tab's run, best.pt)."""
+        from dflab.explain import crop_overlay
+
+        run = self.dash.train_tab.run
+        ckpt = run / "checkpoints" / "best.pt" if run else None
+        if ckpt is None or not ckpt.is_file() or not crop.is_file():
+            self.cam_image.value, self.cam_note.value = b"", ""
+            return
+        try:
+            p, jpeg = crop_overlay(ckpt, crop, self.cam_method.value)
+        except Exception as exc:  # e.g. a backbone Grad-CAM cannot read
+            self.cam_image.value = b""
+            self.cam_note.value = error_html(f"Grad-CAM: {exc}")
+            return
+        self.cam_image.value = jpeg
+        self.cam_note.value = (f"<b>{'Grad-CAM++' if self.cam_method.value == 'gradcam++' else 'Grad-CAM'}"
+                               f"</b> of the fake logit (p = {p:.3f})")
 
 
 class ExportTab:

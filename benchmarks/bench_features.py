@@ -2,7 +2,11 @@
 256x256 crop against the time of one FFT plus one 8x8 block DCT of the same crop (the floor any
 frequency-domain feature set pays), each the median of many repeats; then the throughput of
 ``extract_many`` over a batch of 256 different crops (JPEG files, decoding included) on one
-process and on every core, and a projection for FF++ c23 at every 5th frame."""
+process and on every core, and a projection for FF++ c23 at every 5th frame.
+
+``--subset NAME_OR_JSON`` (a subset saved by ``dflab forensic refine``; a name is looked up under
+``$DFLAB_DATA/feature_sets``) also times that subset against all features on the same crop,
+side by side: extraction computes only the families the subset needs."""
 
 from __future__ import annotations
 
@@ -30,8 +34,13 @@ def median_time(fn, reps: int = 20) -> float:
 
 
 def main() -> None:
+    import argparse
+
     import cv2
 
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--subset", default="", help="a saved feature subset: name or .json file")
+    args = ap.parse_args()
     photo = _source_photo()
     crop = photo[40:296, 100:356]  # uint8 (256, 256, 3) BGR
     gray = _gray(crop)
@@ -42,6 +51,16 @@ def main() -> None:
           f"({1 / t_all:.1f} crops/s per core)")
     print(f"one FFT + one 8x8 block DCT of the same crop: {t_floor * 1000:.2f} ms")
     print(f"ratio all features / (FFT + DCT) = {t_all / t_floor:.1f}")
+    if args.subset:
+        from dflab.refine import load_subset
+
+        names = load_subset(args.subset, os.environ.get("DFLAB_DATA", "data"))
+        extract_features(crop, names=names)
+        t_sub = median_time(lambda: extract_features(crop, names=names), 40)
+        t_full = median_time(lambda: extract_features(crop), 40)
+        print(f"subset '{args.subset}' ({len(names)} features): {t_sub * 1000:.2f} ms against all "
+              f"{len(feature_names())}: {t_full * 1000:.2f} ms; ratio all / subset = "
+              f"{t_full / t_sub:.2f}")
 
     tmp = Path(tempfile.mkdtemp())
     try:

@@ -10,6 +10,7 @@ EfficientNet); a transformer's tokens are reshaped back to their grid. The heatm
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,7 +20,8 @@ from .events import Callback, CancelToken, Emitter
 
 log = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "target_layer", "explain_crops", "overlay", "explain_files"]
+__all__ = ["METHODS", "target_layer", "explain_crops", "overlay", "explain_files",
+           "crop_overlay"]
 
 METHODS = ("gradcam", "gradcam++")
 
@@ -144,3 +146,29 @@ def explain_files(inputs: Sequence[str | Path], checkpoint: str | Path, out: str
                          "overlay": str(target), "method": method})
         em.progress(k + 1, len(files), "file", path.name)
     return rows
+
+
+@lru_cache(maxsize=2)
+def _model(checkpoint: str, mtime_ns: int):
+    import torch
+
+    from .train import load_model
+
+    model, dc, _ = load_model(checkpoint, "cuda" if torch.cuda.is_available() else "cpu")
+    return model, dc
+
+
+def crop_overlay(checkpoint: str | Path, crop_path: str | Path, method: str = "gradcam"
+                 ) -> tuple[float, bytes]:
+    """(p(fake), JPEG bytes of the heatmap overlay) for one saved face crop; the model is loaded
+    once per checkpoint file (the dashboard calls this per clicked frame)."""
+    import cv2
+
+    img = cv2.imread(str(crop_path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError(f"'{crop_path}' is not a readable image")
+    model, dc = _model(str(checkpoint), Path(checkpoint).stat().st_mtime_ns)
+    rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    probs, maps = explain_crops(model, dc, [rgb], method)
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(overlay(rgb, maps[0]), cv2.COLOR_RGB2BGR))
+    return float(probs[0]), buf.tobytes()

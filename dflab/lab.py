@@ -583,6 +583,25 @@ class Lab:
                              report["chosen"])
         return RefineResult(run / "refine.json", subset, report)
 
+    def save_feature_subset(self, run: str | Path, point: int, name: str = "refined") -> Path:
+        """Save point ``point`` of a run's refine.json (e.g. another point of the front) as the
+        named subset, and mark it chosen in the report."""
+        from .refine import SUBSET_DIR, save_subset
+        from .runs import read_json, write_json
+
+        path = Path(run) / "refine.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"'{run}' has no refine.json; run `dflab forensic refine "
+                                    f"--run {run}` first")
+        report = read_json(path)
+        if not 0 <= point < len(report["points"]):
+            raise ValueError(f"point {point}: the report has points 0..."
+                             f"{len(report['points']) - 1}")
+        report["chosen"] = point
+        write_json(path, report)
+        return save_subset(self.paths["data_root"] / SUBSET_DIR / f"{name}.json", name, report,
+                           point)
+
     def train_forensic(self, processed: str | Path = "", name: str = "",
                        importance: bool = False, callbacks: Callbacks = None,
                        cancel: CancelToken | None = None) -> EvalResult:

@@ -73,18 +73,21 @@ def _cell_results(kind: str, cell: dict[str, Any], run: Path, processed: Path
                   ) -> dict[str, dict[str, float | None]]:
     """{level: {column: AUC}}: per test method (cross-method, leave-one-out) or per test folder
     (cross-dataset)."""
-    out: dict[str, dict[str, float | None]] = {"frame": {}, "video": {}}
+    out: dict[str, dict[str, Any]] = {"frame": {}, "video": {}, "frame_ci": {},
+                                      "video_ci": {}}
+    blocks: list[tuple[str, str, dict]] = []  # (level, column, metrics)
     if kind == "cross-dataset":
         for folder in [str(processed)] + cell["tests"]:
             tag = "test" if folder == str(processed) else f"test_{Path(folder).name}"
             rep = read_json(run / f"eval_{tag}.json")["visual"]
-            for level in out:
-                out[level][Path(folder).name] = _auc(rep[level])
-        return out
-    rep = read_json(run / "eval_test.json")["visual"]
-    for level in out:
-        for m, block in rep[f"{level}_per_method"].items():
-            out[level][m] = _auc(block)
+            blocks += [(level, Path(folder).name, rep[level]) for level in ("frame", "video")]
+    else:
+        rep = read_json(run / "eval_test.json")["visual"]
+        blocks += [(level, m, block) for level in ("frame", "video")
+                   for m, block in rep[f"{level}_per_method"].items()]
+    for level, col, block in blocks:
+        out[level][col] = _auc(block)
+        out[f"{level}_ci"][col] = block.get("auc_ci")
     return out
 
 
@@ -140,20 +143,32 @@ def _matrix(report: dict[str, Any]) -> dict[str, Any]:
     cols = list(dict.fromkeys(c for cell in report["cells"] for c in cell["auc"]["video"]))
     rows = [cell["cell"] for cell in report["cells"]]
     return {"rows": rows, "cols": cols, **{
-        level: [[cell["auc"][level].get(c) for c in cols] for cell in report["cells"]]
-        for level in ("frame", "video")}}
+        level: [[cell["auc"].get(level, {}).get(c) for c in cols] for cell in report["cells"]]
+        for level in ("frame", "video", "frame_ci", "video_ci")}}
 
 
 def format_protocol(report: dict[str, Any], level: str = "video") -> str:
     """The matrix as text: trained on (rows) x tested on (columns), ``level`` AUC."""
+    import math
+
     m = report["matrix"]
-    width = max(12, *(len(c) for c in m["cols"]))
+    cis = m.get(f"{level}_ci") or [[None] * len(m["cols"]) for _ in m["rows"]]
+
+    def cell(v, ci) -> str:
+        if v is None:
+            return "-"
+        if ci and not any(math.isnan(x) for x in ci):
+            return f"{v:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+        return f"{v:.3f}"
+
+    texts = [[cell(v, ci) for v, ci in zip(vals, cirow)] for vals, cirow in zip(m[level], cis)]
+    width = max(12, *(len(c) for c in m["cols"]), *(len(t) for row in texts for t in row))
     first = max(14, *(len(r) for r in m["rows"]))
-    lines = [f"{report['kind']}: {level} AUC, trained on (rows) x tested on (columns)",
+    lines = [f"{report['kind']}: {level} AUC [95% video-bootstrap interval], trained on (rows) "
+             f"x tested on (columns)",
              f"{'':<{first}} " + " ".join(f"{c:>{width}}" for c in m["cols"])]
-    for r, vals in zip(m["rows"], m[level]):
-        lines.append(f"{r:<{first}} " + " ".join(
-            f"{'-' if v is None else f'{v:.3f}':>{width}}" for v in vals))
+    for r, row in zip(m["rows"], texts):
+        lines.append(f"{r:<{first}} " + " ".join(f"{t:>{width}}" for t in row))
     return "\n".join(lines)
 
 

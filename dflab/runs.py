@@ -13,7 +13,8 @@ from typing import Any
 from .config import LabConfig, save_config
 
 __all__ = ["library_versions", "create_run_dir", "write_json", "read_json", "RUN_KINDS",
-           "run_info", "list_runs", "read_report", "write_report", "runs_table", "format_runs"]
+           "run_info", "list_runs", "read_report", "write_report", "runs_table", "format_runs",
+           "config_differences", "run_history", "plot_histories", "plot_rocs"]
 
 #: What a run folder can hold, recorded in its ``run.json`` (never parsed from the folder name).
 RUN_KINDS = ("train", "forensic", "fuse", "demo", "protocol")
@@ -140,13 +141,76 @@ def _flat_config(run: Path) -> dict[str, Any]:
             for k, v in sect.items()}
 
 
+def _differing(configs: list[dict[str, Any]]) -> list[str]:
+    """The keys whose values differ between the flat configs (where-things-are keys left out)."""
+    keys = sorted({key for c in configs for key in c})
+    return [key for key in keys if not any(w in key.split(".")[-1] for w in _WHERE)
+            and len({json.dumps(c.get(key), default=str) for c in configs}) > 1]
+
+
+def config_differences(runs: list[str | Path]) -> dict[str, dict[str, Any]]:
+    """``{key: {run name: value}}`` for the settings in which ``runs`` differ."""
+    runs = [Path(r) for r in runs]
+    configs = [_flat_config(r) for r in runs]
+    return {key: {r.name: c.get(key) for r, c in zip(runs, configs)}
+            for key in _differing(configs)}
+
+
+def run_history(run: str | Path) -> list[dict[str, Any]]:
+    """The rows of a run's history.jsonl (one per epoch), or []."""
+    path = Path(run) / "history.jsonl"
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] \
+        if path.exists() else []
+
+
+def plot_histories(runs: list[str | Path]):
+    """Plotly figure: train and validation loss per epoch of each run (one colour per run,
+    dashed = validation)."""
+    import plotly.graph_objects as go
+    from plotly.colors import qualitative
+
+    fig = go.Figure()
+    for k, run in enumerate(Path(r) for r in runs):
+        colour = qualitative.Plotly[k % len(qualitative.Plotly)]
+        hist = run_history(run)
+        for key, dash in (("train_loss", "solid"), ("val_loss", "dash")):
+            pts = [(h["epoch"], h[key]) for h in hist if h.get(key) is not None]
+            if pts:
+                fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts],
+                                         mode="lines+markers", name=f"{run.name} {key}",
+                                         line={"color": colour, "dash": dash}))
+    fig.update_layout(title="Loss curves", xaxis_title="epoch", yaxis_title="loss", height=360)
+    return fig
+
+
+def plot_rocs(runs: list[str | Path], level: str = "video"):
+    """Plotly figure: the test ROC curve of every model of each run (from eval_test.json)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for run in (Path(r) for r in runs):
+        try:
+            reports = read_report(run, "test")
+        except FileNotFoundError:
+            continue
+        for model, rep in reports.items():
+            roc = rep.get(f"roc_{level}")
+            if roc:
+                fig.add_trace(go.Scatter(x=roc["fpr"], y=roc["tpr"], mode="lines",
+                                         name=f"{run.name} {model} "
+                                              f"(AUC {rep[level]['auc']:.3f})"))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance",
+                             line={"dash": "dot", "color": "#999"}))
+    fig.update_layout(title=f"Test ROC ({level} level)", xaxis_title="false positive rate",
+                      yaxis_title="true positive rate", height=360)
+    return fig
+
+
 def _best_val_loss(run: Path) -> float | None:
     summary = run / "train_summary.json"
     if summary.exists():
         return read_json(summary).get("best_val_loss")
-    hist = run / "history.jsonl"
-    losses = [json.loads(ln).get("val_loss") for ln in hist.read_text().splitlines()
-              if ln.strip()] if hist.exists() else []
+    losses = [h.get("val_loss") for h in run_history(run)]
     losses = [v for v in losses if v is not None]
     return min(losses) if losses else None
 
@@ -179,9 +243,7 @@ def runs_table(runs_root: str | Path, kind: str = "") -> list[dict[str, Any]]:
             row["test_auc"][model] = {"frame": rep["frame"]["auc"], "video": rep["video"]["auc"],
                                       "video_ci": rep["video"].get("auc_ci")}
         rows.append(row)
-    keys = sorted({key for c in configs for key in c})
-    differ = [key for key in keys if not any(w in key.split(".")[-1] for w in _WHERE)
-              and len({json.dumps(c.get(key), default=str) for c in configs}) > 1]
+    differ = _differing(configs)
     for row, cfg in zip(rows, configs):
         row["differs"] = {key: cfg.get(key) for key in differ}
     return rows

@@ -138,6 +138,11 @@ def test_click_through_every_stage(tmp_path):
     ins.gallery.children[0].children[1].click()
     assert "visual model p(fake)" in ins.detail.value and "no forensic run" in ins.detail.value
     assert ins.frame_image.value[:2] == b"\xff\xd8" and ins.crop_image.value[:2] == b"\xff\xd8"
+    assert ins.cam_image.value[:2] == b"\xff\xd8" and "Grad-CAM</b> of the fake logit" in \
+        ins.cam_note.value
+    first_cam = ins.cam_image.value
+    ins.cam_method.value = "gradcam++"  # the selected frame again, with Grad-CAM++
+    assert "Grad-CAM++" in ins.cam_note.value and ins.cam_image.value != first_cam
     ins.filters["method"].value = "original"
     assert all("original" in b.children[1].description for b in ins.gallery.children)
 
@@ -161,6 +166,16 @@ def test_click_through_every_stage(tmp_path):
     assert not fo.fuse_job.error, fo.fuse_job.error
     for name in ("visual", "forensic", "fused", "bootstrap interval", "videos"):
         assert name in fo.fused.value, name
+    fo.refine_steps.value = 2  # feature-set refinement: the front, a point picked and saved
+    fo.refine_job.start.click()
+    fo.refine_job.wait(300)
+    assert not fo.refine_job.error, fo.refine_job.error
+    assert fo.refine_plot.outputs and "Pareto front" in fo.refine_note.value
+    other = next(v for _, v in fo.front.options if v != fo.front.value)
+    fo.front.value, fo.subset_name.value = other, "ui-pick"
+    fo.save_point.click()
+    assert "saved <b>ui-pick</b>" in fo.refine_note.value
+    assert (tmp_path / "feature_sets" / "ui-pick.json").is_file()
     ins.refresh_button.click()  # now with the forensic MLP's score beside the visual one
     ins.gallery.children[0].children[1].click()
     assert "forensic MLP p(fake)" in ins.detail.value and "no forensic run" not in ins.detail.value
@@ -178,6 +193,15 @@ def test_click_through_every_stage(tmp_path):
     assert res and res["verdict"] in ("real", "fake") and ex.plot.outputs
     assert set(res.data["probabilities"]) == {"visual", "forensic", "fused"}  # the fuse run is used
     assert "forensic: p(fake)" in ex.verdict.value
+
+    runs = dash.runs_tab  # two runs compared: curves overlaid, settings that differ
+    runs.refresh()
+    assert "train-ui" in runs.table.value and "forensic-" in runs.table.value
+    picked = [v for label, v in runs.select.options if "(train)" in label or "(forensic)" in label]
+    runs.select.value = tuple(picked)
+    assert len(runs.plots.outputs) == 2 and "Settings that differ" in runs.diff.value
+    loss = runs.plots.outputs[0]["data"]["application/vnd.plotly.v1+json"]
+    assert len({t["name"].split()[0] for t in loss["data"]}) == 2  # both runs' curves
 
     again = Dashboard(LabConfig(), data_root=str(tmp_path))  # a kernel restart
     assert again.train_tab.run_select.value == "train-ui"

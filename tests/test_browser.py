@@ -3,6 +3,7 @@ preprocessing, a one-epoch tiny training run with the live plot, forensics, insp
 Screenshots go to $DFLAB_SCREENSHOTS (default: a temporary folder)."""
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -99,6 +100,7 @@ def test_click_through_the_dashboard(browser, tmp_path):
         page.get_by_text("misclassified test frames match").wait_for()
         page.locator("button", has_text=" p=").first.click()
         page.get_by_text("forensic MLP p(fake)").wait_for()
+        page.get_by_text("of the fake logit").wait_for()  # the Grad-CAM overlay beside the crop
         page.screenshot(path=str(shots / "5-inspect.png"), full_page=True)
 
         tab("Export")
@@ -111,6 +113,17 @@ def test_click_through_the_dashboard(browser, tmp_path):
         page.get_by_role("button", name="Predict", exact=True).click()
         page.get_by_text("p(fake) per frame").first.wait_for()
         page.screenshot(path=str(shots / "6-export.png"), full_page=True)
+
+        tab("Runs")
+        page.get_by_role("button", name="Refresh runs").click()
+        page.locator("text=test AUC frame / video >> visible=true").first.wait_for()
+        select = page.locator("select[multiple] >> visible=true").first
+        values = select.locator("option").evaluate_all("os => os.map(o => o.value)")
+        select.select_option(values[:2])  # two runs: their curves overlaid, settings compared
+        # (the runs of this test share one config: the panel says so instead of a table)
+        page.get_by_text(re.compile("Settings that differ|have the same settings")).wait_for()
+        page.locator("text=Loss curves >> visible=true").first.wait_for()
+        page.screenshot(path=str(shots / "7-runs.png"), full_page=True)
         errors = page.locator("text=failed:").count()
         assert errors == 0
     finally:

@@ -55,7 +55,7 @@ def test_readme_examples_run_as_written(tmp_path):
     out = _run("dflab demo-data --out data/demo --videos 30 --seconds 1", work, env)
     assert out.returncode == 0, out.stderr
     for cmd in readme_commands((ROOT / "README.md").read_text()):
-        if cmd.startswith("dflab train"):
+        if cmd.startswith(("dflab train", "dflab protocol")):
             cmd += " --set train.epochs=1"  # one epoch: the suite checks learning elsewhere
         out = _run(cmd, work, env)
         assert out.returncode == 0, f"README example failed: {cmd}\n{out.stderr[-3000:]}"

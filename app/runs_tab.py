@@ -1,0 +1,102 @@
+"""The Runs tab: every run in one table; selecting runs overlays their loss and test ROC curves
+and lists the settings in which they differ; a protocol shows its matrix and a run with a
+robustness report its curves. Everything is read from the run folders (``dflab.runs``)."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as W
+
+from .widgets import error_html, show_figure
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .dashboard import Dashboard
+
+
+def runs_html(rows: list[dict[str, Any]]) -> str:
+    """:func:`dflab.runs.runs_table` rows as an HTML table."""
+    if not rows:
+        return "<p>No runs yet: train a model (Train tab) or run `dflab demo`.</p>"
+
+    def auc(r: dict) -> str:
+        return "<br>".join(f"{html.escape(m)} {a['frame']:.3f} / {a['video']:.3f}"
+                           for m, a in r["test_auc"].items()) or "not evaluated"
+
+    head = "".join(f"<th style='text-align:left;padding-right:1em'>{h}</th>" for h in (
+        "run", "kind", "created", "backbone", "best val loss", "test AUC frame / video"))
+    body = "".join(
+        "<tr>" + "".join(f"<td style='padding-right:1em'>{v}</td>" for v in (
+            html.escape(r["run"]), r["kind"], r["created"], html.escape(str(r["backbone"])),
+            "" if r["best_val_loss"] is None else f"{r['best_val_loss']:.4f}", auc(r)))
+        + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def differences_html(diff: dict[str, dict[str, Any]]) -> str:
+    if not diff:
+        return "<p>The selected runs have the same settings.</p>"
+    runs = list(next(iter(diff.values())))
+    head = "<th></th>" + "".join(f"<th style='padding-right:1em'>{html.escape(r)}</th>"
+                                 for r in runs)
+    body = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(k)}</th>"
+                   + "".join(f"<td style='padding-right:1em'>{html.escape(str(v.get(r)))}</td>"
+                             for r in runs) + "</tr>" for k, v in diff.items())
+    return f"<h4>Settings that differ</h4><table><tr>{head}</tr>{body}</table>"
+
+
+class RunsTab:
+    def __init__(self, dash: "Dashboard"):
+        self.dash = dash
+        self.refresh_button = W.Button(description="Refresh runs", icon="refresh")
+        self.refresh_button.on_click(lambda _: self.refresh())
+        self.table = W.HTML("")
+        self.select = W.SelectMultiple(options=[], rows=8, description="compare",
+                                       layout=W.Layout(width="70%"))
+        self.select.observe(lambda _: self.compare(), "value")
+        self.diff, self.plots = W.HTML(""), W.Output()
+        self.widget = W.VBox([
+            self.refresh_button, self.table,
+            W.HTML("<p>Select one or more runs (Ctrl/Shift-click) to overlay their curves.</p>"),
+            self.select, self.diff, self.plots])
+        self.refresh()
+
+    def refresh(self) -> None:
+        rows = self.dash.lab.runs_table()
+        self.table.value = runs_html(rows)
+        self.select.options = [(f"{r['run']} ({r['kind']})", r["path"]) for r in rows]
+
+    def compare(self) -> None:
+        from dflab.runs import config_differences, plot_histories, plot_rocs
+
+        paths = [Path(p) for p in self.select.value]
+        self.plots.outputs = ()
+        self.diff.value = ""
+        if not paths:
+            return
+        try:
+            show_figure(self.plots, plot_histories(paths), False)
+            show_figure(self.plots, plot_rocs(paths), False)
+            for run in paths:
+                self._extras(run)
+            if len(paths) > 1:
+                self.diff.value = differences_html(config_differences(paths))
+        except Exception as exc:  # a damaged run folder must not break the tab
+            self.diff.value = error_html(f"{type(exc).__name__}: {exc}")
+
+    def _extras(self, run: Path) -> None:
+        """A protocol's matrix; a run's robustness curves."""
+        import json
+
+        if (run / "protocol.json").is_file():
+            from dflab.protocol import plot_protocol
+
+            show_figure(self.plots, plot_protocol(json.loads((run / "protocol.json")
+                                                             .read_text())), False)
+        if (run / "robustness_test.json").is_file():
+            from dflab.robustness import plot_robustness
+
+            show_figure(self.plots, plot_robustness(json.loads((run / "robustness_test.json")
+                                                               .read_text())), False)
