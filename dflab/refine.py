@@ -91,11 +91,15 @@ def selection_path(X: np.ndarray, y: np.ndarray, videos: np.ndarray, names: list
 
 def pareto_front(points: list[dict[str, Any]]) -> list[int]:
     """Indices of the points that no other point beats: at most as many ms with a higher AUC,
-    or fewer ms with at least the AUC; cheapest first."""
+    or fewer ms with at least the AUC (of equal points, the one with fewest features stays);
+    cheapest first."""
     front = []
     for i, p in enumerate(points):
+        n = p.get("n", 0)
         if not any((q["ms"] <= p["ms"] and q["cv_auc"] > p["cv_auc"]) or
-                   (q["ms"] < p["ms"] and q["cv_auc"] >= p["cv_auc"]) for q in points):
+                   (q["ms"] < p["ms"] and q["cv_auc"] >= p["cv_auc"]) or
+                   (q["ms"] == p["ms"] and q["cv_auc"] == p["cv_auc"] and
+                    (q.get("n", 0), j) < (n, i)) for j, q in enumerate(points)):
             front.append(i)
     return sorted(front, key=lambda i: (points[i]["ms"], -points[i]["cv_auc"]))
 

@@ -67,7 +67,9 @@ def test_cv_auc_is_video_grouped_and_selection_finds_the_informative_features():
 
 def test_pareto_front_keeps_only_points_nothing_beats():
     pts = [{"ms": 1, "cv_auc": 0.7}, {"ms": 2, "cv_auc": 0.9}, {"ms": 3, "cv_auc": 0.85},
-           {"ms": 4, "cv_auc": 0.95}, {"ms": 2, "cv_auc": 0.8}]
+           {"ms": 4, "cv_auc": 0.95}, {"ms": 2, "cv_auc": 0.8},
+           {"ms": 4, "cv_auc": 0.95, "n": 9}]  # ties with #3 but has more features
+    pts[3]["n"] = 6
     assert pareto_front(pts) == [0, 1, 3]
 
 
