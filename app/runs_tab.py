@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as W
 
+from .jobs import JobPanel
 from .widgets import error_html, show_figure
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -57,10 +58,35 @@ class RunsTab:
                                        layout=W.Layout(width="70%"))
         self.select.observe(lambda _: self.compare(), "value")
         self.diff, self.plots = W.HTML(""), W.Output()
+        # generalisation protocols: one train run per cell with the Train tab's settings
+        self.protocol_kind = W.Dropdown(options=["cross-method", "leave-one-out",
+                                                 "cross-dataset"], description="protocol")
+        self.protocol_name = W.Text(value="", description="name",
+                                    placeholder="(a timestamp); the same name resumes")
+        self.test_on = W.Text(value="", description="test on",
+                              placeholder="cross-dataset: processed folder(s), comma-separated")
+        self.protocol_job = JobPanel("Run protocol")
+        self.protocol_job.start.on_click(lambda _: self.run_protocol())
+        self.protocol_job.on_done.append(lambda res: self.show_protocol(res))
+        self.protocol_out = W.HTML("")
+        # robustness of the (first) selected run
+        self.robust_job = JobPanel("Robustness of the selected run")
+        self.robust_job.start.on_click(lambda _: self.run_robustness())
+        self.robust_job.on_done.append(lambda res: self.show_robustness(res))
+        self.robust_out, self.robust_plot = W.HTML(""), W.Output()
         self.widget = W.VBox([
             self.refresh_button, self.table,
             W.HTML("<p>Select one or more runs (Ctrl/Shift-click) to overlay their curves.</p>"),
-            self.select, self.diff, self.plots])
+            self.select, self.diff, self.plots,
+            W.HTML("<h3>Robustness</h3><p>AUC of the selected run's models (a fuse run: "
+                   "visual, forensic and fused) on test crops under JPEG, blur, down-scaling "
+                   "and noise.</p>"),
+            self.robust_job.widget, self.robust_plot, self.robust_out,
+            W.HTML("<h3>Generalisation protocols</h3><p>One training run per cell with the "
+                   "Train tab's settings on the Data tab's folder; an interrupted protocol "
+                   "resumes at its cell when started again with the same name.</p>"),
+            W.HBox([self.protocol_kind, self.protocol_name]), self.test_on,
+            self.protocol_job.widget, self.protocol_out])
         self.refresh()
 
     def refresh(self) -> None:
@@ -100,3 +126,33 @@ class RunsTab:
 
             show_figure(self.plots, plot_robustness(json.loads((run / "robustness_test.json")
                                                                .read_text())), False)
+
+    def run_protocol(self) -> None:
+        d = self.dash
+        tt = d.train_tab  # the Train tab's settings, as its Train button would use them
+        if not d.data_tab._apply(self.protocol_job, tt.model_form, tt.train_form):
+            return
+        tests = [t.strip() for t in self.test_on.value.split(",") if t.strip()]
+        self.protocol_job.run(d.lab.protocol, kind=self.protocol_kind.value,
+                              name=self.protocol_name.value.strip(),
+                              processed=d.data_tab.processed, test_on=tests)
+
+    def show_protocol(self, res: Any) -> None:
+        from dflab.protocol import format_protocol
+
+        self.protocol_out.value = (f"<pre>{html.escape(format_protocol(res.report))}</pre>"
+                                   f"<p>{html.escape(str(res.path))}</p>")
+        self.refresh()
+        self.select.value = (str(res.path.parent),)
+
+    def run_robustness(self) -> None:
+        if not self.select.value:
+            self.robust_job.status.value = error_html("select a run above first")
+            return
+        self.robust_job.run(self.dash.lab.robustness, run=self.select.value[0])
+
+    def show_robustness(self, res: Any) -> None:
+        from dflab.robustness import format_robustness, plot_robustness
+
+        show_figure(self.robust_plot, plot_robustness(list(res.rows)))
+        self.robust_out.value = f"<pre>{html.escape(format_robustness(list(res.rows)))}</pre>"

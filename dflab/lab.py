@@ -562,15 +562,25 @@ class Lab:
         costs, a forward/backward selection by cross-validated video AUC, the Pareto front of
         AUC against ms per crop. Saves the chosen point (``pick``: another point's index) as
         ``<data_root>/feature_sets/<name>.json`` and the report as ``<run>/refine.json``."""
-        import pandas as pd
+        import numpy as np
 
+        from .forensic import permutation_importance_table, shap_values
         from .refine import SUBSET_DIR, refine_features, save_subset
         from .runs import write_json
 
         run = Path(run)
-        imp = run / "permutation_importance.csv"
-        report = refine_features(self.processed_dir(run=run), pd.read_csv(imp) if
-                                 imp.is_file() else None, self.cfg.features.crop_size,
+        processed = self.processed_dir(run=run)
+        # importance on the validation split, so nothing here reads test
+        importance: dict[str, dict[str, float]] = {}
+        try:
+            perm = permutation_importance_table(run, processed, "val", 3, self.cfg.env.seed)
+            sv, _, shap_names = shap_values(run, processed, "val", n=40, background=30,
+                                            seed=self.cfg.env.seed)
+            importance = {"permutation": dict(zip(perm["feature"], perm["importance"])),
+                          "shap": dict(zip(shap_names, np.abs(sv).mean(0).tolist()))}
+        except ValueError as exc:  # e.g. a validation split with one class
+            log.warning("refine: no importance per family (%s)", exc)
+        report = refine_features(processed, importance, self.cfg.features.crop_size,
                                  direction, max_steps, folds, tolerance, 30, self.cfg.env.seed,
                                  callbacks, cancel)
         if pick >= 0:

@@ -105,7 +105,9 @@ def run_protocol(lab: "Lab", kind: str, name: str = "", processed: str | Path = 
     processed = lab.processed_dir(processed).resolve()
     name = name or f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
     methods = list(methods) or _fake_methods(processed)
-    cells = protocol_cells(kind, methods, [str(Path(t).resolve()) for t in tests])
+    # the training folder's own test split is always scored; another folder is a test set
+    tests = [str(Path(t).resolve()) for t in tests if Path(t).resolve() != processed]
+    cells = protocol_cells(kind, methods, tests)
     folder = create_run_dir(lab.paths["runs"], "protocol", lab.cfg, name, processed=processed)
     report: dict[str, Any] = {"kind": kind, "name": name, "processed": str(processed),
                               "methods": methods, "cells": []}

@@ -120,15 +120,16 @@ def _measured_ms(images: list[np.ndarray], names: list[str] | None, crop_size: i
     return round(float(np.median(out)), 3)
 
 
-def refine_features(processed: str | Path, importance: Any = None, crop_size: int = 0,
+def refine_features(processed: str | Path, importance: dict[str, dict[str, float]] | None = None,
+                    crop_size: int = 0,
                     direction: str = "forward", max_steps: int = 12, folds: int = 5,
                     tolerance: float = 0.005, timing_crops: int = 30, seed: int = 0,
                     callbacks: list[Callback] | None = None,
                     cancel: CancelToken | None = None) -> dict[str, Any]:
     """The refinement report of a processed folder's features.csv: family costs and importance,
     every candidate subset (features, families, cv_auc, ms), the Pareto front, the chosen point,
-    and the measured ms per crop of the full set and of the chosen subset. ``importance``: a
-    permutation-importance table (feature, importance) to sum per family, or None."""
+    and the measured ms per crop of the full set and of the chosen subset. ``importance``:
+    ``{kind: {feature: value}}`` (e.g. permutation and mean |SHAP|), summed per family."""
     import cv2
 
     from .features import FEATURE_FAMILIES, family_costs, feature_names
@@ -174,11 +175,12 @@ def refine_features(processed: str | Path, importance: Any = None, crop_size: in
     best = max(points[i]["cv_auc"] for i in front)
     chosen = next(i for i in front if points[i]["cv_auc"] >= best - tolerance)
     full = next(i for i, p in enumerate(points) if p["n"] == len(names))
-    fam_imp: dict[str, float] = {}
-    if importance is not None:
-        for row in importance.itertuples():
-            fam_imp[owner[row.feature]] = round(fam_imp.get(owner[row.feature], 0.0)
-                                                + float(row.importance), 4)
+    fam_imp: dict[str, dict[str, float]] = {}
+    for kind, values in (importance or {}).items():
+        per = fam_imp.setdefault(kind, {})
+        for feat, v in values.items():
+            if feat in owner:
+                per[owner[feat]] = round(per.get(owner[feat], 0.0) + float(v), 4)
     em.progress(1, 1, "step", "done")
     return {
         "processed": str(processed), "rows": {"crops": int(len(fit)),
@@ -228,11 +230,14 @@ def load_subset(value: str, data_root: str | Path) -> list[str] | None:
 def format_refine(report: dict[str, Any]) -> str:
     """The family costs and the Pareto front as text, the chosen point marked."""
     fams = [k for k in report["family_ms"] if k != "_base"]
-    lines = ["family       ms/crop  importance"]
+    kinds = list(report["family_importance"])
+    lines = ["family       ms/crop" + "".join(f"  {k:>14}" for k in kinds)]
     for f in fams:
-        imp = report["family_importance"].get(f)
-        lines.append(f"{f:<12} {report['family_ms'][f]:>7.2f}  "
-                     f"{'' if imp is None else f'{imp:.4f}'}")
+        lines.append(f"{f:<12} {report['family_ms'][f]:>7.2f}" + "".join(
+            f"  {report['family_importance'][k].get(f, 0.0):>14.4f}" for k in kinds))
+    if kinds:
+        lines.append("(importance summed over each family's features, on the validation "
+                     "split: permutation = drop in ROC-AUC; shap = mean |SHAP| of p(fake))")
     lines += ["", f"Pareto front ({report['scored_by']}):",
               "      n  families            cv video AUC  ms/crop (sum)"]
     for i in report["front"]:

@@ -24,7 +24,7 @@ def test_environment_tab(dash):
     dash.env_tab.apply_button.click()
     assert "seed" in dash.env_tab.runtime.value and dash.cfg.env.seed == 5
     titles = [dash.tab.get_title(i) for i in range(len(dash.tab.children))]
-    assert titles == ["Environment", "Data", "Train", "Forensics", "Inspect", "Export"]
+    assert titles == ["Environment", "Data", "Train", "Forensics", "Inspect", "Export", "Runs"]
 
 
 def test_demo_button_builds_the_set_in_a_thread(dash):
@@ -194,6 +194,9 @@ def test_click_through_every_stage(tmp_path):
     assert set(res.data["probabilities"]) == {"visual", "forensic", "fused"}  # the fuse run is used
     assert "forensic: p(fake)" in ex.verdict.value
 
+    again = Dashboard(LabConfig(), data_root=str(tmp_path))  # a kernel restart
+    assert again.train_tab.run_select.value == "train-ui"
+    assert len(again.train_tab._epochs) == 2 and "Test results" in again.train_tab.per_method.value
     runs = dash.runs_tab  # two runs compared: curves overlaid, settings that differ
     runs.refresh()
     assert "train-ui" in runs.table.value and "forensic-" in runs.table.value
@@ -202,8 +205,21 @@ def test_click_through_every_stage(tmp_path):
     assert len(runs.plots.outputs) == 2 and "Settings that differ" in runs.diff.value
     loss = runs.plots.outputs[0]["data"]["application/vnd.plotly.v1+json"]
     assert len({t["name"].split()[0] for t in loss["data"]}) == 2  # both runs' curves
+    fuse = next(v for label, v in runs.select.options if "(fuse)" in label)
+    runs.select.value = (fuse,)  # robustness of the fused detector, from the tab
+    runs.robust_job.start.click()
+    runs.robust_job.wait(600)
+    assert not runs.robust_job.error, runs.robust_job.error
+    assert runs.robust_plot.outputs and "fused frame" in runs.robust_out.value
+    copy = tmp_path / "copy"  # a cross-dataset protocol: train on demo, test on another folder
+    shutil.copytree(dash.data_tab.processed, copy)
+    runs.protocol_kind.value, runs.protocol_name.value = "cross-dataset", "ui-xd"
+    runs.test_on.value = str(copy)
+    runs.protocol_job.start.click()
+    runs.protocol_job.wait(600)
+    assert not runs.protocol_job.error, runs.protocol_job.error
+    assert "cross-dataset: video AUC" in runs.protocol_out.value
+    assert runs.select.value == (str(tmp_path / "runs" / "protocol-ui-xd"),)
+    assert len(runs.plots.outputs) == 3  # loss, ROC and the protocol's heatmap
 
-    again = Dashboard(LabConfig(), data_root=str(tmp_path))  # a kernel restart
-    assert again.train_tab.run_select.value == "train-ui"
-    assert len(again.train_tab._epochs) == 2 and "Test results" in again.train_tab.per_method.value
     shutil.rmtree(tmp_path / "runs", ignore_errors=True)

@@ -97,6 +97,8 @@ def test_refine_saves_a_subset_that_train_forensic_and_predict_use(tiny_lab):
     assert subset["features"] == chosen["features"] and report["chosen"] in report["front"]
     assert {p["n"] for p in report["points"]} >= {1, 2, len(feature_names())}
     assert report["measured_ms"]["full"] > 0 and "Pareto front" in out.stdout
+    assert set(report["family_importance"]) == {"permutation", "shap"}
+    assert set(report["family_importance"]["shap"]) == set(FEATURE_FAMILIES.list())
     # a front point costs no more and scores no less than... nothing beats it
     for i in report["front"]:
         p = report["points"][i]
