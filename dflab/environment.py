@@ -243,6 +243,15 @@ def default_workers(requested: int = -1) -> int:
     return max(0, min(8, (cores or 1) - 1))
 
 
+def scoring_workers(device: str) -> int:
+    """DataLoader workers for scoring crops: none on a CPU, where a loader process only takes
+    cores from the model's threads (the demo's 300 test crops: 2.25-2.55 s with none, 2.36-2.43 s
+    with one, 2 cores) and a forked worker can hang in torch's thread pool when the parent ran
+    torch from other threads (seen once in CI after the dashboard's job threads); on a GPU,
+    :func:`default_workers`."""
+    return 0 if str(device) == "cpu" else default_workers(-1)
+
+
 def setup_runtime(seed: int = 42, deterministic: bool = False, amp: str = "auto",
                   workers: int = -1) -> dict[str, Any]:
     """Seed Python, NumPy and torch; set cuDNN flags; choose workers and AMP. Returns the settings."""

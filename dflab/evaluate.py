@@ -45,7 +45,7 @@ def evaluate_run(run: str | Path, processed: str | Path, split: str = "test",
     ``eval_<tag>.json`` and ``predictions_<tag>.csv`` into the run folder (``tag`` default:
     the split; another folder than the run's own gets its own tag, e.g. ``test_dfdc``)."""
     from .datasets import load_index, select_split
-    from .environment import default_workers
+    from .environment import scoring_workers
     from .metrics import evaluate_predictions, tune_threshold
     from .train import load_model
 
@@ -55,7 +55,7 @@ def evaluate_run(run: str | Path, processed: str | Path, split: str = "test",
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, dc, ckpt = load_model(run / "checkpoints" / checkpoint, device)
     df = load_index(processed)
-    workers = default_workers(-1)
+    workers = scoring_workers(device)
     em.progress(0, 2, "split", "validation")
     val = predict_split(model, dc, select_split(df, "val"), batch, workers, device)
     threshold = cfg.threshold if cfg.threshold >= 0 else tune_threshold(val["target"], val["prob"])

@@ -137,7 +137,7 @@ def frame_scores(visual_run: str | Path, forensic_run: str | Path, processed: st
     import torch
 
     from .datasets import load_index, select_split
-    from .environment import default_workers
+    from .environment import scoring_workers
     from .evaluate import predict_split
     from .forensic import load_features, load_forensic
     from .train import load_model
@@ -146,7 +146,7 @@ def frame_scores(visual_run: str | Path, forensic_run: str | Path, processed: st
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, dc, _ = load_model(Path(visual_run) / "checkpoints" / checkpoint, device)
     vis = predict_split(model, dc, select_split(load_index(processed), split), 64,
-                        default_workers(-1), device)
+                        scoring_workers(device), device)
     vis = vis.rename(columns={"prob": "prob_visual"})
     mlp, names, _ = load_forensic(forensic_run)
     feats, _ = load_features(processed, names)
