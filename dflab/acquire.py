@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import threading
 import time
 import zipfile
@@ -397,7 +398,19 @@ def safe_extract(archive: Path, dest: Path) -> list[Path]:
 
 
 def dir_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+    """Bytes of the files under ``path``. The DFDC stream measures while the previous part's
+    files are being deleted, so a file or folder that vanishes mid-walk counts as gone (os.walk
+    skips unreadable folders; a failed stat skips the file) instead of raising."""
+    total = 0
+    for folder, _, files in os.walk(path):
+        for name in files:
+            try:
+                st = os.stat(os.path.join(folder, name))
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                total += st.st_size
+    return total
 
 
 def _plan_parts(source: KaggleSource, parts: list[int] | None, state_path: Path

@@ -400,3 +400,23 @@ def test_kill_9_during_download_then_rerun_gives_the_same_files(release, tmp_pat
     assert again.returncode == 0, again.stderr[-2000:]
     same_files(srv, out, jobs)
     assert not list(out.rglob("*.part"))
+
+
+def test_dir_size_ignores_files_deleted_while_it_walks(tmp_path, monkeypatch):
+    """The DFDC stream measures the raw folder while the previous part is being deleted."""
+    import os
+
+    from dflab.acquire import dir_size
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "kept.bin").write_bytes(b"x" * 100)
+    (tmp_path / "a" / "gone.bin").write_bytes(b"y" * 50)
+    real_stat = os.stat
+
+    def stat_after_delete(p, *a, **k):
+        if str(p).endswith("gone.bin"):
+            raise FileNotFoundError(p)  # listed by the walk, deleted before its stat
+        return real_stat(p, *a, **k)
+
+    monkeypatch.setattr("dflab.acquire.os.stat", stat_after_delete)
+    assert dir_size(tmp_path) == 100
