@@ -29,6 +29,12 @@ def _runs(dash: "Dashboard", kind: str) -> list[str]:
     return [p.name for p in dash.lab.runs(kind)]
 
 
+def _newest(dash: "Dashboard", kind: str) -> Path | None:
+    """The newest run folder of ``kind``, or None."""
+    runs = dash.lab.runs(kind)
+    return runs[0] if runs else None
+
+
 class DataTab:
     """Sources (demo, local folder, FF++, DFDC), preprocessing, and dataset statistics."""
 
@@ -284,11 +290,12 @@ class TrainTab:
 
     def load_run(self, run: Path) -> None:
         """Re-read a run folder: history, last ROC, evaluation; nothing lives only in memory."""
-        hist = run / "history.jsonl"
-        if not hist.exists():
+        from dflab.runs import run_history
+
+        if not (run / "history.jsonl").exists():
             return
         with self._lock:
-            self._epochs = [json.loads(x) for x in hist.read_text().splitlines() if x]
+            self._epochs = run_history(run)
             if run.name != f"train-{self.name.value}":  # another run: its steps were not seen
                 self._steps, self._roc = [], {}
             self.draw()
@@ -364,10 +371,10 @@ class ForensicsTab:
             self.refine_steps, self.refine_job.widget, self.refine_plot, self.refine_note,
             W.HBox([self.front, self.subset_name, self.save_point])])
         self.refresh()
-        fused = _runs(dash, "fuse")
+        fused = _newest(dash, "fuse")
         if fused:
-            self.show_fused(dash.paths["runs"] / fused[0])
-        forensic = self._forensic_run()
+            self.show_fused(fused)
+        forensic = _newest(self.dash, "forensic")
         if forensic is not None and (forensic / "refine.json").is_file():
             self.show_refine(forensic)
 
@@ -452,12 +459,8 @@ class ForensicsTab:
             self.fused.value = (f"<p>{html.escape(run.name)}</p>"
                                 + report_table(json.loads(ev.read_text())))
 
-    def _forensic_run(self) -> Path | None:
-        runs = _runs(self.dash, "forensic")
-        return self.dash.paths["runs"] / runs[0] if runs else None
-
     def refine(self) -> None:
-        run = self._forensic_run()
+        run = _newest(self.dash, "forensic")
         if run is None:
             self.refine_job.status.value = error_html("train the forensic MLP first")
             return
@@ -477,7 +480,7 @@ class ForensicsTab:
         self.front.value = report["chosen"]
 
     def save_subset(self) -> None:
-        run = self._forensic_run()
+        run = _newest(self.dash, "forensic")
         if run is None or self.front.value is None:
             return
         try:
@@ -527,10 +530,10 @@ class InspectTab:
         self.cam_image = W.Image(format="jpg", layout=W.Layout(max_width="200px"))
         self.cam_method = W.ToggleButtons(options=["gradcam", "gradcam++"], value="gradcam",
                                           style={"button_width": "90px"})
-        self.cam_method.observe(lambda _: self._selected is not None and self.select(
-            self._selected), "value")
+        self.cam_method.observe(lambda _: self._crop is not None and self.gradcam(self._crop),
+                                "value")  # the shown crop again, with the other method
         self.cam_note = W.HTML("")
-        self._selected: Any = None
+        self._crop: Path | None = None
         self.detail = W.HTML("")
         self.preds = None
         self.forensic: Any = None
@@ -551,8 +554,8 @@ class InspectTab:
             return
         self.preds = pd.read_csv(path, dtype={"video_id": str}, keep_default_na=False)
         self.forensic = None
-        runs = _runs(self.dash, "forensic")
-        fpath = self.dash.paths["runs"] / runs[0] / "predictions_test_mlp.csv" if runs else None
+        forensic = _newest(self.dash, "forensic")
+        fpath = forensic / "predictions_test_mlp.csv" if forensic else None
         if fpath is not None and fpath.exists():
             f = pd.read_csv(fpath, dtype={"video_id": str}, keep_default_na=False)
             self.forensic = dict(zip(f["crop_path"], f["prob"]))
@@ -591,7 +594,7 @@ class InspectTab:
 
         processed = self.dash.data_tab.processed
         crop = processed / row.crop_path
-        self._selected = row
+        self._crop = crop
         self.crop_image.value = crop.read_bytes() if crop.exists() else b""
         self.gradcam(crop)
         frame = cv2.imread(str(processed / row.frame_path)) if row.frame_path else None
@@ -613,7 +616,6 @@ class InspectTab:
             "forensic MLP p(fake)": "no forensic run" if forensic is None
             else round(float(forensic), 4),
             "crop": row.crop_path, "frame image": row.frame_path or "not saved"})
-
 
     def gradcam(self, crop: Path) -> None:
         """The selected crop's heatmap of the fake logit (the Train tab's run, best.pt)."""

@@ -67,6 +67,7 @@ class VisualModel:
     threshold: float
     preprocess: dict[str, Any]  # the training crops' settings, as recorded
     _run: Any = field(repr=False, default=None)
+    module: Any = field(repr=False, default=None)  # the torch model (torch backend only)
 
     def probs(self, crops_rgb: list[np.ndarray], batch: int = 64) -> np.ndarray:
         """p(fake) for ``uint8 (H, W, 3) RGB`` crops of any size."""
@@ -132,7 +133,7 @@ def _load_torch(path: Path, device: str) -> VisualModel:
             return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
 
     return VisualModel(path, "torch", dc["input_size"], dc["mean"], dc["std"],
-                       _run_threshold(path, ckpt), ckpt["config"]["preprocess"], run)
+                       _run_threshold(path, ckpt), ckpt["config"]["preprocess"], run, model)
 
 
 def load_visual(path: str | Path, device: str = "auto") -> VisualModel:

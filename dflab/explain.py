@@ -114,13 +114,15 @@ def explain_files(inputs: Sequence[str | Path], checkpoint: str | Path, out: str
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, dc, _ = load_model(checkpoint, device)
     detector, pp = None, None
-    if not faces:
+    if faces:
+        model, dc, _ = load_model(checkpoint, device)
+    else:  # the checkpoint loaded once: its model, and the settings to crop with
         from .faces import create_detector
 
-        bundle = load_bundle(checkpoint, overrides, device="cpu")
-        pp = bundle.preprocess
+        bundle = load_bundle(checkpoint, overrides, device=device)
+        v, pp = bundle.visual, bundle.preprocess
+        model, dc = v.module, {"input_size": v.input_size, "mean": v.mean, "std": v.std}
         detector = create_detector(pp.detector, bundle.detector_weights, pp.det_size,
                                    pp.min_confidence)
     em = Emitter("explain", callbacks, cancel)

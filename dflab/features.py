@@ -30,7 +30,7 @@ from .registry import Registry
 log = logging.getLogger(__name__)
 
 __all__ = ["FEATURE_FAMILIES", "FEATURE_HELP", "feature_names", "extract_features", "as_bgr8",
-           "families_for", "family_costs",
+           "families_for", "family_of", "family_costs", "best_ms",
            "azimuthal_profile", "log_spectrum", "block_dct", "noise_residual",
            "extract_many", "FEATURES_VERSION"]
 
@@ -550,12 +550,17 @@ def feature_names() -> list[str]:
     return [n for fam in FEATURE_FAMILIES.list() for n in FEATURE_FAMILIES.get(fam).names]
 
 
+def family_of() -> dict[str, str]:
+    """``{feature name: the family that computes it}``."""
+    return {n: fam for fam in FEATURE_FAMILIES.list() for n in FEATURE_FAMILIES.get(fam).names}
+
+
 def families_for(names: list[str] | None) -> list[str]:
     """The families that compute ``names`` (None: every family), in registry order; an unknown
     name is an error naming the closest known one."""
     if names is None:
         return FEATURE_FAMILIES.list()
-    owner = {n: fam for fam in FEATURE_FAMILIES.list() for n in FEATURE_FAMILIES.get(fam).names}
+    owner = family_of()
     unknown = [n for n in names if n not in owner]
     if unknown:
         import difflib
@@ -597,41 +602,49 @@ def extract_features(img: np.ndarray, crop_size: int = 0,
     return np.array([named[n] for n in (names or feature_names())], np.float64)
 
 
+def best_ms(fn: Callable[..., object], *args: object, repeats: int = 3) -> float:
+    """Milliseconds of the fastest of ``repeats`` calls of ``fn(*args)``."""
+    import time
+
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn(*args)
+        best = min(best, time.perf_counter() - t)
+    return best * 1000
+
+
+def _centred_family(fam: str, img: np.ndarray, crop_size: int) -> dict[str, float]:
+    """What :func:`feature_dict` runs for one family: the centre crop, then the family."""
+    return FEATURE_FAMILIES.get(fam)(_centre(img, crop_size))
+
+
 def family_costs(images: list[np.ndarray], crop_size: int = 0, repeats: int = 3
                  ) -> dict[str, float]:
     """Milliseconds per crop of each family, timed on the calls :func:`feature_dict` makes
     (after the centre crop), the median over ``images`` of the best of ``repeats``; ``_base``:
     the colour conversion and centre crop every subset pays."""
-    import time
-
     times: dict[str, list[float]] = {f: [] for f in ["_base", *FEATURE_FAMILIES.list()]}
     for raw in images:
-        for key in times:
-            best = float("inf")
-            for _ in range(repeats):
-                t = time.perf_counter()
-                if key == "_base":
-                    _centre(raw, crop_size)
-                else:
-                    FEATURE_FAMILIES.get(key)(_centre(raw, crop_size))
-                best = min(best, time.perf_counter() - t)
-            times[key].append(best * 1000)
+        times["_base"].append(best_ms(_centre, raw, crop_size, repeats=repeats))
+        for fam in FEATURE_FAMILIES.list():
+            times[fam].append(best_ms(_centred_family, fam, raw, crop_size, repeats=repeats))
     base = float(np.median(times["_base"]))
     return {k: round(float(np.median(v)) - (0 if k == "_base" else base), 3)
             for k, v in times.items()}
 
 
-def _one(args: tuple) -> np.ndarray:
+def _one(args: tuple[str, int, list[str] | None]) -> np.ndarray:
     import cv2
 
-    path, crop_size, *rest = args
+    path, crop_size, names = args
     img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if img is None:
         raise OSError(f"cannot read '{path}'")
-    return extract_features(img, crop_size, rest[0] if rest else None)
+    return extract_features(img, crop_size, names)
 
 
-def _many(items: list[tuple]) -> list[np.ndarray]:
+def _many(items: list[tuple[str, int, list[str] | None]]) -> list[np.ndarray]:
     return [_one(item) for item in items]
 
 
@@ -705,8 +718,7 @@ def extract_many(paths: list[str], cache_dir: str | Path | None = None, crop_siz
                 progress(finished[0], n)
 
         run_tasks(cluster, _many, [[(paths[i], crop_size, names) for i in c] for c in chunks],
-                  arrived,
-                  check)
+                  arrived, check)
     elif workers > 1 and len(todo) > 1:
         import multiprocessing as mp
 

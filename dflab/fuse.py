@@ -29,7 +29,7 @@ from .runs import create_run_dir, read_json, write_json, write_report
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Fuser", "fuse_runs", "frame_scores", "FUSE_INPUTS", "MODELS"]
+__all__ = ["Fuser", "fuse_runs", "frame_scores", "with_audio", "FUSE_INPUTS", "MODELS"]
 
 AUDIO_INPUTS = ["audio_rms", "audio_centroid", "audio_bandwidth", "audio_zcr"]
 FUSE_INPUTS = ["visual_logit", "forensic_logit", "has_audio", *AUDIO_INPUTS]
@@ -130,6 +130,15 @@ def _audio_table(processed: Path, uids: list[str]) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=cols)
 
 
+def with_audio(frames: pd.DataFrame, processed: str | Path) -> pd.DataFrame:
+    """``frames`` (``uid``, ``frame_index``) with each frame's audio columns from its video's
+    ``audio.npz``: ``has_audio`` False and the statistics NaN where there is none."""
+    out = frames.merge(_audio_table(Path(processed), sorted(frames["uid"].unique())), on=KEYS,
+                       how="left")
+    out["has_audio"] = out["has_audio"].astype("boolean").fillna(False).astype(bool)
+    return out
+
+
 def frame_scores(visual_run: str | Path, forensic_run: str | Path, processed: str | Path,
                  split: str, checkpoint: str = "best.pt") -> pd.DataFrame:
     """Every face crop of ``split`` with ``prob_visual``, ``prob_forensic`` and the audio
@@ -157,10 +166,7 @@ def frame_scores(visual_run: str | Path, forensic_run: str | Path, processed: st
         missing = out.loc[out["prob_forensic"].isna(), "uid"].unique()[:3]
         raise ValueError(f"{int(out['prob_forensic'].isna().sum())} crops of '{processed}' have "
                          f"no forensic features (e.g. {list(missing)}); re-run `dflab features`")
-    audio = _audio_table(processed, sorted(out["uid"].unique()))
-    out = out.merge(audio, on=KEYS, how="left")
-    out["has_audio"] = out["has_audio"].astype("boolean").fillna(False).astype(bool)
-    return out
+    return with_audio(out, processed)
 
 
 def fuse_runs(cfg: LabConfig, visual_run: str | Path, forensic_run: str | Path,

@@ -328,13 +328,12 @@ class Lab:
         bootstrap intervals; writes eval_<split>.json and predictions_<split>.csv (another
         folder than the run's own: eval_<split>_<folder name>.json)."""
         from .evaluate import evaluate_run
-        from .runs import run_info
+        from .runs import report_tag, run_info
 
         if run_info(run)["kind"] == "forensic":
             return self.score_forensic(run, processed, split, callbacks, cancel)
         folder = self.processed_dir(processed, run)
-        own = str(folder.resolve()) == run_info(run).get("processed", "")
-        tag = split if own else f"{split}_{folder.name}"  # never over the run's own report
+        tag = report_tag(run, folder, split)
         rep = evaluate_run(run, folder, split, self.cfg.eval, checkpoint, callbacks=callbacks,
                            cancel=cancel, tag=tag)
         return EvalResult(Path(run), tag, {"visual": rep})
@@ -351,7 +350,7 @@ class Lab:
 
         from .bundle import ForensicScorer
         from .metrics import evaluate_predictions
-        from .runs import run_info, write_json
+        from .runs import report_tag, write_json
 
         run = Path(run)
         folder = self.processed_dir(processed, run)
@@ -366,8 +365,7 @@ class Lab:
             raise ValueError(f"'{folder}' has no crops in split '{split}' (it has "
                              f"{sorted(df['split'].unique())}); give --split all to score every crop")
         scores = scorer.scores(part[scorer.names].to_numpy())
-        own = str(folder.resolve()) == run_info(run).get("processed", "")
-        tag = split if own else f"{split}_{folder.name}"
+        tag = report_tag(run, folder, split)
         table = part[["uid", "dataset", "method", "compression", "video_id", "label", "split",
                       "target", "frame_index", "crop_path"]].copy()
         for m, p in scores.items():
@@ -565,8 +563,8 @@ class Lab:
         import numpy as np
 
         from .forensic import permutation_importance_table, shap_values
-        from .refine import SUBSET_DIR, refine_features, save_subset
-        from .runs import write_json
+        from .refine import refine_features
+        from .runs import read_json, write_json
 
         run = Path(run)
         processed = self.processed_dir(run=run)
@@ -583,15 +581,9 @@ class Lab:
         report = refine_features(processed, importance, self.cfg.features.crop_size,
                                  direction, max_steps, folds, tolerance, 30, self.cfg.env.seed,
                                  callbacks, cancel)
-        if pick >= 0:
-            if pick >= len(report["points"]):
-                raise ValueError(f"--pick {pick}: the report has points 0..."
-                                 f"{len(report['points']) - 1}")
-            report["chosen"] = pick
         write_json(run / "refine.json", report)
-        subset = save_subset(self.paths["data_root"] / SUBSET_DIR / f"{name}.json", name, report,
-                             report["chosen"])
-        return RefineResult(run / "refine.json", subset, report)
+        subset = self.save_feature_subset(run, report["chosen"] if pick < 0 else pick, name)
+        return RefineResult(run / "refine.json", subset, read_json(run / "refine.json"))
 
     def save_feature_subset(self, run: str | Path, point: int, name: str = "refined") -> Path:
         """Save point ``point`` of a run's refine.json (e.g. another point of the front) as the

@@ -24,7 +24,7 @@ from .sources import IMAGE_EXTS, VIDEO_EXTS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["expand_inputs", "predict_many", "predict_file", "write_batch_report",
+__all__ = ["expand_inputs", "predict_many", "predict_file", "write_batch_report", "score_crops",
            "BATCH_COLUMNS"]
 
 #: one row per input in the batch report (a model the bundle lacks leaves its column empty)
@@ -124,13 +124,15 @@ def _file_audio(path: Path, timestamps: list[float], pp: PreprocessConfig) -> di
         return frame_audio_features(wav, np.array(timestamps), pp.audio_window_s, pp.n_mfcc)
 
 
-def _score(bundle: Bundle, path: Path, crops: list[np.ndarray], rows: list[dict]
-           ) -> tuple[dict[str, np.ndarray], bool]:
-    """(p(fake) per crop for every model in the bundle, whether the fuser had audio)."""
+def score_crops(bundle: Bundle, crops: list[np.ndarray],
+                audio: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """p(fake) per ``uint8 (H, W, 3) BGR`` crop for every model in the bundle (the forensic
+    features of its own subset only); the fuser also gets ``audio`` (``audio_rms``,
+    ``audio_centroid``, ``audio_bandwidth``, ``audio_zcr``, ``has_audio`` per crop), or no
+    audio. With a fuser, the logistic baseline is left out: it is not a fused input."""
     import cv2
 
     probs: dict[str, np.ndarray] = {}
-    audio = None
     if bundle.visual is not None:
         probs["visual"] = bundle.visual.probs([cv2.cvtColor(c, cv2.COLOR_BGR2RGB) for c in crops])
     if bundle.forensic is not None:
@@ -140,17 +142,23 @@ def _score(bundle: Bundle, path: Path, crops: list[np.ndarray], rows: list[dict]
                           for c in crops])
         probs.update(bundle.forensic.scores(feats))
     if bundle.fuser is not None:
-        table: dict[str, Any] = {"prob_visual": probs["visual"],
-                                 "prob_forensic": probs["forensic"],
-                                 "has_audio": np.zeros(len(crops), bool)}
+        probs["fused"] = bundle.fuser.predict({"prob_visual": probs["visual"],
+                                               "prob_forensic": probs["forensic"],
+                                               **(audio or {})})
+        probs.pop("logreg", None)
+    return probs
+
+
+def _score(bundle: Bundle, path: Path, crops: list[np.ndarray], rows: list[dict]
+           ) -> tuple[dict[str, np.ndarray], bool]:
+    """(p(fake) per crop for every model in the bundle, whether the fuser had audio)."""
+    audio = None
+    if bundle.fuser is not None:
         audio = _file_audio(path, [r["timestamp"] for r in rows], bundle.preprocess)
-        if audio is not None:
-            for k in ("rms", "centroid", "bandwidth", "zcr"):
-                table[f"audio_{k}"] = audio[k]
-            table["has_audio"] = np.asarray(audio["valid"], bool)
-        probs["fused"] = bundle.fuser.predict(table)
-        probs.pop("logreg", None)  # the baseline is not one of the fused inputs
-    return probs, audio is not None
+    columns = None if audio is None else {
+        **{f"audio_{k}": audio[k] for k in ("rms", "centroid", "bandwidth", "zcr")},
+        "has_audio": np.asarray(audio["valid"], bool)}
+    return score_crops(bundle, crops, columns), audio is not None
 
 
 def _predict_one(bundle: Bundle, path: Path, detector: Any, faces: bool, aggregate: str,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from .events import Callback, CancelToken, Emitter
-from .runs import create_run_dir, read_json, write_json
+from .runs import create_run_dir, read_json, report_tag, write_json
 
 if TYPE_CHECKING:
     from .lab import Lab
@@ -60,9 +60,10 @@ def _fake_methods(processed: Path) -> list[str]:
     return sorted(df.loc[(df["target"] == 1) & (df["split"] == "train"), "method"].unique())
 
 
-def _cell_done(run: Path, tags: list[str]) -> bool:
+def _cell_done(run: Path, folders: list[str]) -> bool:
+    """Trained, and evaluated on the test split of every folder."""
     return (run / "train_summary.json").is_file() and all(
-        (run / f"eval_{t}.json").is_file() for t in tags)
+        (run / f"eval_{report_tag(run, f, 'test')}.json").is_file() for f in folders)
 
 
 def _auc(block: dict[str, Any] | None) -> float | None:
@@ -78,8 +79,7 @@ def _cell_results(kind: str, cell: dict[str, Any], run: Path, processed: Path
     blocks: list[tuple[str, str, dict]] = []  # (level, column, metrics)
     if kind == "cross-dataset":
         for folder in [str(processed)] + cell["tests"]:
-            tag = "test" if folder == str(processed) else f"test_{Path(folder).name}"
-            rep = read_json(run / f"eval_{tag}.json")["visual"]
+            rep = read_json(run / f"eval_{report_tag(run, folder, 'test')}.json")["visual"]
             blocks += [(level, Path(folder).name, rep[level]) for level in ("frame", "video")]
     else:
         rep = read_json(run / "eval_test.json")["visual"]
@@ -117,8 +117,7 @@ def run_protocol(lab: "Lab", kind: str, name: str = "", processed: str | Path = 
         em.check()
         run_name = f"{name}-{cell['cell']}"
         run = lab.paths["runs"] / f"train-{run_name}"
-        tags = ["test"] + [f"test_{Path(t).name}" for t in cell.get("tests", [])]
-        if _cell_done(run, tags):
+        if _cell_done(run, [str(processed), *cell.get("tests", [])]):
             log.info("protocol %s: cell %s is done (%s)", name, cell["cell"], run)
         else:
             cell_lab = Lab(copy.deepcopy(lab.cfg), {"train.methods": cell["train_methods"]})

@@ -107,17 +107,10 @@ def pareto_front(points: list[dict[str, Any]]) -> list[int]:
 def _measured_ms(images: list[np.ndarray], names: list[str] | None, crop_size: int,
                  repeats: int = 3) -> float:
     """Median ms per crop of :func:`dflab.features.extract_features` with ``names``."""
-    from .features import extract_features
+    from .features import best_ms, extract_features
 
-    out = []
-    for img in images:
-        best = float("inf")
-        for _ in range(repeats):
-            t = time.perf_counter()
-            extract_features(img, crop_size, names)
-            best = min(best, time.perf_counter() - t)
-        out.append(best * 1000)
-    return round(float(np.median(out)), 3)
+    return round(float(np.median([best_ms(extract_features, img, crop_size, names,
+                                          repeats=repeats) for img in images])), 3)
 
 
 def refine_features(processed: str | Path, importance: dict[str, dict[str, float]] | None = None,
@@ -132,7 +125,7 @@ def refine_features(processed: str | Path, importance: dict[str, dict[str, float
     ``{kind: {feature: value}}`` (e.g. permutation and mean |SHAP|), summed per family."""
     import cv2
 
-    from .features import FEATURE_FAMILIES, family_costs, feature_names
+    from .features import FEATURE_FAMILIES, family_costs, family_of, feature_names
     from .forensic import load_features
 
     em = Emitter("refine", callbacks, cancel)
@@ -148,7 +141,7 @@ def refine_features(processed: str | Path, importance: dict[str, dict[str, float
               for i in sorted(pick)]
     em.progress(0, 1, "step", "timing the families")
     costs = family_costs(images, crop_size)
-    owner = {n: fam for fam in FEATURE_FAMILIES.list() for n in FEATURE_FAMILIES.get(fam).names}
+    owner = family_of()
     fams = FEATURE_FAMILIES.list()
 
     candidates: list[list[str]] = []

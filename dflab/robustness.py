@@ -74,26 +74,6 @@ def _conditions(names: list[str] | None) -> list[tuple[str, float]]:
     return [("none", 0.0)] + [(n, s) for n in names for s in PERTURBATIONS[n][0]]
 
 
-def _scores(bundle, crops_bgr: list[np.ndarray], audio) -> dict[str, np.ndarray]:
-    """p(fake) per crop for every model of the bundle (audio: the fuser's audio columns)."""
-    import cv2
-
-    out: dict[str, np.ndarray] = {}
-    if bundle.visual is not None:
-        out["visual"] = bundle.visual.probs([cv2.cvtColor(c, cv2.COLOR_BGR2RGB)
-                                             for c in crops_bgr])
-    if bundle.forensic is not None:
-        from .features import extract_features
-
-        feats = np.array([extract_features(c, bundle.forensic.crop_size, bundle.forensic.names)
-                          for c in crops_bgr])
-        out["forensic"] = bundle.forensic.scores(feats)["forensic"]
-    if bundle.fuser is not None:
-        out["fused"] = bundle.fuser.predict({"prob_visual": out["visual"],
-                                             "prob_forensic": out["forensic"], **audio})
-    return out
-
-
 def robustness_curves(model: str | Path, processed: str | Path, split: str = "test",
                       perturbations: list[str] | None = None, frames_per_video: int = 4,
                       aggregate: str = "mean", n_boot: int = 500, seed: int = 0,
@@ -109,8 +89,9 @@ def robustness_curves(model: str | Path, processed: str | Path, split: str = "te
 
     from .bundle import load_bundle
     from .datasets import load_index, select_split
-    from .fuse import _audio_table
+    from .fuse import with_audio
     from .metrics import aggregate_probs, bootstrap_auc_ci
+    from .predict import score_crops
 
     bundle = load_bundle(model)
     processed = Path(processed)
@@ -118,12 +99,10 @@ def robustness_curves(model: str | Path, processed: str | Path, split: str = "te
     if part["target"].nunique() < 2:
         raise ValueError(f"split '{split}' of '{processed}' has one class only; robustness "
                          f"needs real and fake videos")
-    audio: dict[str, np.ndarray] = {}
+    audio = None  # the clip's own audio statistics: degrading the crops leaves them as they are
     if bundle.fuser is not None:
-        a = part[["uid", "frame_index"]].merge(_audio_table(processed, sorted(part["uid"].unique())),
-                                               on=["uid", "frame_index"], how="left")
-        audio = {c: a[c].to_numpy() for c in a.columns if c.startswith("audio_")}
-        audio["has_audio"] = a["has_audio"].astype("boolean").fillna(False).to_numpy(bool)
+        a = with_audio(part[["uid", "frame_index"]], processed)
+        audio = {c: a[c].to_numpy() for c in a.columns if c.startswith(("audio_", "has_audio"))}
     crops = [cv2.imread(p, cv2.IMREAD_COLOR) for p in part["crop_abspath"]]
     y, uid = part["target"].to_numpy(int), part["uid"].to_numpy()
     videos = part.groupby("uid")["target"].first()
@@ -135,7 +114,9 @@ def robustness_curves(model: str | Path, processed: str | Path, split: str = "te
         em.check()
         bad = crops if name == "none" else [perturb(c, name, strength, seed + i)
                                             for i, c in enumerate(crops)]
-        for m, p in _scores(bundle, bad, audio).items():
+        scores = score_crops(bundle, bad, audio)
+        scores.pop("logreg", None)  # the forensic run's baseline: not one of the three curves
+        for m, p in scores.items():
             vp = [aggregate_probs(p[uid == u], aggregate) for u in videos.index]
             rows.append({"model": m, "perturbation": name, "strength": strength,
                          "frame_auc": float(roc_auc_score(y, p)),

@@ -14,7 +14,7 @@ from .config import LabConfig, save_config
 
 __all__ = ["library_versions", "create_run_dir", "write_json", "read_json", "RUN_KINDS",
            "run_info", "list_runs", "read_report", "write_report", "runs_table", "format_runs",
-           "config_differences", "run_history", "plot_histories", "plot_rocs"]
+           "config_differences", "run_history", "plot_histories", "plot_rocs", "report_tag"]
 
 #: What a run folder can hold, recorded in its ``run.json`` (never parsed from the folder name).
 RUN_KINDS = ("train", "forensic", "fuse", "demo", "protocol")
@@ -98,6 +98,14 @@ def run_info(run: str | Path) -> dict[str, Any]:
             return {"kind": kind, "name": run.name, "created": run.stat().st_mtime,
                     "processed": ""}
     raise FileNotFoundError(f"'{run}' is not a dflab run folder (no run.json)")
+
+
+def report_tag(run: str | Path, folder: str | Path, split: str) -> str:
+    """The name an evaluation of ``run`` on ``folder`` is written under (``eval_<tag>.json``):
+    ``split`` for the folder the run was trained on, else ``<split>_<folder name>``, so scoring
+    another folder never overwrites the run's own report."""
+    own = str(Path(folder).resolve()) == run_info(run).get("processed", "")
+    return split if own else f"{split}_{Path(folder).name}"
 
 
 def list_runs(runs_root: str | Path, kind: str = "") -> list[Path]:
