@@ -15,6 +15,7 @@ from dflab.environment import in_colab, mount_drive
 from dflab.lab import Lab
 
 from .runs_tab import RunsTab
+from .sync_tab import SyncTab
 from .tabs import DataTab, ExportTab, ForensicsTab, InspectTab, TrainTab
 from .widgets import ConfigForm, error_html, table_html
 
@@ -80,10 +81,11 @@ class Dashboard:
         self.inspect_tab = InspectTab(self)
         self.export_tab = ExportTab(self)
         self.runs_tab = RunsTab(self)
+        self.sync_tab = SyncTab(self)
         self.tabs = [("Environment", self.env_tab), ("Data", self.data_tab),
                      ("Train", self.train_tab), ("Forensics", self.forensics_tab),
-                     ("Inspect", self.inspect_tab), ("Export", self.export_tab),
-                     ("Runs", self.runs_tab)]
+                     ("Audio-visual", self.sync_tab), ("Inspect", self.inspect_tab),
+                     ("Export", self.export_tab), ("Runs", self.runs_tab)]
         self.tab = W.Tab(children=[t.widget for _, t in self.tabs])
         for i, (title, _) in enumerate(self.tabs):
             self.tab.set_title(i, title)
@@ -102,7 +104,8 @@ class Dashboard:
     def use_config(self, cfg: LabConfig, preset: str = "") -> None:
         """Take every stage of ``cfg`` but the environment (data root, seed, workers stay) and
         show it in the forms."""
-        for stage in ("data", "preprocess", "features", "model", "train", "eval", "export"):
+        for stage in ("data", "preprocess", "features", "model", "train", "eval", "export",
+                      "sync"):
             setattr(self.cfg, stage, getattr(cfg, stage))
         self.preset = preset
         d = self.data_tab

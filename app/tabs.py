@@ -506,6 +506,9 @@ class ForensicsTab:
         show_figure(self.explain_plots, plot_shap_summary(sv, X, names), False)
 
 
+SORTS = ["most wrong first", "sync score, most out of sync first"]
+
+
 class InspectTab:
     """Misclassified frames filtered by method, compression, dataset and confidence, most wrong
     first; a click shows the full frame with its box, the crop, the metadata and the scores of
@@ -521,7 +524,9 @@ class InspectTab:
                                        style={"description_width": "110px"})
         self.refresh_button = W.Button(description="Load predictions", icon="refresh")
         self.refresh_button.on_click(lambda _: self.refresh())
-        for w in [*self.filters.values(), self.min_wrong]:
+        self.sort = W.Dropdown(description="sort by", options=SORTS, value=SORTS[0],
+                               layout=W.Layout(width="330px"))
+        for w in [*self.filters.values(), self.min_wrong, self.sort]:
             w.observe(lambda _: self.show(), "value")
         self.gallery = W.HBox(layout=W.Layout(flex_flow="row wrap"))
         self.summary = W.HTML("")
@@ -538,7 +543,7 @@ class InspectTab:
         self.preds = None
         self.forensic: Any = None
         self.widget = W.VBox([W.HBox([self.refresh_button, *self.filters.values()]),
-                              self.min_wrong, self.summary, self.gallery,
+                              W.HBox([self.min_wrong, self.sort]), self.summary, self.gallery,
                               W.HBox([self.frame_image,
                                       W.VBox([W.HTML("<b>crop</b>"), self.crop_image]),
                                       W.VBox([self.cam_note, self.cam_image, self.cam_method]),
@@ -559,9 +564,31 @@ class InspectTab:
         if fpath is not None and fpath.exists():
             f = pd.read_csv(fpath, dtype={"video_id": str}, keep_default_na=False)
             self.forensic = dict(zip(f["crop_path"], f["prob"]))
+        self.preds = self._with_sync(self.preds)
         for key, w in self.filters.items():
             w.options = ["all"] + sorted(self.preds[key].astype(str).unique())
         self.show()
+
+    def _with_sync(self, preds):
+        """``preds`` with ``sync_clip`` (the clip's sync score) from the newest fuse run made
+        with a sync run over the same processed folder, when there is one."""
+        from dflab.runs import read_json
+
+        processed = str(self.dash.data_tab.processed)
+        for run in self.dash.lab.runs("fuse"):
+            meta = run / "fuser.json"
+            csv = run / "predictions_test.csv"
+            if not (meta.is_file() and csv.is_file()):
+                continue
+            info = read_json(meta)
+            if info.get("sync_run") and str(info.get("processed")) == processed:
+                import pandas as pd
+
+                sync = pd.read_csv(csv, usecols=["uid", "frame_index", "sync_clip", "has_sync"])
+                sync = sync[sync["has_sync"].astype(str) == "True"].drop(columns="has_sync")
+                return preds.drop(columns=["sync_clip"], errors="ignore").merge(
+                    sync, on=["uid", "frame_index"], how="left")
+        return preds
 
     def show(self) -> None:
         if self.preds is None:
@@ -572,7 +599,14 @@ class InspectTab:
             if w.value != "all":
                 wrong = wrong[wrong[key].astype(str) == w.value]
         n = len(wrong)
-        wrong = wrong.sort_values("wrongness", ascending=False).head(24)
+        by_sync = self.sort.value == SORTS[1]
+        if by_sync and "sync_clip" not in wrong:
+            self.summary.value = ("No sync scores for this folder: fuse with a sync run "
+                                  "(Audio-visual tab, or `dflab fuse --sync RUN`).")
+            self.gallery.children = ()
+            return
+        wrong = wrong.sort_values("sync_clip" if by_sync else "wrongness", ascending=False,
+                                  na_position="last").head(24)
         processed = self.dash.data_tab.processed
         items = []
         for r in wrong.itertuples():

@@ -26,10 +26,14 @@ def has_audio(path: str | Path) -> bool:
     return "Audio:" in out.stderr
 
 
-def extract_wav(video: str | Path, wav: str | Path, sr: int = AUDIO_SR) -> Path:
-    """Decode the first audio stream of ``video`` to a mono ``sr`` Hz 16-bit WAV."""
+def extract_wav(video: str | Path, wav: str | Path, sr: int = AUDIO_SR,
+                pad_start: bool = False) -> Path:
+    """Decode the first audio stream of ``video`` to a mono ``sr`` Hz 16-bit WAV. ``pad_start``:
+    an audio stream that starts after time 0 is preceded by silence, so sample 0 is time 0 of
+    the video's clock (FFmpeg's aresample with ``first_pts=0``)."""
     wav = Path(wav)
-    cmd = [ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(video), "-vn", "-ac", "1",
+    pad = ["-af", "aresample=async=1:first_pts=0"] if pad_start else []
+    cmd = [ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(video), "-vn", *pad, "-ac", "1",
            "-ar", str(sr), "-acodec", "pcm_s16le", str(wav)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0 or not wav.exists():

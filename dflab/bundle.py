@@ -254,11 +254,13 @@ class Bundle:
     fuser: Any = None
     overridden: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     detector_weights: str = ""  # resolved on this machine ("" = packaged or none)
+    sync: Any = None  # dflab.sync.SyncModel of a fuse run made with a sync run
+    fuser_sync: Any = None  # its stacker, for clips with sync windows
 
     @property
     def models(self) -> list[str]:
         return [m for m, on in (("visual", self.visual), ("forensic", self.forensic),
-                                ("fused", self.fuser)) if on is not None]
+                                ("fused", self.fuser), ("sync", self.sync)) if on is not None]
 
     def describe(self) -> dict[str, Any]:
         pp = self.preprocess
@@ -314,7 +316,7 @@ def load_bundle(model: str | Path, overrides: dict[str, Any] | None = None,
         raise FileNotFoundError(f"model '{model}' does not exist; give a run folder, a "
                                 f"checkpoint (.pt) or an exported .onnx")
     search: list[Path] = []
-    visual = forensic = fuser = None
+    visual = forensic = fuser = sync = fuser_sync = None
     if model.is_file():
         visual = load_visual(model, device)
         search = [model.parent / DETECTOR_DIR, model.parent.parent / DETECTOR_DIR]
@@ -336,6 +338,13 @@ def load_bundle(model: str | Path, overrides: dict[str, Any] | None = None,
         forensic = ForensicScorer.load(model if (model / FORENSIC_FILE).is_file() else frun)
         search = [model / DETECTOR_DIR, vrun / DETECTOR_DIR]
         recorded, verdict, thr = visual.preprocess, "fused", fuser.threshold
+        if meta.get("fuser_sync"):
+            from .sync import load_sync
+
+            sync = load_sync(model if (model / "sync.pt").is_file()
+                             else _sibling(meta["sync_run"], model))
+            fuser_sync = Fuser.from_dict(meta["fuser_sync"])
+            thr = float(meta.get("fused_threshold", thr))
     elif (model / FORENSIC_FILE).is_file() or (model / "forensic_mlp.pt").is_file():
         forensic = ForensicScorer.load(model)
         recorded = _run_config(model, "preprocess")
@@ -351,7 +360,8 @@ def load_bundle(model: str | Path, overrides: dict[str, Any] | None = None,
     if changed:
         log.info("predict: preprocessing differs from training: %s",
                  ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
-    return Bundle(model, pp, thr, verdict, visual, forensic, fuser, changed, weights)
+    return Bundle(model, pp, thr, verdict, visual, forensic, fuser, changed, weights, sync,
+                  fuser_sync)
 
 
 def _run_config(run: Path, section: str) -> dict[str, Any]:

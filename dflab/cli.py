@@ -69,8 +69,14 @@ def cmd_env(args, lab):
 @arg("--videos", type=int, default=0, help="about how many clips (default data.demo_videos)")
 @arg("--seed", type=int, default=None, help="seed (default 0: the one demo set every run uses)")
 @arg("--seconds", type=float, default=2.0, help="clip length in seconds")
+@arg("--talking", action="store_true", help="the talking set instead (<data_root>/demo_av): "
+     "a mouth that opens with the speech; AudioShift and AudioSwap fakes for `dflab sync`")
 def cmd_demo_data(args, lab):
-    print(lab.demo_data(args.videos, args.seed, args.seconds, args.out, callbacks=_bar()))
+    if args.talking:  # three clips per identity
+        print(lab.demo_av_data(args.out, max(6, args.videos // 3) if args.videos else 0,
+                               callbacks=_bar()))
+    else:
+        print(lab.demo_data(args.videos, args.seed, args.seconds, args.out, callbacks=_bar()))
 
 
 @command("demo", "run the whole pipeline headless on the demo set and print a report")
@@ -181,9 +187,39 @@ def cmd_export(args, lab):
      "visual run's)")
 @arg("--name", default="", help="run name: runs/fuse-<name>")
 @arg("--checkpoint", default="best.pt")
+@arg("--sync", default="", help="a sync run (`dflab sync train`): its scores join the stacker "
+     "for clips with sync windows")
 def cmd_fuse(args, lab):
     print(lab.fuse(args.run, args.forensic, args.processed, args.name, args.checkpoint,
-                   callbacks=_bar()))
+                   callbacks=_bar(), sync=args.sync))
+
+
+@command("sync", "audio-visual sync: `dflab sync extract` (mouth windows + MFCC), `sync train` "
+         "(SyncNet-style, real clips only), `sync score` (offsets, confidence, AUC)")
+@arg("action", choices=["extract", "train", "score"])
+@arg("--processed", default="", help="preprocessed folder (default <data_root>/processed/"
+     "<data.source>; score: the sync run's)")
+@arg("--run", default="", help="score: the sync run (default: the newest)")
+@arg("--name", default="", help="train: run name: runs/sync-<name>")
+@arg("--split", default="test", choices=["train", "val", "test", "all"], help="score: the split")
+@arg("--shifts", default="", help="score: JSON of true offsets {video path: seconds, sound "
+     "early > 0} to report offset errors (the talking demo set's shifts.json)")
+def cmd_sync(args, lab):
+    if args.action == "extract":
+        res = lab.sync_extract(args.processed, callbacks=_bar())
+        print(res)
+        return 1 if res.report["failed"] else 0
+    if args.action == "train":
+        print(lab.sync_train(args.processed, args.name, callbacks=_bar()))
+        return 0
+    run = args.run
+    if not run:
+        found = lab.runs("sync")
+        if not found:
+            raise ValueError("no sync run to score with: train one first (`dflab sync train`)")
+        run = found[0]
+    print(lab.sync_score(run, args.processed, args.split, args.shifts, callbacks=_bar()))
+    return 0
 
 
 @command("predict", "score videos, images, folders or globs with a trained model, in one load")

@@ -31,6 +31,7 @@ __all__ = [
     "TrainConfig",
     "EvalConfig",
     "ExportConfig",
+    "SyncConfig",
     "LabConfig",
     "load_config",
     "save_config",
@@ -116,6 +117,12 @@ class PreprocessConfig:
     audio_window_s: float = _f(0.5, "Audio window centred on each frame (s).", min=0.05, max=10.0)
     n_mfcc: int = _f(20, "MFCC coefficients.", min=1, max=128)
     workers: int = _f(1, "Worker processes (one video each).", min=1, max=64)
+    sync_frames: int = _f(0, "Audio-visual sync windows: keep this many consecutive frames "
+                          "around each sampled frame as mouth crops, with the MFCC at a 10 ms "
+                          "hop (sync.npz; 0: off). Costs a second decoding pass of every clip "
+                          "with audio.", min=0, max=15)
+    sync_mouth_px: int = _f(48, "Width of the mouth crops of the sync windows (px; height 2/3 "
+                            "of it).", min=16, max=256)
 
 
 @dataclass
@@ -211,6 +218,19 @@ class ExportConfig:
 
 
 @dataclass
+class SyncConfig:
+    max_offset: int = _f(30, "Offsets searched and trained against, +- this many frames (30: "
+                         "+-1.2 s at 25 fps).", min=2, max=100)
+    epochs: int = _f(40, "Sync model epochs (early stopping ends sooner).", min=1, max=1000)
+    batch_size: int = _f(32, "Windows per batch.", min=2, max=1024)
+    lr: float = _f(2e-3, "AdamW learning rate of the sync model.", min=1e-6, max=1.0)
+    temperature: float = _f(0.1, "Softmax temperature of the matching loss.", min=0.01,
+                            max=1.0)
+    embed_dim: int = _f(64, "Size of the shared audio-visual embedding.", min=8, max=1024)
+    patience: int = _f(8, "Early stopping: epochs without a lower val loss.", min=1, max=1000)
+
+
+@dataclass
 class LabConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -220,6 +240,7 @@ class LabConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
 
 
 STAGES = [f.name for f in dataclasses.fields(LabConfig)]

@@ -41,8 +41,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["build_demo_dataset", "DEMO_METHODS", "DEMO_SEED", "DEMO_VIDEOS", "ffmpeg_exe",
-           "trivial_statistics", "leak_check"]
+__all__ = ["build_demo_dataset", "build_talking_dataset", "AV_METHODS", "DEMO_METHODS",
+           "DEMO_SEED", "DEMO_VIDEOS", "ffmpeg_exe", "trivial_statistics", "leak_check"]
 
 DEMO_METHODS = ["FaceSwap", "Deepfakes", "Face2Face", "NeuralTextures"]
 DEMO_VIDEOS = 100  # 20 identities: 10 id pairs, 5 for training, 2 for validation, 3 for test
@@ -236,7 +236,7 @@ def _speech(f0: float, seconds: float, rng: np.random.Generator) -> np.ndarray:
     return (0.3 * out / (np.abs(out).max() + 1e-9)).astype(np.float32)
 
 
-def _encode(frames: list[np.ndarray], audio: np.ndarray, out: Path) -> None:
+def _encode(frames: list[np.ndarray], audio: np.ndarray, out: Path, fps: int = FPS) -> None:
     """H.264 (CRF 23, like FF++ c23) + AAC into ``out``, written atomically."""
     import soundfile as sf
 
@@ -247,7 +247,7 @@ def _encode(frames: list[np.ndarray], audio: np.ndarray, out: Path) -> None:
         sf.write(wav, audio, AUDIO_SR)
         cmd = [ffmpeg_exe(), "-y", "-loglevel", "error",
                "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{FRAME_SIZE}x{FRAME_SIZE}",
-               "-r", str(FPS), "-i", "-", "-i", str(wav),
+               "-r", str(fps), "-i", "-", "-i", str(wav),
                "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p",
                "-threads", "1", "-c:a", "aac", "-b:a", "64k", "-shortest",
                "-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact",
@@ -401,3 +401,188 @@ def leak_check(labels_csv: str | Path, folds: int = 5, seed: int = 0) -> dict[st
                               method="predict_proba")[:, 1]
         out[name] = float(roc_auc_score(t["target"], p))
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The talking set: clips with a mouth that opens with the speech, for the audio-visual sync
+# detector (dflab.sync). Real clips are in sync; AudioShift fakes carry the same speech shifted by
+# 0.2-1 s, AudioSwap fakes the speech of their pair's other identity. The pixels of every fake
+# are those of its real clip: only the sound differs, so no frame classifier can tell them apart.
+
+AV_METHODS = ["AudioShift", "AudioSwap"]
+AV_IDENTITIES = 16  # 8 id pairs: 4 train, 2 val, 2 test
+AV_FIRST_ID = 100  # identities 100.. (the visual demo set uses 000..): other framings and voices
+AV_FPS = 25
+AV_SECONDS = 4.0
+AV_SHIFT_S = (0.2, 1.0)
+
+
+@dataclass(frozen=True)
+class _Utterance:
+    """Syllables as (start s, length s, loudness); pauses between some of them. Irregular
+    lengths, so no shift of the track lines it up with itself again."""
+
+    syllables: tuple[tuple[float, float, float], ...]
+
+    @staticmethod
+    def make(seconds: float, rng: np.random.Generator) -> "_Utterance":
+        out, t = [], float(rng.uniform(0.0, 0.3))
+        while t < seconds:
+            length = float(rng.uniform(0.12, 0.34))
+            out.append((t, length, float(rng.uniform(0.55, 1.0))))
+            t += length + (float(rng.uniform(0.12, 0.45)) if rng.random() < 0.3 else 0.0)
+        return _Utterance(tuple(out))
+
+    def envelope(self, t: np.ndarray) -> np.ndarray:
+        """float (len(t),) in [0, 1]: how open the mouth is (and how loud the voice) at times t."""
+        t = np.asarray(t, float)
+        env = np.zeros_like(t)
+        for start, length, loud in self.syllables:
+            inside = (t >= start) & (t < start + length)
+            env[inside] = np.maximum(env[inside],
+                                     loud * np.sin(np.pi * (t[inside] - start) / length) ** 2)
+        return env
+
+
+def _voice(utt: _Utterance, f0: float, seconds: float, rng: np.random.Generator) -> np.ndarray:
+    """float32 mono speech-like signal of ``utt``: jittered glottal pulses through a vowel's three
+    formant resonators per syllable, times the syllable envelope."""
+    from scipy.signal import lfilter
+
+    n = int(round(seconds * AUDIO_SR))
+    t = np.arange(n) / AUDIO_SR
+    pitch = f0 * (1 + 0.08 * np.sin(2 * np.pi * 0.7 * t)) * (1 + 0.01 * rng.standard_normal(n))
+    pulses = (np.diff(np.floor(np.cumsum(pitch / AUDIO_SR)), prepend=0) > 0).astype(np.float32)
+    source = lfilter([1.0], [1.0, -0.97], pulses) + 0.02 * rng.standard_normal(n)
+    vowels = [(730, 1090, 2440), (270, 2290, 3010), (300, 870, 2240), (530, 1840, 2480),
+              (570, 840, 2410)]
+    out = np.zeros(n, np.float32)
+    for start, length, _ in utt.syllables:
+        a, b = int(start * AUDIO_SR), min(n, int((start + length) * AUDIO_SR))
+        if a >= n:
+            break
+        y = source[a:b]
+        for f in vowels[rng.integers(len(vowels))]:
+            r = np.exp(-np.pi * 90 / AUDIO_SR)
+            y = lfilter([1 - r], [1, -2 * r * np.cos(2 * np.pi * f / AUDIO_SR), r * r], y)
+        out[a:b] = y
+    out *= utt.envelope(t).astype(np.float32)
+    out = 0.3 * out / (np.abs(out).max() + 1e-9)
+    return (out + 0.002 * rng.standard_normal(n)).astype(np.float32)  # room noise in the pauses
+
+
+def _draw_mouth(frame: np.ndarray, ident: _Identity, t: float, opening: float) -> np.ndarray:
+    """The portrait's mouth redrawn open by ``opening`` (0..1): a dark ellipse inside lips,
+    placed and turned with the frame's affine map. float32 BGR in and out."""
+    import cv2
+
+    M = _affine(ident, t)
+    x = MOUTH[0] if not ident.mirror else 511 - MOUTH[0]
+    c = M @ np.array([x, MOUTH[1], 1.0])
+    scale = math.hypot(M[0, 0], M[0, 1])
+    angle = math.degrees(math.atan2(M[1, 0], M[0, 0]))
+    half_w, half_h = 15 * scale, (2.0 + 11.0 * opening) * scale
+    out = frame.copy()
+    centre = (int(round(c[0] * 16)), int(round(c[1] * 16)))  # 4 fractional bits
+    cv2.ellipse(out, centre, (int(half_w * 16 + 40), int((half_h + 2.5 * scale) * 16)), angle,
+                0, 360, (70, 70, 150), -1, cv2.LINE_AA, 4)
+    cv2.ellipse(out, centre, (int(half_w * 16), int(half_h * 16)), angle, 0, 360,
+                (25, 20, 45), -1, cv2.LINE_AA, 4)
+    return out
+
+
+def _make_talking_clip(job: tuple) -> str:
+    """Render and encode one talking clip: the mouth follows ``mouth_utt``, the track plays
+    ``voice_utt`` (of ``voice_ident``) from ``shift`` seconds on."""
+    import cv2
+
+    path, ident, mouth_utt, voice_ident, voice_utt, shift, seed, seconds = job
+    photo = _source_photo()
+    rng = np.random.default_rng([seed, ident.idx, 7])
+    n = int(round(seconds * AV_FPS))
+    opening = mouth_utt.envelope(np.arange(n) / AV_FPS)
+    frames = []
+    size = (FRAME_SIZE, FRAME_SIZE)
+    graded = _graded(photo, ident)
+    for j in range(n):
+        t = j / AV_FPS
+        frame = cv2.warpAffine(graded, _affine(ident, t), size, flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REFLECT)
+        frame = _sensor_noise(_draw_mouth(frame, ident, t, float(opening[j])), ident.noise, rng)
+        frames.append(np.clip(frame + 0.5, 0, 255).astype(np.uint8))
+    voice_rng = np.random.default_rng([seed, voice_ident.idx, 99])
+    audio = _voice(voice_utt, voice_ident.f0, seconds + AV_SHIFT_S[1] + 0.1, voice_rng)
+    a = int(round(shift * AUDIO_SR))
+    _encode(frames, audio[a:a + int(round(seconds * AUDIO_SR))], path, fps=AV_FPS)
+    return str(path)
+
+
+def build_talking_dataset(out: str | Path, n_identities: int = AV_IDENTITIES,
+                          seed: int = DEMO_SEED, seconds: float = AV_SECONDS,
+                          callbacks: list[Callback] | None = None,
+                          cancel: CancelToken | None = None, workers: int = 0) -> Path:
+    """Write the talking set under ``out`` (FF++ layout, ``labels.csv``, ``splits/``, and
+    ``shifts.json``: each clip's true audio offset in seconds, positive when the sound comes
+    early). Per identity: one real clip in sync, one AudioShift and one AudioSwap fake.
+    Resumable like :func:`build_demo_dataset`. Returns the path of ``labels.csv``."""
+    out = Path(out)
+    n_ids = max(6, 2 * (n_identities // 2))
+    ids = [f"{AV_FIRST_ID + i:03d}" for i in range(n_ids)]
+    pairs = [(ids[i], ids[i + 1]) for i in range(0, n_ids - 1, 2)]
+    n_train = max(1, len(pairs) // 2)
+    n_val = max(1, (len(pairs) - n_train) // 2)
+    split_pairs = {"train": pairs[:n_train], "val": pairs[n_train:n_train + n_val],
+                   "test": pairs[n_train + n_val:]}
+    split_of = {i: s for s, ps in split_pairs.items() for p in ps for i in p}
+    (out / "splits").mkdir(parents=True, exist_ok=True)
+    for s, ps in split_pairs.items():
+        (out / "splits" / f"{s}.json").write_text(json.dumps([list(p) for p in ps]))
+    idents = {v: _Identity.make(int(v), seed) for v in ids}
+    utts = {v: _Utterance.make(seconds + AV_SHIFT_S[1] + 0.1,
+                               np.random.default_rng([seed, int(v), 5])) for v in ids}
+    partner = {a: b for p in pairs for a, b in (p, p[::-1])}
+    jobs, rows, shifts = [], [], {}
+    for v in ids:
+        shift_rng = np.random.default_rng([seed, int(v), 11])
+        shift = float(np.round(shift_rng.uniform(*AV_SHIFT_S), 2))
+        for rel, method, voice, s in (
+                (f"original_sequences/youtube/c23/videos/{v}.mp4", "original", v, 0.0),
+                (f"manipulated_sequences/AudioShift/c23/videos/{v}_{v}.mp4", "AudioShift", v,
+                 shift),
+                (f"manipulated_sequences/AudioSwap/c23/videos/{v}_{partner[v]}.mp4", "AudioSwap",
+                 partner[v], 0.0)):
+            jobs.append((out / rel, idents[v], utts[v], idents[voice], utts[voice], s, seed,
+                         seconds))
+            rows.append({"path": rel, "label": "real" if method == "original" else "fake",
+                         "method": method, "dataset": "demo_av", "compression": "c23",
+                         "source_id": v, "video_id": Path(rel).stem, "split": split_of[v]})
+            if method != "AudioSwap":
+                shifts[rel] = s
+    em = Emitter("demo-data", callbacks, cancel)
+    todo = [j for j in jobs if not Path(j[0]).exists()]
+    done = len(jobs) - len(todo)
+    em.progress(done, len(jobs), "clip")
+    workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
+    pool = cf.ProcessPoolExecutor(workers, mp.get_context("spawn")) if workers > 1 else None
+    try:
+        for rel in (pool.map(_make_talking_clip, todo) if pool else map(_make_talking_clip, todo)):
+            em.check()
+            done += 1
+            em.progress(done, len(jobs), "clip", rel)
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
+    (out / "shifts.json").write_text(json.dumps(shifts, indent=1))
+    labels = out / "labels.csv"
+    tmp = labels.with_suffix(".csv.part")
+    with tmp.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, labels)
+    (out / "README.txt").write_text(
+        "dflab talking demo set: the astronaut portrait with a drawn mouth that opens with a "
+        "synthetic voice. Real clips are in sync; AudioShift fakes have the voice shifted "
+        "(shifts.json), AudioSwap fakes another identity's voice. A demo, not a benchmark.\n")
+    em.result(clips=len(rows), out=str(out), labels=str(labels))
+    return labels

@@ -27,7 +27,10 @@ from .config import LabConfig, PreprocessConfig, load_config
 from .events import Callback, CancelToken
 from .results import (BatchPredictResult, DemoDataResult, DemoResult, DownloadResult, EnvironmentResult,
                       EvalResult, ExplainResult, ExportResult, FeaturesResult, PredictResult,
-                      PreprocessResult, ProtocolResult, RefineResult, RobustnessResult, TrainResult, WeightsResult)
+                      PreprocessResult, ProtocolResult, RefineResult, RobustnessResult,
+                      SyncExtractResult, SyncScoreResult, SyncTrainResult, TrainResult,
+                      WeightsResult)
+from .runs import read_json
 
 log = logging.getLogger(__name__)
 
@@ -423,6 +426,8 @@ class Lab:
                 save_forensic(run / FORENSIC_FILE, est, None, names, {"forensic": thr},
                               _crop_size(frun))
             ForensicScorer.load(run)  # it reads back
+            if meta.get("fuser_sync"):  # the sync model too: the folder alone predicts
+                shutil.copy2(_sibling(meta["sync_run"], run) / "sync.pt", run / "sync.pt")
         else:
             rep = export_onnx(run, out, self.cfg.export, checkpoint)
         q = None
@@ -626,9 +631,10 @@ class Lab:
 
     def fuse(self, run: str | Path, forensic: str | Path = "", processed: str | Path = "",
              name: str = "", checkpoint: str = "best.pt", callbacks: Callbacks = None,
-             cancel: CancelToken | None = None) -> EvalResult:
+             cancel: CancelToken | None = None, sync: str | Path = "") -> EvalResult:
         """The fused verdict: a logistic stacker on val over the visual run, the forensic run
-        (default: the newest) and the audio statistics; visual, forensic and fused on test."""
+        (default: the newest) and the audio statistics; visual, forensic and fused on test.
+        ``sync``: a sync run, whose scores join the stacker for clips with sync windows."""
         from .fuse import fuse_runs
         from .runs import read_report
 
@@ -639,9 +645,64 @@ class Lab:
                                  "(`dflab train-forensic`)")
             forensic = found[0]
         out = fuse_runs(self.cfg, run, forensic, self.processed_dir(processed, run),
-                        self.paths["runs"], name, checkpoint, callbacks=callbacks, cancel=cancel)
+                        self.paths["runs"], name, checkpoint, callbacks=callbacks, cancel=cancel,
+                        sync_run=sync)
         return EvalResult(out, "test", read_report(out),
                           f"predict with all three: dflab predict VIDEO --model {out}")
+
+    # audio-visual sync ---------------------------------------------------------------------
+    def demo_av_data(self, out: str | Path = "", n_identities: int = 0,
+                     callbacks: Callbacks = None,
+                     cancel: CancelToken | None = None) -> DemoDataResult:
+        """The talking demo set (per identity a real clip in sync, an AudioShift and an
+        AudioSwap fake; 16 identities unless ``n_identities``) under ``<data_root>/demo_av``."""
+        from .demo import AV_IDENTITIES, DEMO_SEED, build_talking_dataset
+
+        labels = build_talking_dataset(out or self.paths["data_root"] / "demo_av",
+                                       n_identities or AV_IDENTITIES, seed=DEMO_SEED,
+                                       workers=self.cfg.preprocess.workers, callbacks=callbacks,
+                                       cancel=cancel)
+        return DemoDataResult(Path(labels), sum(1 for _ in open(labels)) - 1)
+
+    def _sync_settings(self) -> PreprocessConfig:
+        pp = self.preprocess_settings()
+        if pp.sync_frames <= 0:
+            pp = dataclasses.replace(pp, sync_frames=5)
+        return pp
+
+    def sync_extract(self, processed: str | Path = "", callbacks: Callbacks = None,
+                     cancel: CancelToken | None = None) -> SyncExtractResult:
+        """Sync windows (mouth crops + MFCC, ``sync.npz``) for every finished video with audio
+        of a processed folder (``preprocess.sync_frames``, 5 when it is 0); resumable."""
+        from .sync import extract_sync
+
+        processed = self.processed_dir(processed)
+        return SyncExtractResult(processed, extract_sync(processed, self._sync_settings(),
+                                                         callbacks=callbacks, cancel=cancel))
+
+    def sync_train(self, processed: str | Path = "", name: str = "", callbacks: Callbacks = None,
+                   cancel: CancelToken | None = None) -> SyncTrainResult:
+        """The SyncNet-style model on the real train clips' windows (no labels needed), the
+        epoch picked on the real val clips."""
+        from .sync import train_sync
+
+        processed = self.processed_dir(processed)
+        run = train_sync(self.cfg, processed, self.paths["runs"], name, callbacks, cancel)
+        return SyncTrainResult(run, read_json(run / "sync_summary.json"))
+
+    def sync_score(self, run: str | Path, processed: str | Path = "", split: str = "test",
+                   shifts: str | Path = "", callbacks: Callbacks = None,
+                   cancel: CancelToken | None = None) -> SyncScoreResult:
+        """Offsets, confidences and sync scores of every clip of ``split`` (learned model and
+        baseline) and the AUC of each fake method's windows against the real ones'. ``shifts``:
+        a JSON file of true offsets (path in the labels -> seconds, as the talking demo set's
+        ``shifts.json``) to report offset errors."""
+        from .sync import score_sync
+
+        processed = self.processed_dir(processed, run)
+        truth = _shifts_by_uid(Path(shifts), processed) if shifts else None
+        return SyncScoreResult(Path(run), score_sync(run, processed, split, self.cfg.eval.bootstrap,
+                                                     self.cfg.env.seed, truth, callbacks, cancel))
 
     # weights, faces, demo --------------------------------------------------------------------
     def fetch_weights(self, backbone: str, to: str | Path) -> WeightsResult:
@@ -694,3 +755,20 @@ class Lab:
         from .pipeline import run_demo
 
         return DemoResult(run_demo(self, name, callbacks, cancel))
+
+
+def _shifts_by_uid(path: Path, processed: Path) -> dict[str, float]:
+    """{uid: seconds} from a JSON file of {path as listed in the labels: seconds}, matched
+    through the processed folder's meta.json records."""
+    if not path.is_file():
+        raise FileNotFoundError(f"shifts file '{path}' does not exist; give a JSON file of "
+                                f"{{video path: offset in seconds}}")
+    given = read_json(path)
+    out = {}
+    for meta_path in (processed / "videos").rglob("meta.json"):
+        rec = read_json(meta_path)["record"]
+        for key in (rec["path"], *(k for k in given if rec["path"].endswith("/" + k))):
+            if key in given:
+                out[meta_path.parent.relative_to(processed / "videos").as_posix()] = given[key]
+                break
+    return out

@@ -43,11 +43,15 @@ def _auc_block(report: dict) -> dict[str, Any]:
 def run_demo(lab: "Lab", name: str = "", callbacks: list[Callback] | None = None,
              cancel: CancelToken | None = None) -> dict[str, Any]:
     """Demo set, leak check, preprocessing, training, evaluation, forensic features and MLP,
-    the fused verdict, ONNX export and a prediction on a held-out clip, each a ``lab`` stage;
+    the fused verdict, the talking set with the sync model and the fused verdict with it, ONNX
+    export and a prediction on a held-out clip, each a ``lab`` stage;
     returns the report (also written to ``<runs>/demo-<name>/demo_report.json``)."""
+    import copy
+
     import pandas as pd
 
     from .demo import leak_check
+    from .lab import Lab
     from .runs import create_run_dir, read_json, write_json
 
     cfg = lab.cfg
@@ -77,6 +81,19 @@ def run_demo(lab: "Lab", name: str = "", callbacks: list[Callback] | None = None
     fused = lab.fuse(run, frun.run, name=f"demo-{name}", **cb)
     fuse_run = fused.run
     clock.lap("fuse")
+    # the audio-visual part: the talking set with its sync windows, the sync model (trained on
+    # its real clips only), and the fused verdict with the sync input on that set, from the
+    # visual and forensic models trained above
+    av_lab = Lab(copy.deepcopy(cfg), {"preprocess.sync_frames": max(cfg.preprocess.sync_frames, 5)})
+    av_labels = lab.demo_av_data(**cb).labels
+    av = av_lab.preprocess("demo", av_labels.parent, out=lab.paths["processed"] / "demo_av", **cb)
+    clock.lap("talking set")
+    srun = av_lab.sync_train(av.out, f"demo-{name}", **cb).run
+    sync = av_lab.sync_score(srun, av.out, "test", av_labels.parent / "shifts.json", **cb).report
+    clock.lap("sync model")
+    lab.features(av.out, **cb)
+    fused_av = lab.fuse(run, frun.run, av.out, f"demo-av-{name}", sync=srun, **cb)
+    clock.lap("fuse with sync")
     ex = lab.export(run)
     clock.lap("export")
     test = df[df["split"] == "test"]
@@ -101,11 +118,17 @@ def run_demo(lab: "Lab", name: str = "", callbacks: list[Callback] | None = None
                        "index": str(pre.index), "detector": pre.detector},
         "stats": {k: stats[k] for k in ("videos", "frames", "face_coverage", "label_frames",
                                         "videos_with_audio")},
-        "runs": {"visual": str(run), "forensic": str(frun.run), "fuse": str(fuse_run)},
+        "runs": {"visual": str(run), "forensic": str(frun.run), "fuse": str(fuse_run),
+                 "sync": str(srun), "fuse_av": str(fused_av.run)},
         "train": {"best_epoch": best["best_epoch"], "last_epoch": best["last_epoch"],
                   "epochs": len(history)},
         "test": {"visual": _auc_block(visual), "forensic": _auc_block(forensic),
                  "fused": _auc_block(fused["fused"])},
+        "sync": {"clips": sync["clips"], "windows": sync["windows"], "methods": sync["methods"],
+                 "offsets": {m: {k: v for k, v in o.items() if k != "per_clip"}
+                             for m, o in sync.get("offsets", {}).items()},
+                 "talking_set": {"clips": av.videos, "path": str(av_labels.parent)}},
+        "test_av": {m: _auc_block(fused_av[m]) for m in fused_av.reports},
         "export": {"onnx": str(ex.onnx), "max_abs_diff": ex.max_abs_diff},
         "predict": {"file": held_out, "verdict": pred["verdict"],
                     "probabilities": pred.get("probabilities")},
@@ -145,6 +168,19 @@ def format_demo_report(r: dict[str, Any]) -> str:
         f"{t['forensic']['video_auc_per_method'][meth]:.2f}/"
         f"{t['fused']['video_auc_per_method'][meth]:.2f}"
         for meth in t["visual"]["video_auc_per_method"]))
+    sy = r["sync"]
+    lines.append(f"sync model on the talking set's test split ({sy['clips']} clips, "
+                 f"{sy['windows']} windows; AUC of fake against real windows):")
+    for method, by_model in sy["methods"].items():
+        lines.append(f"  {method:<11} " + "; ".join(
+            f"{m} {format_auc(lv['window'])} (n {lv['window']['n_real']}+"
+            f"{lv['window']['n_fake']} windows)" for m, lv in by_model.items()))
+    for m, o in sy["offsets"].items():
+        lines.append(f"  offsets, {m}: median error {o['median_abs_error_frames']:.1f} frames, "
+                     f"within one frame for {o['within_1_frame']:.0%} of {o['n']} clips")
+    tav = r["test_av"]
+    lines.append("talking set, video AUC: " + "; ".join(
+        f"{m} {format_auc(tav[m]['video'])}" for m in tav) + " (fused: with the sync input)")
     p = r["predict"]
     probs = p["probabilities"] or {}
     lines.append(f"predict {p['file']}: {p['verdict'].upper()} ("

@@ -29,8 +29,8 @@ __all__ = ["expand_inputs", "predict_many", "predict_file", "write_batch_report"
 
 #: one row per input in the batch report (a model the bundle lacks leaves its column empty)
 BATCH_COLUMNS = ["file", "kind", "verdict", "probability", "prob_visual", "prob_forensic",
-                 "prob_logreg", "prob_fused", "threshold", "frames_sampled", "frames_scored",
-                 "truncated", "error"]
+                 "prob_logreg", "prob_fused", "sync_offset_frames", "sync_score", "threshold",
+                 "frames_sampled", "frames_scored", "truncated", "error"]
 
 
 def expand_inputs(items: Sequence[str | Path], faces: bool = False) -> list[Path]:
@@ -98,7 +98,8 @@ def _face_crops(path: Path, pp: PreprocessConfig, detector: Any
             crops.append(_jpeg(crop, pp.jpeg_quality))
             rows.append({"frame_index": idx, "timestamp": round(idx / fps, 3),
                          "box": [round(v, 1) for v in face.box],
-                         "face_score": round(face.score, 4)})
+                         "face_score": round(face.score, 4),
+                         "landmarks": face.to_dict().get("landmarks")})
     return rows, crops, len(frames), missing, truncated
 
 
@@ -142,11 +143,34 @@ def score_crops(bundle: Bundle, crops: list[np.ndarray],
                           for c in crops])
         probs.update(bundle.forensic.scores(feats))
     if bundle.fuser is not None:
-        probs["fused"] = bundle.fuser.predict({"prob_visual": probs["visual"],
-                                               "prob_forensic": probs["forensic"],
-                                               **(audio or {})})
+        cols = {"prob_visual": probs["visual"], "prob_forensic": probs["forensic"],
+                **(audio or {})}
+        probs["fused"] = bundle.fuser.predict(cols)
+        if bundle.fuser_sync is not None and "sync_clip" in cols:
+            probs["fused"] = bundle.fuser_sync.predict(cols)
         probs.pop("logreg", None)
     return probs
+
+
+def _sync(bundle: Bundle, path: Path, rows: list[dict]) -> dict[str, Any] | None:
+    """The sync model's verdict on a video (offset, confidence, sync score; the baseline's
+    offset) and its per-crop inputs for the fuser, or None (no sync model, audio or window)."""
+    if bundle.sync is None or path.suffix.lower() in IMAGE_EXTS:
+        return None
+    centres = [(r["frame_index"], {"box": r["box"], "landmarks": r.get("landmarks")})
+               for r in rows]
+    sc = bundle.sync.score_video(path, centres)
+    if sc is None:
+        return None
+    by_frame = dict(zip(sc["centre_index"], sc["learned"]["window_scores"]))
+    clip = sc["learned"]["sync_score"]
+    window = [by_frame.get(r["frame_index"], clip) for r in rows]
+    return {"summary": {**{k: round(v, 4) for k, v in sc["learned"].items()
+                           if k in ("offset_frames", "offset_ms", "confidence", "sync_score")},
+                        "baseline_offset_frames": sc["baseline"]["offset_frames"],
+                        "windows": sc["windows"], "fps": round(sc["fps"], 3)},
+            "columns": {"sync_clip": np.full(len(rows), clip),
+                        "sync_window": np.nan_to_num(np.asarray(window, float), nan=clip)}}
 
 
 def _score(bundle: Bundle, path: Path, crops: list[np.ndarray], rows: list[dict]
@@ -158,6 +182,10 @@ def _score(bundle: Bundle, path: Path, crops: list[np.ndarray], rows: list[dict]
     columns = None if audio is None else {
         **{f"audio_{k}": audio[k] for k in ("rms", "centroid", "bandwidth", "zcr")},
         "has_audio": np.asarray(audio["valid"], bool)}
+    sync = _sync(bundle, path, rows) if audio is not None else None
+    if sync is not None:
+        columns = {**columns, **sync["columns"]}
+        rows[0]["_sync"] = sync["summary"]
     return score_crops(bundle, crops, columns), audio is not None
 
 
@@ -193,6 +221,9 @@ def _predict_one(bundle: Bundle, path: Path, detector: Any, faces: bool, aggrega
                   frames=rows)
     if "fused" in probs:
         result["has_audio"] = has_audio
+    sync = rows[0].pop("_sync", None)
+    if bundle.sync is not None:
+        result["sync"] = sync  # None: no audio or no mouth window (the fuser went without)
     return result
 
 
@@ -263,6 +294,8 @@ def batch_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "probability": r.get("probability"), "prob_visual": p.get("visual"),
             "prob_forensic": p.get("forensic"), "prob_logreg": p.get("logreg"),
             "prob_fused": p.get("fused"),
+            "sync_offset_frames": (r.get("sync") or {}).get("offset_frames"),
+            "sync_score": (r.get("sync") or {}).get("sync_score"),
             "threshold": r.get("threshold"), "frames_sampled": r.get("frames_sampled", 0),
             "frames_scored": len(r.get("frames", [])), "truncated": r.get("truncated", ""),
             "error": r.get("error", "")})

@@ -263,6 +263,10 @@ def process_video(rec: VideoRecord, out: str | Path, cfg: PreprocessConfig, det_
             "detector": detector.describe() if detector is not None else
             {"name": "reused from original", "original": rec.source_id},
             "audio": audio, "summary": summary, "frames": records}
+    if cfg.sync_frames > 0 and audio["has_audio"]:
+        from .sync import write_windows
+
+        summary["sync_windows"] = write_windows(part, meta, cfg)
     write_json(part / "meta.json", meta)
     if final.exists():
         shutil.rmtree(final)
@@ -291,7 +295,7 @@ def _worker(args: tuple) -> dict:
 
 
 #: settings that do not change the crops, so a folder may be resumed with other values
-NEUTRAL_SETTINGS = {"workers"}
+NEUTRAL_SETTINGS = {"workers", "sync_frames", "sync_mouth_px"}  # sync.npz records its own
 
 
 def settings_changes(out: Path, cfg: PreprocessConfig) -> dict[str, tuple[Any, Any]]:
@@ -393,6 +397,11 @@ def preprocess_videos(records: list[VideoRecord], out: str | Path, cfg: Preproce
                         pool.shutdown(wait=True, cancel_futures=True)
                         raise Cancelled("cancelled by the user; finished videos are kept and a "
                                         "re-run resumes")
+        if cfg.sync_frames > 0:  # videos finished before sync windows were asked for
+            from .sync import extract_sync
+
+            extract_sync(out, cfg, [r.uid for r in todo if r.uid not in errors], callbacks,
+                         em.cancel)
     finally:  # also after a cancel: the index lists every finished video
         index = build_index(out)
     report = {

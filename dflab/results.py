@@ -229,6 +229,14 @@ class PredictResult:
             lines.append("  p(fake) per model: " + ", ".join(
                 f"{m} {p:.3f}" for m, p in res["probabilities"].items())
                 + ("" if res.get("has_audio", True) else " (no audio track)"))
+        if "sync" in res:
+            sy = res["sync"]
+            lines.append("  sync: no audio track or no mouth window (fused without it)" if sy is None
+                         else f"  sync: audio offset {sy['offset_frames']:+.0f} frames "
+                         f"({sy['offset_ms']:+.0f} ms; + = sound early), confidence "
+                         f"{sy['confidence']:.3f}, sync score {sy['sync_score']:+.3f} (higher: "
+                         f"more out of sync; baseline offset {sy['baseline_offset_frames']:+.0f}, "
+                         f"{sy['windows']} windows)")
         for r in res["frames"]:
             extra = "".join(f" {k[5:]}={v:.3f}" for k, v in r.items()
                             if k.startswith("prob_") and k != "prob_fused")
@@ -272,6 +280,9 @@ class BatchPredictResult:
                     continue
                 prob = "-" if r.probability is None else f"{r.probability:.3f}"
                 per = " ".join(f"{k}={v:.3f}" for k, v in (d.get("probabilities") or {}).items())
+                if d.get("sync"):
+                    per += (f" sync offset={d['sync']['offset_frames']:+.0f} frames"
+                            f" score={d['sync']['sync_score']:+.3f}")
                 body.append(f"{r.verdict.upper():<13} p={prob} {per} frames "
                             f"{len(d['frames'])}/{d['frames_sampled']}  {d['file']}")
             counts = {v: sum(1 for r in self.results if r.verdict == v)
@@ -365,3 +376,44 @@ class DemoResult:
         from .pipeline import format_demo_report
 
         return format_demo_report(self.report)
+
+
+@dataclass(frozen=True)
+class SyncExtractResult:
+    processed: Path
+    report: dict[str, Any]  # dflab.sync.extract_sync's counts and reasons
+
+    def __str__(self) -> str:
+        r = self.report
+        text = (f"sync windows in {self.processed}: {r['written']} videos written, {r['kept']} "
+                f"already current, {r['no_audio']} without audio or face, "
+                f"{r['missing_source']} whose source video is gone, {r['failed']} failed "
+                f"(of {r['videos']})")
+        for uid, why in list(r["reasons"].items())[:10]:
+            text += f"\n  {uid}: {why}"
+        return text
+
+
+@dataclass(frozen=True)
+class SyncTrainResult:
+    run: Path
+    summary: dict[str, Any]  # sync_summary.json
+
+    def __str__(self) -> str:
+        s = self.summary
+        return (f"sync model: {self.run} (best epoch {s['best_epoch']} of {s['epochs']}, val "
+                f"loss {s['best_val_loss']:.3f}; {s['train_windows']} windows of "
+                f"{s['train_clips']} real train clips)\nscore it: dflab sync score --run "
+                f"{self.run}")
+
+
+@dataclass(frozen=True)
+class SyncScoreResult:
+    run: Path
+    report: dict[str, Any]  # dflab.sync.score_sync's report
+
+    def __str__(self) -> str:
+        from .sync import format_sync_report
+
+        return (format_sync_report(self.report)
+                + f"\nper clip: {self.run / ('sync_clips_' + self.report['split'] + '.csv')}")

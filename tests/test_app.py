@@ -24,7 +24,8 @@ def test_environment_tab(dash):
     dash.env_tab.apply_button.click()
     assert "seed" in dash.env_tab.runtime.value and dash.cfg.env.seed == 5
     titles = [dash.tab.get_title(i) for i in range(len(dash.tab.children))]
-    assert titles == ["Environment", "Data", "Train", "Forensics", "Inspect", "Export", "Runs"]
+    assert titles == ["Environment", "Data", "Train", "Forensics", "Audio-visual", "Inspect",
+                      "Export", "Runs"]
 
 
 def test_demo_button_builds_the_set_in_a_thread(dash):

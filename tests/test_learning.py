@@ -17,6 +17,8 @@ from dflab.config import load_config
 # The goals of the CPU preset on the demo set (issue: "a detector that works"). The demo is
 # deterministic on CPU, so these are checked against one fixed outcome, not a lucky draw.
 VISUAL_VIDEO_AUC, VISUAL_FRAME_AUC, FORENSIC_VIDEO_AUC, LEAK_AUC = 0.95, 0.90, 0.90, 0.65
+# the sync model on the talking set's test clips (issue: the audio-visual sync detector)
+SYNC_WINDOW_AUC = 0.90
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +71,34 @@ def test_demo_labels_do_not_leak_through_trivial_statistics(demo_report):
     assert set(leak) == {"logistic", "forest"}
     # an AUC far below 0.5 would be a leak as well (the inverse rule)
     assert all(1 - LEAK_AUC <= auc <= LEAK_AUC for auc in leak.values()), leak
+
+
+@pytest.mark.slow
+def test_demo_sync_model_and_the_fused_verdict_with_it(demo_report):
+    """The sync model trained on the talking set's real clips only tells AudioShift windows
+    from aligned ones, finds the shifts, and the fused verdict with its input catches the audio
+    fakes that the visual and forensic models cannot see (their pixels are the real clip's);
+    `dflab predict` with that fuse run prints the clip's offset."""
+    import pandas as pd
+
+    s = demo_report["sync"]
+    shift = s["methods"]["AudioShift"]["learned"]["window"]
+    assert shift["auc"] >= SYNC_WINDOW_AUC, s["methods"]
+    lo, hi = shift["auc_ci"]
+    assert lo <= shift["auc"] <= hi and shift["n_real"] >= 100 and shift["n_fake"] >= 100
+    assert s["offsets"]["learned"]["within_1_frame"] >= 0.85, s["offsets"]  # 7 of 8 clips
+    av = demo_report["test_av"]
+    # every fake's frames are its real clip's, so a frame model ranks them as a coin would
+    assert abs(av["visual"]["video"]["auc"] - 0.5) < 0.05, av["visual"]["video"]
+    assert av["fused"]["video"]["auc"] >= 0.95, av["fused"]["video"]
+    root = Path(s["talking_set"]["path"])
+    labels = pd.read_csv(root / "labels.csv", dtype=str)
+    clip = labels[(labels["split"] == "test") & (labels["method"] == "AudioShift")]["path"].iloc[0]
+    out = subprocess.run([sys.executable, "-m", "dflab", "predict", str(root / clip), "--model",
+                          demo_report["runs"]["fuse_av"]], capture_output=True, text=True,
+                         cwd=ROOT, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "FAKE" in out.stdout and "sync: audio offset" in out.stdout, out.stdout[:2000]
 
 
 def test_a_few_steps_on_one_batch_halve_the_loss(demo_set, tmp_path):

@@ -1,0 +1,182 @@
+"""The Audio-visual tab: sync windows, the sync model and its scores (``dflab.sync``).
+
+For a chosen clip: the mouth crops over time (the centre frame of each window) above the MFCC
+image, and the distance curve over audio offsets of the learned model (and the baseline's
+correlation), with the estimated offset marked. A table lists the scored clips, most out of
+sync first. Every button is a ``Lab`` call in a worker thread, as in the other tabs."""
+
+from __future__ import annotations
+
+import copy
+import html
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as W
+
+from .jobs import JobPanel
+from .widgets import error_html, show_figure
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .dashboard import Dashboard
+
+
+def clips_html(rows: list[dict[str, Any]]) -> str:
+    """Scored clips (``sync_clips_<split>.csv`` rows) as an HTML table, most out of sync first."""
+    if not rows:
+        return "<p>No scored clips yet: train the sync model, then score the test split.</p>"
+    rows = sorted(rows, key=lambda r: -float(r["learned_sync_score"]))
+    head = "".join(f"<th style='text-align:left;padding-right:1em'>{h}</th>" for h in (
+        "clip", "method", "label", "sync score (learned)", "offset (frames)", "confidence",
+        "baseline offset"))
+    body = "".join(
+        "<tr>" + "".join(f"<td style='padding-right:1em'>{v}</td>" for v in (
+            html.escape(str(r["uid"])), html.escape(str(r["method"])), r["label"],
+            f"{float(r['learned_sync_score']):+.3f}", f"{float(r['learned_offset_frames']):+.0f}",
+            f"{float(r['learned_confidence']):.3f}",
+            f"{float(r['baseline_offset_frames']):+.0f}")) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def mouth_strip(mouths: Any, n: int = 24) -> bytes:
+    """PNG of the centre frame of up to ``n`` windows side by side (``mouths uint8 (N, F, H,
+    W)`` grey)."""
+    import cv2
+    import numpy as np
+
+    step = max(1, len(mouths) // n)
+    centre = mouths.shape[1] // 2
+    strip = np.hstack([m[centre] for m in mouths[::step][:n]])
+    ok, buf = cv2.imencode(".png", cv2.resize(strip, None, fx=2, fy=2,
+                                              interpolation=cv2.INTER_NEAREST))
+    return buf.tobytes() if ok else b""
+
+
+def sync_figures(win: dict, scored: dict) -> tuple[Any, Any]:
+    """(the MFCC image over time, the curves over offsets with the estimates marked); plain
+    lists only, so the figures are JSON-clean on every kernel."""
+    import numpy as np
+    import plotly.graph_objects as go
+
+    mfcc = win["mfcc"]
+    t = (np.arange(mfcc.shape[1]) * float(win["hop_s"])).round(3).tolist()
+    img = go.Figure(go.Heatmap(z=mfcc.round(2).tolist(), x=t, colorscale="Viridis",
+                               colorbar={"title": "MFCC"}))
+    img.update_layout(title="MFCC (10 ms hop)", xaxis_title="time (s)",
+                      yaxis_title="coefficient", height=260, margin={"t": 40, "b": 40})
+    off = scored["offsets"]
+    curves = go.Figure()
+    for name, key, axis in (("learned: distance (lower = in sync)", "learned", "y"),
+                            ("baseline: correlation (higher = in sync)", "baseline", "y2")):
+        if key not in scored:
+            continue
+        curve = [None if not np.isfinite(v) else round(float(v), 4) for v in scored[key]["curve"]]
+        curves.add_trace(go.Scatter(x=off, y=curve, name=name, yaxis=axis, mode="lines"))
+        est = scored[key]["offset_frames"]
+        if np.isfinite(est):
+            curves.add_vline(x=est, line_dash="dash", annotation_text=f"{key} {est:+.0f}")
+    curves.update_layout(title="audio offset (frames; + = sound early)", height=300,
+                         xaxis_title="offset (frames)", yaxis_title="distance",
+                         yaxis2={"overlaying": "y", "side": "right", "title": "correlation"},
+                         margin={"t": 40, "b": 40}, legend={"orientation": "h", "y": -0.3})
+    return img, curves
+
+
+class SyncTab:
+    def __init__(self, dash: "Dashboard"):
+        self.dash = dash
+        self.folder = W.Text(description="processed folder", placeholder="<data root>/processed/demo_av",
+                             style={"description_width": "120px"}, layout=W.Layout(width="70%"))
+        self.demo_panel = JobPanel("Build the talking demo set")
+        self.demo_panel.start.on_click(lambda _: self.demo_panel.run(self._talking_set))
+        self.extract_panel = JobPanel("Extract sync windows")
+        self.extract_panel.start.on_click(lambda _: self.extract_panel.run(
+            self.dash.lab.sync_extract, processed=self.processed))
+        self.train_panel = JobPanel("Train the sync model")
+        self.train_panel.start.on_click(lambda _: self.train_panel.run(
+            self.dash.lab.sync_train, processed=self.processed))
+        self.score_panel = JobPanel("Score the test clips")
+        self.score_panel.start.on_click(lambda _: self.score_panel.run(self._score))
+        for panel in (self.demo_panel, self.extract_panel, self.train_panel, self.score_panel):
+            panel.on_done.append(lambda _: self.refresh())
+        self.clip = W.Dropdown(description="clip", options=[], layout=W.Layout(width="60%"))
+        self.clip.observe(lambda ch: ch["new"] and self.show_clip(ch["new"]), "value")
+        self.summary, self.table = W.HTML(""), W.HTML("")
+        self.strip = W.Image(format="png", layout=W.Layout(max_width="100%"))
+        self.plots = W.Output()
+        self.widget = W.VBox([
+            W.HTML("<p>Lip-sync: mouth crops around each sampled frame and the audio at a 10 ms "
+                   "hop. The sync model trains on real clips only; a clip whose sound is shifted "
+                   "or foreign scores high.</p>"),
+            self.folder, self.demo_panel.widget,
+            W.HBox([self.extract_panel.widget, self.train_panel.widget, self.score_panel.widget]),
+            self.clip, self.summary, W.HTML("<b>mouth over time</b>"), self.strip, self.plots,
+            W.HTML("<h4>Scored clips</h4>"), self.table])
+
+    @property
+    def processed(self) -> Path:
+        return Path(self.folder.value) if self.folder.value else \
+            self.dash.paths["processed"] / "demo_av"
+
+    def _run(self) -> Path | None:
+        found = self.dash.lab.runs("sync")
+        return found[0] if found else None
+
+    def _talking_set(self, callbacks, cancel):
+        from dflab import Lab
+
+        lab = self.dash.lab
+        labels = lab.demo_av_data(callbacks=callbacks, cancel=cancel).labels
+        av_lab = Lab(copy.deepcopy(lab.cfg), {"preprocess.sync_frames": max(
+            lab.cfg.preprocess.sync_frames, 5)})
+        return av_lab.preprocess("demo", labels.parent, out=self.processed, callbacks=callbacks,
+                                 cancel=cancel)
+
+    def _score(self, callbacks, cancel):
+        run = self._run()
+        if run is None:
+            raise ValueError("no sync run yet: train the sync model first")
+        shifts = self.dash.paths["data_root"] / "demo_av" / "shifts.json"
+        return self.dash.lab.sync_score(run, self.processed, "test",
+                                        shifts if shifts.is_file() else "", callbacks, cancel)
+
+    def refresh(self) -> None:
+        import pandas as pd
+
+        videos = self.processed / "videos"
+        uids = sorted(p.parent.relative_to(videos).as_posix()
+                      for p in videos.rglob("sync.npz")) if videos.is_dir() else []
+        self.clip.options = uids
+        run = self._run()
+        table = run / "sync_clips_test.csv" if run else None
+        self.table.value = clips_html(pd.read_csv(table).to_dict("records")
+                                      if table and table.is_file() else [])
+        if not uids:
+            self.summary.value = ("No sync windows in this folder: build the talking demo set, "
+                                  "or extract windows from a preprocessed folder with audio.")
+
+    def show_clip(self, uid: str) -> None:
+        from dflab.sync import load_sync_model, load_windows, score_clip
+
+        win = load_windows(self.processed, uid)
+        if win is None:
+            self.summary.value = error_html(f"{uid} has no sync windows")
+            return
+        run = self._run()
+        model, K = load_sync_model(run) if run else (None, 15)
+        scored = score_clip(win, model, K)
+        self.strip.value = mouth_strip(win["mouths"])
+        lines = [f"<b>{html.escape(uid)}</b>: {scored['windows']} windows at "
+                 f"{scored['fps']:.1f} fps; mouth region from {win['mouth_source'][0]}"]
+        for key in ("learned", "baseline"):
+            if key in scored:
+                s = scored[key]
+                lines.append(f"{key}: offset {s['offset_frames']:+.0f} frames "
+                             f"({s['offset_ms']:+.0f} ms), confidence {s['confidence']:.3f}, "
+                             f"sync score {s['sync_score']:+.3f}")
+        if model is None:
+            lines.append("no sync model yet: the baseline only")
+        self.summary.value = "<br>".join(lines)
+        img, curves = sync_figures(win, scored)
+        show_figure(self.plots, img)
+        show_figure(self.plots, curves, replace=False)

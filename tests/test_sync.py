@@ -1,0 +1,156 @@
+"""The audio-visual sync detector: mouth windows lined up by timestamps, the training-free
+baseline recovering known shifts, the matching loss, the CLI and its errors. The learned model's
+AUC on the talking demo set is checked in test_learning (it trains inside `dflab demo`)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from dflab.demo import AV_FPS, ffmpeg_exe
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def talking(tmp_path_factory):
+    """A 6-identity talking set (18 clips of 4 s at 25 fps), preprocessed with sync windows."""
+    from dflab import Lab
+    from dflab.demo import build_talking_dataset
+
+    root = tmp_path_factory.mktemp("talking")
+    labels = build_talking_dataset(root / "demo_av", n_identities=6, workers=2)
+    lab = Lab("cpu", {"preprocess.sync_frames": 5, "preprocess.save_frames": False},
+              data_root=root)
+    res = lab.preprocess("demo", labels.parent, out=root / "processed" / "demo_av")
+    assert res.failed == 0
+    return lab, labels.parent, res.out
+
+
+def _remux(src: Path, out: Path, shift_s: float) -> Path:
+    """``src`` with its sound moved by ``shift_s`` (> 0: the sound comes early, by cutting the
+    start of the audio; < 0: late, the audio stream starting after time 0 via -itsoffset). The
+    video stream is copied, so its frames are the same."""
+    if shift_s >= 0:
+        cmd = ["-i", str(src), "-ss", f"{shift_s:.4f}", "-i", str(src)]
+    else:
+        cmd = ["-i", str(src), "-itsoffset", f"{-shift_s:.4f}", "-i", str(src)]
+    subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", *cmd, "-map", "0:v", "-map", "1:a",
+                    "-c:v", "copy", "-c:a", "aac", "-b:a", "96k", str(out)], check=True)
+    return out
+
+
+def _centres(processed: Path, uid: str) -> list:
+    meta = json.loads((processed / "videos" / uid / "meta.json").read_text())
+    return [(f["frame_index"], f["primary"]) for f in meta["frames"] if f["primary"]]
+
+
+def test_mouth_box_from_landmarks_and_lower_face():
+    from dflab.sync import mouth_box
+
+    face = {"box": [100, 100, 200, 230], "landmarks": [[130, 150], [170, 150], [150, 175],
+                                                        [135, 200], [165, 200]]}
+    (x1, y1, x2, y2), src = mouth_box(face, (480, 640, 3))
+    assert src == "landmarks"
+    assert x1 < 135 and x2 > 165 and y1 < 200 < y2  # both corners inside
+    assert (x2 - x1) == pytest.approx(57, abs=2)  # 1.9 x the corner distance
+    (x1, y1, x2, y2), src = mouth_box({"box": [100, 100, 200, 230]}, (480, 640, 3))
+    assert src == "lower_face" and y1 > 165 and y2 <= 230 + 20
+
+
+def test_windows_are_mouth_crops_with_frame_times(talking):
+    from dflab.sync import N_MFCC, load_windows
+
+    _, _, processed = talking
+    uid = "demo_av/original/c23/100"
+    w = load_windows(processed, uid)
+    assert w["mouths"].dtype == np.uint8 and w["mouths"].shape[1:] == (5, 32, 48)
+    assert set(w["mouth_source"]) == {"landmarks"}  # YuNet gives the mouth corners
+    # five consecutive frames at the clip's own rate, centred on the sampled frame
+    assert np.allclose(np.diff(w["times"], axis=1), 1 / AV_FPS, atol=1e-3)
+    assert np.allclose(w["times"][:, 2], w["centre_index"] / AV_FPS, atol=1e-3)
+    assert w["mfcc"].shape[0] == N_MFCC and float(w["hop_s"]) == 0.01
+    assert w["mfcc"].shape[1] == pytest.approx(w["audio_seconds"] / 0.01, abs=2)
+    # the drawn mouth opens and closes: its crops change from frame to frame
+    assert np.abs(np.diff(w["mouths"].astype(float), axis=1)).mean() > 2
+
+
+def test_baseline_recovers_known_shifts_within_one_frame(talking, tmp_path):
+    """Real talking clips re-muxed with the sound 3 and 5 frames early and late (FFmpeg -ss /
+    -itsoffset: the late ones are audio streams that start after time 0), and the set's own
+    AudioShift fakes: the training-free baseline finds every offset to within one frame."""
+    from dflab.sync import baseline_curves, clip_summary, video_windows
+
+    _, av_root, processed = talking
+    errors = {}
+    for vid in ("100", "103"):
+        src = av_root / f"original_sequences/youtube/c23/videos/{vid}.mp4"
+        centres = _centres(processed, f"demo_av/original/c23/{vid}")
+        for frames in (-5, -3, 3, 5):
+            clip = _remux(src, tmp_path / f"{vid}_{frames}.mp4", frames / AV_FPS)
+            w = video_windows(clip, centres)
+            _, _, pooled = baseline_curves(w, 15)
+            est = clip_summary(pooled, 15, AV_FPS, lower_is_better=False)["offset_frames"]
+            errors[(vid, frames)] = est - frames
+    shifts = json.loads((av_root / "shifts.json").read_text())
+    from dflab.sync import load_windows
+
+    for rel, seconds in shifts.items():
+        if "AudioShift" not in rel or seconds * AV_FPS > 15:
+            continue
+        uid = "demo_av/AudioShift/c23/" + Path(rel).stem
+        _, _, pooled = baseline_curves(load_windows(processed, uid), 15)
+        est = clip_summary(pooled, 15, AV_FPS, lower_is_better=False)["offset_frames"]
+        errors[(uid, seconds * AV_FPS)] = est - seconds * AV_FPS
+    print(errors)
+    assert len(errors) >= 9
+    assert all(abs(e) <= 1 for e in errors.values()), errors
+
+
+def test_matching_loss_prefers_the_aligned_audio():
+    """The loss is low when the visual embedding matches the aligned audio candidate and the
+    masked (invalid) candidates never count."""
+    import torch
+
+    from dflab.sync import N_AUDIO, N_MFCC, SyncNet, _loss
+
+    torch.manual_seed(0)
+    model = SyncNet(5, 16).eval()
+    x = torch.rand(4, 5, 32, 48) * 255
+    a = torch.randn(4, 7, N_MFCC, N_AUDIO)
+    valid = torch.ones(4, 7, dtype=torch.bool)
+    clip = torch.arange(4)
+    base, _ = _loss(model, x, a, valid, clip, 3, 0.1)
+    valid[:, :3] = False  # only the aligned candidate and three others are left
+    fewer, _ = _loss(model, x, a, valid, clip, 3, 0.1)
+    assert torch.isfinite(base) and torch.isfinite(fewer)
+    assert fewer.item() < base.item()  # fewer competitors: an easier match
+
+
+def test_sync_cli_extract_is_resumable_and_train_says_what_is_missing(talking, tmp_path):
+    lab, _, processed = talking
+    env = {"DFLAB_DATA": str(lab.paths["data_root"])}
+    import os
+
+    run = [sys.executable, "-m", "dflab", "sync"]
+    out = subprocess.run([*run, "extract", "--processed", str(processed), "--set",
+                          "preprocess.sync_frames=5"], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, **env})
+    assert out.returncode == 0, out.stderr
+    assert "0 videos written, 18 already current" in out.stdout
+    # a folder without windows: training names the folder and the command that makes them
+    empty = tmp_path / "nowin"
+    (empty / "videos").mkdir(parents=True)
+    (empty / "index.csv").write_text((processed / "index.csv").read_text())
+    out = subprocess.run([*run, "train", "--processed", str(empty)], capture_output=True,
+                         text=True, cwd=ROOT, env={**os.environ, **env})
+    assert out.returncode == 2
+    assert "no sync windows" in out.stderr and "dflab sync extract" in out.stderr
+    out = subprocess.run([*run, "extract", "--processed", str(processed), "--set",
+                          "preprocess.sync_frames=2"], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, **env})
+    assert out.returncode == 2 and "preprocess.sync_frames" in out.stderr
