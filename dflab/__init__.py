@@ -11,6 +11,7 @@ acquisition           ``sources`` (labelled video lists), ``acquire`` (FF++, DFD
 preprocessing         ``video``, ``faces``, ``audio``, ``preprocess``, ``stats``
 visual model          ``models``, ``datasets``, ``train``, ``evaluate``
 forensic model        ``features``, ``forensic``
+audio-visual sync     ``sync`` (lip-sync windows, a SyncNet-style model, a baseline)
 fused verdict         ``fuse``
 export and inference  ``export``, ``bundle`` (a trained model as a portable artefact), ``predict``
 ====================  =========================================================================
@@ -34,7 +35,7 @@ __version__ = "0.1.0"
 
 #: the stage modules in pipeline order (loaded on first attribute access: ``dflab.train``)
 STAGES = ["environment", "sources", "acquire", "demo", "video", "faces", "audio", "preprocess",
-          "stats", "models", "datasets", "train", "evaluate", "features", "forensic", "fuse",
+          "stats", "models", "datasets", "train", "evaluate", "features", "forensic", "sync", "fuse",
           "export", "bundle", "predict"]
 
 __all__ = [

@@ -257,7 +257,15 @@ def iter_fields(cfg: Any) -> typing.Iterator[tuple[str, dataclasses.Field, Any]]
             yield f.name, f, value
 
 
+#: where a bare key ("lr", "epochs") that several stages have most likely belongs
+_PRIMARY_STAGE = "train"
+
+
 def _closest(key: str, options: list[str]) -> str:
+    if "." not in key:  # a bare leaf: the stage that has it, the training stage first
+        same = [o for o in options if o.split(".")[-1] == key]
+        if same:
+            return next((o for o in same if o.startswith(_PRIMARY_STAGE + ".")), same[0])
     match = difflib.get_close_matches(key, options, n=1, cutoff=0.4)
     if not match:  # try the leaf name alone: "lr" -> "train.lr"
         leaf = key.split(".")[-1]

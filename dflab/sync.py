@@ -636,7 +636,8 @@ def score_clip(win: dict, model=None, max_offset: int = 15) -> dict[str, Any]:
         dist, valid = model_curves(model, win, max_offset)
         curve = _masked_curve(dist, valid)
         out["learned"] = {**clip_summary(curve, max_offset, fps), "curve": curve.tolist(),
-                          "window_scores": _window_scores(dist, valid, max_offset).tolist()}
+                          "window_scores": _window_scores(dist, valid, max_offset).tolist(),
+                          "window_curves": np.where(valid, dist, np.nan).astype(np.float32)}
     return out
 
 
@@ -666,7 +667,8 @@ def sync_table(processed: str | Path, run: str | Path, split: str = "test",
         clips.append({**base, "fps": sc["fps"], "windows": sc["windows"],
                       **{f"{m}_{k}": sc[m][k] for m in ("learned", "baseline")
                          for k in ("offset_frames", "offset_ms", "confidence", "sync_score")},
-                      "learned_curve": sc["learned"]["curve"]})
+                      "learned_curve": sc["learned"]["curve"],
+                      "window_curves": sc["learned"]["window_curves"]})
         for j, fi in enumerate(sc["centre_index"]):
             windows.append({**base, "frame_index": int(fi),
                             "learned_window_score": sc["learned"]["window_scores"][j],
@@ -695,8 +697,10 @@ def score_sync(run: str | Path, processed: str | Path, split: str = "test", n_bo
                seed: int = 0, shifts: dict[str, float] | None = None,
                callbacks: list[Callback] | None = None,
                cancel: CancelToken | None = None) -> dict[str, Any]:
-    """Score every clip of ``split`` with windows; write ``sync_<split>.json``,
-    ``sync_clips_<split>.csv`` and ``sync_windows_<split>.csv`` into the sync run; return the
+    """Score every clip of ``split`` with windows; write ``sync_<split>.json`` (with each clip's
+    distance curve), ``sync_clips_<split>.csv``, ``sync_windows_<split>.csv`` and
+    ``sync_curves_<split>.npz`` (each window's curve; keys: uids with ``/`` as ``__``) into the
+    sync run; return the
     report: per fake method, the AUC of its windows (and clips) against the real ones' (95%
     video-bootstrap interval, n), for the learned model and the baseline; and, where
     ``shifts`` gives a clip's true offset (uid -> seconds, sound early > 0), the offset errors."""
@@ -730,7 +734,12 @@ def score_sync(run: str | Path, processed: str | Path, split: str = "test", n_bo
             report["offsets"] = {m: _offset_errors(known, m) for m in ("learned", "baseline")}
             clips = clips.merge(known[["uid", "true_offset_frames"]], on="uid", how="left")
     run = Path(run)
-    clips.drop(columns=["learned_curve"]).to_csv(run / f"sync_clips_{split}.csv", index=False)
+    # per window, the distance over offsets -K..K (NaN where the audio runs out)
+    np.savez_compressed(run / f"sync_curves_{split}.npz", offsets=np.arange(
+        -(clips["window_curves"].iloc[0].shape[1] // 2), clips["window_curves"].iloc[0].shape[1] // 2
+        + 1), **{u.replace("/", "__"): c for u, c in zip(clips["uid"], clips["window_curves"])})
+    clips.drop(columns=["learned_curve", "window_curves"]).to_csv(run / f"sync_clips_{split}.csv",
+                                                                   index=False)
     windows.to_csv(run / f"sync_windows_{split}.csv", index=False)
     write_json(run / f"sync_{split}.json", {**report, "curves": {
         u: c for u, c in zip(clips["uid"], clips["learned_curve"])}})

@@ -18,7 +18,9 @@ def test_every_field_has_help_and_valid_default():
 
 
 def test_stages_are_the_design():
-    assert STAGES == ["env", "data", "preprocess", "features", "model", "train", "eval", "export"]
+    # the design's eight, and the audio-visual sync detector's
+    assert STAGES == ["env", "data", "preprocess", "features", "model", "train", "eval", "export",
+                      "sync"]
 
 
 def test_yaml_then_overrides(tmp_path):

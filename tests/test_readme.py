@@ -57,6 +57,8 @@ def test_readme_examples_run_as_written(tmp_path):
     for cmd in readme_commands((ROOT / "README.md").read_text()):
         if cmd.startswith(("dflab train", "dflab protocol")):
             cmd += " --set train.epochs=1"  # one epoch: the suite checks learning elsewhere
+        if cmd.startswith("dflab sync train"):
+            cmd += " --set sync.epochs=3"
         out = _run(cmd, work, env)
         assert out.returncode == 0, f"README example failed: {cmd}\n{out.stderr[-3000:]}"
 
@@ -68,6 +70,9 @@ def test_readme_examples_run_as_written(tmp_path):
     fused = list(csv.DictReader((data / "fused.csv").open()))
     assert fused and all(r["prob_visual"] and r["prob_forensic"] and r["prob_fused"]
                          for r in fused)
+    fused_av = json.loads((data / "runs" / "fuse-av" / "eval_test.json").read_text())
+    assert {"visual", "forensic", "fused", "sync"} <= set(fused_av)
+    assert fused_av["fused"]["stackers"]["visual + forensic + sync"] == 6  # every test clip
     scored = data / "runs" / "forensic-f1" / "predictions_all_mine.csv"
     assert scored.is_file() and "prob_logreg" in scored.read_text().splitlines()[0]
 

@@ -154,3 +154,26 @@ def test_sync_cli_extract_is_resumable_and_train_says_what_is_missing(talking, t
                           "preprocess.sync_frames=2"], capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, **env})
     assert out.returncode == 2 and "preprocess.sync_frames" in out.stderr
+
+
+def test_audio_visual_tab_shows_a_clip_with_json_clean_figures(talking):
+    """The dashboard's Audio-visual tab lists the clips with windows and shows one: the mouth
+    strip, the summary of the baseline (no sync model trained here), and two figures whose JSON
+    holds no numpy arrays (older kernels' serialisers reject them)."""
+    pytest.importorskip("ipywidgets")
+    from app.dashboard import Dashboard
+    from app.sync_tab import sync_figures
+    from dflab.sync import load_windows, score_clip
+
+    lab, _, processed = talking
+    dash = Dashboard(data_root=str(lab.paths["data_root"]))
+    tab = dash.sync_tab
+    tab.folder.value = str(processed)
+    tab.refresh()
+    assert "demo_av/AudioShift/c23/101_101" in tab.clip.options
+    tab.clip.value = "demo_av/AudioShift/c23/101_101"
+    assert "baseline: offset" in tab.summary.value and "no sync model yet" in tab.summary.value
+    assert tab.strip.value[:4] == b"\x89PNG" and len(tab.plots.outputs) == 2
+    win = load_windows(processed, "demo_av/original/c23/100")
+    for fig in sync_figures(win, score_clip(win, None, 15)):
+        json.dumps(fig.to_plotly_json())  # raises on a numpy array
