@@ -278,6 +278,47 @@ def _make_clip(job: tuple) -> str:
     return str(path)
 
 
+def _write_splits(out: Path, pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """Official-style splits by id pair (half train, a quarter val, a quarter test) written to
+    ``out/splits/*.json``; returns {id: split}."""
+    n_train = max(1, len(pairs) // 2)
+    n_val = max(1, (len(pairs) - n_train) // 2)
+    split_pairs = {"train": pairs[:n_train], "val": pairs[n_train:n_train + n_val],
+                   "test": pairs[n_train + n_val:]}
+    (out / "splits").mkdir(parents=True, exist_ok=True)
+    for s, ps in split_pairs.items():
+        (out / "splits" / f"{s}.json").write_text(json.dumps([list(p) for p in ps]))
+    return {i: s for s, ps in split_pairs.items() for p in ps for i in p}
+
+
+def _render_all(make, todo: list, done: int, total: int, em: Emitter, workers: int) -> None:
+    """Run ``make`` on every job of ``todo`` in ``workers`` processes (0: one per core),
+    reporting progress. Every clip has its own seeded generators, so the pixels do not depend
+    on the worker count."""
+    workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
+    pool = cf.ProcessPoolExecutor(workers, mp.get_context("spawn")) if workers > 1 else None
+    try:
+        for rel in (pool.map(make, todo) if pool else map(make, todo)):
+            em.check()
+            done += 1
+            em.progress(done, total, "clip", rel)
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
+
+
+def _write_labels(out: Path, rows: list[dict]) -> Path:
+    """``out/labels.csv``, written atomically."""
+    labels = out / "labels.csv"
+    tmp = labels.with_suffix(".csv.part")
+    with tmp.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, labels)
+    return labels
+
+
 def build_demo_dataset(out: str | Path, n_videos: int = DEMO_VIDEOS, seed: int = DEMO_SEED,
                        seconds: float = SECONDS, callbacks: list[Callback] | None = None,
                        cancel: CancelToken | None = None, workers: int = 0) -> Path:
@@ -290,15 +331,7 @@ def build_demo_dataset(out: str | Path, n_videos: int = DEMO_VIDEOS, seed: int =
     out = Path(out)
     n_ids = max(6, 2 * round(n_videos / (1 + len(DEMO_METHODS)) / 2))
     pairs = _pairs(n_ids)
-    # official-style splits by id pair: half train, a quarter val, a quarter test
-    n_train = max(1, len(pairs) // 2)
-    n_val = max(1, (len(pairs) - n_train) // 2)
-    split_pairs = {"train": pairs[:n_train], "val": pairs[n_train:n_train + n_val],
-                   "test": pairs[n_train + n_val:]}
-    split_of = {i: s for s, ps in split_pairs.items() for p in ps for i in p}
-    (out / "splits").mkdir(parents=True, exist_ok=True)
-    for s, ps in split_pairs.items():
-        (out / "splits" / f"{s}.json").write_text(json.dumps([list(p) for p in ps]))
+    split_of = _write_splits(out, pairs)
 
     jobs: list[tuple[str, str, str, str | None]] = []  # (relpath, method, target, source)
     for i in range(n_ids):
@@ -320,25 +353,8 @@ def build_demo_dataset(out: str | Path, n_videos: int = DEMO_VIDEOS, seed: int =
             for rel, method, tgt, src in jobs if not (out / rel).exists()]
     done = len(jobs) - len(todo)
     em.progress(done, len(jobs), "clip")
-    workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
-    # every clip has its own seeded generators, so the pixels do not depend on the worker count
-    pool = cf.ProcessPoolExecutor(workers, mp.get_context("spawn")) if workers > 1 else None
-    try:
-        results = pool.map(_make_clip, todo) if pool else map(_make_clip, todo)
-        for rel in results:
-            em.check()
-            done += 1
-            em.progress(done, len(jobs), "clip", rel)
-    finally:
-        if pool:
-            pool.shutdown(cancel_futures=True)
-    labels = out / "labels.csv"
-    tmp = labels.with_suffix(".csv.part")
-    with tmp.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, labels)
+    _render_all(_make_clip, todo, done, len(jobs), em, workers)
+    labels = _write_labels(out, rows)
     (out / "README.txt").write_text(
         "dflab demo set: procedurally manipulated clips of one public-domain portrait "
         "(skimage.data.astronaut). A demo of the pipeline, not a benchmark.\n")
@@ -529,14 +545,7 @@ def build_talking_dataset(out: str | Path, n_identities: int = AV_IDENTITIES,
     n_ids = max(6, 2 * (n_identities // 2))
     ids = [f"{AV_FIRST_ID + i:03d}" for i in range(n_ids)]
     pairs = [(ids[i], ids[i + 1]) for i in range(0, n_ids - 1, 2)]
-    n_train = max(1, len(pairs) // 2)
-    n_val = max(1, (len(pairs) - n_train) // 2)
-    split_pairs = {"train": pairs[:n_train], "val": pairs[n_train:n_train + n_val],
-                   "test": pairs[n_train + n_val:]}
-    split_of = {i: s for s, ps in split_pairs.items() for p in ps for i in p}
-    (out / "splits").mkdir(parents=True, exist_ok=True)
-    for s, ps in split_pairs.items():
-        (out / "splits" / f"{s}.json").write_text(json.dumps([list(p) for p in ps]))
+    split_of = _write_splits(out, pairs)
     idents = {v: _Identity.make(int(v), seed) for v in ids}
     utts = {v: _Utterance.make(seconds + AV_SHIFT_S[1] + 0.1,
                                np.random.default_rng([seed, int(v), 5])) for v in ids}
@@ -562,24 +571,9 @@ def build_talking_dataset(out: str | Path, n_identities: int = AV_IDENTITIES,
     todo = [j for j in jobs if not Path(j[0]).exists()]
     done = len(jobs) - len(todo)
     em.progress(done, len(jobs), "clip")
-    workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
-    pool = cf.ProcessPoolExecutor(workers, mp.get_context("spawn")) if workers > 1 else None
-    try:
-        for rel in (pool.map(_make_talking_clip, todo) if pool else map(_make_talking_clip, todo)):
-            em.check()
-            done += 1
-            em.progress(done, len(jobs), "clip", rel)
-    finally:
-        if pool:
-            pool.shutdown(cancel_futures=True)
+    _render_all(_make_talking_clip, todo, done, len(jobs), em, workers)
     (out / "shifts.json").write_text(json.dumps(shifts, indent=1))
-    labels = out / "labels.csv"
-    tmp = labels.with_suffix(".csv.part")
-    with tmp.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, labels)
+    labels = _write_labels(out, rows)
     (out / "README.txt").write_text(
         "dflab talking demo set: the astronaut portrait with a drawn mouth that opens with a "
         "synthetic voice. Real clips are in sync; AudioShift fakes have the voice shifted "
