@@ -99,6 +99,8 @@ class SyncTab:
         self.score_panel.start.on_click(lambda _: self.score_panel.run(self._score))
         for panel in (self.demo_panel, self.extract_panel, self.train_panel, self.score_panel):
             panel.on_done.append(lambda _: self.refresh())
+        self.load_button = W.Button(description="Load clips", icon="refresh")
+        self.load_button.on_click(lambda _: self.refresh())
         self.clip = W.Dropdown(description="clip", options=[], layout=W.Layout(width="60%"))
         self.clip.observe(lambda ch: ch["new"] and self.show_clip(ch["new"]), "value")
         self.summary, self.table = W.HTML(""), W.HTML("")
@@ -108,10 +110,11 @@ class SyncTab:
             W.HTML("<p>Lip-sync: mouth crops around each sampled frame and the audio at a 10 ms "
                    "hop. The sync model trains on real clips only; a clip whose sound is shifted "
                    "or foreign scores high.</p>"),
-            self.folder, self.demo_panel.widget,
+            W.HBox([self.folder, self.load_button]), self.demo_panel.widget,
             W.HBox([self.extract_panel.widget, self.train_panel.widget, self.score_panel.widget]),
             self.clip, self.summary, W.HTML("<b>mouth over time</b>"), self.strip, self.plots,
             W.HTML("<h4>Scored clips</h4>"), self.table])
+        self.refresh()
 
     @property
     def processed(self) -> Path:
