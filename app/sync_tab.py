@@ -59,22 +59,27 @@ def sync_figures(win: dict, scored: dict) -> tuple[Any, Any]:
     import plotly.graph_objects as go
 
     mfcc = win["mfcc"]
+    # as the model reads it: each coefficient standardised over the clip (c0, the log energy,
+    # would otherwise take the whole colour scale)
+    z = (mfcc - mfcc.mean(1, keepdims=True)) / (mfcc.std(1, keepdims=True) + 1e-5)
     t = (np.arange(mfcc.shape[1]) * float(win["hop_s"])).round(3).tolist()
-    img = go.Figure(go.Heatmap(z=mfcc.round(2).tolist(), x=t, colorscale="Viridis",
-                               colorbar={"title": "MFCC"}))
-    img.update_layout(title="MFCC (10 ms hop)", xaxis_title="time (s)",
+    img = go.Figure(go.Heatmap(z=z.round(2).tolist(), x=t, colorscale="Viridis",
+                               colorbar={"title": "z"}))
+    img.update_layout(title="MFCC, standardised per coefficient (10 ms hop)", xaxis_title="time (s)",
                       yaxis_title="coefficient", height=260, margin={"t": 40, "b": 40})
     off = scored["offsets"]
     curves = go.Figure()
-    for name, key, axis in (("learned: distance (lower = in sync)", "learned", "y"),
-                            ("baseline: correlation (higher = in sync)", "baseline", "y2")):
+    for name, key, axis, where in (
+            ("learned: distance (lower = in sync)", "learned", "y", "top right"),
+            ("baseline: correlation (higher = in sync)", "baseline", "y2", "bottom left")):
         if key not in scored:
             continue
         curve = [None if not np.isfinite(v) else round(float(v), 4) for v in scored[key]["curve"]]
         curves.add_trace(go.Scatter(x=off, y=curve, name=name, yaxis=axis, mode="lines"))
         est = scored[key]["offset_frames"]
         if np.isfinite(est):
-            curves.add_vline(x=est, line_dash="dash", annotation_text=f"{key} {est:+.0f}")
+            curves.add_vline(x=est, line_dash="dash", annotation_text=f"{key} {est:+.0f}",
+                             annotation_position=where)
     curves.update_layout(title="audio offset (frames; + = sound early)", height=300,
                          xaxis_title="offset (frames)", yaxis_title="distance",
                          yaxis2={"overlaying": "y", "side": "right", "title": "correlation"},
@@ -111,7 +116,7 @@ class SyncTab:
                    "hop. The sync model trains on real clips only; a clip whose sound is shifted "
                    "or foreign scores high.</p>"),
             W.HBox([self.folder, self.load_button]), self.demo_panel.widget,
-            W.HBox([self.extract_panel.widget, self.train_panel.widget, self.score_panel.widget]),
+            self.extract_panel.widget, self.train_panel.widget, self.score_panel.widget,
             self.clip, self.summary, W.HTML("<b>mouth over time</b>"), self.strip, self.plots,
             W.HTML("<h4>Scored clips</h4>"), self.table])
         self.refresh()
