@@ -6,7 +6,9 @@ of the two trained models: the logit of each model's fake probability, and the f
 spectral centroid, bandwidth and zero-crossing rate with a has-audio flag (zeros for clips without
 audio). A logistic regression on logits is Platt scaling generalised to several scores, so its
 output is a calibrated probability. Its threshold is tuned on validation too; the test split is
-only scored. The fuse run folder holds ``fuser.json`` (the coefficients: no pickle), and
+only scored. With a sync run (``dflab.sync``), clips that have lip-sync windows get a second
+stacker that also reads their sync scores (see :func:`fuse_runs`). The fuse run folder holds
+``fuser.json`` (the coefficients: no pickle), and
 ``eval_test.json`` with the visual, forensic and fused reports in one schema, side by side.
 """
 
@@ -111,7 +113,7 @@ class Fuser:
     @classmethod
     def load(cls, run: str | Path) -> tuple["Fuser", dict[str, Any]]:
         """(fuser, the whole fuser.json) of a fuse run folder; with a sync run, the second
-        stacker is ``fuser.json["fuser_sync"]`` (see :func:`load_sync_fuser`)."""
+        stacker is ``fuser.json["fuser_sync"]`` (read it with :meth:`from_dict`)."""
         path = Path(run) / "fuser.json"
         if not path.is_file():
             raise FileNotFoundError(f"'{run}' is not a fuse run (no fuser.json); make one with "
