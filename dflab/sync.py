@@ -583,24 +583,23 @@ class SyncModel:
 
 
 def load_sync(run: str | Path) -> SyncModel:
-    """The :class:`SyncModel` of a sync run folder."""
-    torch, _ = _torch()
-    ck = torch.load(Path(run) / "sync.pt", map_location="cpu", weights_only=True)
-    net, K = load_sync_model(run)
-    return SyncModel(net, K, int(ck["frames"]), int(ck.get("mouth_px", 48)))
-
-
-def load_sync_model(run: str | Path):
-    """(model in eval mode, max_offset) from a sync run folder (``sync.pt``)."""
+    """The :class:`SyncModel` of a sync run folder (``sync.pt``, read once)."""
     torch, _ = _torch()
     path = Path(run) / "sync.pt"
     if not path.is_file():
         raise FileNotFoundError(f"'{run}' is not a sync run (no sync.pt); train one with "
                                 f"`dflab sync train`")
     ck = torch.load(path, map_location="cpu", weights_only=True)
-    model = SyncNet(ck["frames"], ck["embed"])
-    model.load_state_dict(ck["state"])
-    return model.eval(), int(ck["max_offset"])
+    net = SyncNet(ck["frames"], ck["embed"])
+    net.load_state_dict(ck["state"])
+    return SyncModel(net.eval(), int(ck["max_offset"]), int(ck["frames"]),
+                     int(ck.get("mouth_px", 48)))
+
+
+def load_sync_model(run: str | Path):
+    """(model in eval mode, max_offset) from a sync run folder (``sync.pt``)."""
+    sync = load_sync(run)
+    return sync.net, sync.max_offset
 
 
 def model_curves(model, win: dict, max_offset: int, batch: int = 64
