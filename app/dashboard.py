@@ -14,6 +14,7 @@ from dflab.config import LabConfig
 from dflab.environment import in_colab, mount_drive
 from dflab.lab import Lab
 
+from .jobs import JobPanel
 from .runs_tab import RunsTab
 from .sync_tab import SyncTab
 from .tabs import DataTab, ExportTab, ForensicsTab, InspectTab, TrainTab
@@ -92,6 +93,43 @@ class Dashboard:
         self.header = W.HTML("<h2>dflab · deepfake detection lab</h2>")
         self.widget = W.VBox([self.header, self.tab])
         self.env_tab.refresh()
+        for panel in self.panels():
+            panel.on_end.append(lambda _state: self.job_ended())
+        self.reattach()
+
+    def panels(self) -> list[JobPanel]:
+        """Every job panel of every tab."""
+        return [v for _, t in self.tabs for v in vars(t).values() if isinstance(v, JobPanel)]
+
+    def reattach(self) -> list[str]:
+        """Follow the detached jobs still running (started before a reload, a kernel restart
+        or from another browser): each panel takes the newest running job of its method.
+        Returns the job folders attached to."""
+        from dflab.jobs import list_jobs
+
+        attached = []
+        running = [j for j in list_jobs(self.paths["data_root"], self.paths["runs"])
+                   if j.running]
+        for panel in self.panels():
+            job = next((j for j in running if panel.method and j.method == panel.method), None)
+            if job is None or panel.running:
+                continue
+            if panel is self.train_tab.job:
+                self.train_tab.attach(job)
+            else:
+                panel.attach(job)
+            attached.append(str(job.folder))
+        return attached
+
+    def job_ended(self) -> None:
+        """A job ended (done, failed, cancelled): the run lists show its new state."""
+        try:
+            self.runs_tab.refresh()
+            self.train_tab.refresh_runs()
+        except Exception:  # a damaged run folder must not break the panel that finished
+            import logging
+
+            logging.getLogger(__name__).exception("refreshing the runs after a job failed")
 
     @property
     def cfg(self) -> LabConfig:

@@ -1,4 +1,6 @@
-"""Run a backend job in a worker thread and show its events in widgets.
+"""Run a backend job and show its events in widgets: short calls in a worker thread of the
+kernel, long ones (training, preprocessing, features...) as detached ``dflab.jobs`` processes that
+outlive the page; a panel re-attaches to a running detached job after a reload.
 
 Following ipywidgets' guidance, the worker never uses ``with output:``; it sets widget values and
 calls ``Output.append_stdout``, both safe from a thread. Updates are throttled.
@@ -14,6 +16,7 @@ from typing import Any, Callable
 import ipywidgets as W
 
 from dflab.events import Cancelled, CancelToken, Event, JobError, JobResult, Progress
+from dflab.jobs import TERMINAL, Job, JobBusy, start_job
 
 from .widgets import error_html
 
@@ -25,15 +28,50 @@ def _fmt_eta(seconds: float | None) -> str:
     return f"{m}:{s:02d}"
 
 
+def summary_text(summary: dict) -> str:
+    """A job's result summary in words: ``key value`` pairs, numbers to 4 digits, paths by
+    their last two parts (the full report is in the run folder)."""
+    from pathlib import PurePath
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        if isinstance(v, (str, PurePath)) and "/" in str(v):
+            return "/".join(PurePath(v).parts[-2:])
+        if isinstance(v, dict):
+            return ", ".join(f"{k} {fmt(x)}" for k, x in v.items())
+        return str(v)
+
+    return "; ".join(f"{str(k).replace('_', ' ')} {fmt(v)}" for k, v in summary.items())
+
+
+def _result_line(result: Any) -> str:
+    """A result's own one-line text (the dflab result classes define ``__str__``), escaped."""
+    import html
+
+    if result is None or type(result).__str__ is object.__str__ or isinstance(result, dict):
+        return ""
+    text = str(result).splitlines()[0] if str(result) else ""
+    return html.escape(text[:300])
+
+
 class JobPanel:
     """A start/cancel pair, a progress bar, a status line and a log, bound to one backend call.
 
     ``run(fn, **kwargs)`` calls ``fn(callbacks=[...], cancel=token, **kwargs)`` in a thread.
-    ``on_event`` callbacks get every event (e.g. for live plots); ``on_done`` gets the return value.
+    ``run_detached(lab, **kwargs)`` starts ``lab.<method>(**kwargs)`` as a detached job and
+    follows it; ``attach(job)`` follows one started earlier (by another page or kernel).
+    ``on_event`` callbacks get every event (e.g. for live plots); ``on_done`` gets the return
+    value; ``on_end`` gets the final state (done, failed, cancelled, killed) however it ended.
     """
 
-    def __init__(self, title: str, min_interval: float = 0.25):
+    POLL_S = 0.3  # how often a followed job's event log is read
+
+    def __init__(self, title: str, min_interval: float = 0.25, method: str = ""):
         self.title = title
+        self.method = method  # the Lab method this panel runs detached ("" = in a thread)
+        self.job: Job | None = None
+        self.on_end: list[Callable[[str], None]] = []
         self.min_interval = min_interval
         self.start = W.Button(description=title, button_style="primary",
                               layout=W.Layout(width="auto"))
@@ -43,7 +81,7 @@ class JobPanel:
         self.status = W.HTML("idle")
         self.log = W.Output(layout=W.Layout(max_height="160px", overflow="auto",
                                             border="1px solid #ddd"))
-        self.cancel_button.on_click(lambda _: self.token.cancel())
+        self.cancel_button.on_click(lambda _: self.request_cancel())
         self.token = CancelToken()
         self.thread: threading.Thread | None = None
         self.on_event: list[Callable[[Event], None]] = []
@@ -57,6 +95,30 @@ class JobPanel:
     @property
     def running(self) -> bool:
         return self.thread is not None and self.thread.is_alive()
+
+    def request_cancel(self) -> None:
+        if self.job is not None and self.job.running:
+            self.job.cancel()
+            self.status.value = f"{self.title}: cancelling (stops at its next check)…"
+        else:
+            self.token.cancel()
+
+    def _begin(self, what: str) -> None:
+        """A new job clears the panel: no old log, bar or error stays."""
+        self.log.outputs = ()
+        self.bar.value, self.bar.max = 0, 1
+        self.start.disabled = True
+        self.cancel_button.disabled = False
+        self.error = ""
+        self.result = None
+        self._last = 0.0
+        self.status.value = f"<span class='dflab-spin'>⏳</span> {self.title}: {what}…"
+
+    def _end(self, state: str) -> None:
+        self.start.disabled = False
+        self.cancel_button.disabled = True
+        for cb in self.on_end:
+            cb(state)
 
     def _callback(self, event: Event) -> None:
         for cb in self.on_event:
@@ -77,21 +139,19 @@ class JobPanel:
             self.log.append_stdout(f"error{' in ' + event.item if event.item else ''}: "
                                    f"{event.message}\n")
         elif isinstance(event, JobResult):
-            self.log.append_stdout(f"{event.job} done: {event.summary}\n")
+            self.log.append_stdout(f"{event.job} done: {summary_text(event.summary)}\n")
 
     def run(self, fn: Callable[..., Any], **kwargs: Any) -> None:
         if self.running:
             return
         self.token = CancelToken()
-        self.start.disabled = True
-        self.cancel_button.disabled = False
-        self.error = ""
-        self.status.value = f"{self.title}: starting…"
+        self.job = None
+        self._begin("starting")
 
         def work() -> None:
             try:
                 self.result = fn(callbacks=[self._callback], cancel=self.token, **kwargs)
-                self.status.value = f"{self.title}: done"
+                self.status.value = f"{self.title}: done · {_result_line(self.result)}"
                 for cb in self.on_done:
                     cb(self.result)
             except Cancelled as exc:
@@ -102,11 +162,78 @@ class JobPanel:
                 self.status.value = error_html(f"{self.title} failed: {exc}")
                 self.log.append_stderr(traceback.format_exc())
             finally:
-                self.start.disabled = False
-                self.cancel_button.disabled = True
+                self._end("failed" if self.error else "cancelled" if self.token.cancelled
+                          else "done")
 
         self.thread = threading.Thread(target=work, name=f"dflab-{self.title}", daemon=True)
         self.thread.start()
+
+    # detached jobs -----------------------------------------------------------------------------
+    def run_detached(self, lab: Any, name: str = "", **kwargs: Any) -> Job | None:
+        """Start ``lab.<self.method>(**kwargs)`` in its own process and follow it here."""
+        if self.running:
+            return None
+        try:
+            job = start_job(lab, self.method, name=name, **kwargs)
+        except (JobBusy, ValueError, OSError) as exc:
+            self.status.value = error_html(f"{self.title}: {exc}")
+            return None
+        self.attach(job, offset=job.current_offset())
+        return job
+
+    def attach(self, job: Job, offset: int | None = None) -> None:
+        """Follow ``job`` (running or just started) from byte ``offset`` of its event log (the
+        start of its own events when None): progress, events, then its end."""
+        if self.running:
+            return
+        self.job = job
+        self._begin(f"following the job in {job.folder.name}")
+        start = job.current_offset() if offset is None else offset
+
+        def follow() -> None:
+            off = start
+            while True:
+                events, off = job.read_events(off)
+                for e in events:
+                    if isinstance(e, Event):
+                        self._callback(e)
+                st = job.status()
+                if st["state"] in TERMINAL:
+                    events, off = job.read_events(off)
+                    for e in events:
+                        if isinstance(e, Event):
+                            self._callback(e)
+                    break
+                time.sleep(self.POLL_S)
+            self._finish_detached(job, st)
+
+        self.thread = threading.Thread(target=follow, name=f"dflab-follow-{self.title}",
+                                       daemon=True)
+        self.thread.start()
+
+    def _finish_detached(self, job: Job, st: dict) -> None:
+        state = st["state"]
+        try:
+            if state == "done":
+                self.result = job.result()
+                self.bar.value = self.bar.max
+                self.status.value = f"{self.title}: done · {_result_line(self.result)}"
+                for cb in self.on_done:
+                    cb(self.result)
+            elif state == "cancelled":
+                self.status.value = f"{self.title}: cancelled (finished work is kept)"
+            else:
+                self.error = st.get("message", state)
+                self.status.value = error_html(f"{self.title} {state}: {self.error}")
+                tail = (job.folder / "job.log")
+                if tail.exists():
+                    self.log.append_stderr(tail.read_text(errors="replace")[-4000:])
+        except Exception as exc:  # a broken result view must not leave the panel "running"
+            self.error = f"{type(exc).__name__}: {exc}"
+            self.status.value = error_html(f"{self.title}: {self.error}")
+            self.log.append_stderr(traceback.format_exc())
+        finally:
+            self._end(state)
 
     def wait(self, timeout: float | None = None) -> None:
         if self.thread is not None:

@@ -17,6 +17,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from .dashboard import Dashboard
 
 
+STATE_COLOURS = {"running": "#1565c0", "done": "#2e7d32", "cancelled": "#ef6c00",
+                 "failed": "#c62828", "killed": "#c62828", "incomplete": "#757575"}
+
+
+def _state_html(state: str) -> str:
+    return (f"<span style='color:{STATE_COLOURS.get(state, '#000')};font-weight:600'>"
+            f"{html.escape(state)}</span>")
+
+
 def runs_html(rows: list[dict[str, Any]]) -> str:
     """:func:`dflab.runs.runs_table` rows as an HTML table."""
     if not rows:
@@ -27,10 +36,12 @@ def runs_html(rows: list[dict[str, Any]]) -> str:
                            for m, a in r["test_auc"].items()) or "not evaluated"
 
     head = "".join(f"<th style='text-align:left;padding-right:1em'>{h}</th>" for h in (
-        "run", "kind", "created", "backbone", "best val loss", "test AUC frame / video"))
+        "run", "kind", "state", "created", "backbone", "best val loss",
+        "test AUC frame / video"))
     body = "".join(
         "<tr>" + "".join(f"<td style='padding-right:1em'>{v}</td>" for v in (
-            html.escape(r["run"]), r["kind"], r["created"], html.escape(str(r["backbone"])),
+            html.escape(r["run"]), r["kind"], _state_html(r.get("state", "")), r["created"],
+            html.escape(str(r["backbone"])),
             "" if r["best_val_loss"] is None else f"{r['best_val_loss']:.4f}", auc(r)))
         + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
@@ -92,7 +103,8 @@ class RunsTab:
     def refresh(self) -> None:
         rows = self.dash.lab.runs_table()
         self.table.value = runs_html(rows)
-        self.select.options = [(f"{r['run']} ({r['kind']})", r["path"]) for r in rows]
+        self.select.options = [(f"{r['run']} ({r['kind']}, {r['state']})", r["path"])
+                               for r in rows]
 
     def compare(self) -> None:
         from dflab.runs import config_differences, plot_histories, plot_rocs

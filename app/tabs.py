@@ -24,9 +24,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from .dashboard import Dashboard
 
 
-def _runs(dash: "Dashboard", kind: str) -> list[str]:
-    """Names of the runs of ``kind`` (as recorded in each run.json), newest first."""
-    return [p.name for p in dash.lab.runs(kind)]
+def _run_options(dash: "Dashboard", kind: str) -> list[tuple[str, str]]:
+    """(label, run name) per run of ``kind``, newest first; the label gives its state."""
+    from dflab.runs import run_state
+
+    return [(f"{p.name} · {run_state(p)}", p.name) for p in dash.lab.runs(kind)]
 
 
 def _newest(dash: "Dashboard", kind: str) -> Path | None:
@@ -46,7 +48,7 @@ class DataTab:
         self.root.placeholder = "(default: <data root>/<source>)"
         self.demo_form = ConfigForm(cfg.data, "data", ["demo_videos"])
         self.demo_videos = self.demo_form.inputs["demo_videos"]
-        self.demo_job = JobPanel("Build demo set")
+        self.demo_job = JobPanel("Build demo set", method="demo_data")
         self.demo_job.start.on_click(lambda _: self.build_demo())
         self.ffpp_server = W.Password(description="FF++ server", placeholder="address from the "
                                      "FF++ access e-mail", layout=W.Layout(width="60%"))
@@ -71,7 +73,7 @@ class DataTab:
         self.cluster_form.inputs["cluster"].placeholder = "(this machine) tcp://HOST:8786 or local:N"
         self.force = W.Checkbox(description="re-process videos made with other settings",
                                 indent=False)
-        self.pre_job = JobPanel("Preprocess")
+        self.pre_job = JobPanel("Preprocess", method="preprocess")
         self.pre_job.start.on_click(lambda _: self.preprocess())
         self.pre_job.on_done.append(lambda _: self.show_stats())
         self.demo_job.on_done.append(lambda _: self.show_summary())
@@ -115,7 +117,7 @@ class DataTab:
 
     def build_demo(self) -> None:
         if self._apply(self.demo_job, self.demo_form):
-            self.demo_job.run(self.dash.lab.demo_data)
+            self.demo_job.run_detached(self.dash.lab, name="demo")
 
     def download_ffpp(self) -> None:
         if self._apply(self.ffpp_job, self.ffpp_form):
@@ -134,7 +136,8 @@ class DataTab:
 
     def preprocess(self) -> None:
         if self._apply(self.pre_job, self.where, self.pre_form, self.cluster_form):
-            self.pre_job.run(self.dash.lab.preprocess, force=self.force.value)
+            self.pre_job.run_detached(self.dash.lab, name=self.processed.name,
+                                      force=self.force.value)
 
     # views ---------------------------------------------------------------------------------
     def show_summary(self) -> None:
@@ -193,22 +196,25 @@ class TrainTab:
         self.name = W.Text(value="", placeholder="run name (empty: timestamp)",
                            description="run name")
         self.resume = W.Checkbox(description="resume this run", indent=False)
-        self.job = JobPanel("Train")
+        self.job = JobPanel("Train", method="train")
         self.job.start.on_click(lambda _: self.start())
         self.job.on_event.append(self.on_event)
         self.job.on_done.append(lambda res: self.load_run(res.run))
         self.loss_plot, self.roc_plot = W.Output(), W.Output()
         self.metrics = W.HTML("")
         self.per_method = W.HTML("")
-        self.run_select = W.Dropdown(options=_runs(dash, "train"), description="runs")
-        self.run_select.observe(lambda c: c["new"] and self.load_run(
+        self.run_select = W.Dropdown(options=_run_options(dash, "train"), description="run",
+                                     layout=W.Layout(width="60%"))
+        self.run_select.observe(lambda c: c["new"] and not self._refreshing and self.load_run(
             self.dash.paths["runs"] / c["new"]), "value")
-        self.eval_job = JobPanel("Evaluate on test")
+        self.eval_job = JobPanel("Evaluate on test", method="evaluate")
         self.eval_job.start.on_click(lambda _: self.evaluate())
         self.eval_job.on_done.append(lambda res: self.show_eval(res["visual"]))
-        self._steps: list[tuple[int, float]] = []
-        self._epochs: list[dict] = []
+        self._steps: dict[int, float] = {}  # optimiser step -> train loss
+        self._epochs: dict[int, dict] = {}  # epoch -> its metrics (history.jsonl)
         self._roc: dict = {}
+        self._shown: Path | None = None
+        self._refreshing = False
         self._last_draw = 0.0
         self._lock = threading.Lock()
         self.widget = W.VBox([
@@ -236,19 +242,31 @@ class TrainTab:
     def start(self) -> None:
         if not self.dash.data_tab._apply(self.job, self.model_form, self.train_form):
             return
-        self._steps, self._epochs, self._roc = [], [], {}
         name = self.name.value or time.strftime("%Y%m%d-%H%M%S")
         self.name.value = name
-        self.job.run(self.dash.lab.train, processed=self.dash.data_tab.processed, name=name,
-                     resume=self.resume.value)
+        with self._lock:
+            self._steps, self._epochs, self._roc = {}, {}, {}
+            self._shown = self.dash.paths["runs"] / f"train-{name}"
+        if self.resume.value:  # the curve so far, then the new steps
+            self.load_run(self._shown)
+        # a detached process: the run goes on when the page is reloaded or the kernel restarts
+        self.job.run_detached(self.dash.lab, name=name, processed=str(self.dash.data_tab.processed),
+                              resume=self.resume.value)
+
+    def attach(self, job) -> None:
+        """Show a training job started earlier (another page, before a reload) and follow it."""
+        name = job.folder.name.removeprefix("train-")
+        self.name.value = name
+        self.load_run(job.folder)
+        self.job.attach(job)
 
     def on_event(self, event: Event) -> None:
         with self._lock:
             if isinstance(event, StepLoss):
-                self._steps.append((event.step, event.loss))
+                self._steps[event.step] = event.loss
             elif isinstance(event, EpochMetrics):
-                self._epochs.append(event.metrics)
-                self._roc = event.roc
+                self._epochs[event.epoch] = event.metrics
+                self._roc = {**event.roc, "epoch": event.epoch}
             else:
                 return
             force = isinstance(event, EpochMetrics)
@@ -257,56 +275,83 @@ class TrainTab:
                 self.draw()
 
     def draw(self) -> None:
+        """Loss per optimiser step (from the run's event log) with each epoch's train and val
+        loss at the step that ended it; the newest epoch's validation ROC."""
         import plotly.graph_objects as go
 
         fig = go.Figure()
         if self._steps:
-            s, l_ = zip(*self._steps)
-            fig.add_trace(go.Scatter(x=s, y=l_, name="train loss (step)", mode="lines",
+            s = sorted(self._steps)
+            fig.add_trace(go.Scatter(x=s, y=[self._steps[k] for k in s],
+                                     name="train loss (per step)", mode="lines",
                                      line={"width": 1}))
-        if self._epochs:
-            spe = max(1, (self._steps[-1][0] if self._steps else 1) // max(1, len(self._epochs)))
-            xs = [e["epoch"] * spe for e in self._epochs]
-            fig.add_trace(go.Scatter(x=xs, y=[e["train_loss"] for e in self._epochs],
-                                     name="train loss (epoch)", mode="lines+markers"))
-            fig.add_trace(go.Scatter(x=xs, y=[e["val_loss"] for e in self._epochs],
-                                     name="val loss", mode="lines+markers"))
-        fig.update_layout(title="Loss", xaxis_title="optimiser step", height=320, width=520)
+        epochs = [self._epochs[k] for k in sorted(self._epochs)]
+        if epochs:
+            xs = [e.get("step", e["epoch"]) for e in epochs]
+            text = [f"epoch {e['epoch']}" for e in epochs]
+            fig.add_trace(go.Scatter(x=xs, y=[e["train_loss"] for e in epochs], text=text,
+                                     name="train loss (epoch mean)", mode="lines+markers"))
+            fig.add_trace(go.Scatter(x=xs, y=[e["val_loss"] for e in epochs], text=text,
+                                     name="val loss (end of epoch)", mode="lines+markers"))
+        steps_known = all("step" in e for e in epochs)
+        fig.update_layout(title="Loss", height=340, margin={"t": 40, "b": 40},
+                          xaxis_title="optimiser step" if steps_known else "epoch",
+                          legend={"orientation": "h", "y": -0.25})
         show_figure(self.loss_plot, fig)
         roc = go.Figure(go.Scatter(x=self._roc.get("fpr", []), y=self._roc.get("tpr", []),
                                    name="val ROC", mode="lines"))
         roc.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot"},
                                  name="chance"))
-        roc.update_layout(title="Validation ROC", xaxis_title="FPR", yaxis_title="TPR",
-                          height=320, width=420)
+        at = f" (epoch {self._roc['epoch']})" if "epoch" in self._roc else ""
+        roc.update_layout(title=f"Validation ROC{at}", xaxis_title="FPR", yaxis_title="TPR",
+                          height=340, margin={"t": 40, "b": 40})
         show_figure(self.roc_plot, roc)
-        if self._epochs:
+        if epochs:
             import pandas as pd
 
             cols = ["epoch", "train_loss", "val_loss", "val_accuracy", "val_f1", "val_auc",
                     "val_eer", "lr"]
-            df = pd.DataFrame(self._epochs)[cols]
+            df = pd.DataFrame(epochs)
+            df = df[[c for c in cols if c in df]]
             self.metrics.value = df.to_html(index=False, float_format=lambda v: f"{v:.4g}")
+        else:
+            self.metrics.value = ""
 
     def load_run(self, run: Path) -> None:
-        """Re-read a run folder: history, last ROC, evaluation; nothing lives only in memory."""
-        from dflab.runs import run_history
+        """Re-read a run folder: its epochs, its per-step losses (the event log of the jobs that
+        trained it), the newest validation ROC and the test evaluation; nothing lives only in
+        memory."""
+        from dflab.jobs import Job
+        from dflab.runs import read_json, run_history
 
-        if not (run / "history.jsonl").exists():
-            return
+        job = Job(run)
+        steps = {e.step: e.loss for e in job.read_events(0)[0] if isinstance(e, StepLoss)}
+        epochs = {h["epoch"]: h for h in run_history(run)} if (run / "history.jsonl").exists() \
+            else {}
+        roc = read_json(run / "val_roc.json") if (run / "val_roc.json").exists() else {}
         with self._lock:
-            self._epochs = run_history(run)
-            if run.name != f"train-{self.name.value}":  # another run: its steps were not seen
-                self._steps, self._roc = [], {}
+            self._shown = run
+            self._steps, self._epochs, self._roc = steps, epochs, roc
             self.draw()
-        options = _runs(self.dash, "train")
-        if options != list(self.run_select.options):
-            self.run_select.options = options
-        if run.name in options and self.run_select.value != run.name:
-            self.run_select.value = run.name
+        self.refresh_runs(select=run.name)
         ev = run / "eval_test.json"
         if ev.exists():
             self.show_eval(json.loads(ev.read_text())["visual"])
+        else:
+            self.per_method.value = ""
+
+    def refresh_runs(self, select: str = "") -> None:
+        """The runs dropdown, newest first, each with its state; ``select`` picks one."""
+        options = _run_options(self.dash, "train")
+        self._refreshing = True
+        try:
+            if options != list(self.run_select.options):
+                self.run_select.options = options
+            names = [v for _, v in options]
+            if select in names and self.run_select.value != select:
+                self.run_select.value = select
+        finally:
+            self._refreshing = False
 
     @property
     def run(self) -> Path | None:
@@ -316,7 +361,7 @@ class TrainTab:
         if self.run is None:
             self.eval_job.status.value = "train a model first"
             return
-        self.eval_job.run(self.dash.lab.evaluate, run=self.run)
+        self.eval_job.run_detached(self.dash.lab, name=self.run.name, run=str(self.run))
 
     def show_eval(self, rep: dict) -> None:
         rows = [(f"video · {m}", f"AUC {auc_text(v)}, acc {v['accuracy']:.3f}, n {v['n']}")
@@ -328,13 +373,13 @@ class TrainTab:
 class ForensicsTab:
     def __init__(self, dash: "Dashboard"):
         self.dash = dash
-        self.feat_job = JobPanel("Extract features")
+        self.feat_job = JobPanel("Extract features", method="features")
         self.feat_job.start.on_click(lambda _: self.extract())
         self.feat_job.on_done.append(lambda _: self.refresh())
-        self.mlp_job = JobPanel("Train MLP")
+        self.mlp_job = JobPanel("Train MLP", method="train_forensic")
         self.mlp_job.start.on_click(lambda _: self.train())
         self.mlp_job.on_done.append(lambda res: self.explain(res.run))
-        self.fuse_job = JobPanel("Fuse visual + forensic (+ audio)")
+        self.fuse_job = JobPanel("Fuse visual + forensic (+ audio)", method="fuse")
         self.fuse_job.start.on_click(lambda _: self.fuse())
         self.fuse_job.on_done.append(lambda res: self.show_fused(res.run))
         self.fused = W.HTML("")
@@ -383,7 +428,8 @@ class ForensicsTab:
         return self.dash.data_tab.processed
 
     def extract(self) -> None:
-        self.feat_job.run(self.dash.lab.features, processed=self.processed)
+        self.feat_job.run_detached(self.dash.lab, name=self.processed.name,
+                                   processed=str(self.processed))
 
     def refresh(self) -> None:
         from dflab.datasets import load_index
@@ -444,14 +490,14 @@ class ForensicsTab:
         show_figure(self.dataset_plots, plot_correlation(self.processed), False)
 
     def train(self) -> None:
-        self.mlp_job.run(self.dash.lab.train_forensic, processed=self.processed)
+        self.mlp_job.run_detached(self.dash.lab, processed=str(self.processed))
 
     def fuse(self) -> None:
         visual = self.dash.train_tab.run
         if visual is None:
             self.fuse_job.status.value = error_html("train a visual model (Train tab) first")
             return
-        self.fuse_job.run(self.dash.lab.fuse, run=visual, processed=self.processed)
+        self.fuse_job.run_detached(self.dash.lab, run=str(visual), processed=str(self.processed))
 
     def show_fused(self, run: Path) -> None:
         ev = run / "eval_test.json"
@@ -519,14 +565,17 @@ class InspectTab:
         self.filters = {k: W.Dropdown(description=k, options=["all"],
                                       layout=W.Layout(width="230px"))
                         for k in ("method", "compression", "dataset")}
-        self.min_wrong = W.FloatSlider(value=0.5, min=0.5, max=1.0, step=0.05,
-                                       description="min |p - label|",
-                                       style={"description_width": "110px"})
+        # how far past the run's threshold a wrong frame's p(fake) is: 0 shows every frame
+        # misclassified at that threshold (it is tuned on validation, so rarely 0.5)
+        self.min_margin = W.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.05,
+                                        description="min |p − threshold|",
+                                        style={"description_width": "130px"},
+                                        layout=W.Layout(width="420px"))
         self.refresh_button = W.Button(description="Load predictions", icon="refresh")
         self.refresh_button.on_click(lambda _: self.refresh())
         self.sort = W.Dropdown(description="sort by", options=SORTS, value=SORTS[0],
                                layout=W.Layout(width="330px"))
-        for w in [*self.filters.values(), self.min_wrong, self.sort]:
+        for w in [*self.filters.values(), self.min_margin, self.sort]:
             w.observe(lambda _: self.show(), "value")
         self.gallery = W.HBox(layout=W.Layout(flex_flow="row wrap"))
         self.summary = W.HTML("")
@@ -541,9 +590,11 @@ class InspectTab:
         self._crop: Path | None = None
         self.detail = W.HTML("")
         self.preds = None
+        self.threshold = 0.5
+        self.counts: dict[str, int] = {}  # misclassified frames shown, per method
         self.forensic: Any = None
         self.widget = W.VBox([W.HBox([self.refresh_button, *self.filters.values()]),
-                              W.HBox([self.min_wrong, self.sort]), self.summary, self.gallery,
+                              W.HBox([self.min_margin, self.sort]), self.summary, self.gallery,
                               W.HBox([self.frame_image,
                                       W.VBox([W.HTML("<b>crop</b>"), self.crop_image]),
                                       W.VBox([self.cam_note, self.cam_image, self.cam_method]),
@@ -558,6 +609,10 @@ class InspectTab:
             self.summary.value = "No test predictions yet: train a run and evaluate it on test."
             return
         self.preds = pd.read_csv(path, dtype={"video_id": str}, keep_default_na=False)
+        report = run / "eval_test.json"
+        self.threshold = (float(json.loads(report.read_text())["visual"]["threshold"])
+                          if report.exists() else 0.5)
+        self.preds["margin"] = (self.preds["prob"] - self.threshold).abs()
         self.forensic = None
         forensic = _newest(self.dash, "forensic")
         fpath = forensic / "predictions_test_mlp.csv" if forensic else None
@@ -594,18 +649,19 @@ class InspectTab:
         if self.preds is None:
             return
         df = self.preds
-        wrong = df[(df["pred"] != df["target"]) & (df["wrongness"] >= self.min_wrong.value)]
+        wrong = df[(df["pred"] != df["target"]) & (df["margin"] >= self.min_margin.value)]
         for key, w in self.filters.items():
             if w.value != "all":
                 wrong = wrong[wrong[key].astype(str) == w.value]
         n = len(wrong)
+        self.counts = {str(m): int(c) for m, c in wrong.groupby("method").size().items()}
         by_sync = self.sort.value == SORTS[1]
         if by_sync and "sync_clip" not in wrong:
             self.summary.value = ("No sync scores for this folder: fuse with a sync run "
                                   "(Audio-visual tab, or `dflab fuse --sync RUN`).")
             self.gallery.children = ()
             return
-        wrong = wrong.sort_values("sync_clip" if by_sync else "wrongness", ascending=False,
+        wrong = wrong.sort_values("sync_clip" if by_sync else "margin", ascending=False,
                                   na_position="last").head(24)
         processed = self.dash.data_tab.processed
         items = []
@@ -619,8 +675,10 @@ class InspectTab:
             b.on_click(lambda _, row=r: self.select(row))
             items.append(W.VBox([img, b]))
         self.gallery.children = items
-        self.summary.value = (f"{n} misclassified test frames match; the {len(items)} most "
-                              f"wrong are shown (threshold tuned on validation).")
+        per = " · ".join(f"{html.escape(m)} {c}" for m, c in sorted(self.counts.items()))
+        self.summary.value = (f"<b>{n} misclassified test frames</b> match at the run's threshold "
+                              f"{self.threshold:.3f} (tuned on validation){': ' + per if per else ''}"
+                              f". The {len(items)} most wrong are shown.")
 
     def select(self, row: Any) -> None:
         import cv2

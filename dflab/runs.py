@@ -214,6 +214,30 @@ def plot_rocs(runs: list[str | Path], level: str = "video"):
     return fig
 
 
+# what marks a run of each kind as finished, for runs not started as detached jobs
+_DONE_MARKERS = {"train": "train_summary.json", "forensic": "eval_test.json",
+                 "fuse": "eval_test.json", "demo": "demo_report.json",
+                 "sync": "sync_summary.json", "protocol": "protocol.json"}
+
+
+def run_state(run: str | Path) -> str:
+    """``running``, ``done``, ``cancelled``, ``failed`` or ``killed`` for a run started as a
+    detached job (its ``status.json``, see :mod:`dflab.jobs`); otherwise ``done`` when the run's
+    final file exists, else ``incomplete`` (stopped, or still running in another process)."""
+    from .jobs import Job
+
+    run = Path(run)
+    if (run / "job.json").exists():
+        state = Job(run).state
+        return "running" if state == "starting" else state
+    try:
+        kind = run_info(run)["kind"]
+    except FileNotFoundError:
+        return "incomplete"
+    marker = _DONE_MARKERS.get(kind)
+    return "done" if marker is None or (run / marker).exists() else "incomplete"
+
+
 def _best_val_loss(run: Path) -> float | None:
     summary = run / "train_summary.json"
     if summary.exists():
@@ -239,7 +263,8 @@ def runs_table(runs_root: str | Path, kind: str = "") -> list[dict[str, Any]]:
         row: dict[str, Any] = {
             "run": run.name, "kind": k, "path": str(run),
             "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(info["created"])),
-            "backbone": backbone, "best_val_loss": _best_val_loss(run), "test_auc": {}}
+            "backbone": backbone, "best_val_loss": _best_val_loss(run), "test_auc": {},
+            "state": run_state(run)}
         try:
             reports = read_report(run, "test")
         except FileNotFoundError:
@@ -266,8 +291,9 @@ def format_runs(rows: list[dict[str, Any]]) -> str:
         return ", ".join(f"{m} {a['frame']:.3f}/{a['video']:.3f}"
                          for m, a in row["test_auc"].items()) or "not evaluated"
 
-    head = ["run", "kind", "created", "backbone", "best val loss", "test AUC frame/video"]
-    body = [[r["run"], r["kind"], r["created"], str(r["backbone"]),
+    head = ["run", "kind", "state", "created", "backbone", "best val loss",
+            "test AUC frame/video"]
+    body = [[r["run"], r["kind"], r.get("state", ""), r["created"], str(r["backbone"]),
              "" if r["best_val_loss"] is None else f"{r['best_val_loss']:.4f}", auc(r)]
             for r in rows]
     widths = [max(len(x) for x in col) for col in zip(head, *body)]

@@ -2,7 +2,8 @@
 atomic checkpoints and full-state resume, optional DDP under ``torchrun``.
 
 A run folder holds ``config.yaml``, ``environment.json``, ``versions.json``, ``history.jsonl`` (one
-line per epoch), ``checkpoints/{last,best,epoch_K}.pt`` and ``train_summary.json``. Model selection
+line per epoch), ``val_roc.json`` (the newest epoch's validation ROC),
+``checkpoints/{last,best,epoch_K}.pt`` and ``train_summary.json``. Model selection
 uses the validation split only; the test split is never read here.
 """
 
@@ -497,7 +498,10 @@ def _epochs(cfg, run, model, net, train_ds, val_ds, batch, runtime, ddp, opt, sc
                                                         "best_epoch", "best_score")},
                         "config": config_to_dict(cfg), "data_config": dc, "metrics": metrics},
                   metrics, improved, cfg.train.save_every)
-            em.emit(EpochMetrics("train", epoch, metrics, roc_points(y_val, probs)))
+            roc = roc_points(y_val, probs)
+            # the newest epoch's validation ROC, so a finished run shows it after a reload
+            write_json(run / "val_roc.json", {"epoch": epoch, **roc})
+            em.emit(EpochMetrics("train", epoch, metrics, roc))
         if state["bad_epochs"] >= cfg.train.patience:
             stopped_early = True
             log.info("early stopping at epoch %d (best %d)", epoch, state["best_epoch"])

@@ -28,7 +28,7 @@ def test_environment_tab(dash):
                       "Export", "Runs"]
 
 
-def test_demo_button_builds_the_set_in_a_thread(dash):
+def test_demo_button_builds_the_set_in_its_own_process(dash):
     tab = dash.data_tab
     tab.demo_videos.value = 30
     assert "No demo set" in tab.summary.value
@@ -134,7 +134,7 @@ def test_click_through_every_stage(tmp_path):
     ins.refresh_button.click()
     assert ins.preds is not None and "misclassified" in ins.summary.value
     assert set(ins.filters["method"].options) >= {"all", "original"}
-    ins.min_wrong.value = 0.5
+    ins.min_margin.value = 0.0  # every frame misclassified at the run's threshold
     assert ins.gallery.children, "a 2-epoch tiny model misclassifies some test frames"
     ins.gallery.children[0].children[1].click()
     assert "visual model p(fake)" in ins.detail.value and "no forensic run" in ins.detail.value
@@ -201,12 +201,12 @@ def test_click_through_every_stage(tmp_path):
     runs = dash.runs_tab  # two runs compared: curves overlaid, settings that differ
     runs.refresh()
     assert "train-ui" in runs.table.value and "forensic-" in runs.table.value
-    picked = [v for label, v in runs.select.options if "(train)" in label or "(forensic)" in label]
+    picked = [v for label, v in runs.select.options if "(train," in label or "(forensic," in label]
     runs.select.value = tuple(picked)
     assert len(runs.plots.outputs) == 2 and "Settings that differ" in runs.diff.value
     loss = runs.plots.outputs[0]["data"]["application/vnd.plotly.v1+json"]
     assert len({t["name"].split()[0] for t in loss["data"]}) == 2  # both runs' curves
-    fuse = next(v for label, v in runs.select.options if "(fuse)" in label)
+    fuse = next(v for label, v in runs.select.options if "(fuse," in label)
     runs.select.value = (fuse,)  # robustness of the fused detector, from the tab
     runs.robust_job.start.click()
     runs.robust_job.wait(600)
@@ -224,3 +224,102 @@ def test_click_through_every_stage(tmp_path):
     assert len(runs.plots.outputs) == 3  # loss, ROC and the protocol's heatmap
 
     shutil.rmtree(tmp_path / "runs", ignore_errors=True)
+
+
+def test_inspect_shows_every_frame_misclassified_at_the_runs_threshold(tmp_path):
+    """A run whose tuned threshold is 0.64: a fake at p = 0.6 is misclassified though
+    |p - label| < 0.5. Inspect lists every such frame, with counts per method equal to the
+    evaluation report's."""
+    import numpy as np
+    import pandas as pd
+
+    from dflab.metrics import evaluate_predictions
+    from dflab.runs import create_run_dir, write_report
+
+    from dflab.lab import Lab
+
+    cfg = LabConfig()
+    cfg.data.source = "demo"
+    processed = Lab(cfg, data_root=tmp_path).processed_dir(source="demo")
+    rng = np.random.default_rng(0)
+    rows = []
+    for v in range(12):
+        method, label = (("original", "real") if v < 4 else
+                         (("Deepfakes", "FaceSwap")[v % 2], "fake"))
+        for f in range(5):
+            crop = f"crops/{method}/{v:03d}_{f}.jpg"
+            (processed / crop).parent.mkdir(parents=True, exist_ok=True)
+            (processed / crop).write_bytes(b"\xff\xd8\xff\xd9")
+            rows.append({"uid": f"{method}/{v:03d}", "dataset": "demo", "method": method,
+                         "compression": "c23", "video_id": f"{v:03d}", "split": "test",
+                         "frame_index": f, "label": label, "target": int(label == "fake"),
+                         "prob": float(rng.uniform(0.45, 0.8)), "crop_path": crop,
+                         "frame_path": "", "x1": "", "y1": "", "x2": "", "y2": ""})
+    frames = pd.DataFrame(rows)
+    threshold = 0.64
+    run = create_run_dir(tmp_path / "runs", "train", LabConfig(), "thr", env_report={},
+                         processed=processed)
+    report = evaluate_predictions(frames, threshold, n_boot=0)
+    write_report(run, "test", {"visual": report})
+    preds = frames.assign(pred=(frames["prob"] >= threshold).astype(int),
+                          wrongness=(frames["prob"] - frames["target"]).abs())
+    preds.to_csv(run / "predictions_test.csv", index=False)
+    wrong = preds[preds["pred"] != preds["target"]]
+    assert (wrong["wrongness"] < 0.5).any()  # the frames a 0.5-based filter hid
+
+    dash = Dashboard(cfg, data_root=str(tmp_path))
+    assert dash.train_tab.run == run
+    ins = dash.inspect_tab
+    ins.refresh_button.click()
+    assert ins.threshold == threshold and "threshold 0.640" in ins.summary.value
+    assert sum(ins.counts.values()) == len(wrong)
+    for method, rep in report["frame_per_method"].items():  # each method's fakes vs all reals
+        missed = round(rep["n_fake"] * (1 - rep["recall"]))
+        assert ins.counts.get(method, 0) == missed, method
+    overall = report["frame"]
+    wrong_real = round(overall["n"] * (1 - overall["accuracy"])) - sum(
+        round(r["n_fake"] * (1 - r["recall"])) for r in report["frame_per_method"].values())
+    assert ins.counts.get("original", 0) == wrong_real
+    ins.filters["method"].value = "Deepfakes"
+    assert set(ins.counts) == {"Deepfakes"}
+    assert len(ins.gallery.children) == min(24, ins.counts["Deepfakes"])
+
+
+@pytest.mark.slow
+def test_a_training_job_outlives_the_page_and_a_new_page_cancels_it(tmp_path):
+    """Training runs detached: a second dashboard (a reload, a restarted kernel) finds the
+    running job, follows its live losses, cancels it; the runs list then says cancelled."""
+    from dflab.demo import build_demo_dataset
+    from dflab.lab import Lab
+
+    build_demo_dataset(tmp_path / "demo", 12, 0, seconds=0.5)
+    cfg = LabConfig()
+    cfg.preprocess.detector, cfg.preprocess.every_nth, cfg.preprocess.audio = "haar", 5, False
+    cfg.model.backbone, cfg.model.pretrained, cfg.model.input_size = "test_efficientnet", False, 64
+    cfg.train.epochs, cfg.train.batch_size, cfg.train.patience = 200, 4, 200
+    Lab(cfg, data_root=tmp_path).preprocess(source="demo")
+    first = Dashboard(cfg, data_root=str(tmp_path))
+    first.train_tab.name.value = "long"
+    first.train_tab.job.start.click()
+    job = first.train_tab.job.job
+    assert job is not None and job.folder == tmp_path / "runs" / "train-long"
+
+    second = Dashboard(LabConfig(), data_root=str(tmp_path))  # the page after a reload
+    tr = second.train_tab
+    assert tr.job.job is not None and tr.job.job.folder == job.folder and tr.job.running
+    assert tr.name.value == "long" and not tr.job.cancel_button.disabled
+    deadline = time.time() + 300
+    while not (tr._steps and tr._epochs) and time.time() < deadline:  # live, from the log
+        time.sleep(0.5)
+    assert tr._steps and tr._epochs, (job.folder / "job.log").read_text()[-3000:]
+    assert "epoch" in tr.job.status.value or "step" in tr.job.status.value
+    tr.job.cancel_button.click()
+    tr.job.wait(120)
+    first.train_tab.job.wait(60)
+    assert job.state == "cancelled" and "cancelled" in tr.job.status.value
+    assert "cancelled" in first.train_tab.job.status.value  # the old page saw it end too
+    assert "cancelled" in second.runs_tab.table.value
+    assert tr.run_select.options[0] == ("train-long · cancelled", "train-long")
+    third = Dashboard(LabConfig(), data_root=str(tmp_path))  # a finished run: its full curves
+    assert third.train_tab._steps and len(third.train_tab._epochs) >= 1
+    assert third.train_tab._roc.get("fpr") and not third.train_tab.job.running

@@ -105,7 +105,7 @@ def test_click_through_the_dashboard(browser, tmp_path):
 
         tab("Export")
         page.get_by_role("button", name="Export ONNX").click()
-        page.get_by_text("onnxruntime vs torch").wait_for()
+        page.locator("th", has_text="onnxruntime vs torch").wait_for()
         video = next((data / "demo" / "manipulated_sequences").rglob("*.mp4"))
         with page.expect_file_chooser() as chooser:  # ipywidgets 8 keeps its <input> detached
             page.get_by_role("button", name="Upload image/video").click()

@@ -1,0 +1,368 @@
+"""Detached jobs: a long ``Lab`` call in its own process, so it outlives the page, the kernel and
+the shell that started it.
+
+A job lives in a folder (a training run's own run folder, else ``<data root>/jobs/<method>-<name>``):
+
+- ``job.json``: what to run (the ``Lab`` method, its arguments, the data root) and ``config.yaml``
+  beside it, the lab config at launch;
+- ``events.jsonl``: append-only, one JSON line per event (the typed events of
+  :mod:`dflab.events`); every job in the folder starts with a ``JobStart`` line, so a resumed
+  run's earlier steps stay readable;
+- ``status.json``: state (``starting``, ``running``, ``done``, ``failed``, ``cancelled``), the
+  process id, start and end times, a one-line summary or the error;
+- ``job.lock``: held while the job runs (its process id): one job per folder at a time. A lock
+  whose process is gone is stale and the next start replaces it; the state then reads ``killed``;
+- ``result.pkl``: the call's return value; ``job.log``: the process's own output (tracebacks).
+
+Cancelling writes a ``cancel`` file (or send the process SIGTERM): the job stops at its next
+check with its finished work kept, as a cancel token does in-process.
+
+Any process can watch a job (:meth:`Job.read_events`, :meth:`Job.status`): the dashboard
+re-attaches to a running job after a page reload this way. Written by hand: no library runs a
+Python call detached with a file-based event log that a second process can follow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from . import events as ev
+from .runs import read_json, write_json
+
+__all__ = ["Job", "JobBusy", "start_job", "list_jobs", "job_folder", "run_job",
+           "DETACHED_METHODS"]
+
+# Lab methods a detached job may call, and the run kind whose folder holds the job (or None:
+# the job gets a folder under <data root>/jobs)
+DETACHED_METHODS: dict[str, str | None] = {
+    "train": "train", "preprocess": None, "features": None, "demo_data": None,
+    "train_forensic": "forensic", "fuse": "fuse", "evaluate": None, "sync_train": "sync",
+    "protocol": None, "robustness": None,
+}
+TERMINAL = ("done", "failed", "cancelled", "killed")
+PROGRESS_INTERVAL_S = 0.25  # Progress events are written at most this often (others always)
+
+
+class JobBusy(RuntimeError):
+    """A job is already running in that folder."""
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is a dflab job (not a recycled pid)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if cmdline.exists():  # Linux: a recycled pid belongs to some other program
+        try:
+            text = cmdline.read_bytes()
+            return b"dflab.jobs" in text or not text  # empty: a zombie being reaped
+        except OSError:
+            return False
+    return True
+
+
+def job_folder(runs_root: Path, data_root: Path, method: str, name: str) -> Path:
+    """Where the job of ``method`` named ``name`` lives: the run folder for methods that make a
+    run (``train`` -> ``<runs>/train-<name>``), else ``<data root>/jobs/<method>-<name>``."""
+    if method not in DETACHED_METHODS:
+        raise ValueError(f"'{method}' cannot run as a detached job; allowed: "
+                         f"{sorted(DETACHED_METHODS)}")
+    kind = DETACHED_METHODS[method]
+    return runs_root / f"{kind}-{name}" if kind else data_root / "jobs" / f"{method}-{name}"
+
+
+def _event_to_json(event: ev.Event) -> str:
+    return json.dumps({"type": type(event).__name__, **dataclasses.asdict(event)}, default=str)
+
+
+def _event_from_json(line: str) -> ev.Event | dict | None:
+    """An event object, the ``JobStart`` marker as a dict, or None for a torn last line."""
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    kind = data.pop("type", "")
+    if kind in ("JobStart", "JobEnd"):  # the markers around each job
+        return {"type": kind, **data}
+    cls = getattr(ev, kind, None)
+    if not (isinstance(cls, type) and issubclass(cls, ev.Event)):
+        return None
+    return cls(**data)
+
+
+class Job:
+    """A handle on the job in ``folder`` (running or finished), from any process."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+
+    def __repr__(self) -> str:
+        return f"Job('{self.folder}', state={self.state!r})"
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return read_json(self.folder / "job.json")
+
+    @property
+    def method(self) -> str:
+        return self.spec["method"]
+
+    def status(self) -> dict[str, Any]:
+        """status.json, with ``state`` ``killed`` when it says running but the process is gone."""
+        path = self.folder / "status.json"
+        if not path.exists():
+            return {"state": "none"}
+        try:
+            st = read_json(path)
+        except (json.JSONDecodeError, OSError):  # written atomically; a reader never sees half
+            return {"state": "none"}
+        state = st.get("state")
+        if state == "starting":  # written before the spawn; the lock gets the child's pid
+            try:
+                pid = int((self.folder / "job.lock").read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            young = time.time() - float(st.get("started", 0)) < 30
+            if not (_alive(pid) or (young and not pid)):
+                state = "gone"
+        elif state == "running" and not _alive(int(st.get("pid") or 0)):
+            state = "gone"
+        if state == "gone":
+            st = {**st, "state": "killed",
+                  "message": f"the job's process ({st.get('pid')}) ended without a result "
+                             f"(killed or out of memory); see {self.folder / 'job.log'}"}
+        return st
+
+    @property
+    def state(self) -> str:
+        return self.status()["state"]
+
+    @property
+    def running(self) -> bool:
+        return self.state in ("starting", "running")
+
+    def read_events(self, offset: int = 0) -> tuple[list[ev.Event | dict], int]:
+        """Events written from byte ``offset`` on, and the offset to read from next time (a
+        partly written last line is left for the next read)."""
+        path = self.folder / "events.jsonl"
+        if not path.exists():
+            return [], offset
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+        end = data.rfind(b"\n") + 1
+        out = [e for e in (_event_from_json(line) for line in
+                           data[:end].decode("utf-8", "replace").splitlines() if line)
+               if e is not None]
+        return out, offset + end
+
+    def current_offset(self) -> int:
+        """The byte offset of the newest job's ``JobStart`` line (where its own events begin)."""
+        path = self.folder / "events.jsonl"
+        if not path.exists():
+            return 0
+        data = path.read_bytes()
+        at = data.rfind(b'{"type": "JobStart"')
+        return max(at, 0)
+
+    def cancel(self) -> None:
+        """Ask the job to stop at its next check (finished work is kept)."""
+        (self.folder / "cancel").write_text(str(time.time()))
+        pid = int(self.status().get("pid") or 0)
+        if self.running and _alive(pid):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except OSError:
+                pass
+
+    def wait(self, timeout: float | None = None, poll: float = 0.2) -> str:
+        """Block until the job ends (or ``timeout`` seconds); returns its state."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while self.running and (end is None or time.monotonic() < end):
+            time.sleep(poll)
+        return self.state
+
+    def result(self) -> Any:
+        """The ``Lab`` call's return value once the job is done (it was pickled by the job's
+        own process from this same code)."""
+        path = self.folder / "result.pkl"
+        if self.state != "done" or not path.exists():
+            raise RuntimeError(f"job '{self.folder}' has no result (state {self.state})")
+        with path.open("rb") as fh:
+            return pickle.load(fh)
+
+
+def _take_lock(folder: Path) -> int:
+    """Create ``job.lock`` exclusively, replacing a stale one; raises :class:`JobBusy`."""
+    lock = folder / "job.lock"
+    for _ in range(2):
+        try:
+            return os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and _alive(pid):
+                raise JobBusy(f"'{folder}' already has a running job (process {pid}): follow or "
+                              f"cancel it (dashboard, or `dflab jobs cancel {folder}`), or use "
+                              f"another name") from None
+            if not pid and time.time() - lock.stat().st_mtime < 10:  # a launcher mid-spawn
+                raise JobBusy(f"'{folder}' is being started by another process") from None
+            lock.unlink(missing_ok=True)  # stale: its process is gone
+    raise JobBusy(f"could not take the lock '{lock}'")
+
+
+def start_job(lab: Any, method: str, name: str = "", folder: str | Path = "",
+              **kwargs: Any) -> Job:
+    """Run ``lab.<method>(**kwargs)`` in a new process; returns at once with its :class:`Job`.
+
+    ``name``: the run's name (a timestamp when empty); a training job gets ``name`` passed on.
+    The process is in its own session: closing the page, the kernel or the terminal leaves it
+    running. Raises :class:`JobBusy` when a job already runs in that folder.
+    """
+    from .config import save_config
+
+    name = name or time.strftime("%Y%m%d-%H%M%S")
+    if DETACHED_METHODS.get(method) and "name" not in kwargs:
+        kwargs["name"] = name
+    out = Path(folder) if folder else job_folder(lab.paths["runs"], lab.paths["data_root"],
+                                                  method, name)
+    out.mkdir(parents=True, exist_ok=True)
+    fd = _take_lock(out)
+    try:
+        (out / "cancel").unlink(missing_ok=True)
+        save_config(lab.cfg, out / "job_config.yaml")
+        write_json(out / "job.json", {"method": method, "kwargs": kwargs,
+                                      "data_root": str(lab.paths["data_root"]),
+                                      "created": time.time()})
+        (out / "result.pkl").unlink(missing_ok=True)
+        write_json(out / "status.json", {"state": "starting", "pid": 0, "method": method,
+                                         "started": time.time()})
+        logf = (out / "job.log").open("ab")
+        proc = subprocess.Popen([sys.executable, "-m", "dflab.jobs", str(out)],
+                                stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=os.getcwd())
+        logf.close()
+        os.write(fd, str(proc.pid).encode())
+    except BaseException:
+        (out / "job.lock").unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)
+    # reap the child when it ends, so it never lingers as a zombie of this process
+    threading.Thread(target=proc.wait, daemon=True, name=f"dflab-reap-{proc.pid}").start()
+    return Job(out)
+
+
+def list_jobs(data_root: str | Path, runs_root: str | Path | None = None,
+              method: str = "") -> list[Job]:
+    """Every job folder (run folders with a job.json, and ``<data root>/jobs/*``), newest
+    first; only jobs of ``method`` when given."""
+    data_root = Path(data_root)
+    roots = [data_root / "jobs", Path(runs_root) if runs_root else data_root / "runs"]
+    found = []
+    for root in roots:
+        for spec in root.glob("*/job.json"):
+            try:
+                info = read_json(spec)
+            except (json.JSONDecodeError, OSError):
+                continue
+            if not method or info.get("method") == method:
+                found.append((info.get("created", 0), Job(spec.parent)))
+    return [j for _, j in sorted(found, key=lambda t: t[0], reverse=True)]
+
+
+class _EventLog:
+    """The job process's callback: each event as a JSON line, Progress throttled."""
+
+    def __init__(self, path: Path):
+        self.fh = path.open("a", encoding="utf-8")
+        self.last = 0.0
+        self.lock = threading.Lock()
+
+    def write_raw(self, obj: dict) -> None:
+        with self.lock:
+            self.fh.write(json.dumps(obj, default=str) + "\n")
+            self.fh.flush()
+
+    def __call__(self, event: ev.Event) -> None:
+        if isinstance(event, ev.Progress):
+            now = time.monotonic()
+            finished = bool(event.total) and event.done >= event.total
+            if now - self.last < PROGRESS_INTERVAL_S and not finished:
+                return
+            self.last = now
+        with self.lock:
+            self.fh.write(_event_to_json(event) + "\n")
+            self.fh.flush()
+
+
+def run_job(folder: str | Path) -> int:
+    """The job process: run the call in ``folder/job.json``, writing events and status."""
+    from .config import load_config
+    from .lab import Lab
+
+    folder = Path(folder)
+    spec = read_json(folder / "job.json")
+    status = {"state": "running", "pid": os.getpid(), "method": spec["method"],
+              "started": time.time()}
+    write_json(folder / "status.json", status)
+    log = _EventLog(folder / "events.jsonl")
+    log.write_raw({"type": "JobStart", "method": spec["method"], "pid": os.getpid(),
+                   "time": time.time()})
+    token = ev.CancelToken()
+    signal.signal(signal.SIGTERM, lambda *_: token.cancel())
+    stop = threading.Event()
+
+    def watch_cancel() -> None:
+        while not stop.wait(0.5):
+            if (folder / "cancel").exists():
+                token.cancel()
+
+    threading.Thread(target=watch_cancel, daemon=True).start()
+    rc = 0
+    try:
+        lab = Lab(load_config(str(folder / "job_config.yaml")), data_root=spec["data_root"])
+        # a Progress line at once, so a watcher sees the job alive before the first counted unit
+        log(ev.Progress(spec["method"], 0, 0, "step", "starting"))
+        result = getattr(lab, spec["method"])(callbacks=[log], cancel=token, **spec["kwargs"])
+        with (folder / "result.pkl.part").open("wb") as fh:
+            pickle.dump(result, fh)
+        os.replace(folder / "result.pkl.part", folder / "result.pkl")
+        status.update(state="done", summary=str(result))
+    except ev.Cancelled as exc:
+        status.update(state="cancelled", message=str(exc))
+    except BaseException as exc:  # recorded for the watcher; the traceback goes to job.log
+        traceback.print_exc()
+        status.update(state="failed", message=f"{type(exc).__name__}: {exc}")
+        rc = 1
+    finally:
+        stop.set()
+        status["ended"] = time.time()
+        write_json(folder / "status.json", status)
+        log.write_raw({"type": "JobEnd", "state": status["state"], "time": time.time()})
+        log.fh.close()
+        (folder / "job.lock").unlink(missing_ok=True)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(run_job(sys.argv[1]))

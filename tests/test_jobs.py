@@ -1,0 +1,89 @@
+"""Detached jobs (dflab.jobs): a Lab call in its own process with an event log, a status file and
+a lock, followed, cancelled and re-attached from another process; a killed job's stale lock."""
+
+import os
+import signal
+import time
+
+import pytest
+
+from dflab.events import Progress
+from dflab.jobs import Job, JobBusy, job_folder, list_jobs, start_job
+from dflab.lab import Lab
+from dflab.runs import run_state
+
+
+@pytest.fixture
+def lab(tmp_path):
+    return Lab(data_root=tmp_path)
+
+
+def test_a_job_runs_detached_and_its_events_can_be_followed(lab, tmp_path):
+    job = start_job(lab, "demo_data", name="demo", n_videos=6, seconds=0.5)
+    assert job.folder == tmp_path / "jobs" / "demo_data-demo"
+    with pytest.raises(JobBusy, match="already has a running job"):
+        start_job(lab, "demo_data", name="demo", n_videos=6)  # one job per folder
+    seen, offset = [], 0
+    while job.running:  # a second reader, as a reloaded page is
+        events, offset = job.read_events(offset)
+        seen += events
+        time.sleep(0.2)
+    seen += job.read_events(offset)[0]
+    assert job.state == "done", (job.folder / "job.log").read_text()
+    progress = [e for e in seen if isinstance(e, Progress)]
+    assert progress[0].message == "starting" and progress[-1].done == 30  # 6 real + 4 methods x 6 fakes
+    assert [e for e in seen if isinstance(e, dict)][0]["type"] == "JobStart"
+    res = job.result()
+    assert res.clips == 30 and res.labels.is_file()
+    assert "30 clips" in job.status()["summary"] and not (job.folder / "job.lock").exists()
+    assert list_jobs(tmp_path)[0].folder == job.folder
+    # the same folder again: a second job appends its own events after a new JobStart marker
+    again = start_job(lab, "demo_data", name="demo", n_videos=6, seconds=0.5)
+    assert again.wait(300) == "done"
+    text = (job.folder / "events.jsonl").read_text()
+    assert text.count('"JobStart"') == 2 and again.current_offset() > 0
+
+
+def test_cancel_stops_the_job_and_a_killed_job_leaves_a_stale_lock(lab, tmp_path):
+    job = start_job(lab, "demo_data", name="c", n_videos=40, seconds=1.0)
+    while not any(isinstance(e, Progress) and e.done >= 1 for e in job.read_events(0)[0]):
+        time.sleep(0.2)
+    Job(job.folder).cancel()  # from another handle, as a reloaded page does
+    assert job.wait(120) == "cancelled"
+    assert "finished work is kept" in job.status()["message"]
+
+    job = start_job(lab, "demo_data", name="k", n_videos=40, seconds=1.0)
+    while job.state == "starting":
+        time.sleep(0.1)
+    pid = job.status()["pid"]
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.time() + 30
+    while job.state != "killed" and time.time() < deadline:
+        time.sleep(0.2)
+    assert job.state == "killed" and "ended without a result" in job.status()["message"]
+    assert (job.folder / "job.lock").exists()  # stale: nobody removed it
+    again = start_job(lab, "demo_data", name="k", n_videos=6, seconds=0.5)  # replaces it
+    assert again.wait(300) == "done"
+
+
+def test_a_training_job_lives_in_its_run_folder_and_the_runs_list_shows_its_state(tmp_path):
+    from dflab.demo import build_demo_dataset
+
+    build_demo_dataset(tmp_path / "demo", 12, 0, seconds=0.5)
+    lab = Lab("cpu", {"preprocess.detector": "haar", "preprocess.every_nth": 5,
+                      "preprocess.audio": False, "model.backbone": "test_efficientnet",
+                      "model.input_size": 64, "model.pretrained": False, "train.epochs": 1,
+                      "train.batch_size": 8}, data_root=tmp_path)
+    pre = start_job(lab, "preprocess", name="demo", source="demo")
+    assert pre.wait(600) == "done", (pre.folder / "job.log").read_text()[-3000:]
+    job = start_job(lab, "train", name="bg", processed=str(lab.processed_dir(source="demo")))
+    assert job.folder == tmp_path / "runs" / "train-bg" == job_folder(
+        lab.paths["runs"], lab.paths["data_root"], "train", "bg")
+    assert run_state(job.folder) in ("running", "incomplete")
+    assert job.wait(600) == "done", (job.folder / "job.log").read_text()[-3000:]
+    assert run_state(job.folder) == "done" and (job.folder / "val_roc.json").is_file()
+    row = lab.runs_table("train")[0]
+    assert row["run"] == "train-bg" and row["state"] == "done"
+    assert job.result().best_epoch == 1
+    with pytest.raises(ValueError, match="cannot run as a detached job"):
+        start_job(lab, "export", run=str(job.folder))
