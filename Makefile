@@ -24,9 +24,15 @@ $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
 $(DATA)/demo/labels.csv: | $(VENV)/.installed
 	$(VENV)/bin/dflab demo-data --out $(DATA)/demo
 
+# a kernel started ahead of time (the first page is quick), and kernels left by closed or
+# reloaded pages ended after CULL_S idle seconds (jobs run in their own processes and go on)
+CULL_S ?= 300
+VOILA_FLAGS := --preheat_kernel=True --pool_size=1 \
+  --MappingKernelManager.cull_idle_timeout=$(CULL_S) --MappingKernelManager.cull_interval=30
+
 lab: $(VENV)/.installed $(DATA)/demo/labels.csv
 	$(VENV)/bin/voila notebooks/dashboard.ipynb --no-browser --port=$(PORT) \
-	  --Voila.ip=127.0.0.1 --Voila.port_retries=0
+	  --Voila.ip=127.0.0.1 --Voila.port_retries=0 $(VOILA_FLAGS)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -6,6 +6,8 @@ Works with ipywidgets 7.7 (Colab) and 8 (Voila): titles are set with ``set_title
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import ipywidgets as W
@@ -69,10 +71,14 @@ class EnvironmentTab:
 
 class Dashboard:
     """``Dashboard().widget`` is the whole app; ``show()`` displays it. Every button calls
-    ``self.lab`` (a :class:`dflab.Lab`), the object the CLI calls too."""
+    ``self.lab`` (a :class:`dflab.Lab`), the object the CLI calls too.
+
+    Long jobs run detached (:mod:`dflab.jobs`); a new dashboard follows the ones still running,
+    and with ``watch`` keeps looking for jobs started after it was built (another page, the CLI,
+    or a page served from a kernel Voila started ahead of time)."""
 
     def __init__(self, cfg: LabConfig | None = None, preset: str = "", preset_note: str = "",
-                 data_root: str = ""):
+                 data_root: str = "", watch: bool = False):
         self.lab = Lab(cfg or LabConfig(), data_root=data_root)
         self.preset, self.preset_note = preset, preset_note
         self.env_tab = EnvironmentTab(self)
@@ -96,6 +102,21 @@ class Dashboard:
         for panel in self.panels():
             panel.on_end.append(lambda _state: self.job_ended())
         self.reattach()
+        if watch:  # a preheated Voila kernel builds the page before the job it must show starts
+            threading.Thread(target=self._watch_jobs, daemon=True,
+                             name="dflab-watch-jobs").start()
+
+    WATCH_S = 2.0  # how often running jobs started elsewhere are looked for
+
+    def _watch_jobs(self) -> None:
+        import logging
+
+        while True:
+            time.sleep(self.WATCH_S)
+            try:
+                self.reattach()
+            except Exception:  # a half-written job folder: look again next time
+                logging.getLogger(__name__).debug("reattach failed", exc_info=True)
 
     def panels(self) -> list[JobPanel]:
         """Every job panel of every tab."""
@@ -172,7 +193,7 @@ def show(data_root: str = "", config: str = "") -> Dashboard:
     import os
 
     return Dashboard(*initial_config(config or os.environ.get("DFLAB_CONFIG", "")),
-                     data_root=data_root).show()
+                     data_root=data_root, watch=True).show()
 
 
 def initial_config(config: str = "", gpu: bool | None = None) -> tuple[LabConfig, str, str]:

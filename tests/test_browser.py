@@ -132,6 +132,99 @@ def test_click_through_the_dashboard(browser, tmp_path):
     assert "Traceback" not in log, log[-3000:]
 
 
+def _kernels(proc) -> int:
+    """ipykernel processes under the Voila server ``proc``."""
+    import psutil
+
+    n = 0
+    for c in psutil.Process(proc.pid).children(recursive=True):
+        try:
+            n += c.status() != psutil.STATUS_ZOMBIE and "ipykernel" in " ".join(c.cmdline())
+        except psutil.Error:  # ended meanwhile
+            pass
+    return n
+
+
+def test_a_reload_mid_training_keeps_the_run_and_leaks_no_kernel(browser, tmp_path):
+    """Start training, reload twice mid-run: each page shows the same run's live progress; the
+    last one cancels it. Kernels of the closed pages are culled: one serves the page at the end
+    (plus the one Voila keeps preheated). Time to the first widget is measured on each load."""
+    import json
+    import time
+
+    from dflab.config import LabConfig
+    from dflab.demo import build_demo_dataset
+    from dflab.lab import Lab
+
+    shots = Path(os.environ.get("DFLAB_SCREENSHOTS", tmp_path / "shots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    data = tmp_path / "data"
+    build_demo_dataset(data / "demo", 12, 0, seconds=0.5)
+    cfg = LabConfig()
+    cfg.preprocess.detector, cfg.preprocess.every_nth, cfg.preprocess.audio = "haar", 5, False
+    Lab(cfg, data_root=data).preprocess(source="demo")
+    preset = tmp_path / "long.yaml"
+    preset.write_text(PRESET.replace("epochs: 1,", "epochs: 300, patience: 300,"))
+    os.environ["DFLAB_CONFIG"] = str(preset)
+    port = free_port()
+    cull_s = 15
+    proc = start_voila(port, data, cull_s=cull_s)
+    timings = []
+    try:
+        wait_port(port, proc)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.route("**/*", lambda route: route.continue_()
+                   if route.request.url.startswith(f"http://127.0.0.1:{port}")
+                   else route.abort())
+        page.set_default_timeout(240_000)
+
+        def load(first: bool) -> None:
+            t0 = time.monotonic()
+            if first:
+                page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
+            else:
+                page.reload(wait_until="domcontentloaded")
+            page.get_by_text("dflab · deepfake detection lab", exact=True).wait_for()
+            timings.append(time.monotonic() - t0)
+            page.locator(".lm-TabBar-tab, .p-TabBar-tab").filter(has_text="Train").first.click()
+
+        load(True)
+        page.get_by_placeholder("run name (empty: timestamp)").fill("reload")
+        page.get_by_role("button", name="Train", exact=True).click()
+        live = page.locator("text=/train: \\d+\\/\\d+ batch/ >> visible=true").first
+        live.wait_for()
+        for i in range(2):  # reload mid-run: the same run, live
+            time.sleep(5 if i else 2)
+            load(False)
+            assert page.get_by_placeholder("run name (empty: timestamp)").input_value() == \
+                "reload"
+            live.wait_for()
+        page.screenshot(path=str(shots / "9-reloaded-run.png"), full_page=True)
+        run = data / "runs" / "train-reload"
+        assert json.loads((run / "status.json").read_text())["state"] == "running"
+        page.locator("button:has-text('Cancel'):not([disabled]) >> visible=true").first.click()
+        page.get_by_text("Train: cancelled").wait_for()
+        assert json.loads((run / "status.json").read_text())["state"] == "cancelled"
+        deadline = time.monotonic() + cull_s * 6
+        while _kernels(proc) > 2 and time.monotonic() < deadline:  # the page's + the pool's
+            time.sleep(1)
+        kernels = _kernels(proc)
+        print(f"time to first widget (s): {[round(t, 1) for t in timings]}; kernels at the end:"
+              f" {kernels} (one serving the page, one preheated)")
+        assert kernels == 2, f"{kernels} kernels after three page loads"
+        assert page.locator("text=failed:").count() == 0
+    finally:
+        os.environ.pop("DFLAB_CONFIG", None)
+        log = stop_voila(proc)
+        from dflab.jobs import list_jobs
+
+        for job in list_jobs(data):  # a failed test must not leave training behind
+            if job.running:
+                job.cancel()
+                job.wait(60)
+    assert "Traceback" not in log, log[-3000:]
+
+
 def test_colab_plot_fallback_draws_where_host_scripts_do_not_run(browser):
     """The HTML fallback that Colab gets: inserted with innerHTML (scripts in it never run, as
     in a widget output that does not execute them), the iframe still draws the plot. The CDN is

@@ -32,12 +32,25 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
     raise TimeoutError(f"voila did not listen on {port} in {timeout} s")
 
 
-def start_voila(port: int, data_root: Path) -> subprocess.Popen:
+def voila_flags(cull_s: int = 300) -> list[str]:
+    """`make lab`'s Voila flags (VOILA_FLAGS in the Makefile), with CULL_S = ``cull_s``."""
+    import re
+
+    text = (ROOT / "Makefile").read_text()
+    block = re.search(r"^VOILA_FLAGS := (.*?)\n(?!  )", text, re.S | re.M).group(1)
+    flags = block.replace("\\\n", " ").replace("$(CULL_S)", str(cull_s)).split()
+    cull = next(f for f in flags if "cull_interval" in f)
+    return [f if f != cull else f"--MappingKernelManager.cull_interval={min(30, max(5, cull_s // 4))}"
+            for f in flags]
+
+
+def start_voila(port: int, data_root: Path, cull_s: int = 300) -> subprocess.Popen:
     voila = Path(sys.executable).parent / "voila"
     env = {**os.environ, "DFLAB_DATA": str(data_root)}
     return subprocess.Popen(
         [str(voila), str(ROOT / "notebooks" / "dashboard.ipynb"), "--no-browser",
-         f"--port={port}", "--Voila.ip=127.0.0.1", "--Voila.port_retries=0"],
+         f"--port={port}", "--Voila.ip=127.0.0.1", "--Voila.port_retries=0",
+         *voila_flags(cull_s)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True)
 
