@@ -27,8 +27,10 @@ $(DATA)/demo/labels.csv: | $(VENV)/.installed
 # a kernel started ahead of time (the first page is quick), and kernels left by closed or
 # reloaded pages ended after CULL_S idle seconds (jobs run in their own processes and go on)
 CULL_S ?= 300
+# and the Export tab's download links (notebooks/downloads, links to exported models) served
 VOILA_FLAGS := --preheat_kernel=True --pool_size=1 \
-  --MappingKernelManager.cull_idle_timeout=$(CULL_S) --MappingKernelManager.cull_interval=30
+  --MappingKernelManager.cull_idle_timeout=$(CULL_S) --MappingKernelManager.cull_interval=30 \
+  '--VoilaConfiguration.file_allowlist=["downloads/.*"]'
 
 lab: $(VENV)/.installed $(DATA)/demo/labels.csv
 	$(VENV)/bin/voila notebooks/dashboard.ipynb --no-browser --port=$(PORT) \

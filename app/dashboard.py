@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+import html
 
 import ipywidgets as W
 
@@ -32,19 +33,23 @@ class EnvironmentTab:
         self.seed = self.form.inputs["seed"]
         self.apply_button = W.Button(description="Apply runtime settings")
         self.runtime = W.HTML("")
-        # applied on Enter or when the box loses focus, not on every keystroke
-        self.data_root = W.Text(value=str(dash.paths["data_root"]), description="data root",
-                                continuous_update=False, layout=W.Layout(width="60%"))
+        # applied only by the button: typing creates nothing (the folder is checked first)
+        self.data_root = W.Text(value=str(dash.paths["data_root"]), description="Data folder",
+                                layout=W.Layout(width="60%"))
+        self.root_button = W.Button(description="Use this folder", icon="check")
+        self.root_note = W.HTML("")
         self.drive_button = W.Button(description="Mount Google Drive", icon="hdd",
                                      layout=W.Layout(display="" if in_colab() else "none"))
         self.refresh_button.on_click(lambda _: self.refresh())
         self.apply_button.on_click(lambda _: self.apply())
         self.drive_button.on_click(lambda _: self.mount())
-        self.data_root.observe(self._root_changed, "value")
+        self.root_button.on_click(lambda _: self.use_root())
         self.widget = W.VBox([
             W.HTML("<h3>GPU and machine</h3>"), self.refresh_button, self.info,
             W.HTML("<h3>Runtime</h3>"), self.form.widget, self.apply_button, self.runtime,
-            W.HTML("<h3>Data</h3>"), W.HBox([self.data_root, self.drive_button]),
+            W.HTML("<h3>Data</h3><p>Where demo sets, processed crops, features and runs go. "
+                   "Nothing is created until you press <i>Use this folder</i>.</p>"),
+            W.HBox([self.data_root, self.root_button, self.drive_button]), self.root_note,
         ])
         self.report: dict = {}
 
@@ -64,9 +69,70 @@ class EnvironmentTab:
     def mount(self) -> None:
         root = mount_drive() / "dflab"
         self.data_root.value = str(root)
+        self.use_root()
 
-    def _root_changed(self, change) -> None:
-        self.dash.set_data_root(change["new"])
+    def use_root(self) -> None:
+        """Check the typed folder, then make it the data root (its sub-folders are created)."""
+        from dflab.environment import check_data_root
+
+        try:
+            root = check_data_root(self.data_root.value, self.dash.paths["data_root"])
+            self.dash.set_data_root(str(root))
+        except (ValueError, OSError) as exc:
+            self.root_note.value = error_html(exc)
+            return
+        self.data_root.value = str(root)
+        self.root_note.value = f"data root: <b>{html.escape(str(root))}</b>"
+
+
+def _no_null_tooltips(widget: W.Widget) -> None:
+    """Give every described widget without a tooltip an empty one: ipywidgets 8 writes a
+    missing tooltip into its label as the text "null", which the browser shows on hover."""
+    if "tooltip" in widget.trait_names() and widget.tooltip is None:
+        widget.tooltip = ""
+    for child in getattr(widget, "children", ()):
+        _no_null_tooltips(child)
+
+
+class ContextBar:
+    """What the tabs act on, named and changeable in one place: the dataset (the Data tab's
+    source, whose processed folder Train, Forensics and Inspect read) and the visual run (the
+    Train tab's, which Evaluate, Fuse, Inspect and Export use)."""
+
+    def __init__(self, dash: "Dashboard"):
+        self.dash = dash
+        d, t = dash.data_tab, dash.train_tab
+        self.source = W.Dropdown(options=d.source.options, value=d.source.value,
+                                 description="Dataset", layout=W.Layout(width="260px"))
+        self.run = W.Dropdown(options=t.run_select.options, value=t.run_select.value,
+                              description="Visual run", layout=W.Layout(width="420px"))
+        W.link((self.source, "value"), (d.source, "value"))
+        W.dlink((t.run_select, "options"), (self.run, "options"))
+        W.link((self.run, "value"), (t.run_select, "value"))
+        self.info = W.HTML("")
+        d.source.observe(lambda _: dash.data_changed(), "value")
+        t.run_select.observe(lambda _: self.show(), "value")
+        self.widget = W.VBox([W.HBox([self.source, self.run], layout=W.Layout(
+            flex_flow="row wrap")), self.info], layout=W.Layout(
+            border="1px solid #cfd8dc", padding="4px 8px", margin="0 0 6px 0"))
+        self.show()
+
+    def show(self) -> None:
+        from dflab.runs import run_state
+
+        paths = self.dash.paths
+        processed = self.dash.data_tab.processed
+        ready = (processed / "index.csv").exists()
+        run = self.dash.train_tab.run
+        rel = (processed.relative_to(paths["data_root"]) if processed.is_relative_to(
+            paths["data_root"]) else processed)
+        self.info.value = (
+            f"<span style='font-size:12px;color:#455a64'>data folder "
+            f"<code>{html.escape(str(paths['data_root']))}</code> · crops "
+            f"<code>{html.escape(str(rel))}</code> "
+            f"{'ready' if ready else '(not preprocessed yet: Data tab)'} · visual run "
+            f"{html.escape(run.name) + ' (' + run_state(run) + ')' if run else 'none yet (Train tab)'}"
+            f"</span>")
 
 
 class Dashboard:
@@ -96,9 +162,12 @@ class Dashboard:
         self.tab = W.Tab(children=[t.widget for _, t in self.tabs])
         for i, (title, _) in enumerate(self.tabs):
             self.tab.set_title(i, title)
-        self.header = W.HTML("<h2>dflab · deepfake detection lab</h2>")
-        self.widget = W.VBox([self.header, self.tab])
+        self.header = W.HTML("<h2 style='margin:4px 0'>dflab · deepfake detection lab</h2>")
+        self.context = ContextBar(self)
+        self.widget = W.VBox([self.header, self.context.widget, self.tab],
+                             layout=W.Layout(max_width="1400px"))
         self.env_tab.refresh()
+        _no_null_tooltips(self.widget)
         for panel in self.panels():
             panel.on_end.append(lambda _state: self.job_ended())
         self.reattach()
@@ -177,8 +246,17 @@ class Dashboard:
 
     def set_data_root(self, root: str) -> None:
         self.lab.set_data_root(root)
+        self.data_changed()
+        self.train_tab.refresh_runs()
+        self.runs_tab.refresh()
+        self.context.show()
+
+    def data_changed(self) -> None:
+        """The data root or the source changed: every view of the dataset is re-read."""
         self.data_tab.show_summary()
         self.data_tab.show_stats()
+        self.forensics_tab.refresh()
+        self.context.show()
 
     def show(self):
         from IPython.display import display

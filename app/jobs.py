@@ -75,8 +75,7 @@ class JobPanel:
         self.min_interval = min_interval
         self.start = W.Button(description=title, button_style="primary",
                               layout=W.Layout(width="auto"))
-        self.cancel_button = W.Button(description="Cancel", disabled=True,
-                                      button_style="warning")
+        self.cancel_button = W.Button(description="Cancel", disabled=True)  # grey until a job runs
         self.bar = W.FloatProgress(value=0, min=0, max=1, layout=W.Layout(width="50%"))
         self.status = W.HTML("idle")
         self.log = W.Output(layout=W.Layout(max_height="160px", overflow="auto",
@@ -109,6 +108,7 @@ class JobPanel:
         self.bar.value, self.bar.max = 0, 1
         self.start.disabled = True
         self.cancel_button.disabled = False
+        self.cancel_button.button_style = "warning"
         self.error = ""
         self.result = None
         self._last = 0.0
@@ -117,6 +117,7 @@ class JobPanel:
     def _end(self, state: str) -> None:
         self.start.disabled = False
         self.cancel_button.disabled = True
+        self.cancel_button.button_style = ""
         for cb in self.on_end:
             cb(state)
 

@@ -109,7 +109,9 @@ class SyncTab:
         self.clip = W.Dropdown(description="clip", options=[], layout=W.Layout(width="60%"))
         self.clip.observe(lambda ch: ch["new"] and self.show_clip(ch["new"]), "value")
         self.summary, self.table = W.HTML(""), W.HTML("")
-        self.strip = W.Image(format="png", layout=W.Layout(max_width="100%"))
+        self.strip = W.Image(format="png", layout=W.Layout(max_width="100%", display="none"))
+        self.strip.observe(lambda c: setattr(self.strip.layout, "display",
+                                             "" if c["new"] else "none"), "value")
         self.plots = W.Output()
         self.widget = W.VBox([
             W.HTML("<p>Lip-sync: mouth crops around each sampled frame and the audio at a 10 ms "

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as W
 
+from dflab.environment import in_colab
 from dflab.events import EpochMetrics, Event, StepLoss
 
 from .jobs import JobPanel
@@ -200,7 +201,8 @@ class TrainTab:
         self.job.start.on_click(lambda _: self.start())
         self.job.on_event.append(self.on_event)
         self.job.on_done.append(lambda res: self.load_run(res.run))
-        self.loss_plot, self.roc_plot = W.Output(), W.Output()
+        self.loss_plot = W.Output(layout=W.Layout(flex="3 1 560px", min_width="0"))
+        self.roc_plot = W.Output(layout=W.Layout(flex="2 1 380px", min_width="0"))
         self.metrics = W.HTML("")
         self.per_method = W.HTML("")
         self.run_select = W.Dropdown(options=_run_options(dash, "train"), description="run",
@@ -219,10 +221,13 @@ class TrainTab:
         self._lock = threading.Lock()
         self.widget = W.VBox([
             W.HBox([self.preset, self.preset_note]),
-            W.HBox([W.VBox([W.HTML("<b>Model</b>"), self.model_form.widget]),
-                    W.VBox([W.HTML("<b>Training</b>"), self.train_form.widget])]),
+            W.HBox([W.VBox([W.HTML("<b>Model</b>"), self.model_form.widget],
+                           layout=W.Layout(margin="0 24px 0 0")),
+                    W.VBox([W.HTML("<b>Training</b>"), self.train_form.widget])],
+                   layout=W.Layout(flex_flow="row wrap")),
             W.HBox([self.name, self.resume]), self.job.widget,
-            W.HBox([self.loss_plot, self.roc_plot]), self.metrics,
+            W.HBox([self.loss_plot, self.roc_plot], layout=W.Layout(flex_flow="row wrap")),
+            self.metrics,
             W.HTML("<h3>Runs</h3>"), self.run_select, self.eval_job.widget, self.per_method])
         if self.run_select.value:
             self.load_run(self.dash.paths["runs"] / self.run_select.value)
@@ -396,7 +401,14 @@ class ForensicsTab:
         self.frame.observe(lambda c: c["new"] and self.explore(c["new"]), "value")
         self.feature = W.Dropdown(description="feature", options=[])
         self.feature.observe(lambda c: c["new"] and self.histogram(c["new"]), "value")
-        self.explorer, self.dataset_plots, self.explain_plots = W.Output(), W.Output(), W.Output()
+        # the six explorer plots and the three dataset views in grids that wrap on narrow pages
+        self.explorer_cells = [W.Output(layout=W.Layout(min_width="0")) for _ in range(6)]
+        self.explorer = W.GridBox(self.explorer_cells, layout=W.Layout(
+            grid_template_columns="repeat(auto-fill, minmax(400px, 1fr))", grid_gap="4px"))
+        self.dataset_cells = [W.Output(layout=W.Layout(min_width="0")) for _ in range(3)]
+        self.dataset_plots = W.GridBox(self.dataset_cells, layout=W.Layout(
+            grid_template_columns="repeat(auto-fill, minmax(400px, 1fr))", grid_gap="4px"))
+        self.explain_plots = W.Output()
         self.results = W.HTML("")
         self._real_cache: tuple[Path | None, Any] = (None, None)
         self.widget = W.VBox([
@@ -461,10 +473,9 @@ class ForensicsTab:
         real = None
         if (self.processed / "features.csv").exists():
             real = self._real_profile()
-        self.explorer.outputs = ()
-        for fig in image_explorer(img, real).values():
-            fig.update_layout(height=300, width=420)
-            show_figure(self.explorer, fig, replace=False)
+        for cell, fig in zip(self.explorer_cells, image_explorer(img, real).values()):
+            fig.update_layout(height=320, margin={"t": 40, "b": 30, "l": 40, "r": 10})
+            show_figure(cell, fig)
 
     def _real_profile(self):
         """Mean azimuthal profile of up to 20 real crops; computed once per processed folder."""
@@ -484,10 +495,11 @@ class ForensicsTab:
     def histogram(self, feature: str) -> None:
         from dflab.forensic import plot_correlation, plot_histograms
 
-        self.dataset_plots.outputs = ()
-        show_figure(self.dataset_plots, plot_histograms(self.processed, [feature]), False)
-        show_figure(self.dataset_plots, plot_histograms(self.processed, [feature], True), False)
-        show_figure(self.dataset_plots, plot_correlation(self.processed), False)
+        figs = [plot_histograms(self.processed, [feature]),
+                plot_histograms(self.processed, [feature], True), plot_correlation(self.processed)]
+        figs[2].update_layout(width=None, height=520)  # fills its grid cell
+        for cell, fig in zip(self.dataset_cells, figs):
+            show_figure(cell, fig)
 
     def train(self) -> None:
         self.mlp_job.run_detached(self.dash.lab, processed=str(self.processed))
@@ -563,7 +575,8 @@ class InspectTab:
     def __init__(self, dash: "Dashboard"):
         self.dash = dash
         self.filters = {k: W.Dropdown(description=k, options=["all"],
-                                      layout=W.Layout(width="230px"))
+                                      style={"description_width": "initial"},
+                                      layout=W.Layout(width="250px"))
                         for k in ("method", "compression", "dataset")}
         # how far past the run's threshold a wrong frame's p(fake) is: 0 shows every frame
         # misclassified at that threshold (it is tuned on validation, so rarely 0.5)
@@ -579,9 +592,16 @@ class InspectTab:
             w.observe(lambda _: self.show(), "value")
         self.gallery = W.HBox(layout=W.Layout(flex_flow="row wrap"))
         self.summary = W.HTML("")
-        self.frame_image = W.Image(format="jpg", layout=W.Layout(max_width="480px"))
-        self.crop_image = W.Image(format="jpg", layout=W.Layout(max_width="200px"))
-        self.cam_image = W.Image(format="jpg", layout=W.Layout(max_width="200px"))
+        # hidden while empty (an empty Image is a broken-image icon)
+        self.frame_image = W.Image(format="jpg", layout=W.Layout(max_width="480px",
+                                                                 display="none"))
+        self.crop_image = W.Image(format="jpg", layout=W.Layout(max_width="200px",
+                                                                display="none"))
+        self.cam_image = W.Image(format="jpg", layout=W.Layout(max_width="200px",
+                                                               display="none"))
+        for img in (self.frame_image, self.crop_image, self.cam_image):
+            img.observe(lambda c: setattr(c["owner"].layout, "display",
+                                          "" if c["new"] else "none"), "value")
         self.cam_method = W.ToggleButtons(options=["gradcam", "gradcam++"], value="gradcam",
                                           style={"button_width": "90px"})
         self.cam_method.observe(lambda _: self._crop is not None and self.gradcam(self._crop),
@@ -729,6 +749,34 @@ class InspectTab:
                                f"</b> of the fake logit (p = {p:.3f})")
 
 
+DOWNLOADS = Path(__file__).resolve().parent.parent / "notebooks" / "downloads"
+
+
+def download_html(path: str | Path) -> str:
+    """Under Voila (``make lab``): a link to ``path`` served by Voila's file handler, through a
+    hard link (or a copy) in ``notebooks/downloads``, the only folder ``make lab`` lets it serve;
+    elsewhere an empty string (Colab gets a download button instead)."""
+    import os
+
+    base = os.environ.get("VOILA_BASE_URL")
+    path = Path(path)
+    if base is None or not path.is_file():
+        return ""
+    name = f"{path.parent.name}-{path.name}"
+    DOWNLOADS.mkdir(parents=True, exist_ok=True)
+    link = DOWNLOADS / name
+    link.unlink(missing_ok=True)
+    try:  # a hard link costs no space; Voila refuses symbolic links that leave its folder
+        os.link(path, link)
+    except OSError:  # another file system
+        import shutil
+
+        shutil.copy2(path, link)
+    href = f"{base.rstrip('/')}/voila/files/downloads/{name}"
+    return (f"<p><a href='{html.escape(href)}' download='{html.escape(path.name)}'>"
+            f"⬇ Download {html.escape(path.name)}</a> ({path.stat().st_size / 2**20:.1f} MiB)</p>")
+
+
 class ExportTab:
     """ONNX export of the Train tab's run, and a verdict on an uploaded image or video with that
     run's best model (its fuse run when there is one: visual, forensic and fused)."""
@@ -748,7 +796,12 @@ class ExportTab:
         self.prediction: Any = None
         self.verdict = W.HTML("")
         self.plot = W.Output()
-        self.widget = W.VBox([self.job.widget, self.result, W.HTML("<h3>Predict</h3>"),
+        self.exported: Path | None = None
+        self.drive_button = W.Button(description="Download the model", icon="download",
+                                     layout=W.Layout(display="none"))
+        self.drive_button.on_click(lambda _: self.save_to_colab())
+        self.widget = W.VBox([self.job.widget, self.result, self.drive_button,
+                              W.HTML("<h3>Predict</h3>"),
                               self.upload, self.predict_job.widget, self.verdict, self.plot])
 
     def export(self) -> None:
@@ -762,7 +815,16 @@ class ExportTab:
         self.result.value = table_html([
             ("file", str(res.onnx)), ("size", f"{res.bytes / 2**20:.1f} MiB"),
             ("onnxruntime vs torch max |diff|", f"{res.max_abs_diff:.2e}"),
-            ("parity", "ok" if res.parity_ok else "FAILED")])
+            ("parity", "ok" if res.parity_ok else "FAILED")]) + download_html(res.onnx)
+        self.exported = Path(res.onnx)
+        self.drive_button.layout.display = "" if in_colab() else "none"
+
+    def save_to_colab(self) -> None:
+        """Colab: the browser's download of the exported model (google.colab.files)."""
+        from google.colab import files  # only offered on Colab
+
+        if self.exported is not None:
+            files.download(str(self.exported))
 
     def _uploaded(self) -> tuple[str, bytes] | None:
         v = self.upload.value

@@ -101,19 +101,52 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+# the form labels in words (with units); a field not listed shows its name with spaces
+LABELS = {
+    "env.seed": "Random seed", "env.deterministic": "Deterministic cuDNN",
+    "env.workers": "Loader workers", "env.cluster": "Dask scheduler",
+    "data.source": "Source", "data.root": "Videos folder", "data.demo_videos": "Demo clips",
+    "data.methods": "Methods", "data.compressions": "Compressions",
+    "data.videos_per_split": "Videos per split", "data.dfdc_parts": "DFDC parts",
+    "data.max_disk_gb": "Disk budget (GB)",
+    "preprocess.detector": "Face detector", "preprocess.detector_weights": "Detector weights",
+    "preprocess.every_nth": "Every Nth frame", "preprocess.num_frames": "Frames per video",
+    "preprocess.padding": "Crop padding (× box)", "preprocess.min_confidence": "Min. face score",
+    "preprocess.workers": "Worker processes", "preprocess.save_frames": "Save full frames",
+    "preprocess.audio": "Audio features",
+    "model.backbone": "Backbone (timm)", "model.pretrained": "ImageNet weights",
+    "model.weights_path": "Weights file", "model.input_size": "Input size (px)",
+    "model.head_hidden": "Head hidden units", "model.dropout": "Dropout",
+    "train.epochs": "Epochs", "train.batch_size": "Batch size (images)",
+    "train.accumulation": "Grad. accumulation", "train.lr": "Learning rate",
+    "train.warmup_epochs": "Warm-up epochs", "train.loss": "Loss",
+    "train.label_smoothing": "Label smoothing", "train.focal_gamma": "Focal loss γ",
+    "train.amp": "Mixed precision", "train.augment": "Augment crops",
+    "train.aug_color": "Colour jitter", "train.aug_jpeg_p": "JPEG re-encode prob.",
+    "train.patience": "Early stop (epochs)", "train.balance": "Balance real/fake",
+}
+
+
+def field_label(stage: str, name: str) -> str:
+    return LABELS.get(f"{stage}.{name}", name.replace("_", " ").capitalize())
+
+
 class ConfigForm:
-    """Widgets for the fields of one config stage, built from the dataclass metadata."""
+    """Widgets for the fields of one config stage, built from the dataclass metadata: a label
+    in words, the bounds as the widget's own limits, and the field's help line beside it."""
 
     def __init__(self, stage_cfg: Any, stage: str, only: list[str] | None = None):
         self.stage, self.cfg = stage, stage_cfg
         self.inputs: dict[str, W.Widget] = {}
+        rows = []
         style = {"description_width": "150px"}
         for f in dataclasses.fields(stage_cfg):
             if only and f.name not in only:
                 continue
             meta, kind, value = f.metadata, field_type(f), getattr(stage_cfg, f.name)
-            kw = dict(description=f.name, style=style, layout=W.Layout(width="420px"))
-            kw[TOOLTIP] = meta.get("help", "")
+            kw = dict(description=field_label(stage, f.name), style=style,
+                      layout=W.Layout(width="340px", min_width="340px"))
+            kw[TOOLTIP] = meta.get("help", "") or field_label(stage, f.name)
             if kind is bool:
                 w = W.Checkbox(value=value, indent=False, **{k: v for k, v in kw.items()
                                                             if k != "style"})
@@ -133,7 +166,11 @@ class ConfigForm:
             else:
                 w = W.Text(value=str(value), **kw)
             self.inputs[f.name] = w
-        self.widget = W.VBox(list(self.inputs.values()))
+            help_ = W.HTML(f"<span style='font-size:11px;color:#666;line-height:1.2'>"
+                           f"{html.escape(meta.get('help', ''))}</span>",
+                           layout=W.Layout(width="300px", margin="0 0 0 8px"))
+            rows.append(W.HBox([w, help_], layout=W.Layout(align_items="center")))
+        self.widget = W.VBox(rows)
 
     def load(self, stage_cfg: Any) -> None:
         """Show the values of ``stage_cfg`` (a preset was chosen)."""

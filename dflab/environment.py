@@ -235,6 +235,37 @@ def resolve_paths(data_root: str = "", runs_dir: str = "", use_drive: bool = Tru
     return paths
 
 
+def check_data_root(path: str | Path, current: str | Path = "") -> Path:
+    """``path`` as a data root, resolved, without creating anything: an existing writable
+    folder, or one whose nearest existing parent is writable and lies under the home folder,
+    the working folder, ``/content`` (Colab) or the ``current`` data root's parent. Raises
+    ValueError naming the path and the fix."""
+    text = str(path).strip()
+    if not text:
+        raise ValueError("the data root is empty: type a folder (e.g. ~/dflab-data) and press "
+                         "'Use this folder'")
+    root = Path(text).expanduser().resolve()
+    if root.exists():
+        if not root.is_dir():
+            raise ValueError(f"data root '{root}' is a file, not a folder: choose a folder")
+        if not os.access(root, os.W_OK):
+            raise ValueError(f"data root '{root}' is not writable: choose a folder you can "
+                             f"write to")
+        return root
+    allowed = [Path.home().resolve(), Path.cwd().resolve(), Path("/content")]
+    if current:
+        allowed.append(Path(current).expanduser().resolve().parent)
+    if not any(root.is_relative_to(a) for a in allowed):
+        raise ValueError(f"data root '{root}' does not exist and is outside your home folder, "
+                         f"the working folder and the current data root's parent; create it "
+                         f"first (mkdir -p '{root}') or choose a folder under "
+                         f"{', '.join(str(a) for a in allowed)}")
+    parent = next(p for p in root.parents if p.exists())
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"data root '{root}' cannot be created: '{parent}' is not writable")
+    return root
+
+
 def default_workers(requested: int = -1) -> int:
     """DataLoader workers: all cores but one, at most 8; ``requested`` >= 0 wins."""
     if requested >= 0:

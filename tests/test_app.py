@@ -153,9 +153,9 @@ def test_click_through_every_stage(tmp_path):
     assert not fo.feat_job.error, fo.feat_job.error
     assert fo.frame.options and len(fo.feature.options) == 52
     fo.frame.value = fo.frame.options[1][1]
-    assert len(fo.explorer.outputs) == 6
+    assert [len(c.outputs) for c in fo.explorer_cells] == [1] * 6
     fo.feature.value = "fft_grid_peak_2"
-    assert len(fo.dataset_plots.outputs) == 3
+    assert [len(c.outputs) for c in fo.dataset_cells] == [1] * 3
     dash.cfg.features.epochs = 20
     fo.mlp_job.start.click()
     fo.mlp_job.wait(300)

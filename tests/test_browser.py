@@ -61,7 +61,7 @@ def test_click_through_the_dashboard(browser, tmp_path):
         page.set_default_timeout(240_000)
         page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
         page.get_by_text("dflab · deepfake detection lab", exact=True).wait_for()
-        page.get_by_text("Batch size").wait_for()
+        page.locator("th", has_text="Batch size").first.wait_for()
         page.screenshot(path=str(shots / "1-environment.png"), full_page=True)
 
         def tab(name):
@@ -106,6 +106,10 @@ def test_click_through_the_dashboard(browser, tmp_path):
         tab("Export")
         page.get_by_role("button", name="Export ONNX").click()
         page.locator("th", has_text="onnxruntime vs torch").wait_for()
+        link = page.get_by_role("link", name=re.compile("Download model.onnx"))
+        body = page.request.get(f"http://127.0.0.1:{port}" + link.get_attribute("href")).body()
+        onnx = next((data / "runs").glob("train-*/model.onnx"))
+        assert body == onnx.read_bytes()  # the model, served by Voila for download
         video = next((data / "demo" / "manipulated_sequences").rglob("*.mp4"))
         with page.expect_file_chooser() as chooser:  # ipywidgets 8 keeps its <input> detached
             page.get_by_role("button", name="Upload image/video").click()
@@ -126,6 +130,12 @@ def test_click_through_the_dashboard(browser, tmp_path):
         page.screenshot(path=str(shots / "7-runs.png"), full_page=True)
         errors = page.locator("text=failed:").count()
         assert errors == 0
+        text = page.locator("body").inner_text()
+        assert "{'" not in text and "': " not in text, "a Python dict repr on the page"
+        assert page.locator("[title='null']").count() == 0
+        broken = page.evaluate("[...document.images].filter(i => i.complete && "
+                               "i.naturalWidth === 0 && i.offsetParent !== null).length")
+        assert broken == 0, f"{broken} broken images"
     finally:
         os.environ.pop("DFLAB_CONFIG", None)
         log = stop_voila(proc)

@@ -35,10 +35,11 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
 def voila_flags(cull_s: int = 300) -> list[str]:
     """`make lab`'s Voila flags (VOILA_FLAGS in the Makefile), with CULL_S = ``cull_s``."""
     import re
+    import shlex
 
     text = (ROOT / "Makefile").read_text()
     block = re.search(r"^VOILA_FLAGS := (.*?)\n(?!  )", text, re.S | re.M).group(1)
-    flags = block.replace("\\\n", " ").replace("$(CULL_S)", str(cull_s)).split()
+    flags = shlex.split(block.replace("\\\n", " ").replace("$(CULL_S)", str(cull_s)))
     cull = next(f for f in flags if "cull_interval" in f)
     return [f if f != cull else f"--MappingKernelManager.cull_interval={min(30, max(5, cull_s // 4))}"
             for f in flags]
