@@ -556,12 +556,15 @@ class ForensicsTab:
                                     plot_shap_summary, shap_values)
 
         rep = json.loads((run / "eval_test.json").read_text())
-        self.results.value = report_table(rep)
         self.explain_plots.outputs = ()
+        self.results.value = report_table(rep) + (
+            "<p>⏳ computing permutation importance (3 repeats) and SHAP values (40 test crops)"
+            "…</p>")
         show_figure(self.explain_plots, plot_importance(
             permutation_importance_table(run, self.processed, repeats=3)), False)
         sv, X, names = shap_values(run, self.processed, n=40, background=30)
         show_figure(self.explain_plots, plot_shap_summary(sv, X, names), False)
+        self.results.value = report_table(rep)
 
 
 SORTS = ["most wrong first", "sync score, most out of sync first"]

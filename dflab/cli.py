@@ -371,6 +371,48 @@ def cmd_runs(args, lab):
     print(json.dumps(rows, indent=1, default=str) if args.json else format_runs(rows))
 
 
+@command("jobs", "the detached jobs the dashboard started (training, preprocessing, features...):"
+         " list them with their state, follow one's progress, or cancel it")
+@arg("action", nargs="?", default="list", choices=["list", "follow", "cancel"])
+@arg("folder", nargs="?", default="", help="the job's folder (follow, cancel; as listed)")
+def cmd_jobs(args, lab):
+    import time
+
+    from .jobs import Job, list_jobs
+
+    if args.action == "list":
+        jobs = list_jobs(lab.paths["data_root"], lab.paths["runs"])
+        if not jobs:
+            print(f"no jobs under {lab.paths['data_root']}")
+        for job in jobs:
+            st = job.status()
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(st.get("started", 0)))
+            print(f"{st['state']:<9}  {when}  {job.method:<14}  {job.folder}")
+        return 0
+    if not args.folder:
+        raise ValueError(f"`dflab jobs {args.action}` needs the job's folder (see `dflab jobs`)")
+    job = Job(args.folder)
+    if not (job.folder / "job.json").is_file():
+        raise FileNotFoundError(f"'{job.folder}' is not a job folder (no job.json); "
+                                f"`dflab jobs` lists them")
+    if args.action == "cancel":
+        job.cancel()
+        print(f"cancel requested: {job.folder} (state {job.wait(120)})")
+        return 0
+    bar, offset = _bar()[0], job.current_offset()
+    while True:
+        events, offset = job.read_events(offset)
+        for e in events:
+            if not isinstance(e, dict):
+                bar(e)
+        if not job.running:
+            break
+        time.sleep(0.5)
+    st = job.status()
+    print(f"{st['state']}: {st.get('summary') or st.get('message', '')}")
+    return 0 if st["state"] == "done" else EXIT_ITEMS_FAILED
+
+
 @command("config", "show the resolved config, or list every key with its help")
 @arg("--list", action="store_true", help="list keys, types, bounds and help")
 def cmd_config(args, lab):

@@ -1,6 +1,7 @@
 """Drive the dashboard's widgets without a browser, against small real runs."""
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -49,6 +50,26 @@ def test_cancel_keeps_finished_work(dash):
     tab.demo_job.wait(300)
     assert "cancelled" in tab.demo_job.status.value
     assert not tab.demo_job.start.disabled
+
+
+def test_the_data_folder_changes_only_by_its_button_after_a_check(dash, tmp_path):
+    env = dash.env_tab
+    new = tmp_path / "elsewhere" / "lab"
+    for partial in ("elsewh", "elsewhere/la", "elsewhere/lab"):  # typing creates nothing
+        env.data_root.value = str(tmp_path / partial)
+    assert not (tmp_path / "elsewh").exists() and not new.exists()
+    assert dash.paths["data_root"] == tmp_path
+    env.root_button.click()
+    assert dash.paths["data_root"] == new and (new / "runs").is_dir()
+    assert str(new) in env.root_note.value and str(new) in dash.context.info.value
+    env.data_root.value = "/proc/dflab-here"  # neither existing nor creatable here
+    env.root_button.click()
+    assert "does not exist" in env.root_note.value or "cannot be created" in env.root_note.value
+    assert dash.paths["data_root"] == new and not Path("/proc/dflab-here").exists()
+    (tmp_path / "afile").write_text("x")
+    env.data_root.value = str(tmp_path / "afile")
+    env.root_button.click()
+    assert "is a file" in env.root_note.value
 
 
 def test_without_a_gpu_the_cpu_preset_is_proposed(tmp_path):

@@ -18,7 +18,7 @@ def lab(tmp_path):
     return Lab(data_root=tmp_path)
 
 
-def test_a_job_runs_detached_and_its_events_can_be_followed(lab, tmp_path):
+def test_a_job_runs_detached_and_its_events_can_be_followed(lab, tmp_path, capsys):
     job = start_job(lab, "demo_data", name="demo", n_videos=6, seconds=0.5)
     assert job.folder == tmp_path / "jobs" / "demo_data-demo"
     with pytest.raises(JobBusy, match="already has a running job"):
@@ -42,6 +42,16 @@ def test_a_job_runs_detached_and_its_events_can_be_followed(lab, tmp_path):
     assert again.wait(300) == "done"
     text = (job.folder / "events.jsonl").read_text()
     assert text.count('"JobStart"') == 2 and again.current_offset() > 0
+
+    from dflab.cli import main  # the CLI lists, follows and cancels the same jobs
+
+    root = f"env.data_root={tmp_path}"
+    assert main(["jobs", "--set", root]) == 0
+    assert "done       " in capsys.readouterr().out
+    assert main(["jobs", "follow", str(job.folder), "--set", root]) == 0
+    assert "done: wrote 30 clips" in capsys.readouterr().out
+    assert main(["jobs", "cancel", str(tmp_path), "--set", root]) == 2
+    assert "not a job folder" in capsys.readouterr().err
 
 
 def test_cancel_stops_the_job_and_a_killed_job_leaves_a_stale_lock(lab, tmp_path):
