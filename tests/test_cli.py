@@ -83,7 +83,7 @@ def test_runs_lists_every_run_with_its_aucs_and_what_differs(tmp_path):
     out = run_cli("runs", "--set", f"env.data_root={tmp_path}")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0].split()[:3] == ["run", "kind", "created"]
+    assert lines[0].split()[:4] == ["run", "kind", "state", "created"]
     assert lines[2].startswith("train-b") and "visual" in lines[2] and "0.3700" in lines[2]
     assert "train.lr=0.001" in out.stdout
     js = json.loads(run_cli("runs", "--kind", "train", "--json", "--set",
