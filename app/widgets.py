@@ -43,7 +43,11 @@ def show_figure(out: W.Output, fig: Any, replace: bool = True) -> None:
     extension under Voila and JupyterLab) plus an HTML fallback for hosts without that renderer
     (Colab, classic notebooks; see ``figure_iframe``). Safe from worker threads: no
     ``with out:``."""
-    bundle = {"application/vnd.plotly.v1+json": fig.to_plotly_json(),
+    import json
+
+    # plotly's own JSON encoder: plain lists, never numpy arrays (which a kernel's message
+    # serialisation may refuse, e.g. ipykernel 6.17's json_clean on Colab)
+    bundle = {"application/vnd.plotly.v1+json": json.loads(fig.to_json()),
               "text/html": figure_iframe(fig),
               "text/plain": f"<plotly figure: {fig.layout.title.text or ''}>"}
     if replace:

@@ -4,6 +4,7 @@ Screenshots go to $DFLAB_SCREENSHOTS (default: a temporary folder)."""
 
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -136,6 +137,17 @@ def test_click_through_the_dashboard(browser, tmp_path):
         broken = page.evaluate("[...document.images].filter(i => i.complete && "
                                "i.naturalWidth === 0 && i.offsetParent !== null).length")
         assert broken == 0, f"{broken} broken images"
+        page.set_viewport_size({"width": 900, "height": 1000})  # usable on a narrow window
+        for name in ("Environment", "Data", "Train", "Forensics", "Audio-visual", "Inspect",
+                     "Export", "Runs"):
+            tab(name)
+            page.wait_for_timeout(300)
+            wide = page.evaluate("document.documentElement.scrollWidth")
+            assert wide <= 905, f"the {name} tab is {wide} px wide at 900 px"
+        t0 = time.monotonic()  # an idle reload, the preheated kernel ready
+        page.reload(wait_until="domcontentloaded")
+        page.get_by_text("dflab · deepfake detection lab", exact=True).wait_for()
+        print(f"time to first widget on an idle reload: {time.monotonic() - t0:.1f} s")
     finally:
         os.environ.pop("DFLAB_CONFIG", None)
         log = stop_voila(proc)
@@ -160,7 +172,6 @@ def test_a_reload_mid_training_keeps_the_run_and_leaks_no_kernel(browser, tmp_pa
     last one cancels it. Kernels of the closed pages are culled: one serves the page at the end
     (plus the one Voila keeps preheated). Time to the first widget is measured on each load."""
     import json
-    import time
 
     from dflab.config import LabConfig
     from dflab.demo import build_demo_dataset
