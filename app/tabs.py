@@ -791,7 +791,10 @@ class ExportTab:
         self.job.on_done.append(lambda res: self.show_export(res))
         self.result = W.HTML("")
         self.upload = W.FileUpload(accept="image/*,video/*", multiple=False,
-                                   description="Upload image/video")
+                                   description="Upload image/video",
+                                   layout=W.Layout(width="auto"))
+        self.upload_name = W.HTML("")
+        self.upload.observe(lambda _: self._show_upload(), "value")
         self.predict_job = JobPanel("Predict")
         self.predict_job.start.on_click(lambda _: self.predict())
         self.predict_job.on_done.append(lambda res: self.show_prediction(res))
@@ -805,7 +808,8 @@ class ExportTab:
         self.drive_button.on_click(lambda _: self.save_to_colab())
         self.widget = W.VBox([self.job.widget, self.result, self.drive_button,
                               W.HTML("<h3>Predict</h3>"),
-                              self.upload, self.predict_job.widget, self.verdict, self.plot])
+                              W.HBox([self.upload, self.upload_name]),
+                              self.predict_job.widget, self.verdict, self.plot])
 
     def export(self) -> None:
         run = self.dash.train_tab.run
@@ -828,6 +832,11 @@ class ExportTab:
 
         if self.exported is not None:
             files.download(str(self.exported))
+
+    def _show_upload(self) -> None:
+        up = self._uploaded()
+        self.upload_name.value = (f"&nbsp;<b>{html.escape(up[0])}</b> "
+                                  f"({len(up[1]) / 2**20:.1f} MiB)" if up else "")
 
     def _uploaded(self) -> tuple[str, bytes] | None:
         v = self.upload.value
