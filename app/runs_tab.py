@@ -76,12 +76,12 @@ class RunsTab:
                                     placeholder="(a timestamp); the same name resumes")
         self.test_on = W.Text(value="", description="test on",
                               placeholder="cross-dataset: processed folder(s), comma-separated")
-        self.protocol_job = JobPanel("Run protocol")
+        self.protocol_job = JobPanel("Run protocol", method="protocol")
         self.protocol_job.start.on_click(lambda _: self.run_protocol())
         self.protocol_job.on_done.append(lambda res: self.show_protocol(res))
         self.protocol_out = W.HTML("")
         # robustness of the (first) selected run
-        self.robust_job = JobPanel("Robustness of the selected run")
+        self.robust_job = JobPanel("Robustness of the selected run", method="robustness")
         self.robust_job.start.on_click(lambda _: self.run_robustness())
         self.robust_job.on_done.append(lambda res: self.show_robustness(res))
         self.robust_out, self.robust_plot = W.HTML(""), W.Output()
@@ -145,9 +145,9 @@ class RunsTab:
         if not d.data_tab._apply(self.protocol_job, tt.model_form, tt.train_form):
             return
         tests = [t.strip() for t in self.test_on.value.split(",") if t.strip()]
-        self.protocol_job.run(d.lab.protocol, kind=self.protocol_kind.value,
-                              name=self.protocol_name.value.strip(),
-                              processed=d.data_tab.processed, test_on=tests)
+        self.protocol_job.run_detached(d.lab, name=self.protocol_name.value.strip(),
+                                       kind=self.protocol_kind.value,
+                                       processed=str(d.data_tab.processed), test_on=tests)
 
     def show_protocol(self, res: Any) -> None:
         from dflab.protocol import format_protocol
@@ -161,7 +161,8 @@ class RunsTab:
         if not self.select.value:
             self.robust_job.status.value = error_html("select a run above first")
             return
-        self.robust_job.run(self.dash.lab.robustness, run=self.select.value[0])
+        run = Path(self.select.value[0])
+        self.robust_job.run_detached(self.dash.lab, name=run.name, run=str(run))
 
     def show_robustness(self, res: Any) -> None:
         from dflab.robustness import format_robustness, plot_robustness

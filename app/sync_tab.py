@@ -94,12 +94,12 @@ class SyncTab:
                              style={"description_width": "120px"}, layout=W.Layout(width="70%"))
         self.demo_panel = JobPanel("Build the talking demo set")
         self.demo_panel.start.on_click(lambda _: self.demo_panel.run(self._talking_set))
-        self.extract_panel = JobPanel("Extract sync windows")
-        self.extract_panel.start.on_click(lambda _: self.extract_panel.run(
-            self.dash.lab.sync_extract, processed=self.processed))
-        self.train_panel = JobPanel("Train the sync model")
-        self.train_panel.start.on_click(lambda _: self.train_panel.run(
-            self.dash.lab.sync_train, processed=self.processed))
+        self.extract_panel = JobPanel("Extract sync windows", method="sync_extract")
+        self.extract_panel.start.on_click(lambda _: self.extract_panel.run_detached(
+            self.dash.lab, name=Path(self.processed).name, processed=str(self.processed)))
+        self.train_panel = JobPanel("Train the sync model", method="sync_train")
+        self.train_panel.start.on_click(lambda _: self.train_panel.run_detached(
+            self.dash.lab, processed=str(self.processed)))
         self.score_panel = JobPanel("Score the test clips")
         self.score_panel.start.on_click(lambda _: self.score_panel.run(self._score))
         for panel in (self.demo_panel, self.extract_panel, self.train_panel, self.score_panel):

@@ -57,13 +57,14 @@ class DataTab:
                                    indent=False)
         self.ffpp_form = ConfigForm(cfg.data, "data", ["methods", "compressions",
                                                        "videos_per_split"])
+        # in the kernel: a detached job would write the private server address into job.json
         self.ffpp_job = JobPanel("Download FF++")
         self.ffpp_job.start.on_click(lambda _: self.download_ffpp())
         self.kaggle_user = W.Text(description="Kaggle user")
         self.kaggle_key = W.Password(description="Kaggle key")
         self.dfdc_form = ConfigForm(cfg.data, "data", ["dfdc_parts", "max_disk_gb"])
         self.dfdc_parts = self.dfdc_form.inputs["dfdc_parts"]
-        self.dfdc_job = JobPanel("Stream DFDC + preprocess")
+        self.dfdc_job = JobPanel("Stream DFDC + preprocess", method="fetch_and_preprocess")
         self.dfdc_job.start.on_click(lambda _: self.stream_dfdc())
         self.pre_form = ConfigForm(cfg.preprocess, "preprocess",
                                    ["detector", "detector_weights", "every_nth", "num_frames",
@@ -133,7 +134,7 @@ class DataTab:
             os.environ["KAGGLE_USERNAME"] = self.kaggle_user.value
             os.environ["KAGGLE_KEY"] = self.kaggle_key.value
         if self._apply(self.dfdc_job, self.dfdc_form, self.pre_form):
-            self.dfdc_job.run(self.dash.lab.fetch_and_preprocess, dataset="dfdc")
+            self.dfdc_job.run_detached(self.dash.lab, name="dfdc", dataset="dfdc")
 
     def preprocess(self) -> None:
         if self._apply(self.pre_job, self.where, self.pre_form, self.cluster_form):

@@ -48,8 +48,8 @@ __all__ = ["Job", "JobBusy", "start_job", "list_jobs", "job_folder", "run_job",
 DETACHED_METHODS: dict[str, str | None] = {
     "train": "train", "preprocess": None, "features": None, "demo_data": None,
     "train_forensic": "forensic", "fuse": "fuse", "evaluate": None, "sync_train": "sync",
-    "protocol": None, "robustness": None,
-}
+    "sync_extract": None, "protocol": None, "robustness": None, "fetch_and_preprocess": None,
+}  # (not FF++'s download: its arguments hold the private server address, kept off the disk)
 TERMINAL = ("done", "failed", "cancelled", "killed")
 PROGRESS_INTERVAL_S = 0.25  # Progress events are written at most this often (others always)
 
@@ -234,15 +234,19 @@ def start_job(lab: Any, method: str, name: str = "", folder: str | Path = "",
               **kwargs: Any) -> Job:
     """Run ``lab.<method>(**kwargs)`` in a new process; returns at once with its :class:`Job`.
 
-    ``name``: the run's name (a timestamp when empty); a training job gets ``name`` passed on.
+    ``name``: the job's name (a timestamp when empty), passed on to a method that takes one
+    (the run's or the protocol's name).
     The process is in its own session: closing the page, the kernel or the terminal leaves it
     running. Raises :class:`JobBusy` when a job already runs in that folder.
     """
     from .config import save_config
 
+    import inspect
+
     name = name or time.strftime("%Y%m%d-%H%M%S")
-    if DETACHED_METHODS.get(method) and "name" not in kwargs:
-        kwargs["name"] = name
+    if method in DETACHED_METHODS and "name" not in kwargs and \
+            "name" in inspect.signature(getattr(type(lab), method)).parameters:
+        kwargs["name"] = name  # the run (or protocol) gets the job's name
     out = Path(folder) if folder else job_folder(lab.paths["runs"], lab.paths["data_root"],
                                                   method, name)
     out.mkdir(parents=True, exist_ok=True)
