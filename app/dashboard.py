@@ -6,10 +6,10 @@ Works with ipywidgets 7.7 (Colab) and 8 (Voila): titles are set with ``set_title
 
 from __future__ import annotations
 
+import html
 import threading
 import time
 from pathlib import Path
-import html
 
 import ipywidgets as W
 
@@ -204,10 +204,7 @@ class Dashboard:
             job = next((j for j in running if panel.method and j.method == panel.method), None)
             if job is None or panel.running:
                 continue
-            if panel is self.train_tab.job:
-                self.train_tab.attach(job)
-            else:
-                panel.attach(job)
+            panel.attach(job)
             attached.append(str(job.folder))
         return attached
 
@@ -249,7 +246,6 @@ class Dashboard:
         self.data_changed()
         self.train_tab.refresh_runs()
         self.runs_tab.refresh()
-        self.context.show()
 
     def data_changed(self) -> None:
         """The data root or the source changed: every view of the dataset is re-read."""

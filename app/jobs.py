@@ -62,7 +62,8 @@ class JobPanel:
     ``run_detached(lab, **kwargs)`` starts ``lab.<method>(**kwargs)`` as a detached job and
     follows it; ``attach(job)`` follows one started earlier (by another page or kernel).
     ``on_event`` callbacks get every event (e.g. for live plots); ``on_done`` gets the return
-    value; ``on_end`` gets the final state (done, failed, cancelled, killed) however it ended.
+    value; ``on_end`` gets the final state (done, failed, cancelled, killed) however it ended;
+    ``on_attach`` gets a detached job as the panel starts following it.
     """
 
     POLL_S = 0.3  # how often a followed job's event log is read
@@ -72,6 +73,7 @@ class JobPanel:
         self.method = method  # the Lab method this panel runs detached ("" = in a thread)
         self.job: Job | None = None
         self.on_end: list[Callable[[str], None]] = []
+        self.on_attach: list[Callable[[Job], None]] = []
         self.min_interval = min_interval
         self.start = W.Button(description=title, button_style="primary",
                               layout=W.Layout(width="auto"))
@@ -112,7 +114,7 @@ class JobPanel:
         self.error = ""
         self.result = None
         self._last = 0.0
-        self.status.value = f"<span class='dflab-spin'>⏳</span> {self.title}: {what}…"
+        self.status.value = f"⏳ {self.title}: {what}…"
 
     def _end(self, state: str) -> None:
         self.start.disabled = False
@@ -179,31 +181,34 @@ class JobPanel:
         except (JobBusy, ValueError, OSError) as exc:
             self.status.value = error_html(f"{self.title}: {exc}")
             return None
-        self.attach(job, offset=job.current_offset())
+        self.attach(job)
         return job
 
-    def attach(self, job: Job, offset: int | None = None) -> None:
-        """Follow ``job`` (running or just started) from byte ``offset`` of its event log (the
-        start of its own events when None): progress, events, then its end."""
+    def attach(self, job: Job) -> None:
+        """Follow ``job`` (running or just started) from the start of its own events: progress,
+        events, then its end. ``on_attach`` callbacks get the job first (e.g. to show what its
+        run folder already holds)."""
         if self.running:
             return
         self.job = job
         self._begin(f"following the job in {job.folder.name}")
-        start = job.current_offset() if offset is None else offset
+        for cb in self.on_attach:
+            cb(job)
+
+        def feed(off: int) -> int:
+            events, off = job.read_events(off)
+            for e in events:
+                if isinstance(e, Event):
+                    self._callback(e)
+            return off
 
         def follow() -> None:
-            off = start
+            off = job.current_offset()
             while True:
-                events, off = job.read_events(off)
-                for e in events:
-                    if isinstance(e, Event):
-                        self._callback(e)
+                off = feed(off)
                 st = job.status()
                 if st["state"] in TERMINAL:
-                    events, off = job.read_events(off)
-                    for e in events:
-                        if isinstance(e, Event):
-                            self._callback(e)
+                    feed(off)  # what it wrote before its last status
                     break
                 time.sleep(self.POLL_S)
             self._finish_detached(job, st)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as W
 
 from .jobs import JobPanel
-from .widgets import error_html, show_figure
+from .widgets import error_html, hide_while_empty, show_figure
 
 if TYPE_CHECKING:  # pragma: no cover
     from .dashboard import Dashboard
@@ -109,9 +109,7 @@ class SyncTab:
         self.clip = W.Dropdown(description="clip", options=[], layout=W.Layout(width="60%"))
         self.clip.observe(lambda ch: ch["new"] and self.show_clip(ch["new"]), "value")
         self.summary, self.table = W.HTML(""), W.HTML("")
-        self.strip = W.Image(format="png", layout=W.Layout(max_width="100%", display="none"))
-        self.strip.observe(lambda c: setattr(self.strip.layout, "display",
-                                             "" if c["new"] else "none"), "value")
+        self.strip = hide_while_empty(W.Image(format="png", layout=W.Layout(max_width="100%")))
         self.plots = W.Output()
         self.widget = W.VBox([
             W.HTML("<p>Lip-sync: mouth crops around each sampled frame and the audio at a 10 ms "

@@ -19,7 +19,8 @@ from dflab.environment import in_colab
 from dflab.events import EpochMetrics, Event, StepLoss
 
 from .jobs import JobPanel
-from .widgets import ConfigForm, auc_text, error_html, report_table, show_figure, table_html
+from .widgets import (ConfigForm, auc_text, error_html, hide_while_empty, report_table,
+                      show_figure, table_html)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .dashboard import Dashboard
@@ -201,6 +202,7 @@ class TrainTab:
         self.job = JobPanel("Train", method="train")
         self.job.start.on_click(lambda _: self.start())
         self.job.on_event.append(self.on_event)
+        self.job.on_attach.append(self.show_job)
         self.job.on_done.append(lambda res: self.load_run(res.run))
         self.loss_plot = W.Output(layout=W.Layout(flex="3 1 560px", min_width="0"))
         self.roc_plot = W.Output(layout=W.Layout(flex="2 1 380px", min_width="0"))
@@ -216,7 +218,6 @@ class TrainTab:
         self._steps: dict[int, float] = {}  # optimiser step -> train loss
         self._epochs: dict[int, dict] = {}  # epoch -> its metrics (history.jsonl)
         self._roc: dict = {}
-        self._shown: Path | None = None
         self._refreshing = False
         self._last_draw = 0.0
         self._lock = threading.Lock()
@@ -250,21 +251,15 @@ class TrainTab:
             return
         name = self.name.value or time.strftime("%Y%m%d-%H%M%S")
         self.name.value = name
-        with self._lock:
-            self._steps, self._epochs, self._roc = {}, {}, {}
-            self._shown = self.dash.paths["runs"] / f"train-{name}"
-        if self.resume.value:  # the curve so far, then the new steps
-            self.load_run(self._shown)
         # a detached process: the run goes on when the page is reloaded or the kernel restarts
         self.job.run_detached(self.dash.lab, name=name, processed=str(self.dash.data_tab.processed),
                               resume=self.resume.value)
 
-    def attach(self, job) -> None:
-        """Show a training job started earlier (another page, before a reload) and follow it."""
-        name = job.folder.name.removeprefix("train-")
-        self.name.value = name
+    def show_job(self, job) -> None:
+        """A training job this panel follows (started here, before a reload or elsewhere): its
+        name, and what its run folder holds so far (a resumed run's curve), then live steps."""
+        self.name.value = job.folder.name.removeprefix("train-")
         self.load_run(job.folder)
-        self.job.attach(job)
 
     def on_event(self, event: Event) -> None:
         with self._lock:
@@ -336,7 +331,6 @@ class TrainTab:
             else {}
         roc = read_json(run / "val_roc.json") if (run / "val_roc.json").exists() else {}
         with self._lock:
-            self._shown = run
             self._steps, self._epochs, self._roc = steps, epochs, roc
             self.draw()
         self.refresh_runs(select=run.name)
@@ -596,16 +590,12 @@ class InspectTab:
             w.observe(lambda _: self.show(), "value")
         self.gallery = W.HBox(layout=W.Layout(flex_flow="row wrap"))
         self.summary = W.HTML("")
-        # hidden while empty (an empty Image is a broken-image icon)
-        self.frame_image = W.Image(format="jpg", layout=W.Layout(max_width="480px",
-                                                                 display="none"))
-        self.crop_image = W.Image(format="jpg", layout=W.Layout(max_width="200px",
-                                                                display="none"))
-        self.cam_image = W.Image(format="jpg", layout=W.Layout(max_width="200px",
-                                                               display="none"))
-        for img in (self.frame_image, self.crop_image, self.cam_image):
-            img.observe(lambda c: setattr(c["owner"].layout, "display",
-                                          "" if c["new"] else "none"), "value")
+        self.frame_image = hide_while_empty(W.Image(format="jpg",
+                                                    layout=W.Layout(max_width="480px")))
+        self.crop_image = hide_while_empty(W.Image(format="jpg",
+                                                   layout=W.Layout(max_width="200px")))
+        self.cam_image = hide_while_empty(W.Image(format="jpg",
+                                                  layout=W.Layout(max_width="200px")))
         self.cam_method = W.ToggleButtons(options=["gradcam", "gradcam++"], value="gradcam",
                                           style={"button_width": "90px"})
         self.cam_method.observe(lambda _: self._crop is not None and self.gradcam(self._crop),
@@ -804,10 +794,10 @@ class ExportTab:
         self.verdict = W.HTML("")
         self.plot = W.Output()
         self.exported: Path | None = None
-        self.drive_button = W.Button(description="Download the model", icon="download",
+        self.colab_download = W.Button(description="Download the model", icon="download",
                                      layout=W.Layout(display="none"))
-        self.drive_button.on_click(lambda _: self.save_to_colab())
-        self.widget = W.VBox([self.job.widget, self.result, self.drive_button,
+        self.colab_download.on_click(lambda _: self.save_to_colab())
+        self.widget = W.VBox([self.job.widget, self.result, self.colab_download,
                               W.HTML("<h3>Predict</h3>"),
                               W.HBox([self.upload, self.upload_name]),
                               self.predict_job.widget, self.verdict, self.plot])
@@ -825,7 +815,7 @@ class ExportTab:
             ("onnxruntime vs torch max |diff|", f"{res.max_abs_diff:.2e}"),
             ("parity", "ok" if res.parity_ok else "FAILED")]) + download_html(res.onnx)
         self.exported = Path(res.onnx)
-        self.drive_button.layout.display = "" if in_colab() else "none"
+        self.colab_download.layout.display = "" if in_colab() else "none"
 
     def save_to_colab(self) -> None:
         """Colab: the browser's download of the exported model (google.colab.files)."""

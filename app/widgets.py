@@ -55,6 +55,16 @@ def show_figure(out: W.Output, fig: Any, replace: bool = True) -> None:
     out.append_display_data(_Bundle(bundle))
 
 
+def hide_while_empty(image: W.Image) -> W.Image:
+    """Hide ``image`` while it has no bytes (an empty Image is a broken-image icon)."""
+    def toggle(change: dict) -> None:
+        image.layout.display = "" if change["new"] else "none"
+
+    image.layout.display = "" if image.value else "none"
+    image.observe(toggle, "value")
+    return image
+
+
 def table_html(rows: list[tuple[str, Any]] | dict) -> str:
     items = rows.items() if isinstance(rows, dict) else rows
     body = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(str(k))}</th>"
@@ -148,9 +158,10 @@ class ConfigForm:
             if only and f.name not in only:
                 continue
             meta, kind, value = f.metadata, field_type(f), getattr(stage_cfg, f.name)
-            kw = dict(description=field_label(stage, f.name), style=style,
+            label = field_label(stage, f.name)
+            kw = dict(description=label, style=style,
                       layout=W.Layout(width="340px", min_width="340px"))
-            kw[TOOLTIP] = meta.get("help", "") or field_label(stage, f.name)
+            kw[TOOLTIP] = meta.get("help", "") or label
             if kind is bool:
                 w = W.Checkbox(value=value, indent=False, **{k: v for k, v in kw.items()
                                                             if k != "style"})
@@ -199,5 +210,5 @@ class ConfigForm:
             set_value(lab_cfg, key, value)
 
 
-__all__ = ["show_figure", "table_html", "error_html", "ConfigForm", "ConfigError", "report_table",
+__all__ = ["show_figure", "table_html", "error_html", "hide_while_empty", "ConfigForm", "ConfigError", "report_table",
            "auc_text"]

@@ -260,6 +260,11 @@ def start_job(lab: Any, method: str, name: str = "", folder: str | Path = "",
         (out / "result.pkl").unlink(missing_ok=True)
         write_json(out / "status.json", {"state": "starting", "pid": 0, "method": method,
                                          "started": time.time()})
+        # the marker before the spawn: from now on current_offset() is where this job's own
+        # events begin (a watcher never replays an earlier job of the same folder)
+        with (out / "events.jsonl").open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"type": "JobStart", "method": method, "time": time.time()})
+                     + "\n")
         logf = (out / "job.log").open("ab")
         proc = subprocess.Popen([sys.executable, "-m", "dflab.jobs", str(out)],
                                 stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
@@ -329,9 +334,7 @@ def run_job(folder: str | Path) -> int:
     status = {"state": "running", "pid": os.getpid(), "method": spec["method"],
               "started": time.time()}
     write_json(folder / "status.json", status)
-    log = _EventLog(folder / "events.jsonl")
-    log.write_raw({"type": "JobStart", "method": spec["method"], "pid": os.getpid(),
-                   "time": time.time()})
+    log = _EventLog(folder / "events.jsonl")  # after the launcher's JobStart line
     token = ev.CancelToken()
     signal.signal(signal.SIGTERM, lambda *_: token.cancel())
     stop = threading.Event()
