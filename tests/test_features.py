@@ -121,13 +121,18 @@ def test_extract_many_caches_per_crop(tmp_path, crops):
 
 def test_values_equal_the_reference_implementation():
     """The faster implementation (real FFTs in float32, one gather for the grid peaks, lattice
-    fits as one matrix, noise moments from histograms and integer sums) gives the values of the
-    straightforward float64 version (FEATURES_VERSION 2, saved before the rewrite) on 11 images:
-    photos of several sizes, double JPEG, 2x nearest up-sampling, noise, a constant, 8x8 and
-    demo crops."""
+    fits as one matrix, noise moments from histograms and integer sums, the block DCT as two
+    matrix products, first digits from a table) gives the values of the straightforward float64
+    version (FEATURES_VERSION 2, saved before the rewrite; three DCT columns recomputed for
+    version 3's tie margin, see fixtures/features_v3_columns.py) on 11 images: photos of several
+    sizes, double JPEG, 2x nearest up-sampling, noise, a constant, 8x8 and demo crops."""
+    import sys
     from pathlib import Path
 
-    ref = np.load(Path(__file__).parent / "fixtures" / "features_v2_reference.npz")
+    sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
+    from features_v3_columns import reference
+
+    ref = reference()
     assert list(ref["names"]) == feature_names()
     for k, key in enumerate(ref["keys"]):
         got = extract_features(ref[f"img_{key}"])
