@@ -3,7 +3,8 @@
 frequency-domain feature set pays: ``numpy.fft.fft2`` and ``scipy.fft.dctn`` over the blocks, the
 libraries' own calls), interleaved, each the median of many rounds; then the throughput of
 ``extract_many`` over a batch of 256 different crops (JPEG files, decoding included) on one
-process and on every core, and a projection for FF++ c23 at every 5th frame.
+process and on every core, the torch backend against NumPy on the same 256 crops in memory (on
+the GPU when there is one), and a projection for FF++ c23 at every 5th frame.
 
 ``--subset NAME_OR_JSON`` (a subset saved by ``dflab forensic refine``; a name is looked up under
 ``$DFLAB_DATA/feature_sets``) also times that subset against all features on the same crop,
@@ -93,6 +94,28 @@ def main() -> None:
             rates[workers] = len(paths) / (time.perf_counter() - t)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    # the torch backend over the same 256 crops in memory (no decoding), against NumPy's loop
+    import torch
+
+    from dflab.features_torch import extract_batch, torch_device
+
+    mem = [photo[y:y + 256, x:x + 256] for y, x in
+           zip(rng.integers(0, h - 256, 256), rng.integers(0, w - 256, 256))]
+    device = torch_device("auto")
+    extract_batch(mem[:4], str(device))  # warm-up (geometry, kernels)
+    t = time.perf_counter()
+    for k in range(0, 256, 64):
+        extract_batch(mem[k:k + 64], str(device))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t_torch = time.perf_counter() - t
+    t = time.perf_counter()
+    for img in mem:
+        extract_features(img)
+    t_numpy = time.perf_counter() - t
+    print(f"256 crops in memory: torch backend on {device} (batches of 64) "
+          f"{256 / t_torch:.1f} crops/s, NumPy {256 / t_numpy:.1f} crops/s: ratio torch / NumPy "
+          f"= {t_numpy / t_torch:.2f}")
     for workers, rate in rates.items():
         print(f"batch of 256 crops (256x256 JPEG, decoding included), {workers} process(es): "
               f"{rate:.1f} crops/s")

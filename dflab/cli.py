@@ -288,8 +288,13 @@ def cmd_protocol(args, lab):
 @command("features", "compute the ~50 forensic features of every crop (cached per crop)")
 @arg("--processed", default="", help="preprocessed folder (default <data_root>/processed/<source>)")
 @arg("--cluster", default=None, help="Dask scheduler: tcp://HOST:8786 or local:N (env.cluster)")
+@arg("--backend", default=None, choices=["numpy", "torch"],
+     help="numpy per crop on the CPU, or torch in batches (on the GPU when there is one); "
+          "features.backend")
 def cmd_features(args, lab):
     _cluster(args, lab)
+    if args.backend is not None:
+        lab.cfg.features.backend = args.backend
     from .features import FEATURE_HELP
 
     res = lab.features(args.processed, callbacks=_bar())

@@ -135,6 +135,10 @@ class FeaturesConfig:
     lr: float = _f(1e-3, "MLP learning rate.", min=1e-7, max=1.0)
     patience: int = _f(20, "MLP early-stopping patience (epochs).", min=1, max=1000)
     workers: int = _f(1, "Processes for feature extraction.", min=1, max=64)
+    backend: str = _f("numpy", "Feature extraction on NumPy per crop (CPU), or on torch in "
+                      "batches of equal-sized crops (on the GPU when env.device allows one; "
+                      "equal to NumPy within 1e-4 relative).", choices=["numpy", "torch"])
+    batch_size: int = _f(64, "Crops per batch for the torch backend.", min=1, max=4096)
     subset: str = _f("", "A feature subset saved by `dflab forensic refine` (its name under "
                      "<data_root>/feature_sets, or a .json file); empty: every feature. "
                      "Extraction then computes only the families the subset needs.")

@@ -770,11 +770,13 @@ def _many(items: list[tuple[str, int, list[str] | None]]) -> list[np.ndarray]:
     return [_one(item) for item in items]
 
 
-def _key(path: str, crop_size: int, names: list[str] | None = None) -> str:
+def _key(path: str, crop_size: int, names: list[str] | None = None,
+         backend: str = "numpy") -> str:
     st = os.stat(path)
     subset = "" if names is None else "|" + ",".join(names)
+    engine = "" if backend == "numpy" else "|" + backend  # the backends agree to 1e-4, not bits
     return hashlib.sha1(f"{FEATURES_VERSION}|{path}|{st.st_size}|{st.st_mtime_ns}|{crop_size}"
-                        f"{subset}".encode()).hexdigest()
+                        f"{subset}{engine}".encode()).hexdigest()
 
 
 def _cached(cache: Path, key: str) -> Path:
@@ -784,12 +786,20 @@ def _cached(cache: Path, key: str) -> Path:
 def extract_many(paths: list[str], cache_dir: str | Path | None = None, crop_size: int = 0,
                  workers: int = 1, progress: Callable[[int, int], None] | None = None,
                  check: Callable[[], None] | None = None, cluster: str = "",
-                 names: list[str] | None = None) -> np.ndarray:
+                 names: list[str] | None = None, backend: str = "numpy", device: str = "auto",
+                 batch_size: int = 64) -> np.ndarray:
     """float64 (n, n_features) for many image files; each crop's vector is cached on disk
-    (keyed by path, size, mtime, settings and feature version), so re-runs are instant.
+    (keyed by path, size, mtime, settings, backend and feature version), so re-runs are instant.
     ``names``: a subset (columns in that order; only the families it needs are computed, and a
     crop whose full vector is cached is read from it). ``cluster``: a Dask scheduler (see
-    :mod:`dflab.cluster`) computes them, 64 crops a task."""
+    :mod:`dflab.cluster`) computes them, 64 crops a task. ``backend="torch"``:
+    :mod:`dflab.features_torch` computes every feature for batches of ``batch_size``
+    equal-sized crops on ``device`` (``auto``: the GPU when there is one)."""
+    if backend not in ("numpy", "torch"):
+        raise ValueError(f"features backend '{backend}' is not one of numpy, torch")
+    if backend == "torch" and cluster:
+        raise ValueError("the torch features backend runs in this process; use "
+                         "features.backend=numpy with env.cluster")
     n = len(paths)
     if names is not None:
         families_for(names)  # unknown names fail here, before any work
@@ -801,11 +811,11 @@ def extract_many(paths: list[str], cache_dir: str | Path | None = None, crop_siz
     cache = Path(cache_dir) if cache_dir else None
     for i, p in enumerate(paths):
         if cache is not None:
-            f = _cached(cache, _key(p, crop_size, names))
+            f = _cached(cache, _key(p, crop_size, names, backend))
             if f.exists():
                 X[i] = np.load(f)
                 continue
-            full = _cached(cache, _key(p, crop_size)) if cols is not None else None
+            full = _cached(cache, _key(p, crop_size, None, backend)) if cols is not None else None
             if full is not None and full.exists():
                 X[i] = np.load(full)[cols]
                 continue
@@ -817,13 +827,16 @@ def extract_many(paths: list[str], cache_dir: str | Path | None = None, crop_siz
     def store(i: int, v: np.ndarray) -> None:
         X[i] = v
         if cache is not None:
-            f = _cached(cache, _key(paths[i], crop_size, names))
+            f = _cached(cache, _key(paths[i], crop_size, names, backend))
             f.parent.mkdir(parents=True, exist_ok=True)
             tmp = f.with_name(f.name + ".part.npy")
             np.save(tmp, v)
             os.replace(tmp, f)
 
-    if cluster and todo:
+    if backend == "torch" and todo:
+        _torch_many(paths, todo, crop_size, cols, batch_size, device, store, check,
+                    (lambda k: progress(done + k, n)) if progress else None)
+    elif cluster and todo:
         from .cluster import run_tasks
 
         chunks = [todo[k:k + 64] for k in range(0, len(todo), 64)]
@@ -860,3 +873,45 @@ def extract_many(paths: list[str], cache_dir: str | Path | None = None, crop_siz
             if progress and (k % 16 == 0 or k == len(todo) - 1):
                 progress(done + k + 1, n)
     return X
+
+
+def _torch_many(paths: list[str], todo: list[int], crop_size: int, cols: list[int] | None,
+                batch_size: int, device: str, store: Callable[[int, np.ndarray], None],
+                check: Callable[[], None] | None, progress: Callable[[int], None] | None
+                ) -> None:
+    """The torch backend over the files ``paths[todo]``: decoded (and centre-cropped) in order,
+    grouped by shape, a batch computed whenever one shape has ``batch_size`` crops, or for the
+    largest group when ``4 x batch_size`` crops wait (native-resolution crops rarely share a
+    shape: ``features.crop_size`` makes them equal), and the rest at the end; ``store`` gets
+    each crop's vector (the ``cols`` of it for a subset)."""
+    import cv2
+
+    from .features_torch import extract_batch
+
+    pending: dict[tuple[int, ...], list[tuple[int, np.ndarray]]] = {}
+    finished = 0
+
+    def flush(shape: tuple[int, ...]) -> None:
+        nonlocal finished
+        items = pending.pop(shape)
+        X = extract_batch([img for _, img in items], device)
+        for (i, _), v in zip(items, X):
+            store(i, v if cols is None else v[cols])
+        finished += len(items)
+        if progress:
+            progress(finished)
+
+    for i in todo:
+        if check:
+            check()
+        img = cv2.imread(paths[i], cv2.IMREAD_UNCHANGED)
+        if img is None:
+            raise OSError(f"cannot read '{paths[i]}'")
+        img = _centre(img, crop_size)
+        pending.setdefault(img.shape, []).append((i, img))
+        if len(pending[img.shape]) >= batch_size:
+            flush(img.shape)
+        elif sum(len(v) for v in pending.values()) >= 4 * batch_size:
+            flush(max(pending, key=lambda s: len(pending[s])))
+    for shape in list(pending):
+        flush(shape)

@@ -44,7 +44,8 @@ def compute_features(processed: str | Path, cfg: LabConfig | None = None,
     X = extract_many(df["crop_abspath"].tolist(), processed / "features_cache",
                      cfg.features.crop_size, cfg.features.workers,
                      progress=lambda d, n: em.progress(d, n, "crop"), check=em.check,
-                     cluster=cfg.env.cluster, names=names)
+                     cluster=cfg.env.cluster, names=names, backend=cfg.features.backend,
+                     device=cfg.env.device, batch_size=cfg.features.batch_size)
     names = names or feature_names()
     keep = ["uid", "dataset", "method", "compression", "video_id", "split", "label", "target",
             "frame_index", "crop_path"]

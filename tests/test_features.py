@@ -126,14 +126,76 @@ def test_values_equal_the_reference_implementation():
     version (FEATURES_VERSION 2, saved before the rewrite; three DCT columns recomputed for
     version 3's tie margin, see fixtures/features_v3_columns.py) on 11 images: photos of several
     sizes, double JPEG, 2x nearest up-sampling, noise, a constant, 8x8 and demo crops."""
+    ref = _reference()
+    assert list(ref["names"]) == feature_names()
+    for k, key in enumerate(ref["keys"]):
+        got = extract_features(ref[f"img_{key}"])
+        np.testing.assert_allclose(got, ref["X"][k], rtol=2e-5, atol=1e-7, err_msg=str(key))
+
+
+def _reference():
     import sys
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
     from features_v3_columns import reference
 
-    ref = reference()
-    assert list(ref["names"]) == feature_names()
-    for k, key in enumerate(ref["keys"]):
-        got = extract_features(ref[f"img_{key}"])
-        np.testing.assert_allclose(got, ref["X"][k], rtol=2e-5, atol=1e-7, err_msg=str(key))
+    return reference()
+
+
+def test_torch_backend_equals_numpy_on_the_reference_images():
+    """features.backend=torch: every feature of the 11 reference images (each its own shape, a
+    batch of one) within 1e-4 relative of the NumPy backend."""
+    from dflab.features_torch import extract_batch
+
+    ref = _reference()
+    for key in ref["keys"]:
+        img = ref[f"img_{key}"]
+        np.testing.assert_allclose(extract_batch([img], "cpu")[0], extract_features(img),
+                                   rtol=1e-4, atol=1e-6, err_msg=str(key))
+
+
+def test_torch_backend_in_batches_and_through_extract_many(tmp_path, crops):
+    """A batch of equal-sized crops gives each crop's own values (no mixing across the batch);
+    extract_many groups files by shape, keeps the order, caches per backend and takes subsets."""
+    from dflab.features_torch import extract_batch
+
+    photo = _source_photo()
+    same = [photo[y:y + 128, x:x + 128] for y, x in ((0, 0), (50, 200), (300, 100), (10, 380))]
+    batch = extract_batch(same, "cpu")
+    for img, row in zip(same, batch):
+        np.testing.assert_allclose(row, extract_features(img), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="one shape"):
+        extract_batch([same[0], crops[0]], "cpu")
+
+    paths = []
+    for k, img in enumerate(same + list(crops) + [jpeg(crops[0], 70)[:200, :160]]):
+        p = tmp_path / f"{k}.png"
+        cv2.imwrite(str(p), img)
+        paths.append(str(p))
+    want = extract_many(paths)
+    got = extract_many(paths, tmp_path / "cache", backend="torch", device="cpu", batch_size=3)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == len(paths)
+    np.testing.assert_array_equal(
+        extract_many(paths, tmp_path / "cache", backend="torch", device="cpu"), got)  # cached
+    numpy_cached = extract_many(paths, tmp_path / "cache")  # another backend: its own entries
+    np.testing.assert_array_equal(numpy_cached, want)
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 2 * len(paths)
+    sub = ["noise_var_r", "fft_slope", "dct_benford"]
+    np.testing.assert_allclose(
+        extract_many(paths, backend="torch", device="cpu", names=sub),
+        want[:, [NAMES.index(n) for n in sub]], rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="backend 'jax'"):
+        extract_many(paths, backend="jax")
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_torch_backend_on_the_gpu_equals_numpy():
+    from dflab.features_torch import extract_batch
+
+    ref = _reference()
+    for key in ref["keys"]:
+        img = ref[f"img_{key}"]
+        np.testing.assert_allclose(extract_batch([img], "cuda")[0], extract_features(img),
+                                   rtol=1e-4, atol=1e-6, err_msg=str(key))
