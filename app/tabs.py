@@ -70,7 +70,9 @@ class DataTab:
         self.pre_form = ConfigForm(cfg.preprocess, "preprocess",
                                    ["detector", "detector_weights", "every_nth", "num_frames",
                                     "padding", "min_confidence", "workers", "save_frames",
-                                    "audio"])
+                                    "audio"],
+                                   advanced=["detector_weights", "padding", "min_confidence",
+                                             "workers", "save_frames"])
         # a Dask scheduler spreads preprocessing (and feature extraction) over machines
         self.cluster_form = ConfigForm(cfg.env, "env", ["cluster"])
         self.cluster_form.inputs["cluster"].placeholder = "(this machine) tcp://HOST:8786 or local:N"
@@ -190,12 +192,16 @@ class TrainTab:
                                  "(as loaded)", description="preset")
         self.preset_note = W.HTML(dash.preset_note)
         self.preset.observe(lambda c: self.apply_preset(c["new"]), "value")
-        self.model_form = ConfigForm(dash.cfg.model, "model")
+        self.model_form = ConfigForm(dash.cfg.model, "model",
+                                     advanced=["weights_path", "head_hidden", "dropout"])
         self.train_form = ConfigForm(dash.cfg.train, "train",
                                      ["epochs", "batch_size", "accumulation", "lr",
                                       "warmup_epochs", "loss", "label_smoothing", "focal_gamma",
                                       "augment", "aug_color", "aug_jpeg_p", "amp", "patience",
-                                      "balance"])
+                                      "balance"],
+                                     advanced=["accumulation", "warmup_epochs",
+                                               "label_smoothing", "focal_gamma", "aug_color",
+                                               "aug_jpeg_p", "balance"])
         self.name = W.Text(value="", placeholder="run name (empty: timestamp)",
                            description="run name")
         self.resume = W.Checkbox(description="resume this run", indent=False)

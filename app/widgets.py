@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import math
 from typing import Any
 
 import ipywidgets as W
@@ -141,6 +142,12 @@ LABELS = {
 }
 
 
+def _log_scale(meta: Any) -> bool:
+    """A float whose bounds span three decades or more above zero (learning rates)."""
+    lo, hi = meta.get("min"), meta.get("max")
+    return lo is not None and hi is not None and lo > 0 and hi / lo >= 1e3
+
+
 def field_label(stage: str, name: str) -> str:
     return LABELS.get(f"{stage}.{name}", name.replace("_", " ").capitalize())
 
@@ -149,10 +156,13 @@ class ConfigForm:
     """Widgets for the fields of one config stage, built from the dataclass metadata: a label
     in words, the bounds as the widget's own limits, and the field's help line beside it."""
 
-    def __init__(self, stage_cfg: Any, stage: str, only: list[str] | None = None):
+    def __init__(self, stage_cfg: Any, stage: str, only: list[str] | None = None,
+                 advanced: list[str] | None = None):
+        """``only``: these fields (default all); ``advanced``: those of them shown in a closed
+        "Advanced settings" section under the others."""
         self.stage, self.cfg = stage, stage_cfg
         self.inputs: dict[str, W.Widget] = {}
-        rows = []
+        rows, more = [], []
         style = {"description_width": "150px"}
         for f in dataclasses.fields(stage_cfg):
             if only and f.name not in only:
@@ -170,6 +180,12 @@ class ConfigForm:
             elif kind is int:
                 w = W.BoundedIntText(value=value, min=meta.get("min", -2**31),
                                      max=meta.get("max", 2**31 - 1), **kw)
+            elif kind is float and _log_scale(meta):
+                # a rate over decades (1e-7 .. 1): a slider in log10 steps of 0.05 (12%), the
+                # value written out as a number
+                w = W.FloatLogSlider(value=value, base=10, min=math.log10(meta["min"]),
+                                     max=math.log10(meta["max"]), step=0.05,
+                                     readout_format=".2e", **kw)
             elif kind is float:
                 w = W.BoundedFloatText(value=value, min=meta.get("min", -1e12),
                                        max=meta.get("max", 1e12), step=None, **kw)
@@ -184,7 +200,13 @@ class ConfigForm:
             help_ = W.HTML(f"<span style='font-size:11px;color:#666;line-height:1.2'>"
                            f"{html.escape(meta.get('help', ''))}</span>",
                            layout=W.Layout(width="300px", margin="0 0 0 8px"))
-            rows.append(W.HBox([w, help_], layout=W.Layout(align_items="center")))
+            (more if advanced and f.name in advanced else rows).append(
+                W.HBox([w, help_], layout=W.Layout(align_items="center")))
+        self.advanced: W.Accordion | None = None
+        if more:
+            self.advanced = W.Accordion(children=[W.VBox(more)], selected_index=None)
+            self.advanced.set_title(0, f"Advanced settings ({len(more)})")
+            rows.append(self.advanced)
         self.widget = W.VBox(rows)
 
     def load(self, stage_cfg: Any) -> None:
@@ -197,7 +219,7 @@ class ConfigForm:
                 continue
             w.value = ",".join(str(v) for v in value) if isinstance(value, list) else (
                 value if isinstance(w, (W.Checkbox, W.Dropdown, W.BoundedIntText,
-                                        W.BoundedFloatText)) else str(value))
+                                        W.BoundedFloatText, W.FloatLogSlider)) else str(value))
 
     def overrides(self) -> dict[str, Any]:
         return {f"{self.stage}.{k}": w.value for k, w in self.inputs.items()}

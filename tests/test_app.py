@@ -344,3 +344,42 @@ def test_a_training_job_outlives_the_page_and_a_new_page_cancels_it(tmp_path):
     third = Dashboard(LabConfig(), data_root=str(tmp_path))  # a finished run: its full curves
     assert third.train_tab._steps and len(third.train_tab._epochs) >= 1
     assert third.train_tab._roc.get("fpr") and not third.train_tab.job.running
+
+
+def test_rates_get_a_log_slider_and_bounds_come_from_the_metadata():
+    """A learning rate (bounds over decades) is a log slider that keeps the exact value set;
+    ints and other floats are bounded by their field's min and max; apply writes them back."""
+    import ipywidgets as W
+
+    from app.widgets import ConfigForm
+    from dflab.config import LabConfig, load_config
+
+    cfg = LabConfig()
+    form = ConfigForm(cfg.train, "train")
+    lr = form.inputs["lr"]
+    assert isinstance(lr, W.FloatLogSlider)
+    assert lr.base == 10 and lr.min == -8 and lr.max == 0 and lr.value == cfg.train.lr
+    assert isinstance(form.inputs["epochs"], W.BoundedIntText) and form.inputs["epochs"].min == 1
+    lr.value = 3e-4
+    form.apply(cfg)
+    assert cfg.train.lr == 3e-4
+    form.load(load_config("cpu").train)  # a preset fills the slider with its own rate
+    assert lr.value == load_config("cpu").train.lr
+    assert isinstance(ConfigForm(cfg.features, "features").inputs["lr"], W.FloatLogSlider)
+    assert isinstance(ConfigForm(cfg.model, "model").inputs["dropout"], W.BoundedFloatText)
+
+
+def test_advanced_settings_sit_in_a_closed_section_and_still_apply(dash):
+    """The Train tab shows the common settings; the rest are in a closed "Advanced settings"
+    section whose fields are read like the others."""
+    form = dash.train_tab.train_form
+    acc = form.advanced
+    assert acc is not None and acc.selected_index is None  # closed
+    inside = {w for row in acc.children[0].children for w in row.children}
+    assert form.inputs["warmup_epochs"] in inside and form.inputs["epochs"] not in inside
+    assert form.inputs["lr"] not in inside
+    form.inputs["warmup_epochs"].value = 3
+    form.apply(dash.cfg)
+    assert dash.cfg.train.warmup_epochs == 3
+    assert dash.data_tab.pre_form.advanced is not None
+    assert dash.train_tab.model_form.advanced is not None
