@@ -94,6 +94,63 @@ def _no_null_tooltips(widget: W.Widget) -> None:
         _no_null_tooltips(child)
 
 
+class StartHere:
+    """The lab's stages in order, each marked done or to do from what the data folder holds,
+    the first one to do highlighted as the next step; a click opens that stage's tab."""
+
+    # what each stage leaves, and its tab (names unlike the tabs' own buttons: "Preprocess",
+    # "Train" and "Predict" are those)
+    STEPS = [("videos", "Data"), ("face crops", "Data"), ("visual model", "Train"),
+             ("test AUC", "Train"), ("forensic features", "Forensics"), ("ONNX model", "Export")]
+
+    def __init__(self, dash: "Dashboard"):
+        self.dash = dash
+        self.buttons = [W.Button(description=f"{i + 1} · {name}", layout=W.Layout(width="auto"))
+                        for i, (name, _) in enumerate(self.STEPS)]
+        for b, (_, tab) in zip(self.buttons, self.STEPS):
+            b.on_click(lambda _b, tab=tab: self.open(tab))
+        self.next = W.HTML("")
+        self.widget = W.HBox([W.HTML("<b>Start here:</b>"), *self.buttons, self.next],
+                             layout=W.Layout(flex_flow="row wrap", align_items="center"))
+
+    def open(self, tab: str) -> None:
+        titles = [t for t, _ in self.dash.tabs]
+        self.dash.tab.selected_index = titles.index(tab)
+
+    def states(self) -> list[bool]:
+        """Done or not, per step, from the files of the chosen dataset and visual run."""
+        from dflab.runs import run_state
+
+        dash = self.dash
+        processed = dash.data_tab.processed
+        source = dash.data_tab.source.value
+        run = dash.train_tab.run
+        root = dash.cfg.data.root
+        have_videos = ((dash.paths["data_root"] / "demo" / "labels.csv").exists()
+                       if source == "demo" else bool(root) and Path(root).exists())
+        trained = run is not None and run_state(run) == "done"
+        return [have_videos or (processed / "index.csv").exists(),
+                (processed / "index.csv").exists(), trained,
+                trained and (run / "eval_test.json").exists(),
+                (processed / "features.csv").exists(),
+                trained and (run / "model.onnx").exists()]
+
+    def show(self) -> None:
+        done = self.states()
+        todo = next((i for i, d in enumerate(done) if not d), None)
+        for i, (b, d) in enumerate(zip(self.buttons, done)):
+            name = self.STEPS[i][0]
+            b.description = f"{'✓' if d else i + 1} · {name}"
+            b.button_style = "primary" if i == todo else "success" if d else ""
+            b.tooltip = (f"{name}: done" if d else f"{name}: to do") + \
+                f" (the {self.STEPS[i][1]} tab)"
+        self.next.value = (f"<span style='font-size:12px;color:#455a64;margin-left:8px'>next: "
+                           f"<b>{self.STEPS[todo][0]}</b> in the {self.STEPS[todo][1]} tab</span>"
+                           if todo is not None else
+                           "<span style='font-size:12px;color:#2e7d32;margin-left:8px'>every "
+                           "stage done for this dataset and run</span>")
+
+
 class ContextBar:
     """What the tabs act on, named and changeable in one place: the dataset (the Data tab's
     source, whose processed folder Train, Forensics and Inspect read) and the visual run (the
@@ -110,9 +167,10 @@ class ContextBar:
         W.dlink((t.run_select, "options"), (self.run, "options"))
         W.link((self.run, "value"), (t.run_select, "value"))
         self.info = W.HTML("")
+        self.steps = StartHere(dash)
         d.source.observe(lambda _: dash.data_changed(), "value")
         t.run_select.observe(lambda _: self.show(), "value")
-        self.widget = W.VBox([W.HBox([self.source, self.run], layout=W.Layout(
+        self.widget = W.VBox([self.steps.widget, W.HBox([self.source, self.run], layout=W.Layout(
             flex_flow="row wrap")), self.info], layout=W.Layout(
             border="1px solid #cfd8dc", padding="4px 8px", margin="0 0 6px 0"))
         self.show()
@@ -133,6 +191,7 @@ class ContextBar:
             f"{'ready' if ready else '(not preprocessed yet: Data tab)'} · visual run "
             f"{html.escape(run.name) + ' (' + run_state(run) + ')' if run else 'none yet (Train tab)'}"
             f"</span>")
+        self.steps.show()
 
 
 class Dashboard:
@@ -213,6 +272,7 @@ class Dashboard:
         try:
             self.runs_tab.refresh()
             self.train_tab.refresh_runs()
+            self.context.show()
         except Exception:  # a damaged run folder must not break the panel that finished
             import logging
 

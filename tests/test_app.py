@@ -219,6 +219,9 @@ def test_click_through_every_stage(tmp_path):
     again = Dashboard(LabConfig(), data_root=str(tmp_path))  # a kernel restart
     assert again.train_tab.run_select.value == "train-ui"
     assert len(again.train_tab._epochs) == 2 and "Test results" in again.train_tab.per_method.value
+    steps = again.context.steps  # every stage's files are there: the strip says so
+    assert steps.states() == [True] * 6, list(zip([n for n, _ in steps.STEPS], steps.states()))
+    assert "every stage done" in steps.next.value
     runs = dash.runs_tab  # two runs compared: curves overlaid, settings that differ
     runs.refresh()
     assert "train-ui" in runs.table.value and "forensic-" in runs.table.value
@@ -383,3 +386,26 @@ def test_advanced_settings_sit_in_a_closed_section_and_still_apply(dash):
     assert dash.cfg.train.warmup_epochs == 3
     assert dash.data_tab.pre_form.advanced is not None
     assert dash.train_tab.model_form.advanced is not None
+
+
+def test_start_here_marks_the_stages_done_and_opens_the_next_one(dash):
+    """On an empty data folder every stage is to do and the first is the next step; each file a
+    stage leaves marks it done; a click on a stage opens its tab."""
+    steps = dash.context.steps
+    assert steps.states() == [False] * 6
+    steps.show()
+    assert steps.buttons[0].button_style == "primary" and "<b>videos</b>" in steps.next.value
+    steps.buttons[2].click()
+    assert dash.tab.get_title(dash.tab.selected_index) == "Train"
+    processed = dash.data_tab.processed
+    (dash.paths["data_root"] / "demo").mkdir(parents=True)
+    (dash.paths["data_root"] / "demo" / "labels.csv").write_text("path,label,split,method\n")
+    processed.mkdir(parents=True)
+    (processed / "index.csv").write_text("uid\n")
+    (processed / "features.csv").write_text("uid\n")
+    dash.context.show()  # what data_changed and every job's end call
+    assert steps.states() == [True, True, False, False, True, False]
+    assert steps.buttons[0].description == "✓ · videos" and steps.buttons[2].description == "3 · visual model"
+    assert steps.buttons[2].button_style == "primary" and "the Train tab" in steps.next.value
+    steps.buttons[steps.states().index(False)].click()
+    assert dash.tab.get_title(dash.tab.selected_index) == "Train"
