@@ -187,14 +187,6 @@ def _radius(shape: tuple[int, int]) -> np.ndarray:
     return r
 
 
-@lru_cache(maxsize=64)
-def _radius_order(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(argsort of the radius, the sorted radius), for the roll-off."""
-    r = _radius(shape).ravel()
-    order = np.argsort(r, kind="stable")
-    return order, r[order]
-
-
 def _dot(a: np.ndarray, b: np.ndarray) -> float:
     """A float dot product summed by numpy's pairwise sum, not BLAS: the same bits whatever the
     number of BLAS threads (a Dask worker runs one, this process several)."""
@@ -428,14 +420,10 @@ _FIRST_DIGIT = np.array([0] + [int(str(n)[0]) for n in range(1, 4097)], np.intp)
 _UV = np.add.outer(np.arange(8), np.arange(8))  # zig-zag order proxy: u + v
 
 
-def _lattice_fit(c: np.ndarray, q: int) -> float:
-    """How well coefficients sit on the lattice q*k: |mean(exp(2 pi i c / q))|, 1 = exactly."""
-    return float(np.abs(np.exp(2j * np.pi * c / q).mean()))
-
-
 def _lattice_fits(c: np.ndarray, max_q: int) -> np.ndarray:
-    """:func:`_lattice_fit` for every step 2..max_q at once: |mean(cos), mean(sin)| of the
-    phases 2 pi c / q, one (n, steps) matrix instead of a loop over complex exponentials."""
+    """How well coefficients ``c`` sit on the lattice q*k, for every step q = 2..max_q at once:
+    |mean(exp(2 pi i c / q))| (1 = exactly), as |mean(cos), mean(sin)| of the phases, one
+    (n, steps) matrix instead of a loop over complex exponentials."""
     # the fraction of c / q in double precision first, so the single-precision trig sees phases
     # in [0, 2 pi) and loses nothing (the values match the complex-exponential version to 1e-6)
     t = np.multiply.outer(c, 1.0 / np.arange(2, max_q + 1, dtype=np.float64))
