@@ -152,7 +152,6 @@ def _half_power(gray: np.ndarray) -> np.ndarray:
     return half.real.astype(np.float64) ** 2 + half.imag.astype(np.float64) ** 2
 
 
-
 def _power(gray: np.ndarray) -> np.ndarray:
     """Centred power spectrum of a float (H, W) image (Hann window, mean removed). A real FFT in
     single precision (scipy.fft, plans cached) and the mirror symmetry of a real signal's
@@ -590,9 +589,8 @@ def noise_features(img: _Crop) -> list[float]:
     h, w = bgr.shape[:2]
     res = cv2.subtract(bgr, cv2.medianBlur(bgr, 3), dtype=cv2.CV_32S)  # (H, W, 3) int32
     planes = np.stack(cv2.split(res)).reshape(3, -1)  # (3, H*W) B G R
-    planes += np.array([[255], [766], [1277]], np.int32)  # one histogram, a range per channel
-    hist = np.bincount(planes.ravel(), minlength=1533).reshape(3, 511)
-    planes -= np.array([[255], [766], [1277]], np.int32)
+    offset = np.array([[255], [766], [1277]], np.int32)  # one histogram, a range per channel
+    hist = np.bincount((planes + offset).ravel(), minlength=1533).reshape(3, 511)
     moments = [_hist_moments(hist[k]) for k in (2, 1, 0)]  # R G B
     out = [m[0] for m in moments] + [m[1] for m in moments] + [m[2] for m in moments]
     flat = planes.astype(np.float64)  # one row per channel
@@ -611,8 +609,7 @@ def noise_features(img: _Crop) -> list[float]:
     out.append(float(local.std() / (local.mean() + 1e-6)))
     out.append(float(np.log10((local.max() + 1e-3) / (local.min() + 1e-3))))
     c = (slice(h // 4, 3 * h // 4), slice(w // 4, 3 * w // 4))
-    s1, s2 = sums.sum(), cov.sum() * n_all ** 2  # the sum of lum3, n^2 x its variance
-    s2 = (s2 + s1 * s1) / n_all  # the sum of lum3 squared
+    s1, s2 = lum3.sum(), sq.sum()
     c1, c2 = lum3[c].sum(), sq[c].sum()
     n_c = (3 * h // 4 - h // 4) * (3 * w // 4 - w // 4)
     v_c = _var_from_sums(c1, c2, n_c) / 9
@@ -699,7 +696,7 @@ def feature_dict(img: np.ndarray, crop_size: int = 0,
     for fam in families if families is not None else FEATURE_FAMILIES.list():
         out.update(FEATURE_FAMILIES.get(fam)(crop))
     values = np.nan_to_num(np.fromiter(out.values(), np.float64, len(out)), nan=0.0, posinf=0.0,
-                           neginf=0.0)  # one call for the vector: per value it cost 2 ms a crop
+                           neginf=0.0)
     return dict(zip(out, values.tolist()))
 
 
@@ -744,14 +741,19 @@ def family_costs(images: list[np.ndarray], crop_size: int = 0, repeats: int = 3
             for k, v in times.items()}
 
 
-def _one(args: tuple[str, int, list[str] | None]) -> np.ndarray:
+def _read(path: str) -> np.ndarray:
+    """An image file as OpenCV reads it (any depth and channels); unreadable: OSError."""
     import cv2
 
-    path, crop_size, names = args
     img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if img is None:
         raise OSError(f"cannot read '{path}'")
-    return extract_features(img, crop_size, names)
+    return img
+
+
+def _one(args: tuple[str, int, list[str] | None]) -> np.ndarray:
+    path, crop_size, names = args
+    return extract_features(_read(path), crop_size, names)
 
 
 def _many(items: list[tuple[str, int, list[str] | None]]) -> list[np.ndarray]:
@@ -872,8 +874,6 @@ def _torch_many(paths: list[str], todo: list[int], crop_size: int, cols: list[in
     largest group when ``4 x batch_size`` crops wait (native-resolution crops rarely share a
     shape: ``features.crop_size`` makes them equal), and the rest at the end; ``store`` gets
     each crop's vector (the ``cols`` of it for a subset)."""
-    import cv2
-
     from .features_torch import extract_batch
 
     pending: dict[tuple[int, ...], list[tuple[int, np.ndarray]]] = {}
@@ -892,10 +892,7 @@ def _torch_many(paths: list[str], todo: list[int], crop_size: int, cols: list[in
     for i in todo:
         if check:
             check()
-        img = cv2.imread(paths[i], cv2.IMREAD_UNCHANGED)
-        if img is None:
-            raise OSError(f"cannot read '{paths[i]}'")
-        img = _centre(img, crop_size)
+        img = _centre(_read(paths[i]), crop_size)
         pending.setdefault(img.shape, []).append((i, img))
         if len(pending[img.shape]) >= batch_size:
             flush(img.shape)
