@@ -97,7 +97,8 @@ def main() -> None:
     # the torch backend over the same 256 crops in memory (no decoding), against NumPy's loop
     import torch
 
-    from dflab.features_torch import extract_batch, torch_device
+    from dflab.environment import torch_device
+    from dflab.features_torch import extract_batch
 
     mem = [photo[y:y + 256, x:x + 256] for y, x in
            zip(rng.integers(0, h - 256, 256), rng.integers(0, w - 256, 256))]

@@ -122,11 +122,11 @@ def _run_threshold(ckpt_path: Path, ckpt: dict) -> float:
 def _load_torch(path: Path, device: str) -> VisualModel:
     import torch
 
+    from .environment import torch_device
     from .train import load_model
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, dc, ckpt = load_model(path, torch.device(device))
+    device = torch_device(device)
+    model, dc, ckpt = load_model(path, device)
 
     def run(x: np.ndarray) -> np.ndarray:
         with torch.no_grad():

@@ -30,6 +30,7 @@ __all__ = [
     "parse_nvidia_smi",
     "query_nvidia_smi",
     "torch_report",
+    "torch_device",
     "estimate_activation_bytes",
     "advise",
     "in_colab",
@@ -272,6 +273,16 @@ def default_workers(requested: int = -1) -> int:
         return requested
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(0, min(8, (cores or 1) - 1))
+
+
+def torch_device(device: str = "auto"):
+    """A ``torch.device`` for an ``env.device``-style setting; ``auto`` (or empty): the GPU when
+    torch sees one, else the CPU."""
+    import torch
+
+    if device in ("auto", "", None):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
 
 
 def scoring_workers(device: str) -> int:

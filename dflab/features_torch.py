@@ -19,19 +19,11 @@ from functools import lru_cache
 import numpy as np
 
 from . import features as F
+from .environment import torch_device
 
-__all__ = ["extract_batch", "torch_device"]
+__all__ = ["extract_batch"]
 
 _EPS = F._EPS
-
-
-def torch_device(device: str = "auto"):
-    """``auto``: the GPU when torch sees one, else the CPU."""
-    import torch
-
-    if device in ("auto", "", None):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @lru_cache(maxsize=32)
