@@ -128,9 +128,9 @@ class StartHere:
         root = dash.cfg.data.root
         have_videos = ((dash.paths["data_root"] / "demo" / "labels.csv").exists()
                        if source == "demo" else bool(root) and Path(root).exists())
+        indexed = (processed / "index.csv").exists()
         trained = run is not None and run_state(run) == "done"
-        return [have_videos or (processed / "index.csv").exists(),
-                (processed / "index.csv").exists(), trained,
+        return [have_videos or indexed, indexed, trained,
                 trained and (run / "eval_test.json").exists(),
                 (processed / "features.csv").exists(),
                 trained and (run / "model.onnx").exists()]
