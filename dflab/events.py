@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 __all__ = [
@@ -196,6 +197,7 @@ class TensorBoardCallback:
     def __init__(self, logdir: str, purge_step: int | None = None):
         from torch.utils.tensorboard import SummaryWriter
 
+        _after_existing_event_files(Path(logdir))
         self.writer = SummaryWriter(str(logdir), purge_step=purge_step or None)
 
     def __call__(self, event: Event) -> None:
@@ -219,3 +221,18 @@ class TensorBoardCallback:
 
     def close(self) -> None:
         self.writer.close()  # idempotent
+
+
+def _after_existing_event_files(logdir: Path) -> None:
+    """TensorBoard reads a folder's event files in name order, and a name starts with the second
+    it was created in, then host, pid and a per-process counter compared as text (``.10`` sorts
+    before ``.9``). A resume within the same second as the killed run's file could therefore be
+    read first, and its purge would not drop the killed run's extra steps. Waiting for the next
+    second (at most one) puts the new file last."""
+    newest = 0
+    for f in logdir.glob("events.out.tfevents.*"):
+        field = f.name.split(".")[3]
+        if field.isdigit():
+            newest = max(newest, int(field))
+    while int(time.time()) <= newest:
+        time.sleep(newest + 1 - time.time())

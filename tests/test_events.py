@@ -1,9 +1,10 @@
 import dataclasses
+import time
 
 import pytest
 
 from dflab.events import (CancelToken, Cancelled, Emitter, EpochMetrics, JobError, JobResult,
-                          LogCallback, Progress, TqdmCallback)
+                          LogCallback, Progress, StepLoss, TensorBoardCallback, TqdmCallback)
 
 
 def test_emitter_delivers_frozen_events_and_survives_bad_callbacks():
@@ -49,3 +50,26 @@ def test_tqdm_callback_runs(capsys):
     err = capsys.readouterr()
     assert "val_auc=0.5000" in err.out + err.err
     assert "404" in err.out + err.err
+
+
+def test_tensorboard_resume_file_is_read_after_the_killed_runs(tmp_path):
+    # TensorBoard reads event files in name order; a file created in the same second by an
+    # earlier writer (here one a second ahead, with a counter that sorts after any other) must
+    # still come before the new one, or a resume's purge would not drop the killed run's steps
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    first = TensorBoardCallback(str(tmp_path))
+    first(StepLoss(job="train", epoch=1, step=1, loss=1.0, lr=0.1))
+    first(StepLoss(job="train", epoch=1, step=2, loss=9.0, lr=0.1))
+    first.close()
+    old = next(tmp_path.glob("events.out.tfevents.*"))
+    parts = old.name.split(".")
+    parts[3], parts[-1] = str(int(time.time()) + 1), "99999"
+    old = old.rename(tmp_path / ".".join(parts))
+    resumed = TensorBoardCallback(str(tmp_path), purge_step=2)
+    resumed(StepLoss(job="train", epoch=1, step=2, loss=2.0, lr=0.1))
+    resumed.close()
+    assert sorted(tmp_path.glob("events.out.tfevents.*"))[0] == old
+    acc = EventAccumulator(str(tmp_path))
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("loss/train_step")] == [(1, 1.0), (2, 2.0)]
