@@ -7,7 +7,7 @@ PORT ?= 8866
 DATA ?= $(CURDIR)/data
 export DFLAB_DATA := $(DATA)
 
-.PHONY: lab test demo bench venv lint clean
+.PHONY: lab test test-colab wheel demo bench venv lint clean
 
 venv: $(VENV)/.installed
 
@@ -19,6 +19,18 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen --extra dev --extra lab --extra cluster --compile-bytecode
+	touch $@
+
+# Colab's kernel side (tests/colab/stack.txt), and dflab installed over it by the notebook's own
+# Colab cell, the other packages at uv.lock's versions (tests/colab/make_env.py; seconds from
+# uv's cache)
+COLAB := .venv-colab
+$(COLAB)/.installed: pyproject.toml uv.lock tests/colab/stack.txt tests/colab/make_env.py \
+    notebooks/dashboard.ipynb | $(VENV)/.installed
+	rm -rf $(COLAB)
+	$(UV) venv -q --python $(PY) $(COLAB)
+	$(UV) pip install -q --python $(COLAB)/bin/python -r tests/colab/stack.txt
+	$(COLAB)/bin/python tests/colab/make_env.py --uv $(UV)
 	touch $@
 
 $(DATA)/demo/labels.csv: | $(VENV)/.installed
@@ -36,8 +48,21 @@ lab: $(VENV)/.installed $(DATA)/demo/labels.csv
 	$(VENV)/bin/voila notebooks/dashboard.ipynb --no-browser --port=$(PORT) \
 	  --Voila.ip=127.0.0.1 --Voila.port_retries=0 $(VOILA_FLAGS)
 
+# the whole suite, then the dashboard's tests again on Colab's kernel stack (the in-process
+# click-through is left to its run inside a kernel there, tests/test_colab.py)
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-colab
+
+test-colab: $(COLAB)/.installed
+	PYTHONPATH=$(CURDIR) DFLAB_COLAB_STACK=$(CURDIR)/tests/colab/stack.txt $(COLAB)/bin/python \
+	  -m pytest tests/test_colab.py tests/test_app.py tests/test_notebooks.py \
+	  --deselect tests/test_app.py::test_click_through_every_stage
+
+# a wheel for Colab without git access: copy dist/dflab-*.whl to Drive, name it in the
+# notebook's DFLAB_WHEEL field
+wheel: | $(UV)
+	$(UV) build --wheel --out-dir dist
 
 demo: $(VENV)/.installed $(DATA)/demo/labels.csv
 	$(VENV)/bin/dflab demo --config configs/cpu.yaml
@@ -49,4 +74,4 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check dflab app tests benchmarks
 
 clean:
-	rm -rf $(VENV) .uv .pytest_cache
+	rm -rf $(VENV) $(COLAB) .uv .pytest_cache dist

@@ -21,14 +21,14 @@ from .jobs import JobPanel
 from .runs_tab import RunsTab
 from .sync_tab import SyncTab
 from .tabs import DataTab, ExportTab, ForensicsTab, InspectTab, TrainTab
-from .widgets import ConfigForm, error_html, table_html
+from .widgets import ConfigForm, error_html, icon, mirror, table_html
 
 
 class EnvironmentTab:
     def __init__(self, dash: "Dashboard"):
         self.dash = dash
         self.info = W.HTML("")
-        self.refresh_button = W.Button(description="Refresh", icon="refresh")
+        self.refresh_button = W.Button(description="Refresh", icon=icon("refresh"))
         self.form = ConfigForm(dash.cfg.env, "env", ["seed", "deterministic", "workers"])
         self.seed = self.form.inputs["seed"]
         self.apply_button = W.Button(description="Apply runtime settings")
@@ -36,9 +36,9 @@ class EnvironmentTab:
         # applied only by the button: typing creates nothing (the folder is checked first)
         self.data_root = W.Text(value=str(dash.paths["data_root"]), description="Data folder",
                                 layout=W.Layout(width="60%"))
-        self.root_button = W.Button(description="Use this folder", icon="check")
+        self.root_button = W.Button(description="Use this folder", icon=icon("check"))
         self.root_note = W.HTML("")
-        self.drive_button = W.Button(description="Mount Google Drive", icon="hdd",
+        self.drive_button = W.Button(description="Mount Google Drive", icon=icon("drive"),
                                      layout=W.Layout(display="" if in_colab() else "none"))
         self.refresh_button.on_click(lambda _: self.refresh())
         self.apply_button.on_click(lambda _: self.apply())
@@ -161,11 +161,9 @@ class ContextBar:
         d, t = dash.data_tab, dash.train_tab
         self.source = W.Dropdown(options=d.source.options, value=d.source.value,
                                  description="Dataset", layout=W.Layout(width="260px"))
-        self.run = W.Dropdown(options=t.run_select.options, value=t.run_select.value,
-                              description="Visual run", layout=W.Layout(width="420px"))
+        self.run = W.Dropdown(description="Visual run", layout=W.Layout(width="420px"))
         W.link((self.source, "value"), (d.source, "value"))
-        W.dlink((t.run_select, "options"), (self.run, "options"))
-        W.link((self.run, "value"), (t.run_select, "value"))
+        mirror(t.run_select, self.run)
         self.info = W.HTML("")
         self.steps = StartHere(dash)
         d.source.observe(lambda _: dash.data_changed(), "value")
@@ -229,6 +227,7 @@ class Dashboard:
         _no_null_tooltips(self.widget)
         for panel in self.panels():
             panel.on_end.append(lambda _state: self.job_ended())
+            panel.data_root = lambda: self.paths["data_root"]
         self.reattach()
         if watch:  # a preheated Voila kernel builds the page before the job it must show starts
             threading.Thread(target=self._watch_jobs, daemon=True,

@@ -18,7 +18,7 @@ import ipywidgets as W
 from dflab.events import Cancelled, CancelToken, Event, JobError, JobResult, Progress
 from dflab.jobs import TERMINAL, Job, JobBusy, start_job
 
-from .widgets import error_html
+from .widgets import error_html, result_card
 
 
 def _fmt_eta(seconds: float | None) -> str:
@@ -43,16 +43,6 @@ def summary_text(summary: dict) -> str:
         return str(v)
 
     return "; ".join(f"{str(k).replace('_', ' ')} {fmt(v)}" for k, v in summary.items())
-
-
-def _result_line(result: Any) -> str:
-    """A result's own one-line text (the dflab result classes define ``__str__``), escaped."""
-    import html
-
-    if result is None or type(result).__str__ is object.__str__ or isinstance(result, dict):
-        return ""
-    text = str(result).splitlines()[0] if str(result) else ""
-    return html.escape(text[:300])
 
 
 class JobPanel:
@@ -89,6 +79,8 @@ class JobPanel:
         self.on_done: list[Callable[[Any], None]] = []
         self.result: Any = None
         self.error: str = ""
+        # where results' paths are shown relative to (the Dashboard gives its data root)
+        self.data_root: Callable[[], Any] = lambda: None
         self._last = 0.0
         self.widget = W.VBox([W.HBox([self.start, self.cancel_button, self.bar]), self.status,
                               self.log])
@@ -154,7 +146,7 @@ class JobPanel:
         def work() -> None:
             try:
                 self.result = fn(callbacks=[self._callback], cancel=self.token, **kwargs)
-                self.status.value = f"{self.title}: done · {_result_line(self.result)}"
+                self.status.value = result_card(self.title, self.result, self.data_root())
                 for cb in self.on_done:
                     cb(self.result)
             except Cancelled as exc:
@@ -162,7 +154,8 @@ class JobPanel:
                 self.log.append_stdout(f"{exc}\n")
             except Exception as exc:  # shown to the user with the backend's own message
                 self.error = f"{type(exc).__name__}: {exc}"
-                self.status.value = error_html(f"{self.title} failed: {exc}")
+                self.status.value = error_html(f"{self.title} failed: {exc}",
+                                               traceback.format_exc())
                 self.log.append_stderr(traceback.format_exc())
             finally:
                 self._end("failed" if self.error else "cancelled" if self.token.cancelled
@@ -223,20 +216,22 @@ class JobPanel:
             if state == "done":
                 self.result = job.result()
                 self.bar.value = self.bar.max
-                self.status.value = f"{self.title}: done · {_result_line(self.result)}"
+                self.status.value = result_card(self.title, self.result, self.data_root())
                 for cb in self.on_done:
                     cb(self.result)
             elif state == "cancelled":
                 self.status.value = f"{self.title}: cancelled (finished work is kept)"
             else:
                 self.error = st.get("message", state)
-                self.status.value = error_html(f"{self.title} {state}: {self.error}")
-                tail = (job.folder / "job.log")
-                if tail.exists():
-                    self.log.append_stderr(tail.read_text(errors="replace")[-4000:])
+                tail = job.folder / "job.log"
+                log = tail.read_text(errors="replace")[-4000:] if tail.exists() else ""
+                self.status.value = error_html(f"{self.title} {state}: {self.error}",
+                                               f"{job.folder / 'job.log'}:\n{log}" if log else "")
+                if log:
+                    self.log.append_stderr(log)
         except Exception as exc:  # a broken result view must not leave the panel "running"
             self.error = f"{type(exc).__name__}: {exc}"
-            self.status.value = error_html(f"{self.title}: {self.error}")
+            self.status.value = error_html(f"{self.title}: {self.error}", traceback.format_exc())
             self.log.append_stderr(traceback.format_exc())
         finally:
             self._end(state)

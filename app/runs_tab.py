@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as W
 
 from .jobs import JobPanel
-from .widgets import error_html, show_figure
+from .widgets import error_html, icon, show_figure
 
 if TYPE_CHECKING:  # pragma: no cover
     from .dashboard import Dashboard
@@ -62,7 +62,7 @@ def differences_html(diff: dict[str, dict[str, Any]]) -> str:
 class RunsTab:
     def __init__(self, dash: "Dashboard"):
         self.dash = dash
-        self.refresh_button = W.Button(description="Refresh runs", icon="refresh")
+        self.refresh_button = W.Button(description="Refresh runs", icon=icon("refresh"))
         self.refresh_button.on_click(lambda _: self.refresh())
         self.table = W.HTML("")
         self.select = W.SelectMultiple(options=[], rows=8, description="compare",

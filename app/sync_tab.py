@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as W
 
 from .jobs import JobPanel
-from .widgets import error_html, hide_while_empty, show_figure
+from .widgets import error_html, hide_while_empty, icon, set_options, show_figure
 
 if TYPE_CHECKING:  # pragma: no cover
     from .dashboard import Dashboard
@@ -104,7 +104,7 @@ class SyncTab:
         self.score_panel.start.on_click(lambda _: self.score_panel.run(self._score))
         for panel in (self.demo_panel, self.extract_panel, self.train_panel, self.score_panel):
             panel.on_done.append(lambda _: self.refresh())
-        self.load_button = W.Button(description="Load clips", icon="refresh")
+        self.load_button = W.Button(description="Load clips", icon=icon("refresh"))
         self.load_button.on_click(lambda _: self.refresh())
         self.clip = W.Dropdown(description="clip", options=[], layout=W.Layout(width="60%"))
         self.clip.observe(lambda ch: ch["new"] and self.show_clip(ch["new"]), "value")
@@ -154,7 +154,7 @@ class SyncTab:
         videos = self.processed / "videos"
         uids = sorted(p.parent.relative_to(videos).as_posix()
                       for p in videos.rglob("sync.npz")) if videos.is_dir() else []
-        self.clip.options = uids
+        set_options(self.clip, uids)
         run = self._run()
         table = run / "sync_clips_test.csv" if run else None
         self.table.value = clips_html(pd.read_csv(table).to_dict("records")

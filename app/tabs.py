@@ -19,8 +19,8 @@ from dflab.environment import in_colab
 from dflab.events import EpochMetrics, Event, StepLoss
 
 from .jobs import JobPanel
-from .widgets import (ConfigForm, auc_text, error_html, hide_while_empty, report_table,
-                      show_figure, table_html)
+from .widgets import (ConfigForm, auc_text, error_html, hide_while_empty, icon, report_table,
+                      set_options, show_figure, table_html)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .dashboard import Dashboard
@@ -351,11 +351,7 @@ class TrainTab:
         options = _run_options(self.dash, "train")
         self._refreshing = True
         try:
-            if options != list(self.run_select.options):
-                self.run_select.options = options
-            names = [v for _, v in options]
-            if select in names and self.run_select.value != select:
-                self.run_select.value = select
+            set_options(self.run_select, options, select or None)
         finally:
             self._refreshing = False
 
@@ -395,7 +391,7 @@ class ForensicsTab:
         self.refine_steps = W.IntSlider(value=8, min=1, max=52, description="steps")
         self.front = W.Dropdown(description="point", options=[], layout=W.Layout(width="60%"))
         self.subset_name = W.Text(value="refined", description="name")
-        self.save_point = W.Button(description="Save this point as a subset", icon="save")
+        self.save_point = W.Button(description="Save this point as a subset", icon=icon("save"))
         self.save_point.on_click(lambda _: self.save_subset())
         self.refine_note, self.refine_plot = W.HTML(""), W.Output()
         self.frame = W.Dropdown(description="frame", options=[], layout=W.Layout(width="70%"))
@@ -455,13 +451,9 @@ class ForensicsTab:
             return
         opts = [(f"{r.method} · {r.video_id} · frame {r.frame_index} · {r.label}", r.crop_path)
                 for r in df.groupby("uid").head(1).itertuples()]
-        self.frame.options = opts
-        if opts and self.frame.value is None:  # ipywidgets 8 leaves it unselected
-            self.frame.value = opts[0][1]
+        set_options(self.frame, opts)
         if (self.processed / "features.csv").exists():
-            self.feature.options = feature_names()
-            if self.feature.value is None:
-                self.feature.value = "fft_grid_peak_2"
+            set_options(self.feature, feature_names(), self.feature.value or "fft_grid_peak_2")
 
     def explore(self, crop_rel: str) -> None:
         import cv2
@@ -588,7 +580,7 @@ class InspectTab:
                                         description="min |p − threshold|",
                                         style={"description_width": "130px"},
                                         layout=W.Layout(width="420px"))
-        self.refresh_button = W.Button(description="Load predictions", icon="refresh")
+        self.refresh_button = W.Button(description="Load predictions", icon=icon("refresh"))
         self.refresh_button.on_click(lambda _: self.refresh())
         self.sort = W.Dropdown(description="sort by", options=SORTS, value=SORTS[0],
                                layout=W.Layout(width="330px"))
@@ -641,7 +633,7 @@ class InspectTab:
             self.forensic = dict(zip(f["crop_path"], f["prob"]))
         self.preds = self._with_sync(self.preds)
         for key, w in self.filters.items():
-            w.options = ["all"] + sorted(self.preds[key].astype(str).unique())
+            set_options(w, ["all"] + sorted(self.preds[key].astype(str).unique()))
         self.show()
 
     def _with_sync(self, preds):
@@ -800,7 +792,7 @@ class ExportTab:
         self.verdict = W.HTML("")
         self.plot = W.Output()
         self.exported: Path | None = None
-        self.colab_download = W.Button(description="Download the model", icon="download",
+        self.colab_download = W.Button(description="Download the model", icon=icon("download"),
                                      layout=W.Layout(display="none"))
         self.colab_download.on_click(lambda _: self.save_to_colab())
         self.widget = W.VBox([self.job.widget, self.result, self.colab_download,

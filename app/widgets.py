@@ -23,7 +23,17 @@ class _Bundle:
         return self.data
 
 
-TOOLTIP = "tooltip" if int(W.__version__.split(".")[0]) >= 8 else "description_tooltip"
+IPYWIDGETS_7 = int(W.__version__.split(".")[0]) < 8
+TOOLTIP = "description_tooltip" if IPYWIDGETS_7 else "tooltip"
+# Button icons by meaning: ipywidgets 8's front end draws Font Awesome 5 names, 7's (Colab's)
+# Font Awesome 4.7 names, and a name one of them lacks draws nothing
+_ICONS = {"refresh": ("refresh", "sync"), "drive": ("hdd-o", "hdd"), "save": ("floppy-o", "save"),
+          "check": ("check", "check"), "download": ("download", "download")}
+
+
+def icon(meaning: str) -> str:
+    """The Font Awesome name for ``meaning`` on this ipywidgets' front end."""
+    return _ICONS[meaning][0 if IPYWIDGETS_7 else 1]
 
 
 def figure_iframe(fig: Any) -> str:
@@ -56,6 +66,45 @@ def show_figure(out: W.Output, fig: Any, replace: bool = True) -> None:
     out.append_display_data(_Bundle(bundle))
 
 
+def set_options(w: W.widgets.widget_selection._Selection, options: list,
+                value: Any = None) -> None:
+    """Give a single-choice selection widget new ``options``, then select ``value`` when it is
+    one of them, else the value it had when it still is, else the first option. ipywidgets 7
+    selects the first option whenever options are set (and 8 keeps or drops the value), so
+    setting ``options`` alone would reset a user's choice, or a default, on every refresh.
+    Observers may see the first option for a moment on 7."""
+    values = [o[1] if isinstance(o, tuple) else o for o in options]
+    old = w.value
+    if list(w.options) != list(options):
+        w.options = options
+    want = value if value in values else old if old in values else \
+        values[0] if values else None
+    if want is not None and w.value != want:
+        w.value = want
+
+
+def mirror(src: W.widgets.widget_selection._Selection,
+           dst: W.widgets.widget_selection._Selection) -> None:
+    """``dst`` shows ``src``'s options and follows its value both ways (``W.link`` would pass a
+    value to ``dst`` before ``dst`` has the options that hold it, which fails on ipywidgets 7)."""
+    def options(_=None) -> None:
+        set_options(dst, list(src.options), src.value)
+
+    def forward(change: dict) -> None:
+        if change["new"] in [o[1] if isinstance(o, tuple) else o for o in dst.options] and \
+                dst.value != change["new"]:
+            dst.value = change["new"]
+
+    def back(change: dict) -> None:
+        if change["new"] is not None and src.value != change["new"]:
+            src.value = change["new"]
+
+    options()
+    src.observe(options, "options")
+    src.observe(forward, "value")
+    dst.observe(back, "value")
+
+
 def hide_while_empty(image: W.Image) -> W.Image:
     """Hide ``image`` while it has no bytes (an empty Image is a broken-image icon)."""
     def toggle(change: dict) -> None:
@@ -73,9 +122,33 @@ def table_html(rows: list[tuple[str, Any]] | dict) -> str:
     return f"<table>{body}</table>"
 
 
-def error_html(message: Any) -> str:
-    """A backend error message, escaped and shown in red."""
-    return f"<span style='color:#b00'>{html.escape(str(message))}</span>"
+def error_html(message: Any, details: str = "") -> str:
+    """A backend error message, escaped, as one red line; ``details`` (a traceback, a log's
+    tail) folded under it, opened on demand."""
+    line = str(message).strip().splitlines()[0] if str(message).strip() else "failed"
+    more = str(message).strip()[len(line):].strip() + ("\n" + details if details else "")
+    fold = (f"<details><summary style='cursor:pointer;font-size:12px;color:#455a64'>details"
+            f"</summary><pre style='font-size:11px;white-space:pre-wrap'>"
+            f"{html.escape(more.strip())}</pre></details>") if more.strip() else ""
+    return f"<span style='color:#b00'>{html.escape(line)}</span>{fold}"
+
+
+def result_card(title: str, result: Any, root: Any = None) -> str:
+    """A finished job as a card: its title and the result's first line (the numbers that
+    matter; paths relative to the data root ``root``), the full report folded under it."""
+    text = "" if result is None or type(result).__str__ is object.__str__ or \
+        isinstance(result, dict) else str(result)
+    if root:
+        text = text.replace(f"{root}/", "")
+    first, _, rest = text.partition("\n")
+    card = (f"<div style='border-left:4px solid #2e7d32;padding:2px 8px;margin:2px 0'>"
+            f"<b>✓ {html.escape(title)}: done</b>"
+            f"{' · ' + html.escape(first[:300]) if first else ''}")
+    if rest.strip() or len(first) > 300:
+        card += (f"<details><summary style='cursor:pointer;font-size:12px;color:#455a64'>full "
+                 f"report</summary><pre style='font-size:11px;white-space:pre-wrap'>"
+                 f"{html.escape(text)}</pre></details>")
+    return card + "</div>"
 
 
 def auc_text(m: dict) -> str:

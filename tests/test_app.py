@@ -173,6 +173,7 @@ def test_click_through_every_stage(tmp_path):
     fo.feat_job.wait(300)
     assert not fo.feat_job.error, fo.feat_job.error
     assert fo.frame.options and len(fo.feature.options) == 52
+    assert fo.feature.value == "fft_grid_peak_2"  # the default, not the first (ipywidgets 7)
     fo.frame.value = fo.frame.options[1][1]
     assert [len(c.outputs) for c in fo.explorer_cells] == [1] * 6
     fo.feature.value = "fft_grid_peak_2"
@@ -199,6 +200,7 @@ def test_click_through_every_stage(tmp_path):
     assert "saved <b>ui-pick</b>" in fo.refine_note.value
     assert (tmp_path / "feature_sets" / "ui-pick.json").is_file()
     ins.refresh_button.click()  # now with the forensic MLP's score beside the visual one
+    assert ins.filters["method"].value == "original"  # a refresh keeps the user's filter
     ins.gallery.children[0].children[1].click()
     assert "forensic MLP p(fake)" in ins.detail.value and "no forensic run" not in ins.detail.value
 
@@ -409,3 +411,49 @@ def test_start_here_marks_the_stages_done_and_opens_the_next_one(dash):
     assert steps.buttons[2].button_style == "primary" and "the Train tab" in steps.next.value
     steps.buttons[steps.states().index(False)].click()
     assert dash.tab.get_title(dash.tab.selected_index) == "Train"
+
+
+def test_new_options_keep_the_choice_and_a_mirror_follows_both_ways():
+    import ipywidgets as W
+
+    from app.widgets import mirror, set_options
+
+    w = W.Dropdown(options=["a", "b"], value="b")
+    set_options(w, ["c", "b", "a"])
+    assert w.value == "b"  # ipywidgets 7 alone would select "c"
+    set_options(w, [("x one", "x"), ("y one", "y")], "y")
+    assert w.value == "y"
+    set_options(w, ["p", "q"])  # the old value is gone: the first option
+    assert w.value == "p"
+    src, dst = W.Dropdown(options=[("old", "o")]), W.Dropdown()
+    mirror(src, dst)
+    assert dst.options == src.options and dst.value == "o"
+    src.options = [("new", "n"), ("old", "o")]  # a value dst does not have yet comes first
+    assert dst.value == src.value and [v for _, v in dst.options] == ["n", "o"]
+    src.value = "o"
+    assert dst.value == "o"
+    dst.value = "n"
+    assert src.value == "n"
+
+
+def test_results_are_cards_and_errors_one_line_with_details(tmp_path):
+    from dflab.results import EvalResult, TrainResult
+
+    from app.widgets import error_html, result_card
+
+    res = TrainResult(tmp_path / "runs" / "train-x", 2, 0.6931, 3, False, 12.0)
+    card = result_card("Train", res, tmp_path)
+    assert "Train: done" in card and "runs/train-x" in card and str(tmp_path) not in card
+    assert "<details>" not in card  # one line: nothing to fold
+    rep = {"threshold": 0.5, "frame": {"n": 10, "accuracy": 0.9, "auc": 0.95, "f1": 0.9,
+                                       "ece": 0.01}, "video": {"n": 2, "accuracy": 1.0,
+                                                               "auc": 1.0, "f1": 1.0},
+           "video_per_method": {}}
+    card = result_card("Evaluate", EvalResult(tmp_path / "runs" / "r", "test", {"visual": rep}),
+                       tmp_path)
+    assert card.count("<details>") == 1 and "full report" in card and "auc=0.950" in card
+    err = error_html("Train failed: no crops in data/x\nsecond line", "Traceback (most recent...")
+    assert err.split("<details>")[0].count("color:#b00") == 1 and "second line" not in \
+        err.split("<details>")[0]
+    assert "Traceback" in err.split("<details>")[1]
+    assert "<details>" not in error_html("just one line")

@@ -1,5 +1,7 @@
 """Every notebook executes top to bottom (outputs are not committed)."""
 
+import os
+
 import nbformat
 import pytest
 from nbclient import NotebookClient
@@ -27,3 +29,40 @@ def test_notebook_executes(nb_path, tmp_path, monkeypatch):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
               if o.output_type == "error"]
     assert not errors, errors
+
+
+def _colab_cell() -> dict:
+    """The dashboard notebook's first cell run outside Colab: its definitions, nothing done."""
+    ns: dict = {}
+    src = nbformat.read(ROOT / "notebooks" / "dashboard.ipynb", as_version=4).cells[0].source
+    exec(compile(src, "dashboard.ipynb[0]", "exec"), ns)
+    return ns
+
+
+def test_the_colab_cell_installs_a_wheel_with_the_kernel_packages_held(tmp_path):
+    import shutil
+    import subprocess
+    import types
+    import zipfile
+    from importlib import metadata
+
+    uv = shutil.which("uv") or str(ROOT / ".uv" / "bin" / "uv")
+    if not os.path.exists(uv):
+        pytest.skip("no uv to build the wheel with (make test installs it into .uv/)")
+    subprocess.run([uv, "build", "-q", "--wheel", "--out-dir", str(tmp_path)], cwd=ROOT,
+                   check=True)  # what `make wheel` runs
+    wheel = next(tmp_path.glob("dflab-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {"app/dashboard.py", "dflab/lab.py", "dflab/presets/cpu.yaml"} <= set(names)
+    ns = _colab_cell()
+    assert ns["IN_COLAB"] is False  # outside Colab it installed nothing
+    calls = []
+    ns["subprocess"] = types.SimpleNamespace(run=lambda cmd, **kw: calls.append(cmd))
+    ns["install_dflab"]("", "", wheel=str(wheel))
+    (cmd,) = calls
+    assert cmd[-1] == f"dflab[colab] @ {wheel.resolve().as_uri()}"
+    held = open(cmd[cmd.index("-c") + 1]).read().split()
+    for name in ("ipykernel", "ipython", "ipywidgets", "jupyter-client", "traitlets"):
+        assert f"{name}=={metadata.version(name)}" in held, name
+    with pytest.raises(FileNotFoundError, match="DFLAB_WHEEL.*make wheel"):
+        ns["install_dflab"]("", "", wheel=str(tmp_path / "missing.whl"))
