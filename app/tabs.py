@@ -26,6 +26,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from .dashboard import Dashboard
 
 
+def _under_root(path: Any, root: Path) -> str:
+    """``path`` relative to the data root when it lies under it (how the tabs name files)."""
+    p = Path(path)
+    return str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
+
+
 def _run_options(dash: "Dashboard", kind: str) -> list[tuple[str, str]]:
     """(label, run name) per run of ``kind``, newest first; the label gives its state."""
     from dflab.runs import run_state
@@ -95,6 +101,7 @@ class DataTab:
         for i, t in enumerate(["Demo set (offline)", "Local folder", "FaceForensics++",
                                "DFDC (Kaggle)"]):
             acc.set_title(i, t)
+        self.sources = acc
         self.widget = W.VBox([
             W.HTML("<h3>1 · Get data</h3>"), acc, self.summary,
             W.HTML("<h3>2 · Preprocess</h3>"), self.where.widget,
@@ -149,6 +156,8 @@ class DataTab:
         labels = self.dash.paths["data_root"] / "demo" / "labels.csv"
         if not labels.exists():
             self.summary.value = "No demo set yet: build it above."
+            if self.source.value == "demo":  # a first visit: the section that makes it, open
+                self.sources.selected_index = 0
             return
         import pandas as pd
 
@@ -809,7 +818,8 @@ class ExportTab:
 
     def show_export(self, res: Any) -> None:
         self.result.value = table_html([
-            ("file", str(res.onnx)), ("size", f"{res.bytes / 2**20:.1f} MiB"),
+            ("file", _under_root(res.onnx, self.dash.paths["data_root"])),
+            ("size", f"{res.bytes / 2**20:.1f} MiB"),
             ("onnxruntime vs torch max |diff|", f"{res.max_abs_diff:.2e}"),
             ("parity", "ok" if res.parity_ok else "FAILED")]) + download_html(res.onnx)
         self.exported = Path(res.onnx)

@@ -184,8 +184,14 @@ def _tpr_at(m: dict, key: str) -> str:
 
 
 def _fmt(v: Any) -> str:
+    """A table cell in words: numbers to 4 digits, a dict as "key value · key value", a list
+    comma-separated (never a Python repr)."""
     if isinstance(v, float):
         return f"{v:.4g}"
+    if isinstance(v, dict):
+        return " · ".join(f"{k} {_fmt(x)}" for k, x in v.items())
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_fmt(x) for x in v)
     return str(v)
 
 

@@ -33,6 +33,7 @@ def test_demo_button_builds_the_set_in_its_own_process(dash):
     tab = dash.data_tab
     tab.demo_videos.value = 30
     assert "No demo set" in tab.summary.value
+    assert tab.sources.selected_index == 0  # the section that builds it is open
     tab.demo_job.start.click()
     assert tab.demo_job.start.disabled  # disabled while the job runs
     tab.demo_job.wait(300)
@@ -128,6 +129,7 @@ def test_click_through_every_stage(tmp_path):
     data.pre_job.wait(300)
     assert not data.pre_job.error, data.pre_job.error
     assert "face coverage" in data.stats_html.value and len(data.stats_plots.outputs) >= 4
+    assert "{" not in data.stats_html.value and "fake " in data.stats_html.value  # no dict repr
 
     tr = dash.train_tab
     tr.model_form.inputs["backbone"].value = "test_efficientnet"

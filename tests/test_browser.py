@@ -1,5 +1,6 @@
-"""The dashboard served by Voila and driven in headless Chromium with Playwright: demo data,
-preprocessing, a one-epoch tiny training run with the live plot, forensics, inspect and export.
+"""The dashboard served by Voila and driven in headless Chromium with Playwright: from an empty
+data folder through the start-here strip (demo data, preprocessing, a one-epoch tiny training
+run with the live plot, evaluation, forensics, export), with inspect and the runs on the way.
 Screenshots go to $DFLAB_SCREENSHOTS (default: a temporary folder)."""
 
 import os
@@ -16,6 +17,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 PRESET = """
 env: {seed: 0, workers: 0}
+data: {demo_videos: 30}
 preprocess: {detector: haar, every_nth: 5, audio: false, det_size: 320}
 model: {backbone: test_efficientnet, pretrained: false, input_size: 64, head_hidden: 32}
 train: {epochs: 1, batch_size: 8, accumulation: 1, lr: 1.0e-3, amp: "off"}
@@ -42,12 +44,12 @@ def browser():
 
 
 def test_click_through_the_dashboard(browser, tmp_path):
-    from dflab.demo import build_demo_dataset
-
+    """A first-time user: an empty data folder, each next step taken from the start-here strip
+    (which highlights it and opens its tab), up to an exported model."""
     shots = Path(os.environ.get("DFLAB_SCREENSHOTS", tmp_path / "shots"))
     shots.mkdir(parents=True, exist_ok=True)
     data = tmp_path / "data"
-    build_demo_dataset(data / "demo", 30, 0, seconds=1.0)
+    data.mkdir()
     preset = tmp_path / "tiny.yaml"
     preset.write_text(PRESET)
     os.environ["DFLAB_CONFIG"] = str(preset)
@@ -68,29 +70,44 @@ def test_click_through_the_dashboard(browser, tmp_path):
         def tab(name):
             page.locator(".lm-TabBar-tab, .p-TabBar-tab").filter(has_text=name).first.click()
 
-        tab("Data")
+        def seen(text):
+            """Wait for ``text`` on screen (a folded report may hold it too, hidden)."""
+            page.locator(f"text={text} >> visible=true").first.wait_for()
+
+        def next_step(label):
+            """The strip names this step as the next one (highlighted); a click opens its tab."""
+            page.locator(".mod-primary", has_text=label).wait_for()
+            page.get_by_text(f"next: {label.split(' · ')[1]}").wait_for()
+            page.get_by_role("button", name=label, exact=True).click()
+
+        next_step("1 · videos")
+        seen("No demo set yet")
+        page.get_by_role("button", name="Build demo set").click()
+        seen("30 clips")
+        next_step("2 · face crops")
         page.get_by_role("button", name="Preprocess").click()
-        page.get_by_text("face coverage").wait_for()
+        seen("face coverage")
         page.screenshot(path=str(shots / "2-data.png"), full_page=True)
 
-        tab("Train")
+        next_step("3 · visual model")
         page.get_by_role("button", name="Train", exact=True).click()
-        page.get_by_text("Validation ROC").first.wait_for()
-        page.get_by_text("val_auc").wait_for()
+        seen("Validation ROC")
+        seen("val_auc")
+        next_step("4 · test AUC")
         page.get_by_role("button", name="Evaluate on test").click()
-        page.get_by_text("Test results").wait_for()
+        seen("Test results")
         page.screenshot(path=str(shots / "3-train.png"), full_page=True)
 
-        tab("Forensics")
+        next_step("5 · forensic features")
         page.get_by_role("button", name="Extract features").click()
-        page.get_by_text("features done").wait_for()
-        page.get_by_text("Azimuthal power profile").first.wait_for()  # explorer, first frame
-        page.get_by_text("Feature correlation").first.wait_for()
+        seen("features done")
+        seen("Azimuthal power profile")  # explorer, first frame
+        seen("Feature correlation")
         page.get_by_role("button", name="Train MLP").click()
-        page.get_by_text("SHAP values (impact on p(fake))").first.wait_for()
-        page.get_by_text("Permutation importance").first.wait_for()
+        seen("SHAP values (impact on p(fake))")
+        seen("Permutation importance")
         page.get_by_role("button", name="Fuse visual + forensic (+ audio)").click()
-        page.get_by_text("fuse done").wait_for()
+        seen("fuse done")
         page.locator("th:text-is('fused')").wait_for()  # the fused row of the results table
         # (the Train tab's table, hidden now, also says "bootstrap interval": take a visible one)
         page.locator("text=bootstrap interval >> visible=true").first.wait_for()
@@ -98,15 +115,16 @@ def test_click_through_the_dashboard(browser, tmp_path):
 
         tab("Inspect")
         page.get_by_role("button", name="Load predictions").click()
-        page.get_by_text("misclassified test frames match").wait_for()
+        seen("misclassified test frames match")
         page.locator("button", has_text=" p=").first.click()
-        page.get_by_text("forensic MLP p(fake)").wait_for()
-        page.get_by_text("of the fake logit").wait_for()  # the Grad-CAM overlay beside the crop
+        seen("forensic MLP p(fake)")
+        seen("of the fake logit")  # the Grad-CAM overlay beside the crop
         page.screenshot(path=str(shots / "5-inspect.png"), full_page=True)
 
-        tab("Export")
+        next_step("6 · ONNX model")
         page.get_by_role("button", name="Export ONNX").click()
         page.locator("th", has_text="onnxruntime vs torch").wait_for()
+        seen("every stage done")
         link = page.get_by_role("link", name=re.compile("Download model.onnx"))
         body = page.request.get(f"http://127.0.0.1:{port}" + link.get_attribute("href")).body()
         onnx = next((data / "runs").glob("train-*/model.onnx"))
@@ -116,7 +134,7 @@ def test_click_through_the_dashboard(browser, tmp_path):
             page.get_by_role("button", name="Upload image/video").click()
         chooser.value.set_files(str(video))
         page.get_by_role("button", name="Predict", exact=True).click()
-        page.get_by_text("p(fake) per frame").first.wait_for()
+        seen("p(fake) per frame")
         page.screenshot(path=str(shots / "6-export.png"), full_page=True)
 
         tab("Runs")
@@ -144,6 +162,8 @@ def test_click_through_the_dashboard(browser, tmp_path):
             page.wait_for_timeout(300)
             wide = page.evaluate("document.documentElement.scrollWidth")
             assert wide <= 905, f"the {name} tab is {wide} px wide at 900 px"
+            text = page.locator("body").inner_text()  # what this tab shows, folds closed
+            assert "{'" not in text and "': " not in text, f"a Python dict repr on {name}"
         t0 = time.monotonic()  # an idle reload, the preheated kernel ready
         page.reload(wait_until="domcontentloaded")
         page.get_by_text("dflab · deepfake detection lab", exact=True).wait_for()
