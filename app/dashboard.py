@@ -21,7 +21,7 @@ from .jobs import JobPanel
 from .runs_tab import RunsTab
 from .sync_tab import SyncTab
 from .tabs import DataTab, ExportTab, ForensicsTab, InspectTab, TrainTab
-from .widgets import ConfigForm, error_html, icon, mirror, table_html
+from .widgets import ConfigForm, error_html, icon, mirror, table_html, under_root
 
 
 class EnvironmentTab:
@@ -180,12 +180,10 @@ class ContextBar:
         processed = self.dash.data_tab.processed
         ready = (processed / "index.csv").exists()
         run = self.dash.train_tab.run
-        rel = (processed.relative_to(paths["data_root"]) if processed.is_relative_to(
-            paths["data_root"]) else processed)
         self.info.value = (
             f"<span style='font-size:12px;color:#455a64'>data folder "
             f"<code>{html.escape(str(paths['data_root']))}</code> · crops "
-            f"<code>{html.escape(str(rel))}</code> "
+            f"<code>{html.escape(under_root(processed, paths['data_root']))}</code> "
             f"{'ready' if ready else '(not preprocessed yet: Data tab)'} · visual run "
             f"{html.escape(run.name) + ' (' + run_state(run) + ')' if run else 'none yet (Train tab)'}"
             f"</span>")

@@ -154,9 +154,9 @@ class JobPanel:
                 self.log.append_stdout(f"{exc}\n")
             except Exception as exc:  # shown to the user with the backend's own message
                 self.error = f"{type(exc).__name__}: {exc}"
-                self.status.value = error_html(f"{self.title} failed: {exc}",
-                                               traceback.format_exc())
-                self.log.append_stderr(traceback.format_exc())
+                trace = traceback.format_exc()
+                self.status.value = error_html(f"{self.title} failed: {exc}", trace)
+                self.log.append_stderr(trace)
             finally:
                 self._end("failed" if self.error else "cancelled" if self.token.cancelled
                           else "done")
@@ -226,13 +226,14 @@ class JobPanel:
                 tail = job.folder / "job.log"
                 log = tail.read_text(errors="replace")[-4000:] if tail.exists() else ""
                 self.status.value = error_html(f"{self.title} {state}: {self.error}",
-                                               f"{job.folder / 'job.log'}:\n{log}" if log else "")
+                                               f"{tail}:\n{log}" if log else "")
                 if log:
                     self.log.append_stderr(log)
         except Exception as exc:  # a broken result view must not leave the panel "running"
             self.error = f"{type(exc).__name__}: {exc}"
-            self.status.value = error_html(f"{self.title}: {self.error}", traceback.format_exc())
-            self.log.append_stderr(traceback.format_exc())
+            trace = traceback.format_exc()
+            self.status.value = error_html(f"{self.title}: {self.error}", trace)
+            self.log.append_stderr(trace)
         finally:
             self._end(state)
 

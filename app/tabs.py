@@ -20,16 +20,10 @@ from dflab.events import EpochMetrics, Event, StepLoss
 
 from .jobs import JobPanel
 from .widgets import (ConfigForm, auc_text, error_html, hide_while_empty, icon, report_table,
-                      set_options, show_figure, table_html)
+                      set_options, show_figure, table_html, under_root)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .dashboard import Dashboard
-
-
-def _under_root(path: Any, root: Path) -> str:
-    """``path`` relative to the data root when it lies under it (how the tabs name files)."""
-    p = Path(path)
-    return str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
 
 
 def _run_options(dash: "Dashboard", kind: str) -> list[tuple[str, str]]:
@@ -818,7 +812,7 @@ class ExportTab:
 
     def show_export(self, res: Any) -> None:
         self.result.value = table_html([
-            ("file", _under_root(res.onnx, self.dash.paths["data_root"])),
+            ("file", under_root(res.onnx, self.dash.paths["data_root"])),
             ("size", f"{res.bytes / 2**20:.1f} MiB"),
             ("onnxruntime vs torch max |diff|", f"{res.max_abs_diff:.2e}"),
             ("parity", "ok" if res.parity_ok else "FAILED")]) + download_html(res.onnx)

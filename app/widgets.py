@@ -66,6 +66,20 @@ def show_figure(out: W.Output, fig: Any, replace: bool = True) -> None:
     out.append_display_data(_Bundle(bundle))
 
 
+def under_root(path: Any, root: Any) -> str:
+    """``path`` relative to the data root when it lies under it (how the dashboard names
+    files), else as it is."""
+    from pathlib import Path
+
+    p = Path(path)
+    return str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
+
+
+def _option_values(options: Any) -> list:
+    """The values of a selection widget's options (plain, or ``(label, value)`` pairs)."""
+    return [o[1] if isinstance(o, tuple) else o for o in options]
+
+
 def set_options(w: W.widgets.widget_selection._Selection, options: list,
                 value: Any = None) -> None:
     """Give a single-choice selection widget new ``options``, then select ``value`` when it is
@@ -73,7 +87,7 @@ def set_options(w: W.widgets.widget_selection._Selection, options: list,
     selects the first option whenever options are set (and 8 keeps or drops the value), so
     setting ``options`` alone would reset a user's choice, or a default, on every refresh.
     Observers may see the first option for a moment on 7."""
-    values = [o[1] if isinstance(o, tuple) else o for o in options]
+    values = _option_values(options)
     old = w.value
     if list(w.options) != list(options):
         w.options = options
@@ -91,8 +105,7 @@ def mirror(src: W.widgets.widget_selection._Selection,
         set_options(dst, list(src.options), src.value)
 
     def forward(change: dict) -> None:
-        if change["new"] in [o[1] if isinstance(o, tuple) else o for o in dst.options] and \
-                dst.value != change["new"]:
+        if change["new"] in _option_values(dst.options) and dst.value != change["new"]:
             dst.value = change["new"]
 
     def back(change: dict) -> None:
@@ -125,11 +138,12 @@ def table_html(rows: list[tuple[str, Any]] | dict) -> str:
 def error_html(message: Any, details: str = "") -> str:
     """A backend error message, escaped, as one red line; ``details`` (a traceback, a log's
     tail) folded under it, opened on demand."""
-    line = str(message).strip().splitlines()[0] if str(message).strip() else "failed"
-    more = str(message).strip()[len(line):].strip() + ("\n" + details if details else "")
+    text = str(message).strip()
+    line = text.splitlines()[0] if text else "failed"
+    more = (text[len(line):].strip() + "\n" + details).strip()
     fold = (f"<details><summary style='cursor:pointer;font-size:12px;color:#455a64'>details"
             f"</summary><pre style='font-size:11px;white-space:pre-wrap'>"
-            f"{html.escape(more.strip())}</pre></details>") if more.strip() else ""
+            f"{html.escape(more)}</pre></details>") if more else ""
     return f"<span style='color:#b00'>{html.escape(line)}</span>{fold}"
 
 

@@ -13,6 +13,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from colab.make_env import stack
 from conftest import ROOT
 
 STACK = os.environ.get("DFLAB_COLAB_STACK")
@@ -22,11 +23,8 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_installing_dflab_left_colabs_kernel_packages_as_they_were():
-    for line in open(STACK).read().splitlines():
-        line = line.split("#")[0].strip()
-        if line:
-            name, version = line.split("==")
-            assert metadata.version(name) == version, name
+    for name, version in stack(STACK).items():
+        assert metadata.version(name) == version, name
     assert metadata.version("dflab")  # and the lab is there, from the notebook's install cell
 
 

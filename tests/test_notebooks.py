@@ -6,6 +6,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from colab.make_env import colab_cell
 from conftest import ROOT
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -31,14 +32,6 @@ def test_notebook_executes(nb_path, tmp_path, monkeypatch):
     assert not errors, errors
 
 
-def _colab_cell() -> dict:
-    """The dashboard notebook's first cell run outside Colab: its definitions, nothing done."""
-    ns: dict = {}
-    src = nbformat.read(ROOT / "notebooks" / "dashboard.ipynb", as_version=4).cells[0].source
-    exec(compile(src, "dashboard.ipynb[0]", "exec"), ns)
-    return ns
-
-
 def test_the_colab_cell_installs_a_wheel_with_the_kernel_packages_held(tmp_path):
     import shutil
     import subprocess
@@ -54,7 +47,7 @@ def test_the_colab_cell_installs_a_wheel_with_the_kernel_packages_held(tmp_path)
     wheel = next(tmp_path.glob("dflab-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert {"app/dashboard.py", "dflab/lab.py", "dflab/presets/cpu.yaml"} <= set(names)
-    ns = _colab_cell()
+    ns = colab_cell()
     assert ns["IN_COLAB"] is False  # outside Colab it installed nothing
     calls = []
     ns["subprocess"] = types.SimpleNamespace(run=lambda cmd, **kw: calls.append(cmd))

@@ -28,14 +28,24 @@ def norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def stack() -> dict[str, str]:
+def stack(path: str | Path = HERE / "stack.txt") -> dict[str, str]:
+    """The pinned Colab stack: normalised name -> version."""
     pins = {}
-    for line in (HERE / "stack.txt").read_text().splitlines():
+    for line in Path(path).read_text().splitlines():
         line = line.split("#")[0].strip()
         if line:
             name, version = line.split("==")
             pins[norm(name)] = version
     return pins
+
+
+def colab_cell() -> dict:
+    """The namespace of the dashboard notebook's first cell, run outside Colab: its
+    definitions (``install_dflab``, ``KERNEL_PACKAGES``, ``IN_COLAB``), nothing installed."""
+    cell = nbformat.read(ROOT / "notebooks" / "dashboard.ipynb", as_version=4).cells[0].source
+    ns: dict = {}
+    exec(compile(cell, "dashboard.ipynb[0]", "exec"), ns)
+    return ns
 
 
 def installed() -> dict[str, str]:
@@ -64,9 +74,7 @@ def main() -> int:
     before = installed()
     os.environ["UV_CONSTRAINT"] = str(lock_constraints(uv, venv / "lock-constraints.txt"))
     os.environ["PATH"] = f"{Path(uv).parent}{os.pathsep}{os.environ['PATH']}"  # the cell finds uv
-    cell = nbformat.read(ROOT / "notebooks" / "dashboard.ipynb", as_version=4).cells[0].source
-    ns: dict = {}
-    exec(compile(cell, "dashboard.ipynb[0]", "exec"), ns)  # outside Colab: only definitions
+    ns = colab_cell()
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, check=True,
                           capture_output=True, text=True).stdout.strip()
     ns["install_dflab"](str(ROOT), head, where=str(venv / "src" / "dflab"))
