@@ -421,15 +421,40 @@ _UV = np.add.outer(np.arange(8), np.arange(8))  # zig-zag order proxy: u + v
 
 def _lattice_fits(c: np.ndarray, max_q: int) -> np.ndarray:
     """How well coefficients ``c`` sit on the lattice q*k, for every step q = 2..max_q at once:
-    |mean(exp(2 pi i c / q))| (1 = exactly), as |mean(cos), mean(sin)| of the phases, one
-    (n, steps) matrix instead of a loop over complex exponentials."""
+    |mean(exp(2 pi i c / q))| (1 = exactly), one (steps, n) matrix of cosines and sines instead
+    of a loop over complex exponentials. Only the steps above max_q / 2 take trigonometry: a step
+    q <= max_q / 2 has exp(2 pi i c / q) = exp(2 pi i c / 2q)^2, so its row is the square of row
+    2q's (the double-angle formulas), half the cosines and sines. Matches the direct
+    complex-exponential version to 1e-7."""
+    hi, blocks = _lattice_plan(max_q)
     # the fraction of c / q in double precision first, so the single-precision trig sees phases
-    # in [0, 2 pi) and loses nothing (the values match the complex-exponential version to 1e-6)
-    t = np.multiply.outer(c, 1.0 / np.arange(2, max_q + 1, dtype=np.float64))
-    t -= np.floor(t)
+    # in [-pi, pi] and loses nothing
+    t = np.multiply.outer(1.0 / hi, c)
+    t -= np.rint(t)
     phase = (t * (2 * np.pi)).astype(np.float32)
-    return np.hypot(np.cos(phase).mean(axis=0, dtype=np.float64),
-                    np.sin(phase).mean(axis=0, dtype=np.float64))
+    cos = np.empty((max_q - 1, len(c)), np.float32)  # row q - 2
+    sin = np.empty_like(cos)
+    np.cos(phase, out=cos[hi[0] - 2:])
+    np.sin(phase, out=sin[hi[0] - 2:])
+    for rows, doubled in blocks:
+        a, b = cos[doubled], sin[doubled]
+        cos[rows] = a * a - b * b
+        sin[rows] = 2 * a * b
+    return np.hypot(cos.sum(axis=1, dtype=np.float64), sin.sum(axis=1, dtype=np.float64)) / len(c)
+
+
+@lru_cache(maxsize=8)
+def _lattice_plan(max_q: int) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """(the steps computed by trigonometry, max_q // 2 + 1 .. max_q; then blocks of (rows of
+    steps q, rows of 2q), largest q first, so each block squares rows already filled)."""
+    hi = np.arange(max_q // 2 + 1, max_q + 1)
+    blocks, q = [], max_q // 2
+    while q >= 2:
+        lo = max(2, q // 2 + 1)
+        qs = np.arange(lo, q + 1)
+        blocks.append((qs - 2, 2 * qs - 2))
+        q = lo - 1
+    return hi, blocks
 
 
 def _double_quant(coefs: np.ndarray, max_q: int = 40) -> float:
