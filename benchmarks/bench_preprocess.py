@@ -16,6 +16,8 @@ present, otherwise the demo set. Ends with a projection for FF++ c23 at every 5t
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import shutil
 import tempfile
 import time
@@ -87,15 +89,23 @@ def read_every(recs, n, cfg: PreprocessConfig, out: Path):
     return frames
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process so far, every thread (FFmpeg's and OpenCV's included)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def measure(recs: list[VideoRecord], every: int, cfg: PreprocessConfig, tmp: Path) -> dict:
     # decode-only before and after the pipeline (their mean), so a slow spell of this shared
     # machine during one of them moves the ratio less
-    t = time.perf_counter()
+    c, t = cpu_seconds(), time.perf_counter()
     n_dec = decode_only(recs, every)
     t_dec = time.perf_counter() - t
-    t = time.perf_counter()
+    c_dec = cpu_seconds() - c
+    c, t = cpu_seconds(), time.perf_counter()
     rep = preprocess_videos(recs, tmp / "pipeline", cfg)
     t_pipe = time.perf_counter() - t
+    c_pipe = cpu_seconds() - c
     t = time.perf_counter()
     decode_only(recs, every)
     t_dec = (t_dec + time.perf_counter() - t) / 2
@@ -107,7 +117,8 @@ def measure(recs: list[VideoRecord], every: int, cfg: PreprocessConfig, tmp: Pat
     shutil.rmtree(tmp / "naive")
     assert rep["frames"] == n_dec == n_naive, (rep["frames"], n_dec, n_naive)
     return {"frames": n_dec, "pipeline": n_dec / t_pipe, "decode-only": n_dec / t_dec,
-            "read-every": n_naive / t_naive}
+            "read-every": n_naive / t_naive, "cpu": {"pipeline": c_pipe, "decode-only": c_dec},
+            "cores": {"pipeline": c_pipe / t_pipe}}
 
 
 def main() -> None:
@@ -129,6 +140,13 @@ def main() -> None:
             print(f"  {k:<12} {fps[k]:8.1f} sampled frames/s")
         print(f"ratio pipeline / decode-only  = {fps['pipeline'] / fps['decode-only']:.2f}")
         print(f"ratio pipeline / read-every   = {fps['pipeline'] / fps['read-every']:.2f}")
+        cpu = fps["cpu"]
+        print(f"  CPU time: pipeline {cpu['pipeline']:.1f} s on {fps['cores']['pipeline']:.2f} "
+              f"cores of {os.cpu_count()}, decode-only {cpu['decode-only']:.1f} s "
+              f"({cpu['pipeline'] / cpu['decode-only']:.2f}x)")
+        print(f"  bound: the pipeline decodes what decode-only decodes, so its ratio to "
+              f"read-every is at most decode-only / read-every = "
+              f"{fps['decode-only'] / fps['read-every']:.2f}")
     first = next(iter(results.values()))
     frames = FFPP_C23_FRAMES * 5 // args.every
     print(f"projection: FF++ c23 at every {args.every}th frame ({frames:,} sampled frames) at the "

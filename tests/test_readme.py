@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -54,13 +55,18 @@ def test_readme_examples_run_as_written(tmp_path):
     # what `make lab` builds first, smaller: 30 one-second clips instead of 100 two-second ones
     out = _run("dflab demo-data --out data/demo --videos 30 --seconds 1", work, env)
     assert out.returncode == 0, out.stderr
+    seconds = []  # each command's time, printed slowest first (pytest -rP shows it)
     for cmd in readme_commands((ROOT / "README.md").read_text()):
         if cmd.startswith(("dflab train", "dflab protocol")):
             cmd += " --set train.epochs=1"  # one epoch: the suite checks learning elsewhere
         if cmd.startswith("dflab sync train"):
             cmd += " --set sync.epochs=3"
+        t = time.monotonic()
         out = _run(cmd, work, env)
+        seconds.append((time.monotonic() - t, cmd))
         assert out.returncode == 0, f"README example failed: {cmd}\n{out.stderr[-3000:]}"
+    for s, cmd in sorted(seconds, reverse=True):
+        print(f"{s:7.1f} s  {cmd}")
 
     data = work / "data"
     rows = list(csv.DictReader((data / "predictions.csv").open()))
