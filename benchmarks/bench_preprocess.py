@@ -117,8 +117,8 @@ def measure(recs: list[VideoRecord], every: int, cfg: PreprocessConfig, tmp: Pat
     shutil.rmtree(tmp / "naive")
     assert rep["frames"] == n_dec == n_naive, (rep["frames"], n_dec, n_naive)
     return {"frames": n_dec, "pipeline": n_dec / t_pipe, "decode-only": n_dec / t_dec,
-            "read-every": n_naive / t_naive, "cpu": {"pipeline": c_pipe, "decode-only": c_dec},
-            "cores": {"pipeline": c_pipe / t_pipe}}
+            "read-every": n_naive / t_naive, "cpu-pipeline": c_pipe, "cpu-decode-only": c_dec,
+            "pipeline-cores": c_pipe / t_pipe}
 
 
 def main() -> None:
@@ -140,10 +140,9 @@ def main() -> None:
             print(f"  {k:<12} {fps[k]:8.1f} sampled frames/s")
         print(f"ratio pipeline / decode-only  = {fps['pipeline'] / fps['decode-only']:.2f}")
         print(f"ratio pipeline / read-every   = {fps['pipeline'] / fps['read-every']:.2f}")
-        cpu = fps["cpu"]
-        print(f"  CPU time: pipeline {cpu['pipeline']:.1f} s on {fps['cores']['pipeline']:.2f} "
-              f"cores of {os.cpu_count()}, decode-only {cpu['decode-only']:.1f} s "
-              f"({cpu['pipeline'] / cpu['decode-only']:.2f}x)")
+        print(f"  CPU time: pipeline {fps['cpu-pipeline']:.1f} s on {fps['pipeline-cores']:.2f} "
+              f"cores of {os.cpu_count()}, decode-only {fps['cpu-decode-only']:.1f} s "
+              f"({fps['cpu-pipeline'] / fps['cpu-decode-only']:.2f}x)")
         print(f"  bound: the pipeline decodes what decode-only decodes, so its ratio to "
               f"read-every is at most decode-only / read-every = "
               f"{fps['decode-only'] / fps['read-every']:.2f}")

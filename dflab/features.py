@@ -609,9 +609,10 @@ def noise_features(img: _Crop) -> list[float]:
     # The residual is an integer in [-255, 255] per channel, so its power sums (up to the 4th:
     # at most 255^4 * H * W, far below 2^53), the channels' cross sums and the regional sums are
     # exact in float64 whatever the order of summation (BLAS dot products may compute them): the
-    # moments follow from them without a pass over centred copies. One channel at a time and in
-    # int16 until then, so the temporaries stay small (several MB of them made glibc return and
-    # re-fault pages on every crop: 1.4 ms of the 3.3 this family took).
+    # moments follow from them without a pass over centred copies. The residual stays int16 and
+    # the regional sums come from integral images, so the temporaries are fewer and smaller than
+    # the histogram's int64 copy, the int32 residual and the float planes and squares they
+    # replace (several MB a crop, whose pages glibc handed back and faulted in again each crop).
     bgr = img.bgr
     h, w = bgr.shape[:2]
     n_all = h * w
