@@ -564,11 +564,12 @@ class ForensicsTab:
 
 
 SORTS = ["most wrong first", "sync score, most out of sync first"]
+SHOW = ["misclassified", "all frames"]
 
 
 class InspectTab:
-    """Misclassified frames filtered by method, compression, dataset and confidence, most wrong
-    first; a click shows the full frame with its box, the crop, the metadata and the scores of
+    """Misclassified (or all) test frames filtered by method, compression, dataset and confidence,
+    most wrong first; a click shows the full frame with its box, the crop, the metadata and the scores of
     both models (visual run and, when one exists, the forensic MLP)."""
 
     def __init__(self, dash: "Dashboard"):
@@ -587,7 +588,9 @@ class InspectTab:
         self.refresh_button.on_click(lambda _: self.refresh())
         self.sort = W.Dropdown(description="sort by", options=SORTS, value=SORTS[0],
                                layout=W.Layout(width="330px"))
-        for w in [*self.filters.values(), self.min_margin, self.sort]:
+        # every frame, right ones too: a well-trained model may misclassify none of a method
+        self.which = W.ToggleButtons(options=SHOW, value=SHOW[0], style={"button_width": "100px"})
+        for w in [*self.filters.values(), self.min_margin, self.sort, self.which]:
             w.observe(lambda _: self.show(), "value")
         self.gallery = W.HBox(layout=W.Layout(flex_flow="row wrap"))
         self.summary = W.HTML("")
@@ -609,13 +612,14 @@ class InspectTab:
         self.counts: dict[str, int] = {}  # misclassified frames shown, per method
         self.forensic: Any = None
         self.widget = W.VBox([W.HBox([self.refresh_button, *self.filters.values()]),
-                              W.HBox([self.min_margin, self.sort]), self.summary, self.gallery,
+                              W.HBox([self.which, self.min_margin, self.sort]), self.summary, self.gallery,
                               W.HBox([self.frame_image,
                                       W.VBox([W.HTML("<b>crop</b>"), self.crop_image]),
                                       W.VBox([self.cam_note, self.cam_image, self.cam_method]),
                                       self.detail])])
 
     def refresh(self) -> None:
+        import numpy as np
         import pandas as pd
 
         run = self.dash.train_tab.run
@@ -628,6 +632,9 @@ class InspectTab:
         self.threshold = (float(json.loads(report.read_text())["visual"]["threshold"])
                           if report.exists() else 0.5)
         self.preds["margin"] = (self.preds["prob"] - self.threshold).abs()
+        # how far on the wrong side of the threshold: > 0 misclassified, < 0 right
+        sign = np.where(self.preds["target"] == 1, -1.0, 1.0)
+        self.preds["wrong_by"] = sign * (self.preds["prob"] - self.threshold)
         self.forensic = None
         forensic = _newest(self.dash, "forensic")
         fpath = forensic / "predictions_test_mlp.csv" if forensic else None
@@ -664,7 +671,9 @@ class InspectTab:
         if self.preds is None:
             return
         df = self.preds
-        wrong = df[(df["pred"] != df["target"]) & (df["margin"] >= self.min_margin.value)]
+        every = self.which.value == SHOW[1]
+        wrong = df if every else df[(df["pred"] != df["target"])
+                                    & (df["margin"] >= self.min_margin.value)]
         for key, w in self.filters.items():
             if w.value != "all":
                 wrong = wrong[wrong[key].astype(str) == w.value]
@@ -676,7 +685,7 @@ class InspectTab:
                                   "(Audio-visual tab, or `dflab fuse --sync RUN`).")
             self.gallery.children = ()
             return
-        wrong = wrong.sort_values("sync_clip" if by_sync else "margin", ascending=False,
+        wrong = wrong.sort_values("sync_clip" if by_sync else "wrong_by", ascending=False,
                                   na_position="last").head(24)
         processed = self.dash.data_tab.processed
         items = []
@@ -691,7 +700,8 @@ class InspectTab:
             items.append(W.VBox([img, b]))
         self.gallery.children = items
         per = " · ".join(f"{html.escape(m)} {c}" for m, c in sorted(self.counts.items()))
-        self.summary.value = (f"<b>{n} misclassified test frames</b> match at the run's threshold "
+        what = "test frames, right and wrong," if every else "misclassified test frames"
+        self.summary.value = (f"<b>{n} {what}</b> match at the run's threshold "
                               f"{self.threshold:.3f} (tuned on validation){': ' + per if per else ''}"
                               f". The {len(items)} most wrong are shown.")
 

@@ -158,7 +158,15 @@ def test_click_through_every_stage(tmp_path):
     assert ins.preds is not None and "misclassified" in ins.summary.value
     assert set(ins.filters["method"].options) >= {"all", "original"}
     ins.min_margin.value = 0.0  # every frame misclassified at the run's threshold
-    assert ins.gallery.children, "a 2-epoch tiny model misclassifies some test frames"
+    preds = ins.preds  # whatever this run learned: the gallery shows its wrong frames, no more
+    n_wrong = int((preds["pred"] != preds["target"]).sum())
+    assert sum(ins.counts.values()) == n_wrong
+    assert len(ins.gallery.children) == min(24, n_wrong)
+    ins.which.value = "all frames"  # every test frame, most wrong first
+    assert sum(ins.counts.values()) == len(preds) and len(ins.gallery.children) == 24
+    first = ins.gallery.children[0].children[1].description
+    worst = preds.loc[preds["wrong_by"].idxmax()]
+    assert first == f"{worst['method'][:10]} p={worst['prob']:.2f}"
     ins.gallery.children[0].children[1].click()
     assert "visual model p(fake)" in ins.detail.value and "no forensic run" in ins.detail.value
     assert ins.frame_image.value[:2] == b"\xff\xd8" and ins.crop_image.value[:2] == b"\xff\xd8"

@@ -116,6 +116,8 @@ def test_click_through_the_dashboard(browser, tmp_path):
         tab("Inspect")
         page.get_by_role("button", name="Load predictions").click()
         seen("misclassified test frames match")
+        page.get_by_role("button", name="all frames").click()  # not only what this run got wrong
+        seen("test frames, right and wrong, match")
         page.locator("button", has_text=" p=").first.click()
         seen("forensic MLP p(fake)")
         seen("of the fake logit")  # the Grad-CAM overlay beside the crop
