@@ -18,7 +18,7 @@ venv: $(VENV)/.installed
 	python3 -m venv .uv && .uv/bin/pip install -q uv
 
 $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --extra dev --extra lab --extra cluster --compile-bytecode
+	$(UV) sync --frozen --extra dev --extra lab --extra landmarks --extra cluster --compile-bytecode
 	touch $@
 
 # Colab's kernel side (tests/colab/stack.txt), and dflab installed over it by the notebook's own

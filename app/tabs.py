@@ -709,18 +709,26 @@ class InspectTab:
         import cv2
         import numpy as np
 
+        from dflab.preprocess import frame_record
+
         processed = self.dash.data_tab.processed
         crop = processed / row.crop_path
         self._crop = crop
         self.crop_image.value = crop.read_bytes() if crop.exists() else b""
         self.gradcam(crop)
         frame = cv2.imread(str(processed / row.frame_path)) if row.frame_path else None
+        record = frame_record(processed, row.crop_path)
+        primary = (record or {}).get("primary") or {}
+        points = primary.get("landmarks68")
         if frame is not None:
             box = np.array([float(v) if v != "" else np.nan
                             for v in (row.x1, row.y1, row.x2, row.y2)])
+            thick = max(2, frame.shape[1] // 300)
             if np.isfinite(box).all():
                 x1, y1, x2, y2 = box.astype(int)
-                cv2.rectangle(frame, (x1, y1), (x2, y2), (0, 0, 255), max(2, frame.shape[1] // 300))
+                cv2.rectangle(frame, (x1, y1), (x2, y2), (0, 0, 255), thick)
+            for x, y in points or []:  # the 68 landmarks, green
+                cv2.circle(frame, (round(x), round(y)), thick, (0, 220, 0), -1)
             ok, buf = cv2.imencode(".jpg", frame)
             self.frame_image.value = buf.tobytes() if ok else b""
         else:
@@ -732,6 +740,8 @@ class InspectTab:
             "visual model p(fake)": round(float(row.prob), 4),
             "forensic MLP p(fake)": "no forensic run" if forensic is None
             else round(float(forensic), 4),
+            "landmarks": f"68 points ({primary.get('landmarks68_model')}), drawn on the frame"
+            if points else primary.get("landmarks68_reason", "none stored"),
             "crop": row.crop_path, "frame image": row.frame_path or "not saved"})
 
     def gradcam(self, crop: Path) -> None:

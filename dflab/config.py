@@ -108,6 +108,13 @@ class PreprocessConfig:
     det_size: int = _f(320, "Longest side of the working resolution for detection (px); "
                        "raise it for faces under ~40 px in the frame.", min=64, max=4096)
     min_confidence: float = _f(0.6, "Drop detections scored below this.", min=0.0, max=1.0)
+    landmarks: str = _f("auto", "Facial landmarks of each primary face, stored in the per-frame "
+                        "JSON: dlib68 (68 points; pip install 'dflab[landmarks]'), template5 (a "
+                        "mean face fitted to the detector's five points), off; auto: dlib68 when "
+                        "installed, else template5.",
+                        choices=["auto", "dlib68", "template5", "off"])
+    align: bool = _f(False, "Rotate and scale each crop so the eyes, nose and mouth land on a "
+                     "template (needs landmarks or a detector with five points).")
     padding: float = _f(0.3, "Crop padding as a fraction of the box size.", min=0.0, max=3.0)
     square: bool = _f(True, "Make crops square before clipping to the frame.")
     jpeg_quality: int = _f(95, "JPEG quality of saved crops and frames.", min=50, max=100)

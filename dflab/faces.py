@@ -38,7 +38,7 @@ _PP = PreprocessConfig()  # the detector defaults live in the config, once
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Face", "FaceDetector", "DETECTORS", "create_detector", "crop_box", "crop_face",
+__all__ = ["Face", "FaceDetector", "DETECTORS", "create_detector", "crop_box", "crop_face", "cut_primary",
            "primary_face", "implausible", "sha256_file", "locate_weights", "resolve_yunet_weights",
            "download_file", "finetune_yolo", "YUNET_URL", "YUNET_SHA256"]
 
@@ -521,6 +521,38 @@ def crop_face(frame: np.ndarray, box: Sequence[float], padding: float = 0.3, squ
               ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     x1, y1, x2, y2 = crop_box(box, frame.shape, padding, square)
     return frame[y1:y2, x1:x2], (x1, y1, x2, y2)
+
+
+def cut_primary(frame: np.ndarray, face: Face, pp: PreprocessConfig, landmarker: Any = None
+                ) -> tuple[np.ndarray, dict]:
+    """The crop of a frame's primary face and its per-frame record, as preprocessing and
+    prediction both make them: the face (box, score, five points), its 68 landmarks in frame
+    pixels when ``landmarker`` is given and the fit passes :func:`~dflab.landmarks.check_points`
+    (else the reason), and the crop: padded box, or aligned on the template when
+    ``pp.align`` and the face has points (``crop_affine``: the frame -> crop matrix)."""
+    from .landmarks import aligned_crop, check_points, five_of_68
+
+    primary = face.to_dict()
+    points = None
+    if landmarker is not None:
+        points = landmarker.predict(frame, face.box, face.landmarks)
+        why = check_points(points, face.box, face.landmarks) if points is not None else \
+            "no five points to fit the template to"
+        if why:
+            primary["landmarks68_reason"], points = why, None
+        else:
+            primary["landmarks68"] = np.round(points, 1).tolist()
+            primary["landmarks68_model"] = landmarker.name
+    cbox = crop_box(face.box, frame.shape, pp.padding, pp.square)
+    five = five_of_68(points) if points is not None else face.landmarks
+    if pp.align and five is not None and len(five) >= 5:
+        x1, y1, x2, y2 = face.box
+        side = max(2, int(round(max(x2 - x1, y2 - y1) * (1 + 2 * pp.padding))))
+        crop, primary["crop_affine"] = aligned_crop(frame, five, side)
+    else:
+        crop = frame[cbox[1]:cbox[3], cbox[0]:cbox[2]]
+    primary["crop_box"] = list(cbox)
+    return crop, primary
 
 
 def finetune_yolo(images: Sequence[str | Path], out_dir: str | Path, labeler: FaceDetector,

@@ -76,7 +76,8 @@ def _face_crops(path: Path, pp: PreprocessConfig, detector: Any
     (rows with frame_index/timestamp/box/face_score, crops ``uint8 (H, W, 3) BGR`` after the
     JPEG round trip, frames sampled, indices of frames without a face, "" or what says the file
     is cut off)."""
-    from .faces import crop_face, primary_face
+    from .faces import cut_primary, primary_face
+    from .landmarks import shared_landmarker
     from .preprocess import _truncation, sample_frames
 
     info, fps, sampled = sample_frames(path, pp.every_nth, pp.num_frames)
@@ -86,6 +87,8 @@ def _face_crops(path: Path, pp: PreprocessConfig, detector: Any
     truncated = _truncation(info, [{"frame_index": i} for i, _ in frames], pp)
     if truncated:
         log.warning("%s: %s", path, truncated)
+    # landmarks only where the crop depends on them (aligned crops, as preprocessing made them)
+    landmarker = shared_landmarker(pp.landmarks, detector.name) if pp.align else None
     rows, crops, missing = [], [], []
     for start in range(0, len(frames), 16):
         chunk = frames[start:start + 16]
@@ -94,7 +97,7 @@ def _face_crops(path: Path, pp: PreprocessConfig, detector: Any
             if face is None:
                 missing.append(idx)
                 continue
-            crop, _ = crop_face(frame, face.box, pp.padding, pp.square)
+            crop, _ = cut_primary(frame, face, pp, landmarker)
             crops.append(_jpeg(crop, pp.jpeg_quality))
             rows.append({"frame_index": idx, "timestamp": round(idx / fps, 3),
                          "box": [round(v, 1) for v in face.box],

@@ -37,13 +37,14 @@ from .sources import VideoRecord, video_uid
 
 log = logging.getLogger(__name__)
 
-__all__ = ["preprocess_videos", "process_video", "build_index", "video_dir", "select_shard",
+__all__ = ["preprocess_videos", "process_video", "build_index", "frame_record", "video_dir",
+           "select_shard",
            "parse_shard", "INDEX_COLUMNS"]
 
 PREPROCESS_SETTINGS = "preprocess_config.json"
 INDEX_COLUMNS = ["uid", "video_id", "dataset", "method", "compression", "label", "split",
                  "source_id", "frame_index", "timestamp", "has_face", "reason", "confidence",
-                 "n_faces", "x1", "y1", "x2", "y2", "crop_path", "frame_path"]
+                 "n_faces", "x1", "y1", "x2", "y2", "crop_path", "frame_path", "landmarks"]
 BATCH = 8  # frames per detector call (YOLO batches them on the GPU)
 
 
@@ -161,7 +162,7 @@ def process_video(rec: VideoRecord, out: str | Path, cfg: PreprocessConfig, det_
     """Process one video (or image) into its folder; returns its summary. Raises on bad input.
     A finished video is skipped, unless ``redo`` and it was made with other settings (then it
     is replaced once the new one is complete)."""
-    from .faces import Face, crop_face, primary_face
+    from .faces import Face, cut_primary, primary_face
 
     out = Path(out)
     final = video_dir(out, rec)
@@ -188,6 +189,10 @@ def process_video(rec: VideoRecord, out: str | Path, cfg: PreprocessConfig, det_
 
     reuse = _original_faces(out, rec) if cfg.reuse_original_boxes and rec.label == "fake" else None
     detector = None if reuse is not None else _detector(det_spec)
+    from .landmarks import shared_landmarker
+
+    landmarker = shared_landmarker(cfg.landmarks, detector.name if detector is not None else
+                                   _detector(det_spec).name)
     records: list[dict] = []
     decoded = 0
     batch: list[tuple[int, np.ndarray | None]] = []
@@ -217,10 +222,9 @@ def process_video(rec: VideoRecord, out: str | Path, cfg: PreprocessConfig, det_
                 entry["frame_path"] = f"frames/{name}"
             face = primary_face(faces, frame.shape)
             if face is not None:
-                crop, cbox = crop_face(frame, face.box, cfg.padding, cfg.square)
+                crop, entry["primary"] = cut_primary(frame, face, cfg, landmarker)
                 writes.append(writer.submit(_imwrite, part / "crops" / name, crop,
                                             cfg.jpeg_quality))
-                entry["primary"] = {**face.to_dict(), "crop_box": list(cbox)}
                 entry["crop_path"] = f"crops/{name}"
             elif faces:
                 entry["reason"] = "no plausible face (every box failed the shape checks)"
@@ -255,13 +259,16 @@ def process_video(rec: VideoRecord, out: str | Path, cfg: PreprocessConfig, det_
     truncated = _truncation(info, records, cfg)
     if truncated:
         log.warning("%s: %s", rec.path, truncated)
+    with_points = sum(1 for r in records if r["primary"] and "landmarks68" in r["primary"])
     summary = {"frames": len(records), "frames_with_face": with_face, "truncated": truncated,
+               "frames_with_landmarks": with_points,
                "coverage": round(with_face / len(records), 4) if records else 0.0,
                "faces_per_frame": round(sum(len(r["faces"]) for r in records) / len(records), 3),
                "has_audio": audio["has_audio"], "seconds": round(time.monotonic() - t0, 2)}
     meta = {"record": rec.to_dict(), "video": info, "settings": asdict(cfg),
             "detector": detector.describe() if detector is not None else
             {"name": "reused from original", "original": rec.source_id},
+            "landmarks": landmarker.describe() if landmarker is not None else {"name": "off"},
             "audio": audio, "summary": summary, "frames": records}
     if cfg.sync_frames > 0 and audio["has_audio"]:
         from .sync import write_windows
@@ -448,6 +455,17 @@ def adopt_preprocess_settings(cfg: LabConfig, processed: str | Path) -> LabConfi
     return out
 
 
+def frame_record(processed: str | Path, crop_path: str) -> dict | None:
+    """The per-frame JSON entry (meta.json ``frames``) of the crop at ``crop_path`` (relative
+    to ``processed``, as in the index), or None when its video's meta.json says nothing of it."""
+    crop = Path(crop_path)
+    meta = Path(processed) / crop.parent.parent / "meta.json"
+    if not meta.is_file():
+        return None
+    want = f"{crop.parent.name}/{crop.name}"
+    return next((f for f in read_json(meta)["frames"] if f["crop_path"] == want), None)
+
+
 def build_index(out: str | Path):
     """Rebuild ``<out>/index.csv`` from every finished video's ``meta.json``; returns the table."""
     import pandas as pd
@@ -474,6 +492,7 @@ def build_index(out: str | Path):
                 "x1": box[0], "y1": box[1], "x2": box[2], "y2": box[3],
                 "crop_path": f"{rel}/{fr['crop_path']}" if fr["crop_path"] else "",
                 "frame_path": f"{rel}/{fr['frame_path']}" if fr["frame_path"] else "",
+                "landmarks": p.get("landmarks68_model", "") if p else "",
             })
     df = pd.DataFrame(rows, columns=INDEX_COLUMNS)
     tmp = out / "index.csv.part"

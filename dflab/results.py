@@ -100,13 +100,21 @@ class PreprocessResult:
     def index(self) -> Path:
         return self.out / "index.csv"
 
+    def _landmark_line(self) -> str:
+        lm = self.stats.get("landmark_coverage") or {}
+        if not lm.get("frames_with_face"):
+            return ""
+        models = ", ".join(f"{m} {n}" for m, n in lm.get("models", {}).items()) or "off"
+        return f", landmarks on {lm['coverage']:.1%} of faces ({models})"
+
     def __str__(self) -> str:
         lines = [f"{self.videos} videos from {self.source}"
                  + (f" ({self.missing_on_disk} listed but missing on disk)"
                     if self.missing_on_disk else "")
                  + f"; detector {self.detector}",
                  f"processed {self.processed}, skipped (already done) {self.skipped}, failed "
-                 f"{self.failed}; {self.frames} frames, face coverage {self.coverage:.1%}"]
+                 f"{self.failed}; {self.frames} frames, face coverage {self.coverage:.1%}"
+                 + self._landmark_line()]
         lines += [f"  error {uid}: {err}" for uid, err in self.errors.items()]
         lines += [f"  warning {uid}: {msg}" for uid, msg in self.truncated.items()]
         lines.append(f"index: {self.index}; stats: {self.out / 'stats.json'} "

@@ -54,6 +54,8 @@ def dataset_stats(out: str | Path, save: bool = True) -> dict[str, Any]:
         "frames_with_face": int(df["has_face"].sum()),
         "face_coverage": round(float(df["has_face"].mean()), 4) if len(df) else 0.0,
         "faces_per_frame": round(float(df["n_faces"].mean()), 3) if len(df) else 0.0,
+        # of the frames with a face, those whose 68 landmarks passed the check, per model
+        "landmark_coverage": _landmark_coverage(df),
         "label_videos": _counts(vdf["label"]),
         "label_frames": _counts(df["label"]),
         "method_videos": _counts(vdf["method"]),
@@ -78,6 +80,19 @@ def dataset_stats(out: str | Path, save: bool = True) -> dict[str, Any]:
     if save:
         write_json(out / "stats.json", stats)
     return stats
+
+
+def _landmark_coverage(df) -> dict[str, Any]:
+    """{"frames_with_face", "with_landmarks", "coverage", "models": {model: frames}}."""
+    import pandas as pd
+
+    faces = df[df["has_face"].astype(str).str.lower() == "true"]
+    models = faces["landmarks"].fillna("").astype(str) if "landmarks" in faces else \
+        pd.Series([""] * len(faces), dtype=str)
+    got = models[models != ""]
+    return {"frames_with_face": int(len(faces)), "with_landmarks": int(len(got)),
+            "coverage": round(len(got) / len(faces), 4) if len(faces) else 0.0,
+            "models": _counts(got)}
 
 
 def plot_stats(stats: dict[str, Any]) -> dict[str, Any]:

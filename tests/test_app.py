@@ -169,6 +169,9 @@ def test_click_through_every_stage(tmp_path):
     assert first == f"{worst['method'][:10]} p={worst['prob']:.2f}"
     ins.gallery.children[0].children[1].click()
     assert "visual model p(fake)" in ins.detail.value and "no forensic run" in ins.detail.value
+    from dflab.landmarks import dlib_available  # haar boxes: dlib's 68 points, or none to fit
+
+    assert ("68 points (dlib68)" in ins.detail.value) == dlib_available(), ins.detail.value
     assert ins.frame_image.value[:2] == b"\xff\xd8" and ins.crop_image.value[:2] == b"\xff\xd8"
     assert ins.cam_image.value[:2] == b"\xff\xd8" and "Grad-CAM</b> of the fake logit" in \
         ins.cam_note.value

@@ -32,7 +32,8 @@ def test_backend_never_imports_the_ui():
 def test_environment_yml_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    wanted = set(project["dependencies"]) | set(extras["lab"]) | set(extras["dev"])
+    wanted = set(project["dependencies"]) | set(extras["lab"]) | set(extras["landmarks"]) | \
+        set(extras["dev"])
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert set(pip) == wanted
