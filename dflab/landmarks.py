@@ -37,7 +37,8 @@ from .registry import Registry
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LANDMARKS", "Landmarker", "create_landmarker", "shared_landmarker", "aligned_crop", "resolve_landmarks", "model_file",
+__all__ = ["LANDMARKS", "Landmarker", "create_landmarker", "shared_landmarker", "aligned_crop",
+           "resolve_landmarks", "model_file",
            "template68", "five_of_68", "fit_similarity", "predictor_box", "check_points",
            "crop_points", "hull_mask", "TEMPLATE_FILE", "EXTRA", "LEFT_EYE", "RIGHT_EYE",
            "MOUTH_OUTER", "MOUTH_INNER", "JAW"]
