@@ -46,8 +46,11 @@ class DeepfakeDetector(nn.Module):
     def __init__(self, backbone: nn.Module, hidden: int = 256, dropout: float = 0.4):
         super().__init__()
         self.backbone = backbone
+        # what a num_classes=0 backbone returns: the pre-logits width where the model has a
+        # head of its own before the classifier (MobileNetV3's 1x1 conv: 1024, not 576)
+        width = getattr(backbone, "head_hidden_size", None) or backbone.num_features
         self.head = nn.Sequential(
-            nn.Linear(backbone.num_features, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+            nn.Linear(width, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
             nn.Dropout(dropout), nn.Linear(hidden, len(CLASS_NAMES)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
