@@ -72,7 +72,7 @@ class EnvConfig:
 @dataclass
 class DataConfig:
     source: str = _f("demo", "Labelled video source (see `dflab sources`).",
-                     choices=["demo", "ffpp", "dfdc", "folder"])
+                     choices=["demo", "ffpp", "dfdc", "celebdf", "folder", "photos"])
     root: str = _f("", "Folder holding the source's videos (empty: <data_root>/<source>).")
     ffpp_server: str = _f("", "FF++ server address from the access e-mail (never logged).")
     ffpp_accept_tos: bool = _f(False, "I accept the FaceForensics++ terms of use.")
@@ -201,6 +201,17 @@ class TrainConfig:
     save_every: int = _f(1, "Checkpoint every K epochs.", min=1, max=1000)
     max_frames_per_video: int = _f(0, "Cap frames per video per epoch (0: all).",
                                    min=0, max=100000)
+    pseudo_fakes: str = _f("off", "Train on real faces only: each real crop and a self-blended "
+                           "pseudo-fake of it (sbi: Shiohara & Yamasaki 2022), made anew every "
+                           "epoch, in balanced batches; the folder's own fakes are left out of "
+                           "training and validation (validation uses fixed pseudo-fakes of the "
+                           "val reals). Needs landmarks (preprocess.landmarks).",
+                           choices=["off", "sbi"])
+    extra_reals: list = _f([], "Other processed folders whose real crops join training (their "
+                           "train split) and validation (their val split), e.g. face photos "
+                           "(`dflab preprocess --source photos`); only with pseudo_fakes, so "
+                           "that no real/fake contrast can come from where the images came "
+                           "from.")
     methods: list = _f([], "Manipulation methods whose fakes are trained and validated on "
                        "(empty: all); real videos are always used and the test split is never "
                        "filtered. The generalisation protocols (`dflab protocol`) set it.")
@@ -215,6 +226,14 @@ class EvalConfig:
     threshold: float = _f(-1.0, "Decision threshold (-1: tuned on validation).",
                           min=-1.0, max=1.0)
     ece_bins: int = _f(15, "Bins for expected calibration error.", min=2, max=100)
+    protocol: str = _f("lab", "Evaluation protocol, named in every report: lab (the frames "
+                       "with a face, video score by eval.aggregate), deepfakebench (video AUC "
+                       "of the mean frame probability), sbi (per frame the maximum over faces, "
+                       "video = mean over frames, a frame without a face counts 0.5).",
+                       choices=["lab", "deepfakebench", "sbi"])
+    frames_per_video: int = _f(0, "Frames per video at evaluation: this many evenly spaced "
+                               "sampled frames (0: every sampled frame); DeepfakeBench and SBI "
+                               "report 32.", min=0, max=10000)
     bootstrap: int = _f(1000, "Bootstrap resamples (of whole videos) for the 95% interval of "
                         "every AUC; 0: no intervals.", min=0, max=100000)
 

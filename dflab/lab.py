@@ -66,6 +66,13 @@ class Lab:
                                      if k.startswith("preprocess.")]
         self._paths: tuple[tuple, dict[str, Path]] | None = None
 
+    def derive(self, overrides: Sequence[str] | dict[str, Any]) -> "Lab":
+        """A new Lab over a copy of this config with ``overrides`` applied, on the same data
+        root (this lab's config is left as it is)."""
+        import copy
+
+        return Lab(copy.deepcopy(self.cfg), overrides)
+
     def __repr__(self) -> str:
         return f"Lab(data_root='{self.paths['data_root']}', backbone='{self.cfg.model.backbone}')"
 
@@ -124,10 +131,12 @@ class Lab:
 
         source = source or self.cfg.data.source
         kwargs: dict[str, Any] = {}
-        if source == "folder":
+        if source in ("folder", "photos"):
             d = self.cfg.data
             kwargs.update(labels=labels, val=d.val_fraction, test=d.test_fraction,
                           seed=d.split_seed)
+        if source == "celebdf":
+            kwargs.update(val=self.cfg.data.val_fraction, seed=self.cfg.data.split_seed)
         if source == "ffpp":
             kwargs.update(splits_dir=splits_dir or self.cfg.data.splits_dir, methods=None,
                           compressions=self.cfg.data.compressions or None)
@@ -352,7 +361,8 @@ class Lab:
         run's own test report."""
 
         from .bundle import ForensicScorer
-        from .metrics import evaluate_predictions
+        from .datasets import faceless_frames
+        from .metrics import evaluate_predictions, protocol_args
         from .runs import report_tag, write_json
 
         run = Path(run)
@@ -375,14 +385,16 @@ class Lab:
             table[f"prob_{m}"] = p
         table.to_csv(run / f"predictions_{tag}.csv", index=False)
         e, reports = self.cfg.eval, {}
+        faceless = faceless_frames(folder)
         if table["target"].nunique() == 2:
             for m, thr in (("mlp", scorer.threshold), ("logreg", (scorer.logreg or {}).get(
                     "threshold"))):
                 key = "forensic" if m == "mlp" else m
                 if key in scores:
-                    reports[m] = evaluate_predictions(table.assign(prob=scores[key]), thr,
-                                                      e.aggregate, e.confident_margin,
-                                                      e.ece_bins, e.bootstrap, self.cfg.env.seed)
+                    reports[m] = evaluate_predictions(
+                        table.assign(prob=scores[key]), thr, seed=self.cfg.env.seed,
+                        **protocol_args(e, faceless if split == "all" else
+                                        faceless[faceless["split"] == split]))
             write_json(run / f"eval_{tag}.json", reports)
         extra = (f"scored {len(table)} crops of '{folder}' ({split}) -> "
                  f"{run / f'predictions_{tag}.csv'}")

@@ -6,6 +6,9 @@ Registered sources (``dflab sources``):
   and ``manipulated_sequences/<Method>/<c>/videos/<target>_<source>.mp4``; splits from the official
   ``{train,val,test}.json`` id pairs (a ``splits/`` folder beside the data, or ``splits_dir``).
 - ``dfdc``: Kaggle DFDC part folders, each with ``metadata.json`` (label, split, original).
+- ``celebdf``: Celeb-DF v2 (``Celeb-real/``, ``YouTube-real/``, ``Celeb-synthesis/``), its
+  ``List_of_testing_videos.txt`` as the test split.
+- ``photos``: a folder of real face photos (one-frame videos), split per person.
 - ``folder``: any folder with a ``labels.csv`` (columns ``path,label`` and optionally ``method,
   dataset, compression, source_id, video_id, split``); the demo set is one.
 - ``demo``: the embedded demo set (a ``folder`` source).
@@ -24,6 +27,8 @@ import logging
 import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+
+import numpy as np
 
 from .registry import Registry
 
@@ -296,6 +301,92 @@ def folder_source(root: str | Path, labels: str | Path = "", val: float = 0.15,
         log.info("%s: %d videos had no split; drawn by source id (else video), seed %d, val %.2f "
                  "test %.2f: train %d, val %d, test %d", labels_path, len(unsplit), seed, val,
                  test, counts["train"], counts["val"], counts["test"])
+    return records
+
+
+CELEBDF_TEST_LIST = "List_of_testing_videos.txt"
+
+
+@SOURCES.register("celebdf", help="Celeb-DF v2 folder layout with its List_of_testing_videos.txt")
+def celebdf_source(root: str | Path, val: float = 0.1, seed: int = 0) -> list[VideoRecord]:
+    """Celeb-DF v2: ``Celeb-real/`` and ``YouTube-real/`` (real), ``Celeb-synthesis/`` (fakes
+    named ``id<target>_id<source>_<n>``), videos directly inside or in a ``videos/`` folder.
+    The videos named in ``List_of_testing_videos.txt`` (lines ``<1 real | 0 fake> <path>``) are
+    the test split, as every published Celeb-DF number uses; the others are drawn into train and
+    val per celebrity (the target's id), so a person never spans both."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"Celeb-DF folder '{root}' does not exist")
+    listing = root / CELEBDF_TEST_LIST
+    test: dict[str, str] = {}
+    if listing.is_file():
+        for n, line in enumerate(listing.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            parts = line.split(maxsplit=1)
+            if len(parts) != 2 or parts[0] not in ("0", "1"):
+                raise ValueError(f"'{listing}' line {n}: {line!r} is not '<1|0> <folder>/<file>' "
+                                 f"(1 real, 0 fake)")
+            test[Path(parts[1].strip()).stem] = "real" if parts[0] == "1" else "fake"
+    else:
+        log.warning("no %s in %s: no video is in the test split", CELEBDF_TEST_LIST, root)
+    folders = {"Celeb-real": "real", "YouTube-real": "real", "Celeb-synthesis": "fake"}
+    records = []
+    for folder, label in folders.items():
+        base = next((d for d in (root / folder / "videos", root / folder) if d.is_dir()), None)
+        if base is None:
+            continue
+        for p in sorted(base.glob("*")):
+            if p.suffix.lower() not in VIDEO_EXTS:
+                continue
+            person = p.stem.split("_")[0] if folder != "YouTube-real" else f"yt{p.stem}"
+            if p.stem in test and test[p.stem] != label:
+                raise ValueError(f"'{listing}' labels {p.stem} {test[p.stem]}, but it lies in "
+                                 f"{folder}/ ({label})")
+            split = "test" if p.stem in test else group_split(person, val, 0.0,
+                                                                  salt=f"dflab-celebdf-{seed}")
+            method = "original" if label == "real" else "celebdf"
+            records.append(VideoRecord(str(p), p.stem, label, method, "celebdf", "", person,
+                                       split, extra={"subset": folder}))
+    if not records:
+        raise FileNotFoundError(f"no Celeb-DF videos under '{root}' (expected Celeb-real/, "
+                                f"YouTube-real/, Celeb-synthesis/)")
+    return records
+
+
+@SOURCES.register("photos", help="a folder of real face photos (training from real faces "
+                  "only: self-blended pseudo-fakes)")
+def photos_source(root: str | Path, labels: str | Path = "", val: float = 0.1, test: float = 0.1,
+                  seed: int = 0, limit: int = 0) -> list[VideoRecord]:
+    """Every image below ``root``, each a one-frame real "video". The person is the
+    ``identity`` column of ``list.csv`` (or ``labels``) when there is one (path, identity),
+    else the image's folder (``person/001.jpg``), else the file itself; splits are drawn per
+    person (:func:`group_split` salted with ``seed``), so one person never spans two splits.
+    ``limit``: at most this many images, drawn evenly over the sorted list (0: all)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"photo folder '{root}' does not exist")
+    listing = Path(labels) if labels else root / "list.csv"
+    who: dict[str, str] = {}
+    if listing.is_file():
+        with listing.open(encoding="utf-8-sig", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        for row in rows:
+            if row.get("path"):
+                who[str((listing.parent / row["path"]).resolve())] = row.get("identity", "")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_EXTS))}) below '{root}'")
+    if limit and len(files) > limit:
+        files = [files[k] for k in np.linspace(0, len(files) - 1, limit).round().astype(int)]
+    records = []
+    for p in files:
+        rel = p.relative_to(root)
+        ident = who.get(str(p.resolve())) or (rel.parent.as_posix() if len(rel.parts) > 1
+                                               else p.stem)
+        vid = re.sub(r"[^\w-]+", "_", rel.with_suffix("").as_posix()).strip("_")
+        records.append(VideoRecord(str(p), vid, "real", "original", root.name, "", ident,
+                                   group_split(ident, val, test, salt=f"dflab-photos-{seed}")))
     return records
 
 

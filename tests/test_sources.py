@@ -73,4 +73,57 @@ def test_uid_keeps_equal_ids_apart():
 def test_demo_source(demo_set):
     recs = list_videos("demo", demo_set)
     assert len(recs) == 30 and {r.split for r in recs} == {"train", "val", "test"}
-    assert sorted(SOURCES.list()) == ["demo", "dfdc", "ffpp", "folder"]
+    assert sorted(SOURCES.list()) == ["celebdf", "demo", "dfdc", "ffpp", "folder", "photos"]
+
+
+def _celebdf(root, listed):
+    for folder, names in (("Celeb-real", ["id0_0000", "id0_0001", "id1_0000", "id2_0000"]),
+                          ("YouTube-real", ["00000", "00001"]),
+                          ("Celeb-synthesis", ["id0_id1_0000", "id1_id0_0000", "id2_id0_0000"])):
+        (root / folder).mkdir(parents=True)
+        for n in names:
+            (root / folder / f"{n}.mp4").write_bytes(b"")
+    (root / "List_of_testing_videos.txt").write_text("\n".join(listed) + "\n")
+
+
+def test_celebdf_test_list_is_the_test_split_and_people_stay_apart(tmp_path):
+    _celebdf(tmp_path, ["1 Celeb-real/id2_0000.mp4", "0 Celeb-synthesis/id2_id0_0000.mp4",
+                        "1 YouTube-real/00001.mp4"])
+    recs = list_videos("celebdf", tmp_path, val=0.5)
+    by_id = {r.video_id: r for r in recs}
+    assert len(recs) == 9
+    assert {v for v, r in by_id.items() if r.split == "test"} == {"id2_0000", "id2_id0_0000",
+                                                                  "00001"}
+    assert by_id["id0_id1_0000"].label == "fake" and by_id["id0_id1_0000"].source_id == "id0"
+    assert by_id["00000"].label == "real" and by_id["00000"].method == "original"
+    # outside the list, a person's videos share one split
+    assert by_id["id0_0000"].split == by_id["id0_0001"].split == by_id["id0_id1_0000"].split
+    assert {r.split for r in recs} <= {"train", "val", "test"}
+
+
+def test_celebdf_list_that_contradicts_the_folders_is_refused(tmp_path):
+    _celebdf(tmp_path, ["0 Celeb-real/id0_0000.mp4"])
+    with pytest.raises(ValueError, match="labels id0_0000 fake, but it lies in Celeb-real"):
+        list_videos("celebdf", tmp_path)
+    (tmp_path / "List_of_testing_videos.txt").write_text("2 Celeb-real/id0_0000.mp4\n")
+    with pytest.raises(ValueError, match="line 1"):
+        list_videos("celebdf", tmp_path)
+
+
+def test_photos_are_real_one_frame_videos_split_per_person(tmp_path):
+    import cv2
+    import numpy as np
+
+    img = np.zeros((20, 20, 3), np.uint8)
+    for person in ("ann", "bob", "cy"):
+        for k in range(2):
+            (tmp_path / person).mkdir(exist_ok=True)
+            cv2.imwrite(str(tmp_path / person / f"{k}.jpg"), img)
+    recs = list_videos("photos", tmp_path, val=0.3, test=0.3)
+    assert len(recs) == 6 and all(r.label == "real" and r.is_image for r in recs)
+    for person in ("ann", "bob", "cy"):
+        mine = [r for r in recs if r.source_id == person]
+        assert len(mine) == 2 and len({r.split for r in mine}) == 1
+    assert len(list_videos("photos", tmp_path, limit=3)) == 3
+    (tmp_path / "list.csv").write_text("path,identity\nann/0.jpg,zed\n")  # a listing names people
+    assert {r.source_id for r in list_videos("photos", tmp_path) if r.video_id == "ann_0"} == {"zed"}
