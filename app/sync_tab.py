@@ -7,7 +7,6 @@ sync first. Every button is a ``Lab`` call in a worker thread, as in the other t
 
 from __future__ import annotations
 
-import copy
 import html
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -131,12 +130,10 @@ class SyncTab:
         return found[0] if found else None
 
     def _talking_set(self, callbacks, cancel):
-        from dflab import Lab
 
         lab = self.dash.lab
         labels = lab.demo_av_data(callbacks=callbacks, cancel=cancel).labels
-        av_lab = Lab(copy.deepcopy(lab.cfg), {"preprocess.sync_frames": max(
-            lab.cfg.preprocess.sync_frames, 5)})
+        av_lab = lab.derive({"preprocess.sync_frames": max(lab.cfg.preprocess.sync_frames, 5)})
         return av_lab.preprocess("demo", labels.parent, out=self.processed, callbacks=callbacks,
                                  cancel=cancel)
 

@@ -17,12 +17,21 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["load_index", "CropDataset", "build_transforms", "select_split", "cache_crops",
-           "only_methods"]
+__all__ = ["load_index", "faceless_frames", "CropDataset", "build_transforms", "select_split", "cache_crops",
+           "only_methods", "read_crop_rgb"]
 
 
-def load_index(processed: str | Path) -> pd.DataFrame:
-    """The face crops of a preprocessed folder (frames without a face are not trainable)."""
+def faceless_frames(processed: str | Path, split: str = "") -> pd.DataFrame:
+    """The sampled frames of ``processed`` (of ``split``: all when "") where no face was found,
+    as index rows with ``target``: what the SBI protocol counts at 0.5."""
+    df = load_index(processed, faces_only=False)
+    df = df[df["has_face"].astype(str).str.lower() != "true"]
+    return df[df["split"] == split].reset_index(drop=True) if split else df.reset_index(drop=True)
+
+
+def load_index(processed: str | Path, faces_only: bool = True) -> pd.DataFrame:
+    """The face crops of a preprocessed folder (frames without a face are not trainable;
+    ``faces_only=False``: every sampled frame)."""
     processed = Path(processed)
     path = processed / "index.csv"
     if not path.exists():
@@ -31,7 +40,8 @@ def load_index(processed: str | Path) -> pd.DataFrame:
                                   "split": str}, keep_default_na=False,
                      na_values={"confidence": [""], "x1": [""], "y1": [""], "x2": [""],
                                 "y2": [""]})
-    df = df[df["has_face"].astype(str).str.lower() == "true"].copy()
+    if faces_only:
+        df = df[df["has_face"].astype(str).str.lower() == "true"].copy()
     df["target"] = (df["label"] == "fake").astype(int)
     df["crop_abspath"] = [str(processed / p) for p in df["crop_path"]]
     return df.reset_index(drop=True)
@@ -134,17 +144,21 @@ def _fill(arr: np.ndarray, paths: list[str], size: int, threads: int) -> None:
     arr.flush()
 
 
-def _read_crop(path: str) -> torch.Tensor:
-    """uint8 (3, H, W) RGB."""
+def read_crop_rgb(path: str | Path) -> np.ndarray:
+    """uint8 (H, W, 3) RGB, decoded by Pillow as training decodes every crop."""
     from PIL import Image
-    from torchvision.transforms.v2.functional import pil_to_tensor
 
     try:
         with Image.open(path) as im:
-            return pil_to_tensor(im.convert("RGB"))
+            return np.array(im.convert("RGB"))  # writable: torch.from_numpy takes it as is
     except Exception as exc:
         raise OSError(f"cannot read crop '{path}' ({exc}); re-run `dflab preprocess` for its "
                       f"video") from exc
+
+
+def _read_crop(path: str) -> torch.Tensor:
+    """uint8 (3, H, W) RGB."""
+    return torch.from_numpy(read_crop_rgb(path)).permute(2, 0, 1)
 
 
 class CropDataset(Dataset):

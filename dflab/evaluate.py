@@ -44,9 +44,9 @@ def evaluate_run(run: str | Path, processed: str | Path, split: str = "test",
     """Evaluate ``run``'s checkpoint on ``split`` of ``processed``; writes
     ``eval_<tag>.json`` and ``predictions_<tag>.csv`` into the run folder (``tag`` default:
     the split; another folder than the run's own gets its own tag, e.g. ``test_dfdc``)."""
-    from .datasets import load_index, select_split
+    from .datasets import faceless_frames, load_index, select_split
     from .environment import scoring_workers
-    from .metrics import evaluate_predictions, tune_threshold
+    from .metrics import evaluate_predictions, protocol_args, tune_threshold
     from .train import load_model
 
     run = Path(run)
@@ -63,8 +63,8 @@ def evaluate_run(run: str | Path, processed: str | Path, split: str = "test",
     em.progress(1, 2, "split", split)
     part = val if split == "val" else predict_split(model, dc, select_split(df, split), batch,
                                                    workers, device)
-    report = evaluate_predictions(part, threshold, cfg.aggregate, cfg.confident_margin,
-                                  cfg.ece_bins, cfg.bootstrap)
+    report = evaluate_predictions(part, threshold, **protocol_args(
+        cfg, faceless_frames(processed, split)))
     report.update({"split": split, "checkpoint": checkpoint, "epoch": ckpt["epoch"],
                    "threshold_source": "given" if cfg.threshold >= 0 else "tuned on val",
                    "processed": str(processed)})

@@ -212,7 +212,8 @@ def train_forensic(cfg: LabConfig, processed: str | Path, runs_root: str | Path,
     from sklearn.preprocessing import StandardScaler
 
     from .environment import setup_runtime
-    from .metrics import evaluate_predictions, tune_threshold
+    from .datasets import faceless_frames
+    from .metrics import evaluate_predictions, protocol_args, tune_threshold
 
     from .bundle import FORENSIC_FILE, save_forensic
     from .preprocess import adopt_preprocess_settings
@@ -240,9 +241,8 @@ def train_forensic(cfg: LabConfig, processed: str | Path, runs_root: str | Path,
     for label, model in (("mlp", mlp), ("logreg", logreg)):
         thr = thresholds[label] = tune_threshold(y["val"], model.predict_proba(X["val"])[:, 1])
         test = parts["test"].assign(prob=model.predict_proba(X["test"])[:, 1])
-        reports[label] = evaluate_predictions(test, thr, cfg.eval.aggregate,
-                                              cfg.eval.confident_margin, cfg.eval.ece_bins,
-                                              cfg.eval.bootstrap, cfg.env.seed)
+        reports[label] = evaluate_predictions(test, thr, seed=cfg.env.seed, **protocol_args(
+            cfg.eval, faceless_frames(processed, "test")))
         test[["uid", "method", "video_id", "frame_index", "label", "target", "prob",
               "crop_path"]].to_csv(run / f"predictions_test_{label}.csv", index=False)
     mlp.save(run / "forensic_mlp.pt", names, config_to_dict(cfg))

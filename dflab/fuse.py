@@ -242,7 +242,8 @@ def fuse_runs(cfg: LabConfig, visual_run: str | Path, forensic_run: str | Path,
     stacker with the sync scores as inputs (fitted on the validation clips that have them), the
     others keep the visual + forensic one; the report adds the sync detector alone (model
     ``sync``, on the clips that have windows) and says how many videos each stacker scored."""
-    from .metrics import evaluate_predictions, tune_threshold
+    from .datasets import faceless_frames
+    from .metrics import evaluate_predictions, protocol_args, tune_threshold
 
     em = Emitter("fuse", callbacks, cancel)
     em.progress(0, 3, "step", "validation scores")
@@ -269,14 +270,14 @@ def fuse_runs(cfg: LabConfig, visual_run: str | Path, forensic_run: str | Path,
                                       np.nan)
         models.append("sync")
     reports = {}
+    faceless = faceless_frames(processed, "test")
     for m in models:
         v, t = (val, test) if m != "sync" else (val[val["has_sync"]], test[test["has_sync"]])
         if t.empty:
             continue
         thr = fused_threshold if m == "fused" else tune_threshold(v["target"], v[f"prob_{m}"])
-        reports[m] = evaluate_predictions(t.assign(prob=t[f"prob_{m}"]), thr,
-                                          cfg.eval.aggregate, cfg.eval.confident_margin,
-                                          cfg.eval.ece_bins, cfg.eval.bootstrap, cfg.env.seed)
+        reports[m] = evaluate_predictions(t.assign(prob=t[f"prob_{m}"]), thr, seed=cfg.env.seed,
+                                          **protocol_args(cfg.eval, faceless))
         reports[m].update(split="test", model=m, threshold_source="tuned on val")
     if sync_run:
         n_sync = int(test.loc[test["has_sync"], "uid"].nunique()) if fuser_sync else 0

@@ -12,7 +12,8 @@ import numpy as np
 if TYPE_CHECKING:  # imported where used: prediction aggregates frames without pandas
     import pandas as pd
 
-__all__ = ["binary_metrics", "roc_points", "tune_threshold", "aggregate_videos",
+__all__ = ["binary_metrics", "roc_points", "tune_threshold", "aggregate_videos", "PROTOCOLS",
+           "apply_protocol", "select_frames", "protocol_args",
            "expected_calibration_error", "grouped_metrics", "evaluate_predictions",
            "bootstrap_auc_ci", "weighted_auc", "format_auc"]
 
@@ -232,13 +233,66 @@ def grouped_metrics(df: pd.DataFrame, by: str, threshold: float, n_boot: int = 0
     return out
 
 
+#: the evaluation protocols (``eval.protocol``): how frames are taken and a video scored
+PROTOCOLS = {
+    "lab": "the frames with a face; video score: eval.aggregate of their probabilities",
+    "deepfakebench": "the frames with a face; video score: the mean of their probabilities "
+                     "(DeepfakeBench's video AUC)",
+    "sbi": "per frame the maximum over its faces; video score: the mean over the frames, a "
+           "frame without a face counting 0.5 (Self-Blended Images' video AUC)",
+}
+
+
+def select_frames(frames: pd.DataFrame, n: int) -> pd.DataFrame:
+    """The rows of ``n`` evenly spaced sampled frames of each video (by frame index; every
+    frame when a video has ``n`` or fewer, or ``n`` is 0): frames per video as a protocol
+    fixes it, whatever preprocessing sampled."""
+    if n <= 0 or frames.empty:
+        return frames
+    keep = []
+    for _, g in frames.groupby("uid", sort=False):
+        idx = np.unique(g["frame_index"].to_numpy())
+        if len(idx) > n:
+            idx = idx[np.round(np.linspace(0, len(idx) - 1, n)).astype(int)]
+        keep.append(g[g["frame_index"].isin(idx)])
+    return _concat(keep)
+
+
+def apply_protocol(frames: pd.DataFrame, protocol: str = "lab", frames_per_video: int = 0,
+                   faceless: pd.DataFrame | None = None, aggregate: str = "mean",
+                   margin: float = 0.3) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the frame rows a protocol scores, one row per video with its score) from scored face
+    rows ``frames`` (``prob``) and, for ``sbi``, the sampled frames without a face
+    (``faceless``: index rows, same columns less ``prob``). See :data:`PROTOCOLS`."""
+    import pandas as pd
+
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"eval.protocol '{protocol}' must be one of {sorted(PROTOCOLS)}")
+    every = frames if faceless is None or faceless.empty or protocol != "sbi" else \
+        _concat([frames, faceless.assign(prob=np.nan)])
+    every = select_frames(every, frames_per_video)
+    if protocol != "sbi":
+        scored = every.reset_index(drop=True)
+        return scored, aggregate_videos(scored, aggregate if protocol == "lab" else "mean",
+                                        margin)
+    # one row per frame: the most fake-looking face; a frame with none counts 0.5
+    by_frame = every.sort_values("prob", ascending=False, na_position="last").groupby(
+        ["uid", "frame_index"], sort=False).head(1)
+    scored = by_frame[by_frame["prob"].notna()].reset_index(drop=True)
+    videos = aggregate_videos(by_frame.assign(prob=by_frame["prob"].fillna(0.5)), "mean")
+    return scored, videos if len(videos) else pd.DataFrame(columns=videos.columns)
+
+
 def evaluate_predictions(frames: pd.DataFrame, threshold: float, aggregate: str = "mean",
                          margin: float = 0.3, ece_bins: int = 15, n_boot: int = 1000,
-                         seed: int = 0) -> dict[str, Any]:
-    """Frame- and video-level metrics, per method and per compression, with ROC points. Every
-    AUC has its 95% bootstrap interval over videos (``n_boot`` resamples; 0: none), and every
-    block says how many frames and videos it rests on (``n_frames``, ``n_videos``)."""
-    videos = aggregate_videos(frames, aggregate, margin)
+                         seed: int = 0, protocol: str = "lab", frames_per_video: int = 0,
+                         faceless: pd.DataFrame | None = None) -> dict[str, Any]:
+    """Frame- and video-level metrics, per method and per compression, with ROC points, under
+    an evaluation ``protocol`` (:func:`apply_protocol`; named in the report). Every AUC has its
+    95% bootstrap interval over videos (``n_boot`` resamples; 0: none), and every block says how
+    many frames and videos it rests on (``n_frames``, ``n_videos``)."""
+    frames, videos = apply_protocol(frames, protocol, frames_per_video, faceless, aggregate,
+                                    margin)
     frame = binary_metrics(frames["target"], frames["prob"], threshold, ece_bins,
                            frames["uid"], n_boot, seed)
     video = binary_metrics(videos["target"], videos["prob"], threshold, ece_bins,
@@ -247,7 +301,9 @@ def evaluate_predictions(frames: pd.DataFrame, threshold: float, aggregate: str 
     video.update(n_frames=int(len(frames)), n_videos=video["n"])
     return {
         "threshold": threshold,
-        "aggregate": aggregate,
+        "aggregate": aggregate if protocol == "lab" else "mean",
+        "protocol": {"name": protocol, "frames_per_video": frames_per_video or "all sampled",
+                     "rule": PROTOCOLS[protocol]},
         "bootstrap": {"resamples": n_boot, "level": 0.95, "unit": "video", "seed": seed},
         "frame": frame,
         "video": video,
@@ -258,3 +314,10 @@ def evaluate_predictions(frames: pd.DataFrame, threshold: float, aggregate: str 
         "roc_frame": roc_points(frames["target"], frames["prob"]),
         "roc_video": roc_points(videos["target"], videos["prob"]),
     }
+
+
+def protocol_args(cfg: Any, faceless: pd.DataFrame | None = None) -> dict[str, Any]:
+    """The keyword arguments of :func:`evaluate_predictions` that an ``EvalConfig`` sets."""
+    return {"aggregate": cfg.aggregate, "margin": cfg.confident_margin, "ece_bins": cfg.ece_bins,
+            "n_boot": cfg.bootstrap, "protocol": cfg.protocol,
+            "frames_per_video": cfg.frames_per_video, "faceless": faceless}

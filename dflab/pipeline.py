@@ -46,12 +46,10 @@ def run_demo(lab: "Lab", name: str = "", callbacks: list[Callback] | None = None
     the fused verdict, the talking set with the sync model and the fused verdict with it, ONNX
     export and a prediction on a held-out clip, each a ``lab`` stage;
     returns the report (also written to ``<runs>/demo-<name>/demo_report.json``)."""
-    import copy
 
     import pandas as pd
 
     from .demo import leak_check
-    from .lab import Lab
     from .runs import create_run_dir, read_json, write_json
 
     cfg = lab.cfg
@@ -84,7 +82,7 @@ def run_demo(lab: "Lab", name: str = "", callbacks: list[Callback] | None = None
     # the audio-visual part: the talking set with its sync windows, the sync model (trained on
     # its real clips only), and the fused verdict with the sync input on that set, from the
     # visual and forensic models trained above
-    av_lab = Lab(copy.deepcopy(cfg), {"preprocess.sync_frames": max(cfg.preprocess.sync_frames, 5)})
+    av_lab = lab.derive({"preprocess.sync_frames": max(cfg.preprocess.sync_frames, 5)})
     av_labels = lab.demo_av_data(**cb).labels
     av = av_lab.preprocess("demo", av_labels.parent, out=lab.paths["processed"] / "demo_av", **cb)
     clock.lap("talking set")

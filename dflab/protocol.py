@@ -97,10 +97,8 @@ def run_protocol(lab: "Lab", kind: str, name: str = "", processed: str | Path = 
                  cancel: CancelToken | None = None) -> dict[str, Any]:
     """Run (or resume) protocol ``kind`` with ``lab``'s settings; returns the report written to
     ``runs/protocol-<name>/protocol.json``: the cells with their runs and AUCs, and the matrix."""
-    import copy
     import time
 
-    from .lab import Lab
 
     processed = lab.processed_dir(processed).resolve()
     name = name or f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -120,7 +118,7 @@ def run_protocol(lab: "Lab", kind: str, name: str = "", processed: str | Path = 
         if _cell_done(run, [str(processed), *cell.get("tests", [])]):
             log.info("protocol %s: cell %s is done (%s)", name, cell["cell"], run)
         else:
-            cell_lab = Lab(copy.deepcopy(lab.cfg), {"train.methods": cell["train_methods"]})
+            cell_lab = lab.derive({"train.methods": cell["train_methods"]})
             if not (run / "train_summary.json").is_file():
                 resume = (run / "checkpoints" / "last.pt").is_file()
                 if resume:

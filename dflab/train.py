@@ -142,28 +142,38 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     return model.to(device).eval(), ckpt["data_config"], ckpt
 
 
+def _items_per_batch(ds, batch: int) -> int:
+    """Dataset items per batch of ``batch`` images: a pseudo-fake dataset's item is a pair."""
+    return max(1, batch // getattr(ds, "images_per_item", 1))
+
+
 def _loaders(cfg: LabConfig, train_ds, val_ds, batch: int, workers: int, pin: bool, ddp: dict,
              epoch: int):
     from torch.utils.data import DataLoader, DistributedSampler, WeightedRandomSampler
 
+    if hasattr(train_ds, "set_epoch"):  # new pseudo-fakes every epoch, the same after a resume
+        train_ds.set_epoch(epoch)
     gen = torch.Generator().manual_seed(cfg.env.seed * 1000 + epoch)  # same order after resume
     if ddp["ddp"]:
         sampler = DistributedSampler(train_ds, ddp["world"], ddp["rank"], shuffle=True,
                                      seed=cfg.env.seed, drop_last=True)
         sampler.set_epoch(epoch)
         shuffle = None
-    elif cfg.train.balance:
+    elif cfg.train.balance and hasattr(train_ds, "class_weights"):  # pairs are balanced
         sampler = WeightedRandomSampler(train_ds.class_weights(), len(train_ds), True, gen)
         shuffle = None
     else:
         sampler, shuffle = None, True
     per_rank = len(train_ds) // ddp["world"]
+    items = _items_per_batch(train_ds, batch)
     # drop a ragged last batch (BatchNorm needs 2+ samples) unless it is the only one
-    train_dl = DataLoader(train_ds, batch_size=batch, shuffle=shuffle, sampler=sampler,
-                          num_workers=workers, pin_memory=pin, drop_last=per_rank > batch,
-                          generator=gen, persistent_workers=False)
-    val_dl = DataLoader(val_ds, batch_size=batch, shuffle=False, num_workers=workers,
-                        pin_memory=pin)
+    train_dl = DataLoader(train_ds, batch_size=items, shuffle=shuffle, sampler=sampler,
+                          num_workers=workers, pin_memory=pin, drop_last=per_rank > items,
+                          generator=gen, persistent_workers=False,
+                          collate_fn=getattr(train_ds, "collate", None))
+    val_dl = DataLoader(val_ds, batch_size=_items_per_batch(val_ds, batch), shuffle=False,
+                        num_workers=workers, pin_memory=pin,
+                        collate_fn=getattr(val_ds, "collate", None))
     return train_dl, val_dl
 
 
@@ -188,9 +198,10 @@ def predict_probs(model: nn.Module, loader, device, amp_dtype=None, criterion=No
 
 
 def _crop_caches(cfg: LabConfig, processed: str | Path, train_df, val_df, size: int,
-                 is_main: bool, ddp: dict) -> tuple[Path | None, Path | None]:
-    """(train, val) crop caches (:func:`dflab.datasets.cache_crops`) when train.cache_crops and
-    they fit in a quarter of the free disk, else (None, None). Validation is cached at the
+                 is_main: bool, ddp: dict) -> tuple[Path | None, Path | None, int]:
+    """(train, val, the train cache's size in px) crop caches
+    (:func:`dflab.datasets.cache_crops`) when train.cache_crops and they fit in a quarter of the
+    free disk, else (None, None, 0). Validation is cached at the
     input size (exactly what its transform makes); training, when random resized crops are on,
     at the size whose smallest crop still has the input size's pixels (the crops are cut from
     the cached image instead of from the JPEG: a deliberate, small change of the augmentation)."""
@@ -199,7 +210,7 @@ def _crop_caches(cfg: LabConfig, processed: str | Path, train_df, val_df, size: 
     from .datasets import cache_crops
 
     if not cfg.train.cache_crops:
-        return None, None
+        return None, None, 0
     a = cfg.train
     random_crop = a.augment and a.aug_scale_min < 1
     train_size = math.ceil(size / math.sqrt(a.aug_scale_min)) if random_crop else size
@@ -209,7 +220,7 @@ def _crop_caches(cfg: LabConfig, processed: str | Path, train_df, val_df, size: 
     if need > free / 4:
         log.warning("train.cache_crops: the cache would take %.1f GB of %.1f GB free; reading "
                     "the JPEG crops instead", need / 1e9, free / 1e9)
-        return None, None
+        return None, None, 0
     if ddp["ddp"] and not is_main:  # rank 0 builds, the others wait and then find the files
         import torch.distributed as dist
 
@@ -220,7 +231,56 @@ def _crop_caches(cfg: LabConfig, processed: str | Path, train_df, val_df, size: 
         import torch.distributed as dist
 
         dist.barrier()
-    return paths
+    return paths[0], paths[1], train_size
+
+
+def real_faces(cfg: LabConfig, processed: str | Path, split: str):
+    """(index rows, their crops' 68 landmarks in crop pixels) of the real crops with landmarks
+    in ``split`` of ``processed`` and of every ``train.extra_reals`` folder; the fakes of those
+    folders are left out (pseudo-fake training never sees a real fake)."""
+    import pandas as pd
+
+    from .datasets import load_index, select_split
+    from .pseudo_fakes import crop_landmarks
+
+    frames, points = [], []
+    for folder in [processed, *cfg.train.extra_reals]:
+        df = load_index(folder)
+        df = df[(df["target"] == 0) & (df["split"] == split)]
+        if df.empty:
+            continue
+        if split == "train" and cfg.train.max_frames_per_video:
+            df = select_split(df, "train", cfg.train.max_frames_per_video, cfg.env.seed)
+        pts = crop_landmarks(folder, df)
+        keep = [k for k, p in enumerate(pts) if p is not None]
+        if len(keep) < len(df):
+            log.info("%s (%s): %d of %d real crops have no landmarks; left out of pseudo-fake "
+                     "training", folder, split, len(df) - len(keep), len(df))
+        frames.append(df.iloc[keep])
+        points += [pts[k] for k in keep]
+    if not frames:
+        raise ValueError(f"no real {split} crops with landmarks in '{processed}' or "
+                         f"train.extra_reals {cfg.train.extra_reals}: pseudo-fakes are made from "
+                         f"real faces with their 68 landmarks (preprocess.landmarks)")
+    return pd.concat(frames).reset_index(drop=True), points
+
+
+def _pseudo_fake_sets(cfg: LabConfig, processed: str | Path, size: int, train_tf, val_tf,
+                      is_main: bool, ddp: dict):
+    """The (train, val) datasets of ``train.pseudo_fakes``: real crops and self-blended fakes
+    of them, new ones every epoch in training, fixed ones in validation."""
+    from .pseudo_fakes import SelfBlendedPairs
+
+    train_df, train_pts = real_faces(cfg, processed, "train")
+    val_df, val_pts = real_faces(cfg, processed, "val")
+    train_cache, val_cache, train_size = _crop_caches(cfg, processed, train_df, val_df, size,
+                                                      is_main, ddp)
+    log.info("pseudo-fakes (%s): %d real training crops, %d real validation crops",
+             cfg.train.pseudo_fakes, len(train_df), len(val_df))
+    return (SelfBlendedPairs(train_df, train_pts, train_tf, cfg.env.seed, train_cache,
+                             train_size),
+            SelfBlendedPairs(val_df, val_pts, val_tf, cfg.env.seed + 1, val_cache, size,
+                             fixed=True))
 
 
 def _device(cfg: LabConfig, ddp: dict, runtime: dict) -> tuple[torch.device, str]:
@@ -389,18 +449,26 @@ def train(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: st
     run = Path(runs_root) / f"train-{name}" if name else None
     cfg, ckpt = _start_or_resume(cfg, processed, run, resume)
 
-    df = only_methods(load_index(processed), cfg.train.methods)
-    train_df = select_split(df, "train", cfg.train.max_frames_per_video, cfg.env.seed)
     model = create_model(cfg.model)
     dc = data_config(model, cfg.model)
-    val_df = select_split(df, "val")
-    train_cache, val_cache = _crop_caches(cfg, processed, train_df, val_df, dc["input_size"],
-                                          is_main, ddp)
-    train_ds = CropDataset(train_df, build_transforms(dc["input_size"], dc["mean"], dc["std"],
-                                                      True, cfg.train.augment, cfg.train),
-                           train_cache)
-    val_ds = CropDataset(val_df, build_transforms(dc["input_size"], dc["mean"], dc["std"], False),
-                         val_cache)
+    train_tf = build_transforms(dc["input_size"], dc["mean"], dc["std"], True, cfg.train.augment,
+                                cfg.train)
+    val_tf = build_transforms(dc["input_size"], dc["mean"], dc["std"], False)
+    if cfg.train.pseudo_fakes != "off":
+        train_ds, val_ds = _pseudo_fake_sets(cfg, processed, dc["input_size"], train_tf, val_tf,
+                                             is_main, ddp)
+    else:
+        if cfg.train.extra_reals:
+            raise ValueError("train.extra_reals adds real faces only: it needs "
+                             "train.pseudo_fakes=sbi (real crops from elsewhere against this "
+                             "folder's fakes would teach where an image came from)")
+        df = only_methods(load_index(processed), cfg.train.methods)
+        train_df = select_split(df, "train", cfg.train.max_frames_per_video, cfg.env.seed)
+        val_df = select_split(df, "val")
+        train_cache, val_cache, _ = _crop_caches(cfg, processed, train_df, val_df,
+                                                 dc["input_size"], is_main, ddp)
+        train_ds = CropDataset(train_df, train_tf, train_cache)
+        val_ds = CropDataset(val_df, val_tf, val_cache)
     gpu_mem = torch.cuda.mem_get_info(device)[0] // 2**20 if device.type == "cuda" else 0
     advice = advise(gpu_mem, cfg.model.backbone, dc["input_size"], cfg.train.target_batch,
                     amp == "bf16")
@@ -425,7 +493,8 @@ def train(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: st
         model = model.to(memory_format=torch.channels_last)
     model.to(device)
     per_rank = len(train_ds) // ddp["world"]
-    batches_per_epoch = per_rank // batch if per_rank > batch else 1  # drop_last when it can
+    items = _items_per_batch(train_ds, batch)
+    batches_per_epoch = per_rank // items if per_rank > items else 1  # drop_last when it can
     steps_per_epoch = math.ceil(batches_per_epoch / accum)
     opt, sched, scaler, criterion, total_steps = _optimisation(cfg, model, steps_per_epoch, amp,
                                                                device)
@@ -440,6 +509,7 @@ def train(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: st
     if is_main:
         write_json(run / "train_setup.json", {
             "train_crops": len(train_ds), "val_crops": len(val_ds), "batch_size": batch,
+            "pseudo_fakes": cfg.train.pseudo_fakes,
             "accumulation": accum, "effective_batch": batch * accum * ddp["world"],
             "world_size": ddp["world"], "device": str(device), "amp": amp,
             "data_config": dc, "advice": advice, "steps_per_epoch": steps_per_epoch})
