@@ -201,10 +201,17 @@ class TrainTab:
                                      ["epochs", "batch_size", "accumulation", "lr",
                                       "warmup_epochs", "loss", "label_smoothing", "focal_gamma",
                                       "augment", "aug_color", "aug_jpeg_p", "amp", "patience",
-                                      "balance"],
+                                      "balance", "pseudo_fakes"],
                                      advanced=["accumulation", "warmup_epochs",
                                                "label_smoothing", "focal_gamma", "aug_color",
                                                "aug_jpeg_p", "balance"])
+        # what self-blended training sees: real crops, their pseudo-fakes and the blend masks
+        self.sbi_button = W.Button(description="Show pseudo-fakes", icon=icon("eye"),
+                                   tooltip="four real crops of the chosen folder's training "
+                                           "split, a self-blended fake of each, and its mask")
+        self.sbi_button.on_click(lambda _: self.show_pseudo_fakes())
+        self.sbi_note = W.HTML("")
+        self.sbi_samples = W.HBox(layout=W.Layout(flex_flow="row wrap"))
         self.name = W.Text(value="", placeholder="run name (empty: timestamp)",
                            description="run name")
         self.resume = W.Checkbox(description="resume this run", indent=False)
@@ -236,12 +243,38 @@ class TrainTab:
                            layout=W.Layout(margin="0 24px 0 0")),
                     W.VBox([W.HTML("<b>Training</b>"), self.train_form.widget])],
                    layout=W.Layout(flex_flow="row wrap")),
+            W.HBox([self.sbi_button, self.sbi_note]), self.sbi_samples,
             W.HBox([self.name, self.resume]), self.job.widget,
             W.HBox([self.loss_plot, self.roc_plot], layout=W.Layout(flex_flow="row wrap")),
             self.metrics,
             W.HTML("<h3>Runs</h3>"), self.run_select, self.eval_job.widget, self.per_method])
         if self.run_select.value:
             self.load_run(self.dash.paths["runs"] / self.run_select.value)
+
+    def show_pseudo_fakes(self) -> None:
+        """Sample triples (real | pseudo-fake | mask) of the Data tab's processed folder."""
+        import cv2
+
+        from dflab.pseudo_fakes import sample_triples
+
+        try:
+            triples = sample_triples(self.dash.data_tab.processed, 4, self.dash.cfg.env.seed)
+        except Exception as exc:  # no folder yet, or no landmarks in it
+            self.sbi_samples.children, self.sbi_note.value = (), error_html(exc)
+            return
+
+        def jpeg(rgb_or_gray):
+            img = rgb_or_gray if rgb_or_gray.ndim == 2 else cv2.cvtColor(rgb_or_gray,
+                                                                         cv2.COLOR_RGB2BGR)
+            return W.Image(value=cv2.imencode(".jpg", img)[1].tobytes(), format="jpg",
+                           width=96, height=96)
+
+        self.sbi_samples.children = [W.HBox([jpeg(a) for a in t],
+                                            layout=W.Layout(margin="0 16px 8px 0"))
+                                     for t in triples]
+        self.sbi_note.value = ("<b>real | self-blended pseudo-fake | blend mask</b>: what "
+                               "<code>pseudo_fakes: sbi</code> trains on (a new fake of every "
+                               "crop each epoch)")
 
     def apply_preset(self, name: str) -> None:
         """Load a preset's data, preprocessing, model, training and evaluation settings into the

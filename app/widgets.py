@@ -28,7 +28,8 @@ TOOLTIP = "description_tooltip" if IPYWIDGETS_7 else "tooltip"
 # Button icons by meaning: ipywidgets 8's front end draws Font Awesome 5 names, 7's (Colab's)
 # Font Awesome 4.7 names, and a name one of them lacks draws nothing
 _ICONS = {"refresh": ("refresh", "sync"), "drive": ("hdd-o", "hdd"), "save": ("floppy-o", "save"),
-          "check": ("check", "check"), "download": ("download", "download")}
+          "check": ("check", "check"), "download": ("download", "download"),
+          "eye": ("eye", "eye")}
 
 
 def icon(meaning: str) -> str:

@@ -139,7 +139,8 @@ def export_int8(run: str | Path, processed: str | Path = "", calibration: int = 
     per-channel int8 weights, uint8 activations, MinMax calibration) of the run's
     ``model.onnx``, calibrated on ``calibration`` training crops of ``processed`` (default: the
     folder the run was trained on). The report compares it with the float model on the test
-    split: frame ROC-AUC of each and the largest |p(fake) difference|."""
+    split: frame ROC-AUC of each, the largest and the mean |p(fake) difference| and the rank
+    correlation (Spearman) of the two models' probabilities."""
     import cv2
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
@@ -204,7 +205,12 @@ def export_int8(run: str | Path, processed: str | Path = "", calibration: int = 
         pq = np.concatenate([q.probs_batch(batch(paths[k:k + 64]))
                              for k in range(0, len(paths), 64)])
         y = test["target"].to_numpy()
-        report.update(test_frames=len(paths), max_abs_prob_diff=float(np.abs(pf - pq).max()))
+        from scipy.stats import spearmanr
+
+        report.update(test_frames=len(paths), max_abs_prob_diff=float(np.abs(pf - pq).max()),
+                      mean_abs_prob_diff=float(np.abs(pf - pq).mean()),
+                      prob_rank_correlation=float(spearmanr(pf, pq).statistic)
+                      if np.ptp(pf) > 0 and np.ptp(pq) > 0 else float("nan"))
         if len(np.unique(y)) == 2:
             report.update(frame_auc_float=float(roc_auc_score(y, pf)),
                           frame_auc_int8=float(roc_auc_score(y, pq)))

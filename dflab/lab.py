@@ -768,6 +768,16 @@ class Lab:
 
         return DemoResult(run_demo(self, name, callbacks, cancel))
 
+    def real(self, shared: str | Path, name: str = "", epochs: int = 4, photos: int = 3000,
+             callbacks: Callbacks = None, cancel: CancelToken | None = None) -> DemoResult:
+        """Real data (:mod:`dflab.real`): FF++ and DFDC clips split by identity pair, face
+        photos; the SBI network and the forensic MLP on real faces only, an ordinary network on
+        FF++ fakes, the fused verdict; frame and video AUC per method with intervals."""
+        from .real import run_real
+
+        return DemoResult(run_real(self, shared, name, epochs, photos=photos,
+                                   callbacks=callbacks, cancel=cancel))
+
 
 def _shifts_by_uid(path: Path, processed: Path) -> dict[str, float]:
     """{uid: seconds} from a JSON file of {path as listed in the labels: seconds}, matched

@@ -304,16 +304,18 @@ def sample_triples(processed: str | Path, n: int = 4, seed: int = 0, split: str 
     return out
 
 
-def write_pseudo_fake_folder(sources: Sequence[str | Path], out: str | Path, per_real: int = 1,
-                             seed: int = 0, jpeg_quality: int = 95, splits: Sequence[str] = (),
-                             max_crops: int = 0, callbacks=None, cancel=None) -> dict:
+def write_pseudo_fake_folder(sources: Sequence[str | Path | tuple[str | Path, Sequence[str]]],
+                             out: str | Path, per_real: int = 1, seed: int = 0,
+                             jpeg_quality: int = 95, max_crops: int = 0, callbacks=None,
+                             cancel=None) -> dict:
     """A processed folder (``out``) holding, for every real crop with landmarks of the
     ``sources`` folders, the real crop and ``per_real`` self-blended fakes of it (method
     ``sbi``), in the usual layout (videos/<dataset>/{original,sbi}/<compression>/<id>/, a
     meta.json each, index.csv): the forensic features and the MLP train on it unchanged.
 
     Real and fake are both decoded and written once more at ``jpeg_quality``, so neither has a
-    JPEG generation the other lacks. Splits are the sources' own (``splits``: keep only these).
+    JPEG generation the other lacks. Splits are the sources' own; a source given as
+    ``(folder, splits)`` gives only those splits (e.g. a test split kept for real fakes).
     ``max_crops``: at most this many real crops per source (0: all; drawn with ``seed``).
     A finished video folder is kept on a re-run (resumable). Returns counts.
     """
@@ -327,7 +329,8 @@ def write_pseudo_fake_folder(sources: Sequence[str | Path], out: str | Path, per
     out = Path(out)
     em = Emitter("pseudo-fakes", callbacks, cancel)
     plan = []
-    for src in sources:
+    for item in sources:
+        src, splits = item if isinstance(item, tuple) else (item, ())
         df = load_index(src)
         df = df[df["target"] == 0]
         if splits:

@@ -20,14 +20,44 @@ from __future__ import annotations
 import csv
 import logging
 import re
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .events import Callback, CancelToken
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from .lab import Lab
 
 log = logging.getLogger(__name__)
 
-__all__ = ["real_labels", "pair_of", "SPLIT_SHARES"]
+__all__ = ["real_labels", "pair_of", "run_real", "format_real_report", "SPLIT_SHARES",
+           "REAL_SETTINGS", "COLUMNS"]
 
 #: shares of FF++ identity pairs in val and test, fixed before any result was seen
 SPLIT_SHARES = {"val": 0.2, "test": 0.3}
+
+#: the settings of every run here, over the cpu preset (flips and mild crops only: colour,
+#: rotation and JPEG augmentation cost more CPU per image than the network), fixed before any
+#: result was seen: 32 evenly spaced frames per clip and the SBI protocol (as the field
+#: reports); one small timm backbone for both networks (MobileNetV3-small trains at about 150
+#: images/s on 2 cores at 112 px; the cpu preset's resnet10t at 40)
+REAL_SETTINGS = {
+    "env.seed": 0, "env.deterministic": True, "env.workers": 0,
+    "preprocess.every_nth": 0, "preprocess.num_frames": 32, "preprocess.audio": False,
+    "preprocess.landmarks": "auto", "eval.protocol": "sbi", "eval.frames_per_video": 32,
+    "model.backbone": "mobilenetv3_small_100", "model.pretrained": False,
+    "model.input_size": 112, "model.head_hidden": 64, "train.batch_size": 32,
+    "train.accumulation": 1, "train.lr": 2e-3, "train.select_on": "val_auc",
+    "train.patience": 20,
+}
+
+#: the table's columns: (name, the test videos it rests on)
+COLUMNS = ["FF++", "Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures", "DFDC"]
 
 
 def pair_of(video_id: str, pairs: list[tuple[str, str]]) -> str:
@@ -93,3 +123,229 @@ def real_labels(shared: str | Path, out: str | Path, seed: int = 0) -> Path:
             w.writerow([str(Path(r.path).resolve()), r.label, r.method, r.dataset,
                         r.compression, r.source_id, r.video_id, r.split])
     return out
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t0 = self.last = time.monotonic()
+        self.stages: dict[str, float] = {}
+
+    def lap(self, stage: str) -> None:
+        now = time.monotonic()
+        self.stages[stage] = round(now - self.last, 1)
+        self.last = now
+
+
+def _videos(frames: "pd.DataFrame", faceless: "pd.DataFrame", frames_per_video: int
+            ) -> "pd.DataFrame":
+    from .metrics import apply_protocol
+
+    return apply_protocol(frames, "sbi", frames_per_video, faceless)[1]
+
+
+def _cells(frames: "pd.DataFrame", faceless: "pd.DataFrame", frames_per_video: int,
+           n_boot: int, seed: int) -> dict[str, Any]:
+    """Frame and video AUC (SBI protocol) over every test video, and video AUC per column of
+    :data:`COLUMNS`: FF++ = FF++ fakes against FF++ reals; a method = its fakes against every
+    test real (FF++ and DFDC), as the lab's per-method reports count them."""
+    from .metrics import apply_protocol, binary_metrics
+
+    scored, videos = apply_protocol(frames, "sbi", frames_per_video, faceless)
+    out = {"frame": binary_metrics(scored["target"], scored["prob"], groups=scored["uid"],
+                                   n_boot=n_boot, seed=seed),
+           "video": binary_metrics(videos["target"], videos["prob"], groups=videos["uid"],
+                                   n_boot=n_boot, seed=seed)}
+    out["frame"]["n_videos"] = int(scored["uid"].nunique())
+    reals = videos[videos["target"] == 0]
+    for col in COLUMNS:
+        if col == "FF++":
+            part = videos[videos["dataset"] == "ffpp"]
+        else:
+            method = "dfdc" if col == "DFDC" else col
+            part = videos[(videos["target"] == 0) | (videos["method"] == method)]
+        if part["target"].nunique() < 2:
+            out[col] = None
+            continue
+        out[col] = binary_metrics(part["target"], part["prob"], groups=part["uid"],
+                                  n_boot=n_boot, seed=seed)
+    out["n_real"] = int(len(reals))
+    return out
+
+
+def _stack(val: "pd.DataFrame", test: "pd.DataFrame", seed: int) -> np.ndarray:
+    """The fused p(fake) of ``test``: a logistic regression over the logits of the visual and
+    the forensic probability (columns ``prob_visual``, ``prob_forensic``), fitted on ``val``
+    (pseudo-fakes: the fused detector never sees a real fake either)."""
+    from sklearn.linear_model import LogisticRegression
+
+    def logits(d):
+        p = np.clip(d[["prob_visual", "prob_forensic"]].to_numpy(float), 1e-6, 1 - 1e-6)
+        return np.log(p / (1 - p))
+
+    model = LogisticRegression(random_state=seed).fit(logits(val), val["target"])
+    return model.predict_proba(logits(test))[:, 1]
+
+
+#: face photos used by default: as many as keep `make real` within 15 minutes on 2 cores
+DEFAULT_PHOTOS = 3000
+
+
+def _train_once(lab: "Lab", processed: Path, name: str, cb: dict) -> Path:
+    """``<runs>/train-<name>``: trained now, resumed from its last checkpoint, or kept when a
+    run of that name already finished (so ``--name`` resumes an interrupted ``--real``)."""
+    run = lab.paths["runs"] / f"train-{name}"
+    if (run / "train_summary.json").is_file():
+        return run
+    resume = (run / "checkpoints" / "last.pt").is_file()
+    return lab.train(processed, name, resume=resume, **cb).run
+
+
+def run_real(lab: "Lab", shared: str | Path, name: str = "", epochs: int = 4,
+             ordinary_epochs: int = 8, photos: int = DEFAULT_PHOTOS,
+             callbacks: list[Callback] | None = None,
+             cancel: CancelToken | None = None) -> dict[str, Any]:
+    """The detectors of this module's docstring on ``shared`` (a folder laid out as
+    ../shared/data), from scratch on this machine; returns the report (also written to
+    ``<runs>/real-<name>/real_report.json``). ``photos``: at most this many face photos, drawn
+    evenly over the sorted list (0: all)."""
+    import pandas as pd
+
+    from .datasets import faceless_frames
+    from .pseudo_fakes import write_pseudo_fake_folder
+    from .runs import create_run_dir, read_json, write_json
+
+    shared = Path(shared)
+    if not (shared / "ffpp").is_dir():
+        raise FileNotFoundError(f"'{shared}' has no ffpp/ folder: give the folder laid out as "
+                                f"../shared/data (ffpp/, ffpp_valtest/, dfdc/, faces/)")
+    cb = {"callbacks": callbacks, "cancel": cancel}
+    clock = _Clock()
+    name = name or time.strftime("%Y%m%d-%H%M%S")
+    from .config import load_config, preset_path
+    from .lab import Lab
+
+    cfg = load_config(preset_path("cpu"), REAL_SETTINGS)
+    cfg.env.data_root, cfg.env.runs_dir = lab.cfg.env.data_root, lab.cfg.env.runs_dir
+    cfg.env.mount_drive = lab.cfg.env.mount_drive
+    base = Lab(cfg)
+    seed = base.cfg.env.seed
+    root = lab.paths["data_root"] / "real"
+    labels = real_labels(shared, root / "labels.csv", base.cfg.data.split_seed)
+    clips = base.preprocess("folder", root, labels=str(labels),
+                            out=lab.paths["processed"] / "real_clips", **cb)
+    clock.lap("preprocess clips")
+    faces_dir = shared / "faces"
+    photo_lab = base.derive({"preprocess.save_frames": False})
+    records = photo_lab.list_videos("photos", faces_dir)
+    if photos and len(records) > photos:
+        records = [records[k] for k in np.linspace(0, len(records) - 1, photos).round()
+                   .astype(int)]
+    face_set = photo_lab.preprocess("photos", faces_dir, records=records,
+                                    out=lab.paths["processed"] / f"real_photos_{len(records)}",
+                                    **cb)
+    clock.lap("preprocess photos")
+
+    sbi_lab = base.derive({"train.pseudo_fakes": "sbi", "train.epochs": epochs,
+                           "train.extra_reals": [str(face_set.out)]})
+    sbi = _train_once(sbi_lab, clips.out, f"real-sbi-{name}", cb)
+    clock.lap("SBI network")
+    ordinary = _train_once(base.derive({"train.epochs": ordinary_epochs, "train.balance": True}),
+                           clips.out, f"real-ffpp-{name}", cb)
+    clock.lap("ordinary network")
+
+    pf = lab.paths["processed"] / f"real_pseudo_fakes_{len(records)}"
+    write_pseudo_fake_folder([(clips.out, ("train", "val")), (face_set.out, ())], pf, seed=seed,
+                             **cb)
+    base.features(pf, **cb)
+    forensic = lab.paths["runs"] / f"forensic-real-pf-{name}"
+    if not (forensic / "eval_test.json").is_file():  # a re-run with the same name keeps it
+        forensic = base.train_forensic(pf, f"real-pf-{name}", **cb).run
+    clock.lap("forensic MLP on pseudo-fakes")
+
+    # every model scored on the clips' test split (and, to fit the fusion, on pseudo-fake val)
+    scores = {}
+    for key, run in (("sbi", sbi), ("ordinary", ordinary)):
+        tag = base.evaluate(run, clips.out, "test", **cb).split
+        scores[key] = pd.read_csv(run / f"predictions_{tag}.csv", dtype={"video_id": str},
+                                  keep_default_na=False)
+    ftag = base.score_forensic(forensic, clips.out, "test", **cb).split
+    f_test = pd.read_csv(forensic / f"predictions_{ftag}.csv", dtype={"video_id": str},
+                         keep_default_na=False)
+    scores["forensic"] = f_test.assign(prob=f_test["prob_forensic"])
+    vtag = base.evaluate(sbi, pf, "val", **cb).split  # pseudo-fake val for the stacker
+    v_vis = pd.read_csv(sbi / f"predictions_{vtag}.csv", dtype={"video_id": str},
+                        keep_default_na=False)
+    fvtag = base.score_forensic(forensic, pf, "val", **cb).split
+    f_val = pd.read_csv(forensic / f"predictions_{fvtag}.csv", dtype={"video_id": str},
+                        keep_default_na=False)
+    key = ["crop_path"]
+    val = v_vis.rename(columns={"prob": "prob_visual"}).merge(
+        f_val[key + ["prob_forensic"]], on=key)
+    test = scores["sbi"].rename(columns={"prob": "prob_visual"}).merge(
+        f_test[key + ["prob_forensic"]], on=key)
+    scores["fused"] = test.assign(prob=_stack(val, test, seed))
+    clock.lap("evaluate")
+
+    faceless = faceless_frames(clips.out, "test")
+    n_boot = base.cfg.eval.bootstrap
+    rows = {m: _cells(scores[m], faceless, 32, n_boot, seed)
+            for m in ("sbi", "forensic", "fused", "ordinary")}
+    index = pd.read_csv(clips.out / "index.csv", dtype={"video_id": str})
+    test_videos = index[index["split"] == "test"].drop_duplicates("uid")
+    report = {
+        "data": {"shared": str(shared), "labels": str(labels),
+                 "clips": {s: int((index.drop_duplicates("uid")["split"] == s).sum())
+                           for s in ("train", "val", "test")},
+                 "test_videos": test_videos.groupby(["dataset", "method"]).size().rename(
+                     "videos").reset_index().to_dict("records"),
+                 "photos": len(records), "photo_people": len({r.source_id for r in records}),
+                 "split_shares": SPLIT_SHARES},
+        "settings": {**REAL_SETTINGS, "sbi_epochs": epochs, "ordinary_epochs": ordinary_epochs},
+        "preprocess": {"clip_coverage": clips.coverage,
+                       "clip_landmarks": clips.stats.get("landmark_coverage"),
+                       "photo_coverage": face_set.coverage,
+                       "photo_landmarks": face_set.stats.get("landmark_coverage")},
+        "runs": {"sbi": str(sbi), "ordinary": str(ordinary), "forensic": str(forensic),
+                 "pseudo_fakes": str(pf)},
+        "train": {k: read_json(Path(r) / "train_summary.json") for k, r in
+                  (("sbi", sbi), ("ordinary", ordinary))},
+        "rows": rows,
+        "seconds_per_stage": clock.stages,
+        "seconds": round(time.monotonic() - clock.t0, 1),
+    }
+    out = create_run_dir(lab.paths["runs"], "real", base.cfg, name)
+    write_json(out / "real_report.json", report)
+    report["report_path"] = str(out / "real_report.json")
+    return report
+
+
+ROW_NAMES = {"sbi": "SBI network (real faces only)",
+             "forensic": "forensic MLP (pseudo-fakes)",
+             "fused": "SBI + forensic (pseudo-fakes)",
+             "ordinary": "ordinary network (FF++ fakes)"}
+
+
+def format_real_report(r: dict[str, Any]) -> str:
+    """The table ``dflab demo --real`` prints."""
+    from .metrics import format_auc
+
+    d = r["data"]
+    lines = [f"real data: {sum(d['clips'].values())} clips ({d['clips']}), split by identity "
+             f"pair; {d['photos']} face photos of {d['photo_people']} people",
+             "test videos: " + ", ".join(f"{t['dataset']}/{t['method']} {t['videos']}"
+                                         for t in d["test_videos"]),
+             "protocol: SBI (32 frames per video, per frame the max over faces, no face = 0.5); "
+             "95% intervals over videos",
+             f"{'model':34s} {'frame AUC':22s} {'video AUC':22s} " + " ".join(
+                 f"{c:>14s}" for c in COLUMNS)]
+    for key, name in ROW_NAMES.items():
+        row = r["rows"][key]
+        cells = [(f"{row[c]['auc']:.2f} (n={row[c]['n']})" if row[c] else "n/a").rjust(14)
+                 for c in COLUMNS]
+        lines.append(f"{name:34s} {format_auc(row['frame']):22s} {format_auc(row['video']):22s} "
+                     + " ".join(cells))
+    lines.append("per-column n: test videos (fakes of that column + the reals counted); FF++ = "
+                 "FF++ fakes against FF++ reals; each method and DFDC against every test real")
+    lines.append(f"seconds per stage: {r['seconds_per_stage']} (total {r['seconds']} s)")
+    lines.append(f"report: {r.get('report_path', '')}")
+    return "\n".join(lines)

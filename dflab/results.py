@@ -378,9 +378,13 @@ class WeightsResult:
 
 @dataclass(frozen=True)
 class DemoResult:
-    report: dict[str, Any]
+    report: dict[str, Any]  # dflab.pipeline's (the demo set) or dflab.real's (real data)
 
     def __str__(self) -> str:
+        if "rows" in self.report:
+            from .real import format_real_report
+
+            return format_real_report(self.report)
         from .pipeline import format_demo_report
 
         return format_demo_report(self.report)

@@ -17,7 +17,7 @@ __all__ = ["library_versions", "create_run_dir", "write_json", "read_json", "RUN
            "config_differences", "run_history", "plot_histories", "plot_rocs", "report_tag"]
 
 #: What a run folder can hold, recorded in its ``run.json`` (never parsed from the folder name).
-RUN_KINDS = ("train", "forensic", "fuse", "demo", "protocol", "sync")
+RUN_KINDS = ("train", "forensic", "fuse", "demo", "real", "protocol", "sync")
 
 TRACKED = ["dflab", "torch", "torchvision", "timm", "numpy", "opencv-python", "ultralytics",
            "scikit-learn", "librosa", "onnx", "onnxruntime", "shap", "ipywidgets", "plotly"]

@@ -282,19 +282,32 @@ def test_dfdc_stream_under_budget_and_resume(tmp_path, request):
     zips = make_parts(tmp_path, 3, request)
     total_raw = sum(p.stat().st_size for p in zips.values()) * 2
     budget_gb = 2.5 * max(p.stat().st_size for p in zips.values()) * 2 / 2**30
-    kg = FakeKaggle(zips)
+    raw = tmp_path / "dfdc" / "raw"
+    on_disk = []  # the raw folder's size, measured here (not by the code under test)
+
+    def measure():
+        on_disk.append(sum(p.stat().st_size for p in raw.rglob("*") if p.is_file()))
+
+    class Measured(FakeKaggle):
+        def download(self, name, dest_dir):
+            dest = super().download(name, dest_dir)
+            measure()  # the zip just landed beside whatever is still there
+            return dest
+
+    kg = Measured(zips)
     seen = []
 
     def process(part_dir):
         vids = sorted(p.name for p in part_dir.glob("*.mp4"))
         assert vids and (part_dir / "metadata.json").exists()
+        measure()  # extracted, before the raw files are deleted
         seen.append((part_dir.name, vids))
 
     rep = stream_dfdc(kg, tmp_path / "dfdc", process, None, budget_gb)
     assert [s[0] for s in seen] == [f"dfdc_train_part_{k}" for k in range(3)]
-    assert rep["peak_raw_bytes"] < total_raw  # never all the raw data at once
-    assert rep["peak_raw_bytes"] <= budget_gb * 2**30
-    raw = tmp_path / "dfdc" / "raw"
+    assert len(on_disk) == 6 and max(on_disk) < total_raw  # never all the raw data at once
+    assert max(on_disk) <= budget_gb * 2**30
+    assert rep["peak_raw_bytes"] >= max(on_disk)  # and what it reports is not less than that
     assert not list(raw.rglob("*.mp4")) and not list(raw.rglob("*.zip"))
     assert len(list(raw.rglob("metadata.json"))) == 3
     kg.calls.clear()

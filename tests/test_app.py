@@ -43,14 +43,27 @@ def test_demo_button_builds_the_set_in_its_own_process(dash):
     assert tab.demo_job.bar.value == tab.demo_job.bar.max
 
 
-def test_cancel_keeps_finished_work(dash):
+def test_cancel_keeps_finished_work(dash, tmp_path):
+    """Cancelled after three clips (watched on its progress bar, not after a sleep): the job
+    says so, the clips finished by then stay whole, nothing half-written is left."""
+    from dflab.video import count_frames
+
     tab = dash.data_tab
+    tab.demo_videos.value = 100  # far more than can finish between the click and the cancel
     tab.demo_job.start.click()
-    time.sleep(0.5)
+    deadline = time.monotonic() + 120
+    while tab.demo_job.bar.value < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert tab.demo_job.bar.value >= 3, "three clips within two minutes"
     tab.demo_job.cancel_button.click()
     tab.demo_job.wait(300)
-    assert "cancelled" in tab.demo_job.status.value
+    assert not tab.demo_job.thread.is_alive()
+    assert "cancelled" in tab.demo_job.status.value, tab.demo_job.status.value
     assert not tab.demo_job.start.disabled
+    clips = sorted((tmp_path / "demo").rglob("*.mp4"))
+    assert 3 <= len(clips) < 100
+    assert len({count_frames(c) for c in clips}) == 1  # every kept clip is whole
+    assert not [p for p in (tmp_path / "demo").rglob("*") if ".part" in p.name]
 
 
 def test_the_data_folder_changes_only_by_its_button_after_a_check(dash, tmp_path):
@@ -470,3 +483,24 @@ def test_results_are_cards_and_errors_one_line_with_details(tmp_path):
         err.split("<details>")[0]
     assert "Traceback" in err.split("<details>")[1]
     assert "<details>" not in error_html("just one line")
+
+
+def test_train_tab_shows_pseudo_fake_triples(tmp_path):
+    """Real | self-blended pseudo-fake | mask of four training crops, from the folder's own
+    landmarks; without a processed folder, a clear error instead."""
+    from dflab.demo import build_demo_dataset
+    from dflab.lab import Lab
+
+    dash = Dashboard(LabConfig(), data_root=str(tmp_path))
+    dash.train_tab.show_pseudo_fakes()
+    assert "run `dflab preprocess` first" in dash.train_tab.sbi_note.value
+    build_demo_dataset(tmp_path / "demo", 12, 0, seconds=0.5)
+    Lab(None, {"preprocess.audio": False, "preprocess.every_nth": 5}, data_root=tmp_path
+        ).preprocess("demo")
+    dash = Dashboard(LabConfig(), data_root=str(tmp_path))
+    dash.train_tab.show_pseudo_fakes()
+    triples = dash.train_tab.sbi_samples.children
+    assert len(triples) == 4 and all(len(t.children) == 3 for t in triples)
+    real, fake, mask = (im.value for im in triples[0].children)
+    assert real[:2] == fake[:2] == mask[:2] == b"\xff\xd8" and real != fake
+    assert "pseudo-fake" in dash.train_tab.sbi_note.value

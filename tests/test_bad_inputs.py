@@ -187,15 +187,20 @@ def test_own_data_without_split_trains(tmp_path, demo_set, capsys):
 def test_config_errors_name_the_file_or_key(tmp_path, capsys):
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("train: {lr: [1, 2}\nmodel:\n")
+    errors = []
     code, _, err = cli(capsys, "config", "--config", str(bad_yaml))
     assert code == EXIT_BAD_INPUT and str(bad_yaml) in err and "not valid YAML" in err
+    errors.append(err)
     code, _, err = cli(capsys, "config", "--set", "train.lr=-1")
     assert code == EXIT_BAD_INPUT and "train.lr" in err and "out of range" in err
+    errors.append(err)
     code, _, err = cli(capsys, "config", "--set", "train.lrr=1")
     assert code == EXIT_BAD_INPUT and "did you mean 'train.lr'" in err
+    errors.append(err)
     code, _, err = cli(capsys, "config", "--set", "train.epochs=many")
     assert code == EXIT_BAD_INPUT and "not a int" in err
-    assert all(len(e.strip().splitlines()) == 1 for e in [err])
+    errors.append(err)
+    assert all(len(e.strip().splitlines()) == 1 for e in errors), errors
 
 
 class _RunsCode:
@@ -214,27 +219,32 @@ def test_model_files_that_are_not_models(tmp_path, capsys, demo_set):
     from onnx import TensorProto, helper
 
     image = str(next(demo_set.rglob("*.mp4")))
+    errors = []
     sentinel = tmp_path / "code-ran"
     evil = tmp_path / "evil.pt"
     torch.save({"model": _RunsCode(str(sentinel)), "config": {}}, evil)
     code, _, err = cli(capsys, "predict", image, "--model", str(evil))
     assert code == EXIT_BAD_INPUT and "refused" in err and "would run code" in err
+    errors.append(err)
     assert not sentinel.exists()  # and it did not run
     assert "weights_only" not in err.split("(")[0]  # no advice to turn the guard off
     empty = tmp_path / "empty.pt"
     empty.write_bytes(b"")
     code, _, err = cli(capsys, "predict", image, "--model", str(empty))
     assert code == EXIT_BAD_INPUT and "is empty (0 bytes)" in err
+    errors.append(err)
     whole = tmp_path / "whole.pt"
     torch.save({"model": {"w": torch.zeros(1000)}, "config": {}}, whole)
     cut = tmp_path / "cut.pt"
     cut.write_bytes(whole.read_bytes()[:2000])
     code, _, err = cli(capsys, "predict", image, "--model", str(cut))
     assert code == EXIT_BAD_INPUT and "truncated or damaged" in err
+    errors.append(err)
     text = tmp_path / "notes.pt"
     text.write_text("hello")
     code, _, err = cli(capsys, "predict", image, "--model", str(text))
     assert code == EXIT_BAD_INPUT and "not a torch checkpoint" in err
+    errors.append(err)
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
@@ -242,11 +252,13 @@ def test_model_files_that_are_not_models(tmp_path, capsys, demo_set):
     onnx.save(helper.make_model(graph), renamed)
     code, _, err = cli(capsys, "predict", image, "--model", str(renamed))
     assert code == EXIT_BAD_INPUT and "is an ONNX model" in err
+    errors.append(err)
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(os.urandom(3000))
     code, _, err = cli(capsys, "predict", image, "--model", str(garbage))
     assert code == EXIT_BAD_INPUT and "is not a usable ONNX model" in err
-    assert all(len(e.strip().splitlines()) == 1 for e in [err])
+    errors.append(err)
+    assert len(errors) == 6 and all(len(e.strip().splitlines()) == 1 for e in errors), errors
 
 
 def test_other_settings_are_refused_unless_forced(tmp_path, demo_set, capsys):

@@ -83,3 +83,22 @@ def test_cli_demo_data(tmp_path):
                           "--videos", "5", "--seconds", "0.4"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "labels.csv").exists()
+
+
+def test_the_leak_check_catches_a_planted_leak(demo_set, tmp_path):
+    """A positive control: the same clips with every fake's file made larger (bytes appended
+    after the video, still decodable) must be flagged, and the clean set must not."""
+    import shutil
+
+    from dflab.demo import leak_check
+
+    clean = leak_check(demo_set / "labels.csv")
+    leaky = tmp_path / "leaky"
+    shutil.copytree(demo_set, leaky)
+    for r in csv.DictReader(open(leaky / "labels.csv")):
+        if r["label"] == "fake":
+            with open(leaky / r["path"], "ab") as fh:
+                fh.write(b"\0" * 20000)
+    planted = leak_check(leaky / "labels.csv")
+    assert max(planted.values()) > 0.9, planted  # the file size gives the label away
+    assert max(clean.values()) < max(planted.values()), (clean, planted)

@@ -141,3 +141,18 @@ def test_operating_points_read_off_the_roc_curve():
     t = ops["fpr_0.1"]["threshold"]
     assert ((p >= t) & (y == 0)).mean() * 2 <= 0.1 and ((p >= t) & (y == 1)).sum() == 10
     assert binary_metrics(np.ones(4), np.full(4, 0.7))["operating_points"] == {}
+
+
+def test_paired_bootstrap_difference_of_two_models():
+    from dflab.metrics import bootstrap_auc_difference
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 60)
+    groups = np.arange(120) // 3  # 40 videos of 3 frames
+    good = y + rng.normal(0, 0.6, 120)
+    noise = rng.normal(0, 1, 120)
+    d = bootstrap_auc_difference(y, good, noise, groups, n_boot=500)
+    assert d["difference"] == pytest.approx(roc_auc_score(y, good) - roc_auc_score(y, noise))
+    assert d["ci"][0] > 0  # a real model beats noise, beyond doubt
+    same = bootstrap_auc_difference(y, good, good + 1e-9 * noise, groups, n_boot=500)
+    assert same["ci"][0] <= 0 <= same["ci"][1]  # a model is not told apart from itself

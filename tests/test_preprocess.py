@@ -165,7 +165,10 @@ def test_stats_and_plots(demo_processed):
     figs = plot_stats(stats)
     assert {"labels", "methods", "resolutions", "coverage", "confidence"} <= set(figs)
     assert figs["methods"].data[0].y is not None
-    build_index(out)
+    before = (out / "index.csv").read_text()
+    (out / "index.csv").unlink()
+    rebuilt = build_index(out)  # the index comes back from the meta.json files alone
+    assert (out / "index.csv").read_text() == before and len(rebuilt) == stats["frames"]
 
 
 @pytest.mark.slow

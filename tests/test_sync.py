@@ -112,23 +112,45 @@ def test_baseline_recovers_known_shifts_within_one_frame(talking, tmp_path):
 
 
 def test_matching_loss_prefers_the_aligned_audio():
-    """The loss is low when the visual embedding matches the aligned audio candidate and the
-    masked (invalid) candidates never count."""
+    """On an embedding built so that each window's picture matches its aligned sound (and
+    nothing else), the loss is low for the aligned target and high for a shifted one, every
+    best offset is the aligned one, and a masked candidate counts for nothing, whatever it
+    holds."""
     import torch
 
-    from dflab.sync import N_AUDIO, N_MFCC, SyncNet, _loss
+    from dflab.sync import N_AUDIO, N_MFCC, _loss
+
+    class Carried:  # each window embeds as the unit vector it carries in its first values
+        def embed_visual(self, x):
+            return torch.nn.functional.normalize(x[:, 0, 0, :8], dim=1)
+
+        def embed_audio(self, a):
+            return torch.nn.functional.normalize(a[:, 0, :8], dim=1)
 
     torch.manual_seed(0)
-    model = SyncNet(5, 16).eval()
-    x = torch.rand(4, 5, 32, 48) * 255
-    a = torch.randn(4, 7, N_MFCC, N_AUDIO)
-    valid = torch.ones(4, 7, dtype=torch.bool)
-    clip = torch.arange(4)
-    base, _ = _loss(model, x, a, valid, clip, 3, 0.1)
-    valid[:, :3] = False  # only the aligned candidate and three others are left
-    fewer, _ = _loss(model, x, a, valid, clip, 3, 0.1)
-    assert torch.isfinite(base) and torch.isfinite(fewer)
-    assert fewer.item() < base.item()  # fewer competitors: an easier match
+    B, K, centre = 4, 7, 3
+    code = torch.linalg.qr(torch.randn(8, 8))[0]  # orthonormal: rows are unlike each other
+    x = torch.zeros(B, 5, 32, 48)
+    a = torch.zeros(B, K, N_MFCC, N_AUDIO)
+    for b in range(B):
+        x[b, 0, 0, :8] = code[b]
+        for k in range(K):  # the aligned sound carries the picture's vector, shifts others
+            a[b, k, 0, :8] = code[b] if k == centre else code[4 + (k % 4)]
+    valid = torch.ones(B, K, dtype=torch.bool)
+    clip = torch.arange(B)
+    aligned, hit = _loss(Carried(), x, a, valid, clip, centre, 0.1)
+    shifted, _ = _loss(Carried(), x, a, valid, clip, 1, 0.1)
+    assert hit == 1.0 and aligned.item() < 0.01 < shifted.item()
+    # a masked candidate is ignored: the same loss whether it holds the aligned sound or not
+    valid[:, 5] = False
+    a2 = a.clone()
+    a2[:, 5, 0, :8] = x[:, 0, 0, :8]  # the masked slot now matches perfectly
+    masked, _ = _loss(Carried(), x, a, valid, clip, centre, 0.1)
+    masked_match, _ = _loss(Carried(), x, a2, valid, clip, centre, 0.1)
+    assert masked.item() == pytest.approx(masked_match.item(), abs=1e-6)
+    a2_valid = torch.ones(B, K, dtype=torch.bool)
+    unmasked_match, _ = _loss(Carried(), x, a2, a2_valid, clip, centre, 0.1)
+    assert unmasked_match.item() > masked_match.item() + 0.1  # unmasked, it would compete
 
 
 def test_sync_cli_extract_is_resumable_and_train_says_what_is_missing(talking, tmp_path):

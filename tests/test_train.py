@@ -183,9 +183,11 @@ def test_evaluate_export_predict(run, crops, demo_set):
 
     q = export_int8(path, crops, calibration=32)  # static int8, calibrated on training crops
     assert q["bytes"] < q["float_bytes"] and q["test_frames"] == 30
-    assert abs(q["frame_auc_int8"] - q["frame_auc_float"]) <= 0.1  # a 1-epoch model: loose
-    c = predict_file(video, path / "model.int8.onnx")
+    assert q["mean_abs_prob_diff"] < 0.1, q  # by value (the learned model's closer check:
+    c = predict_file(video, path / "model.int8.onnx")  # test_learning)
     assert [f["frame_index"] for f in c["frames"]] == [f["frame_index"] for f in b["frames"]]
+    assert np.abs(np.array([f["prob"] for f in c["frames"]]) -
+                  np.array([f["prob"] for f in b["frames"]])).max() < 0.2
     with pytest.raises(FileNotFoundError, match="checkpoint"):
         load_visual(path / "missing.pt")
 
@@ -250,5 +252,7 @@ def test_ddp_two_processes_gloo(crops, tmp_path):
     setup = json.loads((tmp_path / "train-ddp" / "train_setup.json").read_text())
     assert setup["world_size"] == 2 and setup["effective_batch"] == 8
     hist = json.loads((tmp_path / "train-ddp" / "history.jsonl").read_text().splitlines()[0])
-    assert hist["train_loss"] > 0  # each rank trained on its half
+    # each rank stepped through its half of the crops (a rank on all of them: twice the steps)
+    assert setup["steps_per_epoch"] == (setup["train_crops"] // 2) // 4 == hist["step"]
+    assert np.isfinite(hist["train_loss"]) and hist["train_loss"] > 0
     assert (tmp_path / "train-ddp" / "checkpoints" / "best.pt").exists()
