@@ -151,11 +151,22 @@ def _cells(frames: "pd.DataFrame", faceless: "pd.DataFrame", frames_per_video: i
     from .metrics import apply_protocol, binary_metrics
 
     scored, videos = apply_protocol(frames, "sbi", frames_per_video, faceless)
-    out = {"frame": binary_metrics(scored["target"], scored["prob"], groups=scored["uid"],
-                                   n_boot=n_boot, seed=seed),
-           "video": binary_metrics(videos["target"], videos["prob"], groups=videos["uid"],
-                                   n_boot=n_boot, seed=seed)}
+    out = _video_cells(videos, n_boot, seed)
+    out["frame"] = binary_metrics(scored["target"], scored["prob"], groups=scored["uid"],
+                                  n_boot=n_boot, seed=seed)
     out["frame"]["n_videos"] = int(scored["uid"].nunique())
+    return out
+
+
+def _video_cells(videos: "pd.DataFrame", n_boot: int, seed: int) -> dict[str, Any]:
+    """The video AUC over every row of ``videos`` (one per video, ``prob``) and per column of
+    :data:`COLUMNS`; ``frame`` None (a clip-level score has no frame AUC)."""
+    from .metrics import binary_metrics
+
+    out: dict[str, Any] = {"frame": None,
+                           "video": binary_metrics(videos["target"], videos["prob"],
+                                                   groups=videos["uid"], n_boot=n_boot,
+                                                   seed=seed)}
     reals = videos[videos["target"] == 0]
     for col in COLUMNS:
         if col == "FF++":
@@ -290,6 +301,18 @@ def run_real(lab: "Lab", shared: str | Path, name: str = "", epochs: int = 4,
     n_boot = base.cfg.eval.bootstrap
     rows = {m: _cells(scores[m], faceless, 32, n_boot, seed)
             for m in ("sbi", "forensic", "fused", "ordinary")}
+    # the training-free clip cues, each alone (higher = fake, fixed in dflab.clip_cues)
+    from .landmarks import dlib_available
+
+    if dlib_available():
+        from .clip_cues import clip_scores
+
+        cues = clip_scores(clips.out, "test")
+        for cue in ("identity_drift", "landmark_jitter"):
+            v = cues[cues[cue].notna()]
+            z = (v[cue] - v[cue].median()) / (v[cue].std() or 1.0)
+            rows[cue] = _video_cells(v.assign(prob=1 / (1 + np.exp(-z))), n_boot, seed)
+        clock.lap("clip cues")
     index = pd.read_csv(clips.out / "index.csv", dtype={"video_id": str})
     test_videos = index[index["split"] == "test"].drop_duplicates("uid")
     report = {
@@ -322,6 +345,8 @@ def run_real(lab: "Lab", shared: str | Path, name: str = "", epochs: int = 4,
 ROW_NAMES = {"sbi": "SBI network (real faces only)",
              "forensic": "forensic MLP (pseudo-fakes)",
              "fused": "SBI + forensic (pseudo-fakes)",
+             "identity_drift": "identity drift (no training)",
+             "landmark_jitter": "landmark jitter (no training)",
              "ordinary": "ordinary network (FF++ fakes)"}
 
 
@@ -339,10 +364,13 @@ def format_real_report(r: dict[str, Any]) -> str:
              f"{'model':34s} {'frame AUC':22s} {'video AUC':22s} " + " ".join(
                  f"{c:>14s}" for c in COLUMNS)]
     for key, name in ROW_NAMES.items():
-        row = r["rows"][key]
+        row = r["rows"].get(key)
+        if row is None:  # the clip cues need the landmarks extra
+            continue
         cells = [(f"{row[c]['auc']:.2f} (n={row[c]['n']})" if row[c] else "n/a").rjust(14)
                  for c in COLUMNS]
-        lines.append(f"{name:34s} {format_auc(row['frame']):22s} {format_auc(row['video']):22s} "
+        frame = format_auc(row["frame"]) if row["frame"] else "n/a (per clip)"
+        lines.append(f"{name:34s} {frame:22s} {format_auc(row['video']):22s} "
                      + " ".join(cells))
     lines.append("per-column n: test videos (fakes of that column + the reals counted); FF++ = "
                  "FF++ fakes against FF++ reals; each method and DFDC against every test real")
