@@ -7,7 +7,7 @@ PORT ?= 8866
 DATA ?= $(CURDIR)/data
 export DFLAB_DATA := $(DATA)
 
-.PHONY: lab test test-colab wheel demo bench venv lint clean
+.PHONY: lab test test-fast test-colab wheel demo real bench venv lint clean
 
 venv: $(VENV)/.installed
 
@@ -54,6 +54,10 @@ test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-colab
 
+# the everyday tier: every test not marked slow (no browser, no end-to-end runs), a few minutes
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
 test-colab: $(COLAB)/.installed
 	PYTHONPATH=$(CURDIR) DFLAB_COLAB_STACK=$(CURDIR)/tests/colab/stack.txt $(COLAB)/bin/python \
 	  -m pytest tests/test_colab.py tests/test_app.py tests/test_notebooks.py \
@@ -66,6 +70,12 @@ wheel: | $(UV)
 
 demo: $(VENV)/.installed $(DATA)/demo/labels.csv
 	$(VENV)/bin/dflab demo --config configs/cpu.yaml
+
+# real data: FF++ and DFDC clips and face photos of ../shared/data (or SHARED=...), detectors
+# trained from scratch on real faces only and on FF++ fakes, AUCs per method (dflab demo --real)
+SHARED ?= $(abspath $(CURDIR)/../shared/data)
+real: $(VENV)/.installed
+	$(VENV)/bin/dflab demo --real --shared $(SHARED)
 
 bench: $(VENV)/.installed
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

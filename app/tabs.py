@@ -797,13 +797,11 @@ class InspectTab:
                                f"</b> of the fake logit (p = {p:.3f})")
 
 
-DOWNLOADS = Path(__file__).resolve().parent.parent / "notebooks" / "downloads"
-
-
 def download_html(path: str | Path) -> str:
     """Under Voila (``make lab``): a link to ``path`` served by Voila's file handler, through a
-    hard link (or a copy) in ``notebooks/downloads``, the only folder ``make lab`` lets it serve;
-    elsewhere an empty string (Colab gets a download button instead)."""
+    hard link (or a copy) in ``downloads/`` beside the served notebook (the kernel's working
+    folder: ``notebooks/downloads`` for ``make lab``), the only folder ``make lab`` lets it
+    serve; elsewhere an empty string (Colab gets a download button instead)."""
     import os
 
     base = os.environ.get("VOILA_BASE_URL")
@@ -811,8 +809,9 @@ def download_html(path: str | Path) -> str:
     if base is None or not path.is_file():
         return ""
     name = f"{path.parent.name}-{path.name}"
-    DOWNLOADS.mkdir(parents=True, exist_ok=True)
-    link = DOWNLOADS / name
+    downloads = Path.cwd() / "downloads"
+    downloads.mkdir(parents=True, exist_ok=True)
+    link = downloads / name
     link.unlink(missing_ok=True)
     try:  # a hard link costs no space; Voila refuses symbolic links that leave its folder
         os.link(path, link)

@@ -1,12 +1,57 @@
 import os
 import shutil
+import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("DFLAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
 FIXTURES = Path(__file__).parent / "fixtures"
+
+#: what the suite must leave as it found it: the checkout's data and download folders and the
+#: user's dflab cache (tests write only in their temporary folders)
+GUARDED = [ROOT / "data", ROOT / "notebooks" / "downloads",
+           Path.home() / ".cache" / "dflab"]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str,
+             every: float = 0.05) -> None:
+    """Poll ``condition`` until it is true; fail naming ``what`` after ``timeout`` seconds."""
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            pytest.fail(f"waited {timeout:.0f} s for {what}")
+        time.sleep(every)
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    if not folder.exists():
+        return {}
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")
+            if p.is_file()}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated(tmp_path_factory):
+    """Every dflab path a test does not set lands in this session's temporary folder: the data
+    root ($DFLAB_DATA, which `make` points at the checkout's data/), the cache and the error
+    logs; subprocesses inherit them. At the end, the guarded folders must be unchanged."""
+    base = tmp_path_factory.mktemp("isolated")
+    saved = {k: os.environ.get(k) for k in ("DFLAB_DATA", "DFLAB_CACHE", "DFLAB_LOG_DIR")}
+    os.environ.update(DFLAB_DATA=str(base / "data"), DFLAB_CACHE=str(base / "cache"),
+                      DFLAB_LOG_DIR=str(base / "logs"))
+    before = {str(f): _snapshot(f) for f in GUARDED}
+    yield base
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    changed = [f for f in GUARDED if _snapshot(f) != before[str(f)]]
+    assert not changed, f"the test session wrote into {changed}; tests must write only in " \
+                        f"their temporary folders"
 
 
 @pytest.fixture(scope="session")

@@ -190,6 +190,7 @@ def test_torch_backend_in_batches_and_through_extract_many(tmp_path, crops):
         extract_many(paths, backend="jax")
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
 def test_torch_backend_on_the_gpu_equals_numpy():
     from dflab.features_torch import extract_batch

@@ -7,6 +7,8 @@ import time
 
 import pytest
 
+from conftest import wait_for
+
 from dflab.events import Progress
 from dflab.jobs import Job, JobBusy, job_folder, list_jobs, start_job
 from dflab.lab import Lab
@@ -24,10 +26,14 @@ def test_a_job_runs_detached_and_its_events_can_be_followed(lab, tmp_path, capsy
     with pytest.raises(JobBusy, match="already has a running job"):
         start_job(lab, "demo_data", name="demo", n_videos=6)  # one job per folder
     seen, offset = [], 0
-    while job.running:  # a second reader, as a reloaded page is
+
+    def read() -> bool:  # a second reader, as a reloaded page is
+        nonlocal offset
         events, offset = job.read_events(offset)
-        seen += events
-        time.sleep(0.2)
+        seen.extend(events)
+        return not job.running
+
+    wait_for(read, 300, "the demo job to end")
     seen += job.read_events(offset)[0]
     assert job.state == "done", (job.folder / "job.log").read_text()
     progress = [e for e in seen if isinstance(e, Progress)]
@@ -56,15 +62,14 @@ def test_a_job_runs_detached_and_its_events_can_be_followed(lab, tmp_path, capsy
 
 def test_cancel_stops_the_job_and_a_killed_job_leaves_a_stale_lock(lab, tmp_path):
     job = start_job(lab, "demo_data", name="c", n_videos=40, seconds=1.0)
-    while not any(isinstance(e, Progress) and e.done >= 1 for e in job.read_events(0)[0]):
-        time.sleep(0.2)
+    wait_for(lambda: any(isinstance(e, Progress) and e.done >= 1
+                         for e in job.read_events(0)[0]), 120, "the first clip")
     Job(job.folder).cancel()  # from another handle, as a reloaded page does
     assert job.wait(120) == "cancelled"
     assert "finished work is kept" in job.status()["message"]
 
     job = start_job(lab, "demo_data", name="k", n_videos=40, seconds=1.0)
-    while job.state == "starting":
-        time.sleep(0.1)
+    wait_for(lambda: job.state != "starting", 60, "the job to start")
     pid = job.status()["pid"]
     os.kill(pid, signal.SIGKILL)
     deadline = time.time() + 30

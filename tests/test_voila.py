@@ -46,14 +46,42 @@ def voila_flags(cull_s: int = 300) -> list[str]:
 
 
 def start_voila(port: int, data_root: Path, cull_s: int = 300) -> subprocess.Popen:
+    """`make lab`'s Voila on ``port`` over a copy of the notebook beside ``data_root`` (so the
+    Export tab's download links land there, not in the checkout's notebooks/downloads)."""
+    import shutil
+
     voila = Path(sys.executable).parent / "voila"
-    env = {**os.environ, "DFLAB_DATA": str(data_root)}
+    served = Path(data_root).parent / "notebooks"
+    served.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "notebooks" / "dashboard.ipynb", served / "dashboard.ipynb")
+    env = {**os.environ, "DFLAB_DATA": str(data_root),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     return subprocess.Popen(
-        [str(voila), str(ROOT / "notebooks" / "dashboard.ipynb"), "--no-browser",
+        [str(voila), str(served / "dashboard.ipynb"), "--no-browser",
          f"--port={port}", "--Voila.ip=127.0.0.1", "--Voila.port_retries=0",
          *voila_flags(cull_s)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=served, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True)
+
+
+def serve_voila(data_root: Path, cull_s: int = 300, tries: int = 5
+                ) -> tuple[subprocess.Popen, int]:
+    """(Voila, its port), listening: a free port is only free until someone takes it, so a
+    Voila that exits before listening is started again on another one."""
+    for _ in range(tries):
+        port = free_port()
+        proc = start_voila(port, data_root, cull_s)
+        try:
+            wait_port(port, proc)
+            return proc, port
+        except RuntimeError:  # exited: the port was taken meanwhile, or a real failure
+            log = stop_voila(proc)
+            if "already in use" not in log and "Address already" not in log:
+                raise RuntimeError(f"voila exited before listening:\n{log[-3000:]}") from None
+        except BaseException:
+            stop_voila(proc)
+            raise
+    raise RuntimeError(f"no free port for voila in {tries} tries")
 
 
 def stop_voila(proc: subprocess.Popen) -> str:
@@ -74,10 +102,8 @@ def stop_voila(proc: subprocess.Popen) -> str:
 
 @pytest.mark.slow
 def test_voila_serves_the_dashboard(tmp_path):
-    port = free_port()
-    proc = start_voila(port, tmp_path)
+    proc, port = serve_voila(tmp_path / "data")
     try:
-        wait_port(port, proc)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=300) as resp:
             assert resp.status == 200
             body = resp.read().decode()
