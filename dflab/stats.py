@@ -34,14 +34,16 @@ def dataset_stats(out: str | Path, save: bool = True) -> dict[str, Any]:
             continue
         m = read_json(meta_path)
         v, r = m["video"], m["record"]
-        videos.append({"uid": video_uid(r["dataset"], r["method"], r["compression"],
+        # a labels CSV's own columns first: what was measured here (fps, width, ...) wins
+        videos.append({**r.get("extra", {}),
+                       "uid": video_uid(r["dataset"], r["method"], r["compression"],
                                         r["video_id"]), "label": r["label"], "method": r["method"],
                        "dataset": r["dataset"], "compression": r["compression"],
                        "resolution": f"{v['width']}x{v['height']}",
                        "orientation": "portrait" if v["height"] > v["width"] else "landscape",
                        "fps": round(float(v["fps"]), 2), "duration_s": float(v["duration_s"]),
                        "coverage": m["summary"]["coverage"],
-                       "has_audio": m["audio"]["has_audio"], **r.get("extra", {})})
+                       "has_audio": m["audio"]["has_audio"]})
     vdf = pd.DataFrame(videos)
     if vdf.empty:
         raise ValueError(f"'{out}' has no finished videos to describe")

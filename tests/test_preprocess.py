@@ -200,3 +200,25 @@ def test_a_rerun_takes_splits_and_labels_from_the_current_labels(demo_set, tmp_p
     index = pd.read_csv(tmp_path / "index.csv", dtype=str, keep_default_na=False)
     assert set(index.loc[index["uid"] == recs[0].uid, "split"]) == {moved[0].split}
     assert set(index.loc[index["uid"] == recs[1].uid, "split"]) == {recs[1].split}
+
+
+def test_a_labels_csv_with_its_own_fps_column_does_not_break_the_statistics(demo_set,
+                                                                               tmp_path):
+    """Extra columns of a labels CSV (here fps and width, as the talking set's has) travel with
+    each video, but what was measured wins in the statistics (their text had replaced the
+    measured numbers and the mean failed)."""
+    import csv
+
+    rows = list(csv.DictReader((demo_set / "labels.csv").open()))[:4]
+    labels = tmp_path / "labels.csv"
+    with labels.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["path", "label", "fps", "width", "gender"])
+        w.writeheader()
+        for r in rows:
+            w.writerow({"path": str(demo_set / r["path"]), "label": r["label"], "fps": "25.0",
+                        "width": "wide", "gender": "f"})
+    out = tmp_path / "p"
+    preprocess_videos(list_videos("folder", demo_set, labels=labels), out, cfg())
+    stats = dataset_stats(out)
+    assert stats["fps"]["mean"] > 0 and stats["resolution_videos"] == {"320x320": 4}
+    assert stats["demographics"] == {"gender": {"f": 4}}
