@@ -84,8 +84,7 @@ def real_labels(shared: str | Path, out: str | Path, seed: int = 0) -> Path:
     for folder in sorted(shared.glob("ffpp*")):
         if (folder / "original_sequences").is_dir() or (folder / "manipulated_sequences").is_dir():
             # no split files: the pairs are re-split below
-            records += [r for r in ffpp_source(folder, splits_dir=folder / "no-splits")
-                        if r.exists]
+            records += [r for r in ffpp_source(folder, splits=False) if r.exists]
     if not records:
         raise FileNotFoundError(f"no FF++ clips under '{shared}/ffpp*' (the official layout: "
                                 f"original_sequences/, manipulated_sequences/)")

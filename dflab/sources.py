@@ -115,13 +115,15 @@ def check_split_leaks(records: list[VideoRecord]) -> None:
 
 @SOURCES.register("ffpp", help="FaceForensics++ folder layout with official id-pair splits")
 def ffpp_source(root: str | Path, splits_dir: str | Path = "", methods: list[str] | None = None,
-                compressions: list[str] | None = None) -> list[VideoRecord]:
+                compressions: list[str] | None = None, splits: bool = True
+                ) -> list[VideoRecord]:
+    """``splits`` False: no split files are read (the caller draws its own, by id pair)."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"FF++ folder '{root}' does not exist")
     sdir = Path(splits_dir) if splits_dir else root / "splits"
-    split_of = load_ffpp_splits(sdir) if (sdir / "train.json").exists() else {}
-    if not split_of:
+    split_of = load_ffpp_splits(sdir) if splits and (sdir / "train.json").exists() else {}
+    if not split_of and splits:
         log.warning("no FF++ splits in %s: records have no split", sdir)
     records = []
     for p in sorted(root.glob("original_sequences/*/*/videos/*")):
