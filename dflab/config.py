@@ -442,7 +442,11 @@ def load_config(path: str | Path | None = None,
         try:
             raw = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file '{p}' is not valid YAML: {exc}") from None
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"config file '{p}' is not valid YAML: {what}{where}; fix that "
+                              f"line (YAML: stage: {{key: value}})") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"config file '{p}' must hold a mapping of stage: {{key: value}}")
     return apply_overrides(config_from_dict(raw), overrides)

@@ -182,8 +182,13 @@ def export_int8(run: str | Path, processed: str | Path = "", calibration: int = 
     pre = run / "model.pre.onnx"
     try:
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        # reduce_range: 7-bit weights. On x86 CPUs with AVX2 but no VNNI (this machine, most
+        # Colab hosts) onnxruntime's u8 x s8 products saturate their 16-bit sums: measured on
+        # the demo's model, per-channel 8-bit weights moved test p(fake) by 0.147 on average
+        # (0.47 at most; AUC 0.962 -> 0.950), 7-bit ones by 0.010 (AUC 0.963). The exported file
+        # runs anywhere, so it is quantised for the CPUs that saturate.
         quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8,
+                        per_channel=True, reduce_range=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8)
     finally:
         pre.unlink(missing_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from importlib import metadata
 from pathlib import Path
@@ -33,12 +34,29 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+# a pretty-printed list of numbers, and a list of such lists (boxes, landmark points): written
+# on one line each. Only lists laid out over several lines match, and a JSON string never holds
+# a raw newline, so no string value is touched.
+_NUMBERS = re.compile(r"\[\n\s*(-?[\d.eE+-]+(?:,\n\s*-?[\d.eE+-]+)*)\n\s*\]")
+_LISTS = re.compile(r"\[\n\s*(\[[^\n\[\]]*\](?:,\n\s*\[[^\n\[\]]*\])*)\n\s*\]")
+
+
+def dumps(obj: Any) -> str:
+    """JSON indented by two, with lists of numbers (and lists of them) kept on one line: a
+    per-frame record with 68 landmarks takes 1.5 kB instead of 7."""
+    text = json.dumps(obj, indent=2, default=str)
+    text = _NUMBERS.sub(lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(","))
+                        + "]", text)
+    return _LISTS.sub(lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",\n"))
+                      + "]", text)
+
+
 def write_json(path: str | Path, obj: Any) -> Path:
     """Write JSON atomically: a crash leaves the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    tmp.write_text(dumps(obj))
     os.replace(tmp, path)
     return path
 

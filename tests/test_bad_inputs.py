@@ -351,11 +351,13 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path, demo_set, capsy
 def test_full_disk_then_rerun_completes(tmp_path, demo_set, capsys):
     disk = tmp_path / "disk"
     disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)]).returncode:
+    # 6 MiB: room for the whole output (about 3 MiB of crops and per-frame JSON) once the
+    # filler is gone
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(disk)]).returncode:
         pytest.skip("cannot mount a tmpfs here")
     try:
         filler = disk / "filler"
-        filler.write_bytes(b"\0" * (2 * 2**20 + 2**19))  # leaves about half a MiB
+        filler.write_bytes(b"\0" * (5 * 2**20 + 2**19))  # leaves about half a MiB
         args = ["preprocess", "--source", "demo", "--root", str(demo_set), "--out",
                 str(disk / "p"), "--set", f"env.data_root={tmp_path}", "preprocess.every_nth=3",
                 "preprocess.audio=false", "preprocess.save_frames=false"]

@@ -63,6 +63,10 @@ def test_runs_record_kind_and_data(tmp_path, caplog):
     b = create_run_dir(lab.paths["runs"], "train", lab.cfg, "b", {}, processed="/p/b")
     legacy = lab.paths["runs"] / "whatever-name"  # a run from before run.json
     (legacy / "checkpoints").mkdir(parents=True)
+    # its age is its folder's mtime: set it a second after b's recorded creation, not left to
+    # the file system's clock (which differs from time.time() by milliseconds)
+    later = run_info(b)["created"] + 1
+    os.utime(legacy, (later, later))
     assert run_info(a)["kind"] == "forensic" and run_info(b)["processed"] == "/p/b"
     assert list_runs(lab.paths["runs"]) == [legacy, b, a]  # newest first
     assert lab.runs("train") == [legacy, b] and lab.runs("fuse") == []

@@ -32,6 +32,8 @@ def test_notebook_executes(nb_path, tmp_path, monkeypatch):
     assert not errors, errors
 
 
+@pytest.mark.network  # uv build fetches hatchling from the package index unless uv has it cached
+@pytest.mark.slow
 def test_the_colab_cell_installs_a_wheel_with_the_kernel_packages_held(tmp_path):
     import shutil
     import subprocess
