@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable
 
 __all__ = [
     "Event",
+    "StageClock",
     "Progress",
     "StepLoss",
     "EpochMetrics",
@@ -236,3 +237,20 @@ def _after_existing_event_files(logdir: Path) -> None:
             newest = max(newest, int(field))
     while int(time.time()) <= newest:
         time.sleep(newest + 1 - time.time())
+
+
+class StageClock:
+    """Wall seconds per stage of a workflow, in the order the stages ran (``lap`` after each)."""
+
+    def __init__(self) -> None:
+        self.t0 = self.last = time.monotonic()
+        self.stages: dict[str, float] = {}
+
+    def lap(self, stage: str) -> None:
+        now = time.monotonic()
+        self.stages[stage] = round(now - self.last, 1)
+        self.last = now
+
+    @property
+    def total(self) -> float:
+        return round(time.monotonic() - self.t0, 1)

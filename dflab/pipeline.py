@@ -5,29 +5,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from .events import Callback, CancelToken
+from .events import Callback, CancelToken, StageClock
 
 if TYPE_CHECKING:  # pragma: no cover
     from .lab import Lab
 
 __all__ = ["run_demo", "format_demo_report"]
-
-
-class _Clock:
-    """Wall seconds per stage, in the order the stages ran."""
-
-    def __init__(self) -> None:
-        self.t0 = self.last = time.monotonic()
-        self.stages: dict[str, float] = {}
-
-    def lap(self, stage: str) -> None:
-        now = time.monotonic()
-        self.stages[stage] = round(now - self.last, 1)
-        self.last = now
-
-    @property
-    def total(self) -> float:
-        return round(time.monotonic() - self.t0, 1)
 
 
 def _auc_block(report: dict) -> dict[str, Any]:
@@ -54,7 +37,7 @@ def run_demo(lab: "Lab", name: str = "", callbacks: list[Callback] | None = None
 
     cfg = lab.cfg
     cb = {"callbacks": callbacks, "cancel": cancel}
-    clock = _Clock()
+    clock = StageClock()
     name = name or time.strftime("%Y%m%d-%H%M%S")
     runtime = lab.runtime()
     env = lab.environment().report

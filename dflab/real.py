@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .events import Callback, CancelToken
+from .events import Callback, CancelToken, StageClock
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -124,17 +124,6 @@ def real_labels(shared: str | Path, out: str | Path, seed: int = 0) -> Path:
     return out
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.t0 = self.last = time.monotonic()
-        self.stages: dict[str, float] = {}
-
-    def lap(self, stage: str) -> None:
-        now = time.monotonic()
-        self.stages[stage] = round(now - self.last, 1)
-        self.last = now
-
-
 def _cells(frames: "pd.DataFrame", faceless: "pd.DataFrame", frames_per_video: int,
            n_boot: int, seed: int) -> dict[str, Any]:
     """Frame and video AUC (SBI protocol) over every test video, and video AUC per column of
@@ -223,7 +212,7 @@ def run_real(lab: "Lab", shared: str | Path, name: str = "", epochs: int = 4,
         raise FileNotFoundError(f"'{shared}' has no ffpp/ folder: give the folder laid out as "
                                 f"../shared/data (ffpp/, ffpp_valtest/, dfdc/, faces/)")
     cb = {"callbacks": callbacks, "cancel": cancel}
-    clock = _Clock()
+    clock = StageClock()
     name = name or time.strftime("%Y%m%d-%H%M%S")
     from .config import load_config, preset_path
     from .lab import Lab
@@ -329,7 +318,7 @@ def run_real(lab: "Lab", shared: str | Path, name: str = "", epochs: int = 4,
                   (("sbi", sbi), ("ordinary", ordinary))},
         "rows": rows,
         "seconds_per_stage": clock.stages,
-        "seconds": round(time.monotonic() - clock.t0, 1),
+        "seconds": clock.total,
     }
     out = create_run_dir(lab.paths["runs"], "real", base.cfg, name)
     write_json(out / "real_report.json", report)
