@@ -29,6 +29,7 @@ def test_environment_tab(dash):
                       "Export", "Runs"]
 
 
+@pytest.mark.slow
 def test_demo_button_builds_the_set_in_its_own_process(dash):
     tab = dash.data_tab
     tab.demo_videos.value = 30
@@ -485,6 +486,7 @@ def test_results_are_cards_and_errors_one_line_with_details(tmp_path):
     assert "<details>" not in error_html("just one line")
 
 
+@pytest.mark.slow
 def test_train_tab_shows_pseudo_fake_triples(tmp_path):
     """Real | self-blended pseudo-fake | mask of four training crops, from the folder's own
     landmarks; without a processed folder, a clear error instead."""

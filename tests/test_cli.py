@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 
@@ -10,6 +12,7 @@ def run(*args, **kw):
                           cwd=ROOT, **kw)
 
 
+@pytest.mark.slow
 def test_env_json(tmp_path):
     out = run("env", "--json", "--set", f"env.data_root={tmp_path}", "model.backbone=resnet18")
     assert out.returncode == 0, out.stderr
@@ -19,6 +22,7 @@ def test_env_json(tmp_path):
     assert "devices" in rep["torch"]
 
 
+@pytest.mark.slow
 def test_env_table(tmp_path):
     out = run("env", "--set", f"env.data_root={tmp_path}", "model.backbone=resnet18")
     assert out.returncode == 0

@@ -26,6 +26,7 @@ def test_scheduler_addresses_are_checked():
         check_address("10.0.0.5")
 
 
+@pytest.mark.slow
 def test_cluster_output_equals_one_machine(tmp_path, demo_set):
     cfg = load_config(None, {"preprocess.every_nth": 10, "preprocess.audio": False})
     recs = list_videos("demo", demo_set)[:6]

@@ -6,6 +6,7 @@ import sys
 
 import cv2
 import numpy as np
+import pytest
 
 from dflab.demo import DEMO_METHODS, build_demo_dataset, ffmpeg_exe
 from conftest import ROOT
@@ -61,6 +62,7 @@ def test_fakes_differ_from_their_original_in_the_face_only(demo_set):
         assert centre > 2 * border, (m, centre, border)
 
 
+@pytest.mark.slow
 def test_deterministic_and_resumable(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     build_demo_dataset(a, n_videos=10, seed=3, seconds=0.4)
@@ -78,6 +80,7 @@ def test_deterministic_and_resumable(tmp_path):
     assert digest(a) == da
 
 
+@pytest.mark.slow
 def test_cli_demo_data(tmp_path):
     out = subprocess.run([sys.executable, "-m", "dflab", "demo-data", "--out", str(tmp_path),
                           "--videos", "5", "--seconds", "0.4"], capture_output=True, text=True, cwd=ROOT)
@@ -85,6 +88,7 @@ def test_cli_demo_data(tmp_path):
     assert (tmp_path / "labels.csv").exists()
 
 
+@pytest.mark.slow
 def test_the_leak_check_catches_a_planted_leak(demo_set, tmp_path):
     """A positive control: the same clips with every fake's file made larger (bytes appended
     after the video, still decodable) must be flagged, and the clean set must not."""

@@ -50,6 +50,7 @@ def patch_model():
     return model.eval(), dc, rng
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_heatmap_mass_lies_on_the_patch_that_decides_the_label(patch_model, method):
     model, dc, rng = patch_model
@@ -75,6 +76,7 @@ def test_target_layer_is_the_last_timm_stage_and_overlay_keeps_the_crop():
     assert ov.shape == (64, 64, 3) and ov.dtype == np.uint8
 
 
+@pytest.mark.slow
 def test_unknown_method_names_the_choices(patch_model):
     model, dc, _ = patch_model
     with pytest.raises(ValueError, match="gradcam, gradcam\\+\\+"):

@@ -204,6 +204,7 @@ def test_finetune_yolo_then_detect_through_the_yolo_detector(demo_frames, tmp_pa
     assert os.environ.get("OMP_NUM_THREADS") == _OMP
 
 
+@pytest.mark.slow
 def test_cli_faces_finetune_runs_one_epoch(demo_frames, tmp_path):
     import subprocess
     import sys
@@ -263,6 +264,7 @@ def _iou(a, b):
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
+@pytest.mark.slow
 def test_ultralytics_import_leaves_threads_and_environment_alone():
     """ultralytics sets OMP_NUM_THREADS=1 in os.environ and turns OpenCV's threads off when
     imported; dflab imports it so that neither reaches this process or the ones it starts."""

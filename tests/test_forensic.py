@@ -53,6 +53,7 @@ def test_mlp_and_baseline_reports(forensic_run):
     assert (run / "forensic_mlp.pt").exists() and (run / "predictions_test_mlp.csv").exists()
 
 
+@pytest.mark.slow
 def test_explanations(forensic_run):
     out, run = forensic_run
     imp = permutation_importance_table(run, out, repeats=2)

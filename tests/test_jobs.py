@@ -14,6 +14,9 @@ from dflab.jobs import Job, JobBusy, job_folder, list_jobs, start_job
 from dflab.lab import Lab
 from dflab.runs import run_state
 
+# each test starts a process that imports torch (10-25 s on 2 cores)
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def lab(tmp_path):

@@ -147,6 +147,7 @@ def test_focal_loss_downweights_easy_examples():
     assert (fl < ce).all() and fl[0] / ce[0] < fl[1] / ce[1]
 
 
+@pytest.mark.slow
 def test_evaluate_export_predict(run, crops, demo_set):
     from dflab.evaluate import evaluate_run
     from dflab.export import export_onnx, onnx_metadata
@@ -192,6 +193,7 @@ def test_evaluate_export_predict(run, crops, demo_set):
         load_visual(path / "missing.pt")
 
 
+@pytest.mark.slow
 def test_cli_train_evaluate_export_predict(crops, tmp_path, demo_set, capsys):
     """The commands as a user types them: the first through `python -m dflab` (the real entry
     point), the rest through the same `main()` in this process (no 10 s import per call)."""

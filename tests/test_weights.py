@@ -69,6 +69,7 @@ def test_hf_cache_folder_as_weights_path(tmp_path, reference):
     _assert_loaded(model, reference)
 
 
+@pytest.mark.slow
 def test_hf_hub_offline_with_filled_cache(tmp_path, reference):
     """The plain hub path (pretrained=true, no weights_path) with HF_HUB_OFFLINE=1 and the cache
     in HF_HUB_CACHE: how a Colab user keeps the cache on Drive."""
@@ -101,6 +102,7 @@ def test_missing_or_wrong_weights_say_what_to_do(tmp_path):
         resolve_weights(BACKBONE, tmp_path / "notes.txt")
 
 
+@pytest.mark.slow
 def test_cli_weights_check(tmp_path, reference):
     cache = _hf_cache(tmp_path / "w", reference)
     out = subprocess.run([sys.executable, "-m", "dflab", "weights", "check", BACKBONE, "--to",
@@ -112,6 +114,7 @@ def test_cli_weights_check(tmp_path, reference):
     assert out.returncode == 2 and "needs --to DIR" in out.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.network
 def test_fetch_downloads_through_the_hub_client(tmp_path, reference):
     """`dflab weights fetch` on the real download path (timm -> huggingface_hub), against a
