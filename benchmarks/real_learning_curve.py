@@ -21,11 +21,9 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
 from dflab import Lab
 from dflab.config import load_config, preset_path
-from dflab.real import REAL_SETTINGS, real_labels
+from dflab.real import REAL_SETTINGS, photo_subset, real_labels, train_once
 
 
 def main() -> None:
@@ -49,10 +47,7 @@ def main() -> None:
     every = photo_lab.list_videos("photos", shared / "faces")
     rows = []
     for count in a.counts:
-        records = every
-        if 0 <= count < len(every):  # drawn evenly over the sorted list, as dflab.real does
-            records = [every[k] for k in np.linspace(0, len(every) - 1, count).round()
-                       .astype(int)] if count else []
+        records = [] if count == 0 else photo_subset(every, max(count, 0))
         extra = []
         if records:
             faces = photo_lab.preprocess("photos", shared / "faces", records=records,
@@ -61,10 +56,7 @@ def main() -> None:
         lab = base.derive({"train.pseudo_fakes": "sbi", "train.epochs": a.epochs,
                            "train.extra_reals": extra})
         name = f"curve-{len(records)}-e{a.epochs}"
-        run = lab.paths["runs"] / f"train-{name}"
-        if not (run / "train_summary.json").is_file():
-            run = lab.train(clips.out, name,
-                            resume=(run / "checkpoints" / "last.pt").is_file()).run
+        run = train_once(lab, clips.out, name)
         history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
         video = lab.evaluate(run, clips.out, "val")["visual"]["video"]  # best.pt, as make real
         rows.append({"photos": len(records), "people": len({r.source_id for r in records}),

@@ -35,8 +35,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-__all__ = ["real_labels", "pair_of", "run_real", "format_real_report", "SPLIT_SHARES",
-           "REAL_SETTINGS", "COLUMNS"]
+__all__ = ["real_labels", "pair_of", "run_real", "train_once", "photo_subset",
+           "format_real_report", "SPLIT_SHARES", "REAL_SETTINGS", "COLUMNS"]
 
 #: shares of FF++ identity pairs in val and test, fixed before any result was seen
 SPLIT_SHARES = {"val": 0.2, "test": 0.3}
@@ -182,14 +182,23 @@ def _stack(val: "pd.DataFrame", test: "pd.DataFrame", seed: int) -> np.ndarray:
 DEFAULT_PHOTOS = 3000
 
 
-def _train_once(lab: "Lab", processed: Path, name: str, cb: dict) -> Path:
+def train_once(lab: "Lab", processed: Path, name: str, **cb: Any) -> Path:
     """``<runs>/train-<name>``: trained now, resumed from its last checkpoint, or kept when a
-    run of that name already finished (so ``--name`` resumes an interrupted ``--real``)."""
+    run of that name already finished (so ``--name`` resumes an interrupted ``--real``).
+    ``cb``: ``callbacks`` and ``cancel`` for :meth:`Lab.train`."""
     run = lab.paths["runs"] / f"train-{name}"
     if (run / "train_summary.json").is_file():
         return run
     resume = (run / "checkpoints" / "last.pt").is_file()
     return lab.train(processed, name, resume=resume, **cb).run
+
+
+def photo_subset(records: list, count: int) -> list:
+    """At most ``count`` of ``records`` (0 or more than there are: all), drawn evenly over the
+    list as it is sorted, so a smaller set is spread over the same people."""
+    if not count or count >= len(records):
+        return list(records)
+    return [records[k] for k in np.linspace(0, len(records) - 1, count).round().astype(int)]
 
 
 def run_real(lab: "Lab", shared: str | Path, name: str = "", epochs: int = 4,
@@ -229,10 +238,7 @@ def run_real(lab: "Lab", shared: str | Path, name: str = "", epochs: int = 4,
     clock.lap("preprocess clips")
     faces_dir = shared / "faces"
     photo_lab = base.derive({"preprocess.save_frames": False})
-    records = photo_lab.list_videos("photos", faces_dir)
-    if photos and len(records) > photos:
-        records = [records[k] for k in np.linspace(0, len(records) - 1, photos).round()
-                   .astype(int)]
+    records = photo_subset(photo_lab.list_videos("photos", faces_dir), photos)
     face_set = photo_lab.preprocess("photos", faces_dir, records=records,
                                     out=lab.paths["processed"] / f"real_photos_{len(records)}",
                                     **cb)
@@ -240,10 +246,10 @@ def run_real(lab: "Lab", shared: str | Path, name: str = "", epochs: int = 4,
 
     sbi_lab = base.derive({"train.pseudo_fakes": "sbi", "train.epochs": epochs,
                            "train.extra_reals": [str(face_set.out)]})
-    sbi = _train_once(sbi_lab, clips.out, f"real-sbi-{name}", cb)
+    sbi = train_once(sbi_lab, clips.out, f"real-sbi-{name}", **cb)
     clock.lap("SBI network")
-    ordinary = _train_once(base.derive({"train.epochs": ordinary_epochs, "train.balance": True}),
-                           clips.out, f"real-ffpp-{name}", cb)
+    ordinary = train_once(base.derive({"train.epochs": ordinary_epochs, "train.balance": True}),
+                          clips.out, f"real-ffpp-{name}", **cb)
     clock.lap("ordinary network")
 
     pf = lab.paths["processed"] / f"real_pseudo_fakes_{len(records)}"
