@@ -22,8 +22,7 @@ import json
 from pathlib import Path
 
 from dflab import Lab
-from dflab.config import load_config, preset_path
-from dflab.real import REAL_SETTINGS, photo_subset, real_labels, train_once
+from dflab.real import photo_subset, real_clips, train_once
 
 
 def main() -> None:
@@ -35,19 +34,13 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4)
     a = ap.parse_args()
 
-    cfg = load_config(preset_path("cpu"), REAL_SETTINGS)
-    cfg.env.data_root = a.data_root
-    base = Lab(cfg)
     shared = Path(a.shared)
-    root = base.paths["data_root"] / "real"
-    labels = real_labels(shared, root / "labels.csv", base.cfg.data.split_seed)
-    clips = base.preprocess("folder", root, labels=str(labels),
-                            out=base.paths["processed"] / "real_clips")
+    base, _, clips = real_clips(Lab(None, data_root=a.data_root), shared)
     photo_lab = base.derive({"preprocess.save_frames": False})
     every = photo_lab.list_videos("photos", shared / "faces")
     rows = []
     for count in a.counts:
-        records = [] if count == 0 else photo_subset(every, max(count, 0))
+        records = photo_subset(every, count) if count else []
         extra = []
         if records:
             faces = photo_lab.preprocess("photos", shared / "faces", records=records,

@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-__all__ = ["real_labels", "pair_of", "run_real", "train_once", "photo_subset",
+__all__ = ["real_labels", "pair_of", "run_real", "real_clips", "train_once", "photo_subset",
            "format_real_report", "SPLIT_SHARES", "REAL_SETTINGS", "COLUMNS"]
 
 #: shares of FF++ identity pairs in val and test, fixed before any result was seen
@@ -194,11 +194,30 @@ def train_once(lab: "Lab", processed: Path, name: str, **cb: Any) -> Path:
 
 
 def photo_subset(records: list, count: int) -> list:
-    """At most ``count`` of ``records`` (0 or more than there are: all), drawn evenly over the
-    list as it is sorted, so a smaller set is spread over the same people."""
-    if not count or count >= len(records):
+    """At most ``count`` of ``records`` (0, less, or more than there are: all), drawn evenly
+    over the list as it is sorted, so a smaller set is spread over the same people."""
+    if count <= 0 or count >= len(records):
         return list(records)
     return [records[k] for k in np.linspace(0, len(records) - 1, count).round().astype(int)]
+
+
+def real_clips(lab: "Lab", shared: Path, overrides: dict[str, Any] | None = None,
+               **cb: Any) -> tuple["Lab", Path, Any]:
+    """(the Lab of :data:`REAL_SETTINGS` and ``overrides`` on ``lab``'s data root, the labels
+    CSV of :func:`real_labels`, the preprocessed clips ``<processed>/real_clips``): the set-up
+    every run on the shared clips starts from. ``cb``: ``callbacks`` and ``cancel``."""
+    from .config import load_config, preset_path
+    from .lab import Lab
+
+    cfg = load_config(preset_path("cpu"), {**REAL_SETTINGS, **(overrides or {})})
+    cfg.env.data_root, cfg.env.runs_dir = lab.cfg.env.data_root, lab.cfg.env.runs_dir
+    cfg.env.mount_drive = lab.cfg.env.mount_drive
+    base = Lab(cfg)
+    root = lab.paths["data_root"] / "real"
+    labels = real_labels(shared, root / "labels.csv", base.cfg.data.split_seed)
+    clips = base.preprocess("folder", root, labels=str(labels),
+                            out=lab.paths["processed"] / "real_clips", **cb)
+    return base, labels, clips
 
 
 def run_real(lab: "Lab", shared: str | Path, name: str = "", epochs: int = 4,
@@ -223,18 +242,8 @@ def run_real(lab: "Lab", shared: str | Path, name: str = "", epochs: int = 4,
     cb = {"callbacks": callbacks, "cancel": cancel}
     clock = StageClock()
     name = name or time.strftime("%Y%m%d-%H%M%S")
-    from .config import load_config, preset_path
-    from .lab import Lab
-
-    cfg = load_config(preset_path("cpu"), {**REAL_SETTINGS, **(overrides or {})})
-    cfg.env.data_root, cfg.env.runs_dir = lab.cfg.env.data_root, lab.cfg.env.runs_dir
-    cfg.env.mount_drive = lab.cfg.env.mount_drive
-    base = Lab(cfg)
+    base, labels, clips = real_clips(lab, shared, overrides, **cb)
     seed = base.cfg.env.seed
-    root = lab.paths["data_root"] / "real"
-    labels = real_labels(shared, root / "labels.csv", base.cfg.data.split_seed)
-    clips = base.preprocess("folder", root, labels=str(labels),
-                            out=lab.paths["processed"] / "real_clips", **cb)
     clock.lap("preprocess clips")
     faces_dir = shared / "faces"
     photo_lab = base.derive({"preprocess.save_frames": False})
