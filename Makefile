@@ -23,10 +23,10 @@ $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
 
 # Colab's kernel side (tests/colab/stack.txt), and dflab installed over it by the notebook's own
 # Colab cell, the other packages at uv.lock's versions (tests/colab/make_env.py; seconds from
-# uv's cache)
+# uv's cache).
 COLAB := .venv-colab
 $(COLAB)/.installed: pyproject.toml uv.lock tests/colab/stack.txt tests/colab/make_env.py \
-    notebooks/dashboard.ipynb | $(VENV)/.installed
+    notebooks/dashboard.ipynb Makefile | $(VENV)/.installed
 	rm -rf $(COLAB)
 	$(UV) venv -q --python $(PY) $(COLAB)
 	$(UV) pip install -q --python $(COLAB)/bin/python -r tests/colab/stack.txt
@@ -48,19 +48,28 @@ lab: $(VENV)/.installed $(DATA)/demo/labels.csv
 	$(VENV)/bin/voila notebooks/dashboard.ipynb --no-browser --port=$(PORT) \
 	  --Voila.ip=127.0.0.1 --Voila.port_retries=0 $(VOILA_FLAGS)
 
+# two workers, each given whole test files, the longest first (tests/conftest.py): on 2 cores
+# one process kept 1.38 of them busy on average (CPU time over wall time, 59.2 over 42.8 min, in
+# a fresh-clone .ci/run)
+XDIST := -n 2 --dist loadfile --no-loadscope-reorder
 # the whole suite, then the dashboard's tests again on Colab's kernel stack (the in-process
 # click-through is left to its run inside a kernel there, tests/test_colab.py)
 test: $(VENV)/.installed
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-colab
 
 # the everyday tier: every test not marked slow (no browser, no end-to-end runs), a few minutes
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
+# Python writes its bytecode there as on Colab, even where PYTHONDONTWRITEBYTECODE is set (CI,
+# containers): each dashboard job is a process of its own, and without it every one compiled
+# torch again (import 16.8-20.5 s instead of 6.9-7.4 s here; the click-through inside a kernel
+# took 264 s)
 test-colab: $(COLAB)/.installed
-	PYTHONPATH=$(CURDIR) DFLAB_COLAB_STACK=$(CURDIR)/tests/colab/stack.txt $(COLAB)/bin/python \
-	  -m pytest tests/test_colab.py tests/test_app.py tests/test_notebooks.py \
+	env -u PYTHONDONTWRITEBYTECODE PYTHONPATH=$(CURDIR) \
+	  DFLAB_COLAB_STACK=$(CURDIR)/tests/colab/stack.txt $(COLAB)/bin/python -m pytest $(XDIST) \
+	  tests/test_colab.py tests/test_app.py tests/test_notebooks.py \
 	  --deselect tests/test_app.py::test_click_through_every_stage
 
 # a wheel for Colab without git access: copy dist/dflab-*.whl to Drive, name it in the

@@ -16,6 +16,17 @@ GUARDED = [ROOT / "data", ROOT / "notebooks" / "downloads",
            Path.home() / ".cache" / "dflab"]
 
 
+#: the longest test files first (`make test` hands whole files to two workers as they free up;
+#: the longest last would leave one worker idle at the end). Their times: the README's Tests.
+LONGEST_FIRST = ("test_learning.py", "test_browser.py", "test_readme.py", "test_app.py",
+                 "test_faces.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order in a file kept
+
+
 def wait_for(condition: Callable[[], bool], timeout: float, what: str,
              every: float = 0.05) -> None:
     """Poll ``condition`` until it is true; fail naming ``what`` after ``timeout`` seconds."""

@@ -41,6 +41,10 @@ def test_readme_blocks_are_found():
     assert not any("download" in c.split()[:2] for c in cmds)  # network lines are skipped
 
 
+#: a tiny timm model at 64 px for the README's training lines (the preset's resnet18 at 128 px
+#: made its training and protocol lines 33 s of the test's 237)
+TINY_MODEL = "model.backbone=test_efficientnet model.input_size=64 model.head_hidden=32"
+
 #: what needs a real shell: globs, redirects, pipes, variables, command lists
 SHELL = set("*?<>|$;&`")
 
@@ -89,11 +93,14 @@ def test_readme_examples_run_as_written(tmp_path):
     assert out.returncode == 0, out.stderr
     seconds = []  # each command's time, printed slowest first (pytest -rP shows it)
     for cmd in readme_commands((ROOT / "README.md").read_text()):
-        # one epoch: the suite checks learning elsewhere (before the line's comment, or the
-        # shell would read the setting as part of it)
+        # one epoch of a tiny model, and three refinement steps: the suite checks learning, and
+        # the refinement's front, elsewhere (tests/test_learning.py, tests/test_refine.py); the
+        # settings go before the line's comment, or the shell would read them as part of it
         code = cmd.split(" #", 1)[0].rstrip()
-        if cmd.startswith(("dflab train", "dflab protocol", "dflab forensic refine")):
-            cmd = code + " --set train.epochs=1 features.epochs=20"
+        if cmd.startswith(("dflab train", "dflab protocol")):
+            cmd = code + f" --set {TINY_MODEL} train.epochs=1 features.epochs=20"
+        if cmd.startswith("dflab forensic refine"):
+            cmd = code + " --max-steps 3"
         if cmd.startswith("dflab sync train"):
             cmd = code + " --set sync.epochs=3"
         t = time.monotonic()
