@@ -48,19 +48,21 @@ lab: $(VENV)/.installed $(DATA)/demo/labels.csv
 	$(VENV)/bin/voila notebooks/dashboard.ipynb --no-browser --port=$(PORT) \
 	  --Voila.ip=127.0.0.1 --Voila.port_retries=0 $(VOILA_FLAGS)
 
-# two workers, each given whole test files, the longest first (tests/conftest.py): on 2 cores
-# one process kept 1.38 of them busy on average (CPU time over wall time, 59.2 over 42.8 min, in
-# a fresh-clone .ci/run)
-XDIST := -n 2 --dist loadfile --no-loadscope-reorder
 # the whole suite, then the dashboard's tests again on Colab's kernel stack (the in-process
-# click-through is left to its run inside a kernel there, tests/test_colab.py)
+# click-through is left to its run inside a kernel there, tests/test_colab.py). First, alone,
+# the demo's learning test (its `dflab demo` runs torch on two threads: beside another worker it
+# took over 1,200 s instead of about 460); then the rest on two pytest-xdist workers, each given
+# whole files, the longest first (tests/conftest.py): one process kept 1.38 of the 2 cores busy
+# on average (CPU time over wall time, 59.2 over 42.8 min, in a fresh-clone .ci/run)
+XDIST := -n 2 --dist loadfile --no-loadscope-reorder
 test: $(VENV)/.installed
-	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
+	$(PY) -m pytest tests/test_learning.py $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) --ignore=tests/test_learning.py $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-colab
 
 # the everyday tier: every test not marked slow (no browser, no end-to-end runs), a few minutes
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # Python writes its bytecode there as on Colab, even where PYTHONDONTWRITEBYTECODE is set (CI,
 # containers): each dashboard job is a process of its own, and without it every one compiled
@@ -68,7 +70,7 @@ test-fast: $(VENV)/.installed
 # took 264 s)
 test-colab: $(COLAB)/.installed
 	env -u PYTHONDONTWRITEBYTECODE PYTHONPATH=$(CURDIR) \
-	  DFLAB_COLAB_STACK=$(CURDIR)/tests/colab/stack.txt $(COLAB)/bin/python -m pytest $(XDIST) \
+	  DFLAB_COLAB_STACK=$(CURDIR)/tests/colab/stack.txt $(COLAB)/bin/python -m pytest \
 	  tests/test_colab.py tests/test_app.py tests/test_notebooks.py \
 	  --deselect tests/test_app.py::test_click_through_every_stage
 

@@ -17,9 +17,8 @@ GUARDED = [ROOT / "data", ROOT / "notebooks" / "downloads",
 
 
 #: the longest test files first (`make test` hands whole files to two workers as they free up;
-#: the longest last would leave one worker idle at the end). Their times: the README's Tests.
-LONGEST_FIRST = ("test_learning.py", "test_browser.py", "test_readme.py", "test_app.py",
-                 "test_faces.py")
+#: the longest last would leave one worker idle at the end). Their times: docs/tests.md.
+LONGEST_FIRST = ("test_browser.py", "test_readme.py", "test_app.py", "test_faces.py")
 
 
 def pytest_collection_modifyitems(config, items):

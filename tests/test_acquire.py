@@ -160,7 +160,9 @@ def test_survives_injected_faults_and_never_logs_the_address(release, tmp_path, 
     srv.faults[names[1]] = {"cut": 1}
     srv.faults[names[2]] = {"badlen": 1}
     srv.faults[names[3]] = {"slow": 0.02}
+    # dflab's own logger too: `dflab.cli.main` sets it to INFO in a process that ran it
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="dflab")
     log = LogCallback()
     out = tmp_path / "ffpp"
     rep = fetch_all(srv, splits_dir, out, callbacks=[log])

@@ -1,9 +1,11 @@
-"""The README's shell examples run as written, in order, on a small demo set; then the fused
-bundle they make, copied alone to another folder, scores videos and face crops from a fresh
-clone of the repository (another path, no ../shared)."""
+"""The README's shell examples and those of the stage pages its stage table links (docs/*.md, in
+the table's order) run as written, in order, on a small demo set; then the fused bundle they
+make, copied alone to another folder, scores videos and face crops from a fresh clone of the
+repository (another path, no ../shared)."""
 
 import csv
 import json
+import logging
 import os
 import re
 import shutil
@@ -35,8 +37,23 @@ def readme_commands(text: str) -> list[str]:
     return cmds
 
 
+def stage_pages() -> list[Path]:
+    """README.md, then the pages its "## Stages" table links, in the table's order."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("\n## Stages", 1)[1].split("\n## ", 1)[0].split("\n\n|", 1)[1]
+    table = table.split("\n\n", 1)[0]
+    links = re.findall(r"\]\((docs/[\w.-]+\.md)\)", table)
+    return [ROOT / "README.md"] + [ROOT / link for link in dict.fromkeys(links)]
+
+
+def documented_commands() -> list[str]:
+    return [c for page in stage_pages() for c in readme_commands(page.read_text())]
+
+
 def test_readme_blocks_are_found():
-    cmds = readme_commands((ROOT / "README.md").read_text())
+    pages = stage_pages()
+    assert len(pages) >= 10 and all(p.is_file() for p in pages), pages
+    cmds = documented_commands()
     assert any(c.startswith("dflab predict") and "--faces" in c for c in cmds)
     assert not any("download" in c.split()[:2] for c in cmds)  # network lines are skipped
 
@@ -65,6 +82,10 @@ def _run(cmd: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
     argv = shlex.split(cmd, comments=True)[1:]
     out, err = io.StringIO(), io.StringIO()
     saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    # main() configures logging as a console script does (a root handler on the stderr of the
+    # moment, dflab's level): put it back, so later tests in this process see pytest's set-up
+    root, ours = logging.getLogger(), logging.getLogger("dflab")
+    saved_log = (root.handlers[:], root.level, ours.level)
     try:
         os.environ.clear()
         os.environ.update(env)
@@ -78,6 +99,9 @@ def _run(cmd: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
         os.chdir(saved_cwd)
         os.environ.clear()
         os.environ.update(saved_env)
+        root.handlers[:], _, _ = saved_log
+        root.setLevel(saved_log[1])
+        ours.setLevel(saved_log[2])
     return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
@@ -92,7 +116,7 @@ def test_readme_examples_run_as_written(tmp_path):
     out = _run("dflab demo-data --out data/demo --videos 30 --seconds 1", work, env)
     assert out.returncode == 0, out.stderr
     seconds = []  # each command's time, printed slowest first (pytest -rP shows it)
-    for cmd in readme_commands((ROOT / "README.md").read_text()):
+    for cmd in documented_commands():
         # one epoch of a tiny model, and three refinement steps: the suite checks learning, and
         # the refinement's front, elsewhere (tests/test_learning.py, tests/test_refine.py); the
         # settings go before the line's comment, or the shell would read them as part of it

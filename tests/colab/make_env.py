@@ -78,9 +78,9 @@ def main() -> int:
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, check=True,
                           capture_output=True, text=True).stdout.strip()
     ns["install_dflab"](str(ROOT), head, where=str(venv / "src" / "dflab"))
-    # the test runner, its per-test timeout and its two workers, at uv.lock's versions
+    # the test runner and its per-test timeout, at uv.lock's versions
     subprocess.run([uv, "pip", "install", "-q", "--python", sys.executable, "pytest",
-                    "pytest-timeout", "pytest-xdist"], check=True)
+                    "pytest-timeout"], check=True)
     after = installed()
     moved = {name: (before.get(name), after.get(name)) for name in stack()
              if before.get(name) != after.get(name)}
