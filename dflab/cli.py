@@ -467,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: exit codes (also in the README): 0 done; 1 done, but some items failed (listed); 2 bad input
+#: exit codes (also in docs/errors.md): 0 done; 1 done, but some items failed (listed); 2 bad input
 #: or an anticipated error (one line says what and what to do); 3 an unexpected error (one line,
 #: the traceback in a log file); 130 interrupted (finished work is kept)
 EXIT_OK, EXIT_ITEMS_FAILED, EXIT_BAD_INPUT, EXIT_UNEXPECTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130

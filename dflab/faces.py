@@ -4,7 +4,7 @@ Registered detectors (``dflab detectors``):
 
 - ``haar``: OpenCV's Haar cascades (frontal, then profile), shipped inside the opencv-python 4.x
   wheel: the offline default that works straight after install with no download. It is the weakest
-  of the three: frontal faces only, boxes loosely fitted, no landmarks; see the README for its
+  of the three: frontal faces only, boxes loosely fitted, no landmarks; see docs/preprocessing.md for its
   measured coverage.
 - ``yunet``: OpenCV ``cv2.FaceDetectorYN`` with a YuNet ONNX file (config path, the cache, or a
   download from OpenCV's model zoo checked against its SHA-256). Box, five landmarks, score.
@@ -422,7 +422,7 @@ class YoloDetector(FaceDetector):
         if not weights:
             raise ValueError("detector 'yolo' needs a face weights file or URL in "
                              "preprocess.detector_weights (train one with `dflab faces finetune`, "
-                             "or see the README for a public WIDER FACE model)")
+                             "or see docs/preprocessing.md for a public WIDER FACE model)")
         YOLO = _yolo_class()
         weights = str(fetch_weights_file(weights, sha256, cache_dir))
         self.weights = weights

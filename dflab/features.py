@@ -568,22 +568,6 @@ def noise_residual(img: np.ndarray) -> np.ndarray:
     return img.astype(np.float64) - cv2.medianBlur(img, 3).astype(np.float64)
 
 
-def _skew_kurt(x: np.ndarray) -> tuple[float, float]:
-    s = x.std()
-    if s < 1e-9:
-        return 0.0, 0.0
-    z = (x - x.mean()) / s
-    z2 = z * z
-    return float(np.dot(z2, z) / z.size), float(np.dot(z2, z2) / z.size - 3.0)
-
-
-def _corr(a: np.ndarray, b: np.ndarray) -> float:
-    sa, sb = a.std(), b.std()
-    if sa < 1e-9 or sb < 1e-9:
-        return 0.0
-    return float(((a - a.mean()) * (b - b.mean())).mean() / (sa * sb))
-
-
 @_family("noise", {
     "noise_var_r": "variance of the noise residual, red channel",
     "noise_var_g": "variance of the noise residual, green channel",

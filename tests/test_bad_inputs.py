@@ -1,5 +1,5 @@
 """The bad-input corpus: every case gets its one-line error or its defined behaviour, the batch
-goes on, and finished work is never lost (the README's table lists the same cases; archives with
+goes on, and finished work is never lost (docs/errors.md lists the same cases; archives with
 escaping or link members, and kill -9 during a download, are in test_acquire.py)."""
 
 import json
