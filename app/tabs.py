@@ -512,12 +512,12 @@ class ForensicsTab:
         import numpy as np
 
         from dflab.datasets import load_index
-        from dflab.features import _gray, azimuthal_profile
+        from dflab.features import to_gray, azimuthal_profile
 
         if self._real_cache[0] != self.processed:
             df = load_index(self.processed)
             real = df[df["label"] == "real"]["crop_abspath"].head(20)
-            profs = [azimuthal_profile(_gray(cv2.imread(p))) for p in real]
+            profs = [azimuthal_profile(to_gray(cv2.imread(p))) for p in real]
             self._real_cache = (self.processed, np.mean(profs, axis=0) if profs else None)
         return self._real_cache[1]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from dflab.demo import _source_photo
-from dflab.features import _gray, block_dct, extract_features, extract_many, feature_names
+from dflab.features import to_gray, block_dct, extract_features, extract_many, feature_names
 
 FFPP_C23_CROPS = 500_000  # 5,000 videos (1,000 real, 4 methods) x ~100 crops at every 5th frame
 
@@ -52,7 +52,7 @@ def main() -> None:
 
     photo = _source_photo()
     crop = photo[40:296, 100:356]  # uint8 (256, 256, 3) BGR
-    gray = _gray(crop)
+    gray = to_gray(crop)
     blocks = (gray - 128.0).reshape(32, 8, 32, 8).transpose(0, 2, 1, 3)
     runs = {"features": lambda: extract_features(crop),
             "floor": lambda: (np.fft.fft2(gray), dctn(blocks, axes=(2, 3), norm="ortho")),

@@ -221,7 +221,7 @@ class ForensicScorer:
         est, names, thr = load_forensic(run)
         with tempfile.TemporaryDirectory() as td:
             return cls.load(save_forensic(Path(td) / FORENSIC_FILE, est, None, names,
-                                          {"forensic": thr}, _crop_size(run)))
+                                          {"forensic": thr}, crop_size_of(run)))
 
     def scores(self, X: np.ndarray) -> dict[str, np.ndarray]:
         X = np.asarray(X, float)
@@ -296,7 +296,7 @@ def _portable_preprocess(recorded: dict[str, Any], overrides: dict[str, Any],
     return pp, changed, weights
 
 
-def _sibling(path: str, near: Path) -> Path:
+def sibling_run(path: str, near: Path) -> Path:
     """A run folder recorded by absolute path, or the folder of that name beside ``near`` (a
     runs folder copied to another machine)."""
     p = Path(path)
@@ -325,8 +325,8 @@ def load_bundle(model: str | Path, overrides: dict[str, Any] | None = None,
         from .fuse import Fuser
 
         fuser, meta = Fuser.load(model)
-        vrun = _sibling(meta["visual_run"], model)
-        frun = _sibling(meta["forensic_run"], model)
+        vrun = sibling_run(meta["visual_run"], model)
+        frun = sibling_run(meta["forensic_run"], model)
         vfile = next((p for p in (model / "model.onnx", vrun / "model.onnx",
                                   vrun / "checkpoints" / meta.get("checkpoint", "best.pt"))
                       if p.is_file()), None)
@@ -342,7 +342,7 @@ def load_bundle(model: str | Path, overrides: dict[str, Any] | None = None,
             from .sync import load_sync
 
             sync = load_sync(model if (model / "sync.pt").is_file()
-                             else _sibling(meta["sync_run"], model))
+                             else sibling_run(meta["sync_run"], model))
             fuser_sync = Fuser.from_dict(meta["fuser_sync"])
             thr = float(meta.get("fused_threshold", thr))
     elif (model / FORENSIC_FILE).is_file() or (model / "forensic_mlp.pt").is_file():
@@ -374,6 +374,6 @@ def _run_config(run: Path, section: str) -> dict[str, Any]:
     return (yaml.safe_load(path.read_text()) or {}).get(section) or {}
 
 
-def _crop_size(run: Path) -> int:
+def crop_size_of(run: Path) -> int:
     """features.crop_size the run's forensic features were computed with."""
     return int(_run_config(run, "features").get("crop_size", 0))

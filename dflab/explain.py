@@ -107,7 +107,7 @@ def explain_files(inputs: Sequence[str | Path], checkpoint: str | Path, out: str
     import torch
 
     from .bundle import load_bundle
-    from .predict import _face_crops, _read_crop, expand_inputs
+    from .predict import face_crops, read_crop, expand_inputs
     from .train import load_model
 
     files = expand_inputs(inputs, faces)
@@ -131,9 +131,9 @@ def explain_files(inputs: Sequence[str | Path], checkpoint: str | Path, out: str
     for k, path in enumerate(files):
         em.check()
         if faces:
-            crops, idx = [_read_crop(path)], [0]
+            crops, idx = [read_crop(path)], [0]
         else:
-            frames, crops, _, _, _ = _face_crops(path, pp, detector)
+            frames, crops, _, _, _ = face_crops(path, pp, detector)
             crops, idx = crops[:max_frames], [r["frame_index"] for r in frames[:max_frames]]
             if not crops:
                 log.warning("explain %s: no face found in any sampled frame", path)

@@ -62,7 +62,8 @@ def as_bgr8(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def _gray(img: np.ndarray) -> np.ndarray:
+def to_gray(img: np.ndarray) -> np.ndarray:
+    """float64 (H, W) luminance of a ``uint8 (H, W, 3) BGR`` image, as every gray feature uses."""
     import cv2
 
     return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float64)
@@ -80,7 +81,7 @@ class _Crop:
     @property
     def gray(self) -> np.ndarray:
         if self._gray is None:
-            self._gray = _gray(self.bgr)
+            self._gray = to_gray(self.bgr)
         return self._gray
 
     @property

@@ -366,10 +366,10 @@ def image_explorer(img: np.ndarray, real_profile: np.ndarray | None = None) -> d
     histogram. ``img``: uint8 (H, W, 3) BGR."""
     import plotly.graph_objects as go
 
-    from .features import _gray, as_bgr8, azimuthal_profile, block_dct, log_spectrum, noise_residual
+    from .features import to_gray, as_bgr8, azimuthal_profile, block_dct, log_spectrum, noise_residual
 
     img = as_bgr8(img)
-    gray = _gray(img)
+    gray = to_gray(img)
     figs: dict[str, Any] = {}
     figs["spectrum"] = go.Figure(go.Heatmap(z=log_spectrum(gray), colorscale="Viridis"))
     figs["spectrum"].update_layout(title="log |FFT|", yaxis={"scaleanchor": "x"})

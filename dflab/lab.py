@@ -420,11 +420,11 @@ class Lab:
         em.progress(0, 1, "model", "exporting")
         fuse = (run / "fuser.json").is_file()
         if fuse:
-            from .bundle import _sibling
+            from .bundle import sibling_run
             from .runs import read_json
 
             meta = read_json(run / "fuser.json")
-            vrun, frun = _sibling(meta["visual_run"], run), _sibling(meta["forensic_run"], run)
+            vrun, frun = sibling_run(meta["visual_run"], run), sibling_run(meta["forensic_run"], run)
             rep = export_onnx(vrun, out or run / "model.onnx", self.cfg.export,
                               meta.get("checkpoint", checkpoint))
             if (frun / FORENSIC_FILE).is_file():
@@ -432,14 +432,14 @@ class Lab:
             else:  # a forensic run from before the numpy form
                 from .forensic import load_forensic
 
-                from .bundle import _crop_size
+                from .bundle import crop_size_of
 
                 est, names, thr = load_forensic(frun)
                 save_forensic(run / FORENSIC_FILE, est, None, names, {"forensic": thr},
-                              _crop_size(frun))
+                              crop_size_of(frun))
             ForensicScorer.load(run)  # it reads back
             if meta.get("fuser_sync"):  # the sync model too: the folder alone predicts
-                shutil.copy2(_sibling(meta["sync_run"], run) / "sync.pt", run / "sync.pt")
+                shutil.copy2(sibling_run(meta["sync_run"], run) / "sync.pt", run / "sync.pt")
         else:
             rep = export_onnx(run, out, self.cfg.export, checkpoint)
         q = None
@@ -498,11 +498,11 @@ class Lab:
 
         run = Path(run)
         if (run / "fuser.json").is_file():
-            from .bundle import _sibling
+            from .bundle import sibling_run
             from .runs import read_json
 
             meta = read_json(run / "fuser.json")
-            run, checkpoint = _sibling(meta["visual_run"], run), meta.get("checkpoint",
+            run, checkpoint = sibling_run(meta["visual_run"], run), meta.get("checkpoint",
                                                                           checkpoint)
         ckpt = run / "checkpoints" / checkpoint
         if not ckpt.is_file():

@@ -70,7 +70,7 @@ def _jpeg(crop_bgr: np.ndarray, quality: int) -> np.ndarray:
     return cv2.imdecode(buf, cv2.IMREAD_COLOR)
 
 
-def _face_crops(path: Path, pp: PreprocessConfig, detector: Any
+def face_crops(path: Path, pp: PreprocessConfig, detector: Any
                 ) -> tuple[list[dict], list[np.ndarray], int, list[int], str]:
     """Sample frames of an image or video and crop the primary face as preprocessing does:
     (rows with frame_index/timestamp/box/face_score, crops ``uint8 (H, W, 3) BGR`` after the
@@ -78,13 +78,13 @@ def _face_crops(path: Path, pp: PreprocessConfig, detector: Any
     is cut off)."""
     from .faces import cut_primary, primary_face
     from .landmarks import shared_landmarker
-    from .preprocess import _truncation, sample_frames
+    from .preprocess import truncation_note, sample_frames
 
     info, fps, sampled = sample_frames(path, pp.every_nth, pp.num_frames)
     frames = [(i, f) for i, f in sampled if f is not None]
     if not frames:
         raise ValueError(f"'{path}' gave no decodable frames (not a video or image, or damaged)")
-    truncated = _truncation(info, [{"frame_index": i} for i, _ in frames], pp)
+    truncated = truncation_note(info, [{"frame_index": i} for i, _ in frames], pp)
     if truncated:
         log.warning("%s: %s", path, truncated)
     # landmarks only where the crop depends on them (aligned crops, as preprocessing made them)
@@ -106,7 +106,9 @@ def _face_crops(path: Path, pp: PreprocessConfig, detector: Any
     return rows, crops, len(frames), missing, truncated
 
 
-def _read_crop(path: Path) -> np.ndarray:
+def read_crop(path: Path) -> np.ndarray:
+    """A face crop given as an image file (``--faces``): ``uint8 (H, W, 3) BGR``; a clear error
+    when it is not a readable image."""
     import cv2
 
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -198,9 +200,9 @@ def _predict_one(bundle: Bundle, path: Path, detector: Any, faces: bool, aggrega
 
     if faces:
         rows = [{"frame_index": 0, "timestamp": 0.0, "box": None, "face_score": None}]
-        crops, n_sampled, missing, truncated = [_read_crop(path)], 1, [], ""
+        crops, n_sampled, missing, truncated = [read_crop(path)], 1, [], ""
     else:
-        rows, crops, n_sampled, missing, truncated = _face_crops(path, bundle.preprocess,
+        rows, crops, n_sampled, missing, truncated = face_crops(path, bundle.preprocess,
                                                                  detector)
     kind = "face" if faces else "image" if path.suffix.lower() in IMAGE_EXTS else "video"
     result: dict[str, Any] = {

@@ -129,7 +129,7 @@ def sample_frames(path: str | Path, every_nth: int, num_frames: int
     return vinfo.to_dict(), vinfo.fps, iter_frames(path, sample_indices(n, 0, num_frames))
 
 
-def _truncation(info: dict[str, Any], records: list[dict], cfg: PreprocessConfig) -> str:
+def truncation_note(info: dict[str, Any], records: list[dict], cfg: PreprocessConfig) -> str:
     """"" when the frames decoded reach the end the container claims; else a sentence saying
     where decoding stopped (a cut-off file whose header still claims the full length)."""
     claimed = int(info.get("frame_count", 0))
@@ -256,7 +256,7 @@ def process_video(rec: VideoRecord, out: str | Path, cfg: PreprocessConfig, det_
         audio = _audio(rec.path, part, records, cfg)
 
     with_face = sum(1 for r in records if r["primary"])
-    truncated = _truncation(info, records, cfg)
+    truncated = truncation_note(info, records, cfg)
     if truncated:
         log.warning("%s: %s", rec.path, truncated)
     with_points = sum(1 for r in records if r["primary"] and "landmarks68" in r["primary"])
