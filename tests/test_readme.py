@@ -85,7 +85,7 @@ def _run(cmd: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
     # main() configures logging as a console script does (a root handler on the stderr of the
     # moment, dflab's level): put it back, so later tests in this process see pytest's set-up
     root, ours = logging.getLogger(), logging.getLogger("dflab")
-    saved_log = (root.handlers[:], root.level, ours.level)
+    handlers, root_level, our_level = root.handlers[:], root.level, ours.level
     try:
         os.environ.clear()
         os.environ.update(env)
@@ -99,9 +99,9 @@ def _run(cmd: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
         os.chdir(saved_cwd)
         os.environ.clear()
         os.environ.update(saved_env)
-        root.handlers[:], _, _ = saved_log
-        root.setLevel(saved_log[1])
-        ours.setLevel(saved_log[2])
+        root.handlers[:] = handlers
+        root.setLevel(root_level)
+        ours.setLevel(our_level)
     return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
