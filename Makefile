@@ -53,7 +53,8 @@ lab: $(VENV)/.installed $(DATA)/demo/labels.csv
 # the demo's learning test (its `dflab demo` runs torch on two threads: beside another worker it
 # took over 1,200 s instead of about 460); then the rest on two pytest-xdist workers, each given
 # whole files, the longest first (tests/conftest.py): one process kept 1.38 of the 2 cores busy
-# on average (CPU time over wall time, 59.2 over 42.8 min, in a fresh-clone .ci/run)
+# on average (CPU time over wall time, 59.2 over 42.8 min, in a fresh-clone .ci/run). Each worker
+# runs torch and BLAS on its share of the cores (tests/conftest.py).
 XDIST := -n 2 --dist loadfile --no-loadscope-reorder
 test: $(VENV)/.installed
 	$(PY) -m pytest tests/test_learning.py $(PYTEST_ARGS)

@@ -15,6 +15,7 @@ import ipywidgets as W
 
 from dflab.config import LabConfig
 from dflab.environment import in_colab, mount_drive
+from dflab.jobs import warm_up
 from dflab.lab import Lab
 
 from .jobs import JobPanel
@@ -227,6 +228,7 @@ class Dashboard:
             panel.on_end.append(lambda _state: self.job_ended())
             panel.data_root = lambda: self.paths["data_root"]
         self.reattach()
+        warm_up()  # the jobs' fork server imports torch now, so the first click starts at once
         if watch:  # a preheated Voila kernel builds the page before the job it must show starts
             threading.Thread(target=self._watch_jobs, daemon=True,
                              name="dflab-watch-jobs").start()

@@ -4,7 +4,10 @@
 2. ``dflab --help``;
 3. ``dflab predict FRAME --model model.onnx`` (an exported model: onnxruntime, no torch);
 4. ``dflab predict FRAME --model checkpoints/best.pt`` (the same model through torch);
-5. ``dflab predict FOLDER --model model.onnx`` over N images, per input.
+5. ``dflab predict FOLDER --model model.onnx`` over N images, per input;
+6. a dashboard job with nothing to do (``demo_data`` on a finished set), from ``start_job`` to
+   its end: spawned as a fresh ``python -m dflab.jobs`` (``DFLAB_JOBS_FORK=0``) against forked
+   from the warm fork server (:mod:`dflab.jobs`).
 
 Each command runs ``--repeats`` times, interleaved; min / median / max are printed. The model is
 a small one trained for one epoch on a few demo clips in a temporary folder (what is timed is
@@ -49,6 +52,30 @@ def _time(cmd: list[str]) -> float:
     return took
 
 
+def _job_times(tmp: Path, repeats: int) -> dict[str, list[float]]:
+    """Seconds from start_job to the end of a job with nothing to do, spawned and forked,
+    interleaved (the fork server warmed up by one untimed job first)."""
+    import os
+
+    from dflab import Lab
+    from dflab.jobs import start_job
+
+    lab = Lab("cpu", data_root=tmp)
+    start_job(lab, "demo_data", name="warm", n_videos=30, seconds=1.0).wait(600)
+    times: dict[str, list[float]] = {"job, spawned": [], "job, forked": []}
+    for k in range(repeats):
+        for name, fork in (("job, spawned", "0"), ("job, forked", "1")):
+            os.environ["DFLAB_JOBS_FORK"] = fork
+            t0 = time.perf_counter()
+            state = start_job(lab, "demo_data", name=f"{fork}-{k}", n_videos=30,
+                              seconds=1.0).wait(600, poll=0.02)
+            times[name].append(time.perf_counter() - t0)
+            if state != "done":
+                raise SystemExit(f"the {name} job ended {state}")
+    os.environ.pop("DFLAB_JOBS_FORK")
+    return times
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeats", type=int, default=3)
@@ -82,6 +109,11 @@ def main() -> None:
         print(f"ratio dflab --help / python -c pass: {med[names[1]] / med[names[0]]:.2f}")
         print(f"batch of {n}: {med[names[4]] / n:.3f} s per image; ratio per-image batch / single "
               f"run: {med[names[4]] / n / med[names[2]]:.3f}")
+        jobs = _job_times(tmp, args.repeats)
+        for name, t in jobs.items():
+            print(f"{name:<26} {min(t):7.2f} {statistics.median(t):7.2f} {max(t):7.2f}")
+        print(f"ratio job spawned / forked from the fork server: "
+              f"{statistics.median(jobs['job, spawned']) / statistics.median(jobs['job, forked']):.1f}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

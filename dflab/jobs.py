@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import pickle
+import queue
 import signal
 import subprocess
 import sys
@@ -41,7 +43,7 @@ from . import events as ev
 from .runs import read_json, write_json
 
 __all__ = ["Job", "JobBusy", "start_job", "list_jobs", "job_folder", "run_job",
-           "DETACHED_METHODS"]
+           "DETACHED_METHODS", "warm_up"]
 
 # Lab methods a detached job may call, and the run kind whose folder holds the job (or None:
 # the job gets a folder under <data root>/jobs)
@@ -50,6 +52,7 @@ DETACHED_METHODS: dict[str, str | None] = {
     "train_forensic": "forensic", "fuse": "fuse", "evaluate": None, "sync_train": "sync",
     "sync_extract": None, "protocol": None, "robustness": None, "fetch_and_preprocess": None,
 }  # (not FF++'s download: its arguments hold the private server address, kept off the disk)
+log = logging.getLogger(__name__)
 TERMINAL = ("done", "failed", "cancelled", "killed")
 PROGRESS_INTERVAL_S = 0.25  # Progress events are written at most this often (others always)
 
@@ -265,20 +268,219 @@ def start_job(lab: Any, method: str, name: str = "", folder: str | Path = "",
         with (out / "events.jsonl").open("a", encoding="utf-8") as fh:
             fh.write(json.dumps({"type": "JobStart", "method": method, "time": time.time()})
                      + "\n")
-        logf = (out / "job.log").open("ab")
-        proc = subprocess.Popen([sys.executable, "-m", "dflab.jobs", str(out)],
-                                stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=os.getcwd())
-        logf.close()
-        os.write(fd, str(proc.pid).encode())
+        pid = _launch(out)
+        os.write(fd, str(pid).encode())
     except BaseException:
         (out / "job.lock").unlink(missing_ok=True)
         raise
     finally:
         os.close(fd)
+    return Job(out)
+
+
+def _spawn(folder: Path) -> int:
+    """A fresh ``python -m dflab.jobs <folder>`` in its own session; returns its pid."""
+    with (folder / "job.log").open("ab") as logf:
+        proc = subprocess.Popen([sys.executable, "-m", "dflab.jobs", str(folder)],
+                                stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=os.getcwd())
     # reap the child when it ends, so it never lingers as a zombie of this process
     threading.Thread(target=proc.wait, daemon=True, name=f"dflab-reap-{proc.pid}").start()
-    return Job(out)
+    return proc.pid
+
+
+def _launch(folder: Path) -> int:
+    """Start the job process for ``folder``: forked from the fork server where there is one
+    (Linux, ``DFLAB_JOBS_FORK`` not 0), else spawned fresh. Returns its pid."""
+    if _FORK_SERVER.usable():
+        try:
+            return _FORK_SERVER.fork(folder)
+        except (OSError, RuntimeError, ValueError) as exc:
+            log.warning("the job fork server failed (%s); starting the job in a fresh process",
+                        exc)
+    return _spawn(folder)
+
+
+# The fork server --------------------------------------------------------------------------------
+# A fresh job process spends most of its first seconds importing torch, timm, OpenCV and the lab
+# (about 7 s of CPU on 2 cores, every click in the dashboard). The fork server imports them once,
+# then forks one child per job: the child is the job process, in its own session, with the
+# launcher's working folder and environment, and outlives the server, the kernel and the page as
+# a spawned one does. The server itself ends when its launcher does (its stdin closes).
+# Written by hand: multiprocessing's forkserver preloads modules too, but its children belong to
+# the launching process (joined or terminated when it exits), which a detached job must not be.
+
+FORK_PRELOAD = ("torch", "timm", "cv2", "pandas", "sklearn.metrics", "dflab.lab", "dflab.train",
+                "dflab.preprocess", "dflab.features", "dflab.forensic", "dflab.evaluate")
+
+
+def _source_stamp() -> float:
+    """The newest modification time of dflab's own modules: a server older than the code it
+    imported is restarted, so a job never runs code that has changed since."""
+    here = Path(__file__).parent
+    return max((p.stat().st_mtime for p in here.rglob("*.py")), default=0.0)
+
+
+class _ForkServer:
+    """The launcher's side: starts the server on first use, sends it one request per job."""
+
+    READY_S = 60.0  # wait this long for the server's imports, else spawn this one job fresh
+    REPLY_S = 30.0
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.ready = False
+        self.stamp = 0.0
+        self.lock = threading.Lock()
+
+    def usable(self) -> bool:
+        return (sys.platform.startswith("linux") and hasattr(os, "fork")
+                and os.environ.get("DFLAB_JOBS_FORK", "1") != "0")
+
+    def _start(self) -> None:
+        self.stop()
+        self.stamp = _source_stamp()
+        self.proc = subprocess.Popen([sys.executable, "-m", "dflab.jobs", "--fork-server"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, start_new_session=True,
+                                     text=True, bufsize=1)
+        self.lines, self.ready = queue.Queue(), False
+        proc, lines = self.proc, self.lines
+
+        def read() -> None:  # its replies, and EOF ("") when it ends; then reap it
+            for line in proc.stdout:
+                lines.put(line.strip())
+            lines.put("")
+            proc.wait()
+
+        threading.Thread(target=read, daemon=True, name="dflab-fork-server").start()
+
+    def _reply(self, timeout: float) -> str | None:
+        """The server's next line; "" when it has ended, None when it says nothing in time."""
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def warm_up(self) -> None:
+        """Start the server now (its imports take seconds), so the first job starts at once."""
+        if not self.usable():
+            return
+        with self.lock:
+            if self.proc is None or self.proc.poll() is not None:
+                self._start()
+
+    def fork(self, folder: Path) -> int:
+        """Fork the job process of ``folder``; raises RuntimeError when the server cannot (the
+        caller then spawns a fresh one)."""
+        with self.lock:
+            for _ in range(2):  # a server that died or went stale is started again once
+                if self.proc is None or self.proc.poll() is not None or \
+                        _source_stamp() != self.stamp:
+                    self._start()
+                if not self.ready:
+                    line = self._reply(self.READY_S)
+                    if line is None:  # still importing (a cold disk): this job goes without
+                        raise RuntimeError(f"the fork server was not ready within "
+                                           f"{self.READY_S:.0f} s")
+                    self.ready = line == "ready"
+                if self.ready:
+                    request = {"folder": str(folder), "cwd": os.getcwd(),
+                               "env": dict(os.environ)}
+                    try:
+                        self.proc.stdin.write(json.dumps(request) + "\n")
+                        self.proc.stdin.flush()
+                        reply = self._reply(self.REPLY_S)
+                    except (BrokenPipeError, ValueError):
+                        reply = ""
+                    if reply and reply.isdigit():
+                        return int(reply)
+                self.stop(kill=True)
+            raise RuntimeError(f"no reply from the fork server for '{folder}'")
+
+    def stop(self, kill: bool = False) -> None:
+        """Close the server's stdin (it ends; running jobs go on), or kill a stuck one."""
+        if self.proc is not None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            if kill and self.proc.poll() is None:
+                self.proc.kill()
+            self.proc = None
+
+
+_FORK_SERVER = _ForkServer()
+warm_up = _FORK_SERVER.warm_up
+
+
+def _fork_server_main() -> int:
+    """The server: import what jobs use, then fork a job per request line on stdin until stdin
+    closes. Replies with each child's pid. It starts no thread of its own, so each fork copies a
+    process with nothing half done."""
+    import importlib
+
+    for name in FORK_PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # an optional part not installed: the job imports what it needs
+            pass
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps finished jobs
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    for line in sys.stdin:
+        request = json.loads(line)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            _forked_job(request)  # never returns
+        sys.stdout.write(f"{pid}\n")
+        sys.stdout.flush()
+    return 0
+
+
+def _forked_job(request: dict) -> None:
+    """In the forked child: become the job process as a spawned one would be, run, exit."""
+    import atexit
+
+    rc = 1
+    try:
+        os.setsid()
+        for sig in (signal.SIGCHLD, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)
+        folder = Path(request["folder"])
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        null = os.open(os.devnull, os.O_RDONLY)
+        logfd = os.open(folder / "job.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(null, 0)
+        os.dup2(logfd, 1)
+        os.dup2(logfd, 2)
+        os.close(null)
+        os.close(logfd)
+        sys.stdin = open(os.devnull)
+        threads = os.environ.get("OMP_NUM_THREADS", "")
+        if threads.isdigit() and int(threads) > 0 and "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(int(threads))  # read at import in a fresh one
+        import random
+
+        random.seed()  # a fresh process's own seeds, not the server's state
+        if "numpy" in sys.modules:
+            sys.modules["numpy"].random.seed()
+        rc = run_job(folder)
+    except BaseException:  # noqa: BLE001 - the job's own errors are recorded by run_job
+        traceback.print_exc()
+    finally:
+        try:
+            atexit._run_exitfuncs()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(rc)
 
 
 def list_jobs(data_root: str | Path, runs_root: str | Path | None = None,
@@ -372,4 +574,4 @@ def run_job(folder: str | Path) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_job(sys.argv[1]))
+    sys.exit(_fork_server_main() if sys.argv[1:] == ["--fork-server"] else run_job(sys.argv[1]))

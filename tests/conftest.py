@@ -10,6 +10,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("DFLAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
 FIXTURES = Path(__file__).parent / "fixtures"
 
+# Under pytest-xdist each worker, and every process it starts, gets its share of the cores for
+# torch's and BLAS's threads (set before either is imported). Left at one thread per core, two
+# workers ran four OpenMP threads on two cores and their spin-waits doubled the time of training:
+# a model that fits in 35 s alone took 94 s beside a second such process, 48-49 s with one thread
+# each (test_explain's patch model, 2026-12-03).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    _SHARE = str(max(1, len(os.sched_getaffinity(0)) // _WORKERS))
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[_name] = _SHARE
+
 #: what the suite must leave as it found it: the checkout's data and download folders and the
 #: user's dflab cache (tests write only in their temporary folders)
 GUARDED = [ROOT / "data", ROOT / "notebooks" / "downloads",

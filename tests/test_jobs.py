@@ -4,6 +4,7 @@ a lock, followed, cancelled and re-attached from another process; a killed job's
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +15,8 @@ from dflab.jobs import Job, JobBusy, job_folder, list_jobs, start_job
 from dflab.lab import Lab
 from dflab.runs import run_state
 
-# each test starts a process that imports torch (10-25 s on 2 cores)
+# each test starts a process that imports torch, the first through the jobs' fork server
+# (10-25 s on 2 cores)
 pytestmark = pytest.mark.slow
 
 
@@ -74,6 +76,13 @@ def test_cancel_stops_the_job_and_a_killed_job_leaves_a_stale_lock(lab, tmp_path
     job = start_job(lab, "demo_data", name="k", n_videos=40, seconds=1.0)
     wait_for(lambda: job.state != "starting", 60, "the job to start")
     pid = job.status()["pid"]
+    # forked from the fork server (which imported torch once), yet a process of its own: its own
+    # session, the launcher's working folder; the server ends with the launcher, the job not
+    from dflab.jobs import _FORK_SERVER
+
+    server = _FORK_SERVER.proc.pid
+    assert _parent(pid) == server
+    assert os.getsid(pid) == pid and os.readlink(f"/proc/{pid}/cwd") == os.getcwd()
     os.kill(pid, signal.SIGKILL)
     deadline = time.time() + 30
     while job.state != "killed" and time.time() < deadline:
@@ -105,3 +114,25 @@ def test_a_training_job_lives_in_its_run_folder_and_the_runs_list_shows_its_stat
     assert job.result().best_epoch == 1
     with pytest.raises(ValueError, match="cannot run as a detached job"):
         start_job(lab, "export", run=str(job.folder))
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_the_fork_server_restarts_when_dflab_changed_and_can_be_switched_off(lab, monkeypatch):
+    from dflab import jobs
+
+    first = start_job(lab, "demo_data", name="a", n_videos=6, seconds=0.5)
+    server = jobs._FORK_SERVER.proc.pid
+    assert first.wait(300) == "done"
+    # a source file newer than the server's imports: a new server, so the job runs today's code
+    monkeypatch.setattr(jobs, "_source_stamp", lambda: jobs._FORK_SERVER.stamp + 1)
+    second = start_job(lab, "demo_data", name="b", n_videos=6, seconds=0.5)
+    assert jobs._FORK_SERVER.proc.pid != server
+    assert _parent(int((second.folder / "job.lock").read_text())) == jobs._FORK_SERVER.proc.pid
+    assert second.wait(300) == "done"
+    monkeypatch.setenv("DFLAB_JOBS_FORK", "0")  # off: a fresh process, the launcher's child
+    third = start_job(lab, "demo_data", name="c", n_videos=6, seconds=0.5)
+    assert _parent(int((third.folder / "job.lock").read_text())) == os.getpid()
+    assert third.wait(300) == "done"
