@@ -5,9 +5,9 @@
 3. ``dflab predict FRAME --model model.onnx`` (an exported model: onnxruntime, no torch);
 4. ``dflab predict FRAME --model checkpoints/best.pt`` (the same model through torch);
 5. ``dflab predict FOLDER --model model.onnx`` over N images, per input;
-6. a dashboard job with nothing to do (``demo_data`` on a finished set), from ``start_job`` to
-   its end: spawned as a fresh ``python -m dflab.jobs`` (``DFLAB_JOBS_FORK=0``) against forked
-   from the warm fork server (:mod:`dflab.jobs`).
+6. dashboard jobs from ``start_job`` to their end, one with nothing to do and the evaluation of
+   the small model: spawned as a fresh ``python -m dflab.jobs`` (``DFLAB_JOBS_FORK=0``) against
+   forked from the warm fork server (:mod:`dflab.jobs`).
 
 Each command runs ``--repeats`` times, interleaved; min / median / max are printed. The model is
 a small one trained for one epoch on a few demo clips in a temporary folder (what is timed is
@@ -52,9 +52,11 @@ def _time(cmd: list[str]) -> float:
     return took
 
 
-def _job_times(tmp: Path, repeats: int) -> dict[str, list[float]]:
-    """Seconds from start_job to the end of a job with nothing to do, spawned and forked,
-    interleaved (the fork server warmed up by one untimed job first)."""
+def _job_times(tmp: Path, run: Path, repeats: int) -> dict[str, list[float]]:
+    """Seconds from start_job to the end of two dashboard jobs, each spawned fresh and forked
+    from the fork server, interleaved (the server warmed up by one untimed job first): one with
+    nothing to do (``demo_data`` on the finished set: no torch) and the evaluation of the small
+    model (torch, timm, the model and its test crops)."""
     import os
 
     from dflab import Lab
@@ -62,16 +64,19 @@ def _job_times(tmp: Path, repeats: int) -> dict[str, list[float]]:
 
     lab = Lab("cpu", data_root=tmp)
     start_job(lab, "demo_data", name="warm", n_videos=30, seconds=1.0).wait(600)
-    times: dict[str, list[float]] = {"job, spawned": [], "job, forked": []}
+    calls = {"no work": ("demo_data", {"n_videos": 30, "seconds": 1.0}),
+             "evaluate": ("evaluate", {"run": str(run)})}
+    times: dict[str, list[float]] = {f"job {c}, {how}": [] for c in calls
+                                     for how in ("spawned", "forked")}
     for k in range(repeats):
-        for name, fork in (("job, spawned", "0"), ("job, forked", "1")):
-            os.environ["DFLAB_JOBS_FORK"] = fork
-            t0 = time.perf_counter()
-            state = start_job(lab, "demo_data", name=f"{fork}-{k}", n_videos=30,
-                              seconds=1.0).wait(600, poll=0.02)
-            times[name].append(time.perf_counter() - t0)
-            if state != "done":
-                raise SystemExit(f"the {name} job ended {state}")
+        for call, (method, kwargs) in calls.items():
+            for how, fork in (("spawned", "0"), ("forked", "1")):
+                os.environ["DFLAB_JOBS_FORK"] = fork
+                t0 = time.perf_counter()
+                state = start_job(lab, method, name=f"{how}-{k}", **kwargs).wait(600, poll=0.02)
+                times[f"job {call}, {how}"].append(time.perf_counter() - t0)
+                if state != "done":
+                    raise SystemExit(f"the {method} job ({how}) ended {state}")
     os.environ.pop("DFLAB_JOBS_FORK")
     return times
 
@@ -109,11 +114,13 @@ def main() -> None:
         print(f"ratio dflab --help / python -c pass: {med[names[1]] / med[names[0]]:.2f}")
         print(f"batch of {n}: {med[names[4]] / n:.3f} s per image; ratio per-image batch / single "
               f"run: {med[names[4]] / n / med[names[2]]:.3f}")
-        jobs = _job_times(tmp, args.repeats)
-        for name, t in jobs.items():
+        jt = _job_times(tmp, run, args.repeats)
+        jobs = {k: statistics.median(v) for k, v in jt.items()}
+        for name, t in jt.items():
             print(f"{name:<26} {min(t):7.2f} {statistics.median(t):7.2f} {max(t):7.2f}")
-        print(f"ratio job spawned / forked from the fork server: "
-              f"{statistics.median(jobs['job, spawned']) / statistics.median(jobs['job, forked']):.1f}")
+        for call in ("no work", "evaluate"):
+            print(f"ratio job {call}, spawned / forked from the fork server: "
+                  f"{jobs[f'job {call}, spawned'] / jobs[f'job {call}, forked']:.1f}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
