@@ -417,8 +417,8 @@ warm_up = _FORK_SERVER.warm_up
 
 def _fork_server_main() -> int:
     """The server: import what jobs use, then fork a job per request line on stdin until stdin
-    closes. Replies with each child's pid. It starts no thread of its own, so each fork copies a
-    process with nothing half done."""
+    closes. Replies with each child's pid. It starts no thread of its own; the imported libraries'
+    idle pools (OpenBLAS, OpenCV) are forked as PyTorch's DataLoader workers fork them."""
     import importlib
 
     for name in FORK_PRELOAD:
@@ -426,7 +426,7 @@ def _fork_server_main() -> int:
             importlib.import_module(name)
         except ImportError:  # an optional part not installed: the job imports what it needs
             pass
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps finished jobs
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the OS reaps finished jobs
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.stdout.write("ready\n")
     sys.stdout.flush()
