@@ -117,7 +117,7 @@ def main() -> None:
         jt = _job_times(tmp, run, args.repeats)
         jobs = {k: statistics.median(v) for k, v in jt.items()}
         for name, t in jt.items():
-            print(f"{name:<26} {min(t):7.2f} {statistics.median(t):7.2f} {max(t):7.2f}")
+            print(f"{name:<26} {min(t):7.2f} {jobs[name]:7.2f} {max(t):7.2f}")
         for call in ("no work", "evaluate"):
             print(f"ratio job {call}, spawned / forked from the fork server: "
                   f"{jobs[f'job {call}, spawned'] / jobs[f'job {call}, forked']:.1f}")
