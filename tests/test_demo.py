@@ -106,3 +106,24 @@ def test_the_leak_check_catches_a_planted_leak(demo_set, tmp_path):
     planted = leak_check(leaky / "labels.csv")
     assert max(planted.values()) > 0.9, planted  # the file size gives the label away
     assert max(clean.values()) < max(planted.values()), (clean, planted)
+
+
+@pytest.mark.parametrize("idx", [0, 3])  # a face shot from either side
+def test_neural_textures_filtered_on_the_face_box_only_equals_the_whole_frame(idx):
+    """The NeuralTextures frame filters only the face's box (a speed-up); the frame must equal
+    the whole-frame recipe it replaced, byte for byte, so the demo set stays the same set."""
+    from dflab.demo import FRAME_SIZE, _affine, _face_mask, _graded, _Identity, _render, \
+        _sensor_noise, _source_photo
+
+    ident = _Identity.make(idx, 0)
+    graded = _graded(_source_photo(), ident)
+    for t in (0.0, 0.45, 1.3):
+        got = _render(graded, ident, "NeuralTextures", None, t, np.random.default_rng(7))
+        M = _affine(ident, t)
+        frame = cv2.warpAffine(graded, M, (FRAME_SIZE, FRAME_SIZE), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REFLECT)
+        frame = _sensor_noise(frame, ident.noise, np.random.default_rng(7))
+        clean = cv2.bilateralFilter(cv2.bilateralFilter(frame, 9, 40, 5), 9, 30, 5)
+        mask = _face_mask(M, ident.mirror, feather=8)
+        want = np.clip(frame * (1 - mask) + clean * mask + 0.5, 0, 255).astype(np.uint8)
+        assert np.array_equal(got, want), (idx, t, np.abs(got.astype(int) - want).max())
