@@ -44,9 +44,11 @@ VOILA_FLAGS := --preheat_kernel=True --pool_size=1 \
   --MappingKernelManager.cull_idle_timeout=$(CULL_S) --MappingKernelManager.cull_interval=30 \
   '--VoilaConfiguration.file_allowlist=["downloads/.*"]'
 
+# on loopback (open it through an SSH tunnel); HOST=0.0.0.0 (or any other address) only with a
+# token in DFLAB_LAB_TOKEN, which the page then asks for (app/serve.py refuses to start without)
+HOST ?= 127.0.0.1
 lab: $(VENV)/.installed $(DATA)/demo/labels.csv
-	$(VENV)/bin/voila notebooks/dashboard.ipynb --no-browser --port=$(PORT) \
-	  --Voila.ip=127.0.0.1 --Voila.port_retries=0 $(VOILA_FLAGS)
+	$(PY) -m app.serve notebooks/dashboard.ipynb --ip=$(HOST) --port=$(PORT) $(VOILA_FLAGS)
 
 # the whole suite, then the dashboard's tests again on Colab's kernel stack (the in-process
 # click-through is left to its run inside a kernel there, tests/test_colab.py). First, alone,

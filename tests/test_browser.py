@@ -271,6 +271,31 @@ def test_a_reload_mid_training_keeps_the_run_and_leaks_no_kernel(browser, tmp_pa
     assert "Traceback" not in log, log[-3000:]
 
 
+def test_a_served_lab_with_a_token_refuses_a_page_without_it(browser, tmp_path):
+    """`make lab` with DFLAB_LAB_TOKEN set: a browser without the token gets Jupyter's login
+    page, never the dashboard; with ``?token=`` it gets the dashboard."""
+    import secrets
+
+    token = secrets.token_urlsafe(16)
+    proc, port = serve_voila(tmp_path / "data", token=token)
+    try:
+        page = browser.new_page()
+        page.set_default_timeout(240_000)
+        page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
+        assert "/login" in page.url, page.url
+        page.locator("input[type=password]").first.wait_for()  # it asks for the token
+        assert page.get_by_text("dflab · deepfake detection lab").count() == 0
+        refused = page.request.get(f"http://127.0.0.1:{port}/?token=wrong{token}",
+                                   max_redirects=0)
+        assert refused.status in (302, 403) and "/login" in refused.headers.get("location", "/login")
+        page.goto(f"http://127.0.0.1:{port}/?token={token}", wait_until="domcontentloaded")
+        page.get_by_text("dflab · deepfake detection lab", exact=True).wait_for()
+    finally:
+        log = stop_voila(proc)
+    assert token not in " ".join(proc.args), "the token must not be on the command line"
+    assert "Traceback" not in log, log[-3000:]
+
+
 def test_colab_plot_fallback_draws_where_host_scripts_do_not_run(browser):
     """The HTML fallback that Colab gets: inserted with innerHTML (scripts in it never run, as
     in a widget output that does not execute them), the iframe still draws the plot. The CDN is

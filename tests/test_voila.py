@@ -45,32 +45,32 @@ def voila_flags(cull_s: int = 300) -> list[str]:
             for f in flags]
 
 
-def start_voila(port: int, data_root: Path, cull_s: int = 300) -> subprocess.Popen:
+def start_voila(port: int, data_root: Path, cull_s: int = 300, token: str = ""
+                ) -> subprocess.Popen:
     """`make lab`'s Voila on ``port`` over a copy of the notebook beside ``data_root`` (so the
-    Export tab's download links land there, not in the checkout's notebooks/downloads)."""
+    Export tab's download links land there, not in the checkout's notebooks/downloads), behind
+    ``token`` when one is given."""
     import shutil
 
-    voila = Path(sys.executable).parent / "voila"
     served = Path(data_root).parent / "notebooks"
     served.mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "notebooks" / "dashboard.ipynb", served / "dashboard.ipynb")
-    env = {**os.environ, "DFLAB_DATA": str(data_root),
+    env = {**os.environ, "DFLAB_DATA": str(data_root), "DFLAB_LAB_TOKEN": token,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     return subprocess.Popen(
-        [str(voila), str(served / "dashboard.ipynb"), "--no-browser",
-         f"--port={port}", "--Voila.ip=127.0.0.1", "--Voila.port_retries=0",
-         *voila_flags(cull_s)],
+        [sys.executable, "-m", "app.serve", str(served / "dashboard.ipynb"), "--ip=127.0.0.1",
+         f"--port={port}", *voila_flags(cull_s)],
         cwd=served, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True)
 
 
-def serve_voila(data_root: Path, cull_s: int = 300, tries: int = 5
+def serve_voila(data_root: Path, cull_s: int = 300, tries: int = 5, token: str = ""
                 ) -> tuple[subprocess.Popen, int]:
     """(Voila, its port), listening: a free port is only free until someone takes it, so a
     Voila that exits before listening is started again on another one."""
     for _ in range(tries):
         port = free_port()
-        proc = start_voila(port, data_root, cull_s)
+        proc = start_voila(port, data_root, cull_s, token)
         try:
             wait_port(port, proc)
             return proc, port
@@ -111,3 +111,36 @@ def test_voila_serves_the_dashboard(tmp_path):
     finally:
         log = stop_voila(proc)
     assert "Traceback" not in log, log[-3000:]
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "", "192.168.1.20", "::", "gpu-box.lan"])
+def test_serving_beyond_loopback_without_a_token_is_refused(host):
+    from app.serve import voila_argv
+
+    with pytest.raises(SystemExit) as err:
+        voila_argv("dashboard.ipynb", host, 8866, "", [])
+    msg = str(err.value)
+    assert msg.startswith("dflab lab: error:") and "\n" not in msg and "DFLAB_LAB_TOKEN" in msg
+    assert "--Voila.token=t0k" in voila_argv("dashboard.ipynb", host, 8866, "t0k", [])
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
+def test_loopback_serves_without_a_token_and_uses_one_when_given(host):
+    from app.serve import voila_argv
+
+    argv = voila_argv("dashboard.ipynb", host, 8866, "", ["--pool_size=1"])
+    assert f"--Voila.ip={host}" in argv and "--pool_size=1" in argv
+    assert not any(a.startswith("--Voila.token") for a in argv)
+    assert "--Voila.token=t0k" in voila_argv("dashboard.ipynb", host, 8866, "t0k", [])
+
+
+def test_make_lab_on_every_interface_without_a_token_stops_before_serving(tmp_path):
+    """`make lab HOST=0.0.0.0` runs exactly this: it exits at once with the one-line refusal and
+    never listens."""
+    env = {k: v for k, v in os.environ.items() if k != "DFLAB_LAB_TOKEN"}
+    out = subprocess.run([sys.executable, "-m", "app.serve", str(ROOT / "notebooks" /
+                          "dashboard.ipynb"), "--ip=0.0.0.0", f"--port={free_port()}"],
+                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+    assert out.returncode != 0
+    assert out.stderr.strip().startswith("dflab lab: error: serving on 0.0.0.0"), out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Voil" not in out.stderr + out.stdout
