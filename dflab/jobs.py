@@ -12,7 +12,10 @@ A job lives in a folder (a training run's own run folder, else ``<data root>/job
   process id, start and end times, a one-line summary or the error;
 - ``job.lock``: held while the job runs (its process id): one job per folder at a time. A lock
   whose process is gone is stale and the next start replaces it; the state then reads ``killed``;
-- ``result.pkl``: the call's return value; ``job.log``: the process's own output (tracebacks).
+- ``result.json``: the call's return value (a :mod:`dflab.results` dataclass, as tagged JSON:
+  reading it builds nothing but those dataclasses, paths, tuples and plain values, unlike a
+  pickle, which could run code planted in the data folder); ``job.log``: the process's own
+  output (tracebacks).
 
 Cancelling writes a ``cancel`` file (or send the process SIGTERM): the job stops at its next
 check with its finished work kept, as a cancel token does in-process.
@@ -28,7 +31,6 @@ import dataclasses
 import json
 import logging
 import os
-import pickle
 import queue
 import signal
 import subprocess
@@ -203,13 +205,70 @@ class Job:
         return self.state
 
     def result(self) -> Any:
-        """The ``Lab`` call's return value once the job is done (it was pickled by the job's
-        own process from this same code)."""
-        path = self.folder / "result.pkl"
+        """The ``Lab`` call's return value once the job is done (``result.json``, see
+        :func:`result_from_json`)."""
+        path = self.folder / "result.json"
         if self.state != "done" or not path.exists():
             raise RuntimeError(f"job '{self.folder}' has no result (state {self.state})")
-        with path.open("rb") as fh:
-            return pickle.load(fh)
+        return result_from_json(path)
+
+
+# A result as tagged JSON. Written by hand: pickle would run code, and a plain JSON dump loses
+# the dataclass, Path and tuple types the dashboard reads back.
+def _tagged(value: Any) -> Any:
+    from . import results
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        if getattr(results, type(value).__name__, None) is not type(value):
+            raise TypeError(f"{type(value).__name__} is not a dflab.results class")
+        return {"__result__": type(value).__name__,
+                **{f.name: _tagged(getattr(value, f.name)) for f in dataclasses.fields(value)}}
+    if isinstance(value, Path):
+        return {"__path__": str(value)}
+    if isinstance(value, tuple):
+        return {"__tuple__": [_tagged(v) for v in value]}
+    if isinstance(value, list):
+        return [_tagged(v) for v in value]
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            raise TypeError(f"a result's dict keys must be text: {list(value)[:5]}")
+        return {k: _tagged(v) for k, v in value.items()}
+    if hasattr(value, "item") and hasattr(value, "dtype"):  # a NumPy scalar or array
+        return value.tolist()
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    raise TypeError(f"a result holds a {type(value).__name__}, which result.json cannot keep")
+
+
+def _untagged(obj: dict) -> Any:
+    from . import results
+
+    if "__path__" in obj:
+        return Path(obj["__path__"])
+    if "__tuple__" in obj:
+        return tuple(obj["__tuple__"])
+    if "__result__" in obj:
+        fields = {k: v for k, v in obj.items() if k != "__result__"}
+        cls = getattr(results, str(obj["__result__"]), None)
+        if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+            raise ValueError(f"unknown result type {obj['__result__']!r}")
+        return cls(**fields)
+    return obj
+
+
+def result_to_json(result: Any, path: Path) -> None:
+    """Write ``result`` to ``path`` atomically (a ``.part`` file, then a rename)."""
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps(_tagged(result)), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def result_from_json(path: Path) -> Any:
+    """The result written by :func:`result_to_json`; a damaged file is a ValueError naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"), object_hook=_untagged)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"job result '{path}' is damaged ({exc}); run the job again") from None
 
 
 def _take_lock(folder: Path) -> int:
@@ -260,7 +319,7 @@ def start_job(lab: Any, method: str, name: str = "", folder: str | Path = "",
         write_json(out / "job.json", {"method": method, "kwargs": kwargs,
                                       "data_root": str(lab.paths["data_root"]),
                                       "created": time.time()})
-        (out / "result.pkl").unlink(missing_ok=True)
+        (out / "result.json").unlink(missing_ok=True)
         write_json(out / "status.json", {"state": "starting", "pid": 0, "method": method,
                                          "started": time.time()})
         # the marker before the spawn: from now on current_offset() is where this job's own
@@ -553,9 +612,7 @@ def run_job(folder: str | Path) -> int:
         # a Progress line at once, so a watcher sees the job alive before the first counted unit
         log(ev.Progress(spec["method"], 0, 0, "step", "starting"))
         result = getattr(lab, spec["method"])(callbacks=[log], cancel=token, **spec["kwargs"])
-        with (folder / "result.pkl.part").open("wb") as fh:
-            pickle.dump(result, fh)
-        os.replace(folder / "result.pkl.part", folder / "result.pkl")
+        result_to_json(result, folder / "result.json")
         status.update(state="done", summary=str(result))
     except ev.Cancelled as exc:
         status.update(state="cancelled", message=str(exc))
