@@ -188,7 +188,9 @@ class ForensicClassifier:
     def load(cls, path: Path) -> tuple["ForensicClassifier", list[str]]:
         from sklearn.preprocessing import StandardScaler
 
-        ck = torch.load(path, weights_only=True)
+        from .torch_files import load_torch_file
+
+        ck = load_torch_file(path, "forensic model", "train it again with `dflab train-forensic`")
         est = cls(tuple(ck["hidden"]), ck["dropout"])
         est.model_ = ForensicMLP(len(ck["names"]), ck["hidden"], ck["dropout"])
         est.model_.load_state_dict(ck["model"])

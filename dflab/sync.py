@@ -589,7 +589,9 @@ def load_sync(run: str | Path) -> SyncModel:
     if not path.is_file():
         raise FileNotFoundError(f"'{run}' is not a sync run (no sync.pt); train one with "
                                 f"`dflab sync train`")
-    ck = torch.load(path, map_location="cpu", weights_only=True)
+    from .torch_files import load_torch_file
+
+    ck = load_torch_file(path, "sync model", "train it again with `dflab sync train`")
     net = SyncNet(ck["frames"], ck["embed"])
     net.load_state_dict(ck["state"])
     return SyncModel(net.eval(), int(ck["max_offset"]), int(ck["frames"]),

@@ -55,34 +55,11 @@ def save_checkpoint(state: dict, path: Path) -> None:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """A dflab checkpoint, loaded with ``weights_only=True``: a file whose unpickling would run
     code is refused, never run. Every failure is a ValueError that says which file and why."""
-    import pickle
-    import zipfile
+    from .torch_files import load_torch_file
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint '{path}' does not exist")
-    size = path.stat().st_size
-    if size == 0:
-        raise ValueError(f"checkpoint '{path}' is empty (0 bytes): an interrupted copy or "
-                         f"download; copy it again, or use another checkpoint of that run")
-    with path.open("rb") as fh:
-        head = fh.read(8)
-    if not head.startswith(b"PK\x03\x04") and head[:1] != b"\x80":
-        what = "an ONNX model (load it as .onnx)" if b"\x08" in head[:2] and path.suffix != ".onnx" \
-            else "not a torch checkpoint"
-        raise ValueError(f"'{path}' is {what}; give a dflab checkpoint (runs/train-*/checkpoints/"
-                         f"best.pt) or an exported .onnx file")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise ValueError(f"'{path}' was refused: loading it would run code or build objects "
-                         f"that a dflab checkpoint never holds ({str(exc).splitlines()[-1][:160]}). "
-                         f"dflab loads only plain tensors and settings; use a checkpoint written "
-                         f"by `dflab train`") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"checkpoint '{path}' ({size} bytes) is truncated or damaged "
-                         f"({type(exc).__name__}); copy it again, or use another checkpoint of "
-                         f"that run (last.pt, best.pt, epoch_*.pt)") from None
+    ckpt = load_torch_file(path, "checkpoint", "dflab loads only plain tensors and settings: use "
+                           "a checkpoint written by `dflab train` (copy it again, or take "
+                           "another of that run: last.pt, best.pt, epoch_*.pt)", map_location)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise ValueError(f"'{path}' is a torch file but not a dflab checkpoint (no model and "
                          f"config); give one written by `dflab train`")

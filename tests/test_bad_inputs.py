@@ -416,3 +416,35 @@ def test_predict_a_folder_of_bad_inputs_lists_each_and_goes_on(corpus, tmp_path,
     assert rows["faststart_cut.mp4"]["truncated"].startswith("truncated: frames decode up to")
     assert rows["vidéo ñ 1.mp4"]["verdict"] in ("real", "fake")
     assert f"{len(files) - 1} inputs:" in out and "ERROR" in out
+
+
+@pytest.mark.parametrize("loader", ["forensic", "sync"])
+def test_forensic_and_sync_model_files_that_run_code_or_are_cut_are_one_line_errors(
+        tmp_path, loader):
+    """The forensic MLP's and the sync model's files go through the same guarded reader as the
+    visual checkpoints: a pickle that would run code is refused without running, a cut file is
+    named, each in one line."""
+    import torch
+
+    from dflab.forensic import ForensicClassifier
+    from dflab.sync import load_sync
+
+    run = tmp_path / "run"
+    run.mkdir()
+    path = run / ("mlp.pt" if loader == "forensic" else "sync.pt")
+    load = (lambda: ForensicClassifier.load(path)) if loader == "forensic" else \
+        (lambda: load_sync(run))
+    sentinel = tmp_path / "code-ran"
+    torch.save({"state": _RunsCode(str(sentinel))}, path)
+    with pytest.raises(ValueError) as err:
+        load()
+    msg = str(err.value)
+    # (Path.touch pickles as a call of builtins.getattr: the first thing it asks for)
+    assert "was refused" in msg and "(it asks for getattr)" in msg and str(path) in msg \
+        and "\n" not in msg and "weights_only" not in msg, msg
+    assert not sentinel.exists()
+    torch.save({"state": {"w": torch.zeros(1000)}}, path)
+    path.write_bytes(path.read_bytes()[:1500])
+    with pytest.raises(ValueError, match="is truncated or damaged") as err:
+        load()
+    assert ("train-forensic" if loader == "forensic" else "sync train") in str(err.value)
