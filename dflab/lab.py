@@ -17,6 +17,7 @@ picks (recorded resolved, so prediction crops exactly as training did), the mode
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -261,6 +262,7 @@ class Lab:
         """Videos -> face crops, frames, per-frame JSON, audio features, index and statistics.
         ``records``: videos already listed (else the source's, see :meth:`list_videos`).
         A folder made with other settings is refused unless ``force`` (re-process them all)."""
+        from .locks import shards_overlap, writing
         from .preprocess import build_index, parse_shard, preprocess_videos
         from .stats import dataset_stats
 
@@ -278,9 +280,11 @@ class Lab:
             if records is None:
                 records = self.list_videos(source, root, labels, splits_dir)
             missing = sum(1 for r in records if not r.exists)
-            rep = preprocess_videos(records, out, pp, parse_shard(shard),
-                                    cache_dir=str(self.paths["cache"]), callbacks=callbacks,
-                                    cancel=cancel, force=force, cluster=self.cfg.env.cluster)
+            i, n = parse_shard(shard)
+            with writing(out, "preprocessing", f"shard-{i}-of-{n}", shards_overlap):
+                rep = preprocess_videos(records, out, pp, (i, n),
+                                        cache_dir=str(self.paths["cache"]), callbacks=callbacks,
+                                        cancel=cancel, force=force, cluster=self.cfg.env.cluster)
         return PreprocessResult(out, source, rep["videos"], rep["processed"],
                                 rep["skipped_finished"], rep["failed"], rep["frames"],
                                 rep["coverage"], pp.detector, dict(rep["errors"]),
@@ -322,13 +326,18 @@ class Lab:
     def train(self, processed: str | Path = "", name: str = "", resume: bool = False,
               callbacks: Callbacks = None, cancel: CancelToken | None = None) -> TrainResult:
         """Train the visual detector (resumable: ``resume=True`` with the run's ``name``)."""
+        from .locks import writing
         from .runs import read_json
         from .train import train
 
         if resume and not name:
             raise ValueError("resume needs the name of the run to continue (--name)")
-        run = train(self.cfg, self.processed_dir(processed), self.paths["runs"], name, resume,
-                    callbacks=callbacks, cancel=cancel)
+        # a named run has one writer (under torchrun, rank 0 holds it for every rank)
+        lock = writing(self.paths["runs"] / f"train-{name}", "training", "train") \
+            if name and os.environ.get("RANK", "0") == "0" else contextlib.nullcontext()
+        with lock:
+            run = train(self.cfg, self.processed_dir(processed), self.paths["runs"], name,
+                        resume, callbacks=callbacks, cancel=cancel)
         s = read_json(run / "train_summary.json")
         return TrainResult(run, s["best_epoch"], s["best_val_loss"], s["last_epoch"],
                            s["stopped_early"], s["seconds"])
@@ -563,10 +572,14 @@ class Lab:
         from .features import feature_names
         from .forensic import compute_features
 
+        from .locks import writing
+
         self._check_cluster()
         names = names or self.feature_subset()
-        path = compute_features(self.processed_dir(processed), self.cfg, callbacks=callbacks,
-                                cancel=cancel, names=names)
+        folder = self.processed_dir(processed)
+        with writing(folder, "forensic features", "features"):
+            path = compute_features(folder, self.cfg, callbacks=callbacks, cancel=cancel,
+                                    names=names)
         return FeaturesResult(Path(path), tuple(names or feature_names()))
 
     def refine_features(self, run: str | Path, name: str = "refined", direction: str = "forward",
@@ -686,11 +699,14 @@ class Lab:
                      cancel: CancelToken | None = None) -> SyncExtractResult:
         """Sync windows (mouth crops + MFCC, ``sync.npz``) for every finished video with audio
         of a processed folder (``preprocess.sync_frames``, 5 when it is 0); resumable."""
+        from .locks import shards_overlap, writing
         from .sync import extract_sync
 
         processed = self.processed_dir(processed)
-        return SyncExtractResult(processed, extract_sync(processed, self._sync_settings(),
-                                                         callbacks=callbacks, cancel=cancel))
+        # the windows live beside the crops that preprocessing writes: one writer of either
+        with writing(processed, "sync windows", "shard-0-of-1", shards_overlap):
+            return SyncExtractResult(processed, extract_sync(
+                processed, self._sync_settings(), callbacks=callbacks, cancel=cancel))
 
     def sync_train(self, processed: str | Path = "", name: str = "", callbacks: Callbacks = None,
                    cancel: CancelToken | None = None) -> SyncTrainResult:
