@@ -9,6 +9,8 @@ down learning: the CPU preset turns them off.
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,8 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
+
+log = logging.getLogger(__name__)
 
 __all__ = ["load_index", "faceless_frames", "CropDataset", "build_transforms", "select_split", "cache_crops",
            "only_methods", "read_crop_rgb"]
@@ -121,14 +125,44 @@ def cache_crops(paths: list[str], size: int, folder: str | Path, threads: int = 
         st = os.stat(p)
         h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     out = Path(folder) / f"crops_{size}px_{len(paths)}_{h.hexdigest()[:16]}.npy"
-    if out.is_file():
+    shape = (len(paths), size, size, 3)
+    if out.is_file() and _cache_intact(out, shape):
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".part")
-    _fill(np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
-                                    shape=(len(paths), size, size, 3)), paths, size, threads)
+    _fill(np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape), paths, size,
+          threads)
+    digest = _digest(tmp)
     os.replace(tmp, out)
+    # the check file last: a cache without it (a crash between the two) is built again
+    Path(f"{out}.json").write_text(json.dumps({"shape": list(shape), "bytes": out.stat().st_size,
+                                               "blake2b": digest}))
     return out
+
+
+def _digest(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _cache_intact(path: Path, shape: tuple[int, ...]) -> bool:
+    """Whether the crop cache ``path`` is whole: its check file (``<path>.json``: shape, size
+    and BLAKE2b of the file) matches. A cache cut short, damaged in place or left without its
+    check file is logged and built again, never read as images."""
+    try:
+        want = json.loads(Path(f"{path}.json").read_text())
+        ok = (tuple(want["shape"]) == shape and want["bytes"] == path.stat().st_size
+              and want["blake2b"] == _digest(path))
+    except (OSError, ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        log.warning("crop cache '%s' is cut short, damaged or unchecked; building it again", path)
+    return ok
 
 
 def _fill(arr: np.ndarray, paths: list[str], size: int, threads: int) -> None:

@@ -798,7 +798,44 @@ def _key(path: str, crop_size: int, names: list[str] | None = None,
 
 
 def _cached(cache: Path, key: str) -> Path:
-    return cache / key[:2] / (key + ".npy")
+    return cache / key[:2] / (key + ".vec")
+
+
+# A cached vector's file: magic, length and CRC-32 of the float64 values, then the values. Written
+# by hand: .npy carries a shape but no checksum, so a file cut or damaged in place (a crash, a
+# bad copy) would be read back as features.
+_VEC_MAGIC = b"DFLV1\0\0\0"
+
+
+def _save_vector(path: Path, v: np.ndarray) -> None:
+    import zlib
+
+    data = np.ascontiguousarray(v, dtype="<f8").tobytes()
+    head = _VEC_MAGIC + len(v).to_bytes(4, "little") + zlib.crc32(data).to_bytes(4, "little")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_bytes(head + data)
+    os.replace(tmp, path)
+
+
+def _load_vector(path: Path, length: int | None = None) -> np.ndarray | None:
+    """The vector in ``path``; None when it is missing, or (logged, then removed so that it is
+    computed again) cut short, damaged or of another length than ``length``."""
+    import zlib
+
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    n = int.from_bytes(raw[8:12], "little") if len(raw) >= 16 else -1
+    data = raw[16:]
+    if raw[:8] != _VEC_MAGIC or len(data) != 8 * n or (length is not None and n != length) \
+            or zlib.crc32(data) != int.from_bytes(raw[12:16], "little"):
+        log.warning("features cache: '%s' is cut short or damaged (%d bytes); computing that "
+                    "crop again", path, len(raw))
+        path.unlink(missing_ok=True)
+        return None
+    return np.frombuffer(data, dtype="<f8").astype(np.float64)
 
 
 def extract_many(paths: list[str], cache_dir: str | Path | None = None, crop_size: int = 0,
@@ -829,14 +866,16 @@ def extract_many(paths: list[str], cache_dir: str | Path | None = None, crop_siz
     cache = Path(cache_dir) if cache_dir else None
     for i, p in enumerate(paths):
         if cache is not None:
-            f = _cached(cache, _key(p, crop_size, names, backend))
-            if f.exists():
-                X[i] = np.load(f)
+            v = _load_vector(_cached(cache, _key(p, crop_size, names, backend)), X.shape[1])
+            if v is not None:
+                X[i] = v
                 continue
-            full = _cached(cache, _key(p, crop_size, None, backend)) if cols is not None else None
-            if full is not None and full.exists():
-                X[i] = np.load(full)[cols]
-                continue
+            if cols is not None:  # a subset: the crop's full vector, when cached, holds it
+                v = _load_vector(_cached(cache, _key(p, crop_size, None, backend)),
+                                 len(feature_names()))
+                if v is not None:
+                    X[i] = v[cols]
+                    continue
         todo.append(i)
     done = n - len(todo)
     if progress:
@@ -845,11 +884,7 @@ def extract_many(paths: list[str], cache_dir: str | Path | None = None, crop_siz
     def store(i: int, v: np.ndarray) -> None:
         X[i] = v
         if cache is not None:
-            f = _cached(cache, _key(paths[i], crop_size, names, backend))
-            f.parent.mkdir(parents=True, exist_ok=True)
-            tmp = f.with_name(f.name + ".part.npy")
-            np.save(tmp, v)
-            os.replace(tmp, f)
+            _save_vector(_cached(cache, _key(paths[i], crop_size, names, backend)), v)
 
     if backend == "torch" and todo:
         _torch_many(paths, todo, crop_size, cols, batch_size, device, store, check,

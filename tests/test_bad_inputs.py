@@ -340,7 +340,7 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path, demo_set, capsy
 
     assert cli(capsys, "features", "--processed", str(ref), *common)[0] == EXIT_OK
     fcmd = [sys.executable, "-m", "dflab.cli", "features", "--processed", str(killed), *common]
-    _run_killed(fcmd, lambda: _count(killed / "features_cache", ".npy") >= 40)
+    _run_killed(fcmd, lambda: _count(killed / "features_cache", ".vec") >= 40)
     assert cli(capsys, "features", "--processed", str(killed), *common)[0] == EXIT_OK
     fa = pd.read_csv(ref / "features.csv").sort_values(["uid", "frame_index"])
     fb = pd.read_csv(killed / "features.csv").sort_values(["uid", "frame_index"])

@@ -35,6 +35,35 @@ def test_cached_crops_equal_decoded_crops(tmp_path):
     assert pickle.loads(pickle.dumps(cached))._arr is None  # workers open their own map
 
 
+def test_a_damaged_crop_cache_is_built_again_never_read(tmp_path, caplog):
+    """The cache's check file (shape, size, BLAKE2b) finds a cache cut short, a byte changed in
+    place, or a cache left without its check file (a crash between the two writes)."""
+    rng = np.random.default_rng(1)
+    paths = []
+    for k in range(4):
+        p = tmp_path / f"{k}.jpg"
+        cv2.imwrite(str(p), rng.integers(0, 256, (70, 60, 3), np.uint8))
+        paths.append(str(p))
+    cache = cache_crops(paths, 32, tmp_path / "cache")
+    good = cache.read_bytes()
+    changed = bytearray(good)
+    changed[-5] ^= 0xFF  # a pixel of the last crop
+    for damage in ("cut", "changed", "no check file"):
+        if damage == "cut":
+            cache.write_bytes(good[:-300])
+        elif damage == "changed":
+            cache.write_bytes(bytes(changed))
+        else:
+            cache.with_name(cache.name + ".json").unlink()
+        caplog.clear()
+        assert cache_crops(paths, 32, tmp_path / "cache") == cache
+        assert "building it again" in caplog.text and str(cache) in caplog.text, damage
+        assert cache.read_bytes() == good, damage
+    caplog.clear()
+    cache_crops(paths, 32, tmp_path / "cache")
+    assert "building it again" not in caplog.text  # whole: read as it is
+
+
 def test_select_split_caps_frames_per_video_and_keeps_every_column():
     import pandas as pd
 

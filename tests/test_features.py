@@ -111,12 +111,37 @@ def test_extract_many_caches_per_crop(tmp_path, crops):
         paths.append(str(p))
     cache = tmp_path / "cache"
     a = extract_many(paths, cache)
-    assert len(list(cache.rglob("*.npy"))) == 3
+    assert len(list(cache.rglob("*.vec"))) == 3
     seen = []
     b = extract_many(paths, cache, progress=lambda d, n: seen.append(d))
     assert np.array_equal(a, b) and seen[0] == 3  # all three from the cache
     c = extract_many(paths, None, workers=2)
     assert np.allclose(a, c)
+
+
+def test_a_damaged_features_cache_is_computed_again_never_read(tmp_path, crops, caplog):
+    """Each cached vector carries its length and a CRC-32: a file cut short, with a flipped
+    byte, of another length, or not ours is found, logged and computed again."""
+    paths = []
+    for i, c in enumerate(crops):
+        p = tmp_path / f"{i}.jpg"
+        cv2.imwrite(str(p), c)
+        paths.append(str(p))
+    cache = tmp_path / "cache"
+    a = extract_many(paths, cache)
+    files = sorted(cache.rglob("*.vec"), key=lambda f: f.stat().st_mtime_ns)
+    assert len(files) == 3
+    raw = files[0].read_bytes()
+    flipped = bytearray(raw)
+    flipped[40] ^= 0x10  # one bit of one value: still a plausible float
+    for damage in (raw[:100], bytes(flipped), raw[:16] + raw[16:] + raw[-8:], b"\x93NUMPY"):
+        files[0].write_bytes(damage)
+        caplog.clear()
+        seen = []
+        b = extract_many(paths, cache, progress=lambda d, n, seen=seen: seen.append(d))
+        assert np.array_equal(a, b) and seen[0] == 2  # two from the cache, one computed again
+        assert "cut short or damaged" in caplog.text and str(files[0]) in caplog.text
+        assert files[0].read_bytes() == raw  # and written back whole
 
 
 def test_values_equal_the_reference_implementation():
