@@ -201,12 +201,12 @@ def test_torch_backend_in_batches_and_through_extract_many(tmp_path, crops):
     want = extract_many(paths)
     got = extract_many(paths, tmp_path / "cache", backend="torch", device="cpu", batch_size=3)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
-    assert len(list((tmp_path / "cache").rglob("*.npy"))) == len(paths)
+    assert len(list((tmp_path / "cache").rglob("*.vec"))) == len(paths)
     np.testing.assert_array_equal(
         extract_many(paths, tmp_path / "cache", backend="torch", device="cpu"), got)  # cached
     numpy_cached = extract_many(paths, tmp_path / "cache")  # another backend: its own entries
     np.testing.assert_array_equal(numpy_cached, want)
-    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 2 * len(paths)
+    assert len(list((tmp_path / "cache").rglob("*.vec"))) == 2 * len(paths)
     sub = ["noise_var_r", "fft_slope", "dct_benford"]
     np.testing.assert_allclose(
         extract_many(paths, backend="torch", device="cpu", names=sub),
