@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import torch
 
 from .config import ExportConfig
 from .models import CLASS_NAMES
-from .runs import write_json
+from .runs import disk_full, free_mib, write_json
 
 log = logging.getLogger(__name__)
 
@@ -48,25 +49,36 @@ def export_onnx(run: str | Path, out: str | Path = "", cfg: ExportConfig | None 
     stray = out.with_name(out.name + ".data")  # the exporter's external weights file
     # one self-contained file unless protobuf's 2 GB limit forces the weights out
     inline = sum(p.numel() * p.element_size() for p in model.parameters()) < 1.8 * 2**30
-    torch.onnx.export(model, (example,), str(out), dynamo=True, input_names=["input"],
-                      output_names=["logits"], dynamic_shapes=dynamic, opset_version=cfg.opset,
-                      verbose=False, external_data=not inline)
-    proto = onnx.load(str(out))
-    meta = {"dflab_input_size": str(size), "dflab_mean": json.dumps(dc["mean"]),
-            "dflab_std": json.dumps(dc["std"]), "dflab_class_names": json.dumps(CLASS_NAMES),
-            "dflab_threshold": str(threshold), "dflab_backbone": ckpt["config"]["model"]["backbone"],
-            "dflab_input_layout": "float32 (N, 3, S, S) RGB, scaled to [0,1], then (x-mean)/std",
-            "dflab_epoch": str(ckpt["epoch"]),
-            "dflab_preprocess": json.dumps(bundle_preprocess(ckpt["config"]["preprocess"], out.parent))}
-    del proto.metadata_props[:]
-    for k, v in meta.items():
-        proto.metadata_props.add(key=k, value=v)
+    # written as <name>.part.onnx and renamed at the end: a crash or a full disk mid-export
+    # never leaves a half model where an earlier export was (the external weights of a model
+    # over 2 GB are written in place)
+    part = out.with_name(f"{out.stem}.part{out.suffix}")
+    try:
+        torch.onnx.export(model, (example,), str(part), dynamo=True, input_names=["input"],
+                          output_names=["logits"], dynamic_shapes=dynamic,
+                          opset_version=cfg.opset, verbose=False, external_data=not inline)
+        proto = onnx.load(str(part))
+        meta = _metadata(dc, threshold, ckpt, size, out.parent)
+        del proto.metadata_props[:]
+        for k, v in meta.items():
+            proto.metadata_props.add(key=k, value=v)
+        if inline:
+            onnx.save(proto, str(part))
+        else:
+            onnx.save(proto, str(part), save_as_external_data=True, location=stray.name)
+        onnx.checker.check_model(str(part))
+    except BaseException as exc:
+        part.unlink(missing_ok=True)
+        part.with_name(part.name + ".data").unlink(missing_ok=True)
+        if disk_full(exc, out.parent):
+            raise OSError(f"could not write '{out}': the disk is full ({free_mib(out.parent):.0f} "
+                          f"MiB free); an earlier export there is kept: free space and export "
+                          f"again") from None
+        raise
+    os.replace(part, out)
+    part.with_name(part.name + ".data").unlink(missing_ok=True)  # the exporter's own, if any
     if inline:
-        onnx.save(proto, str(out))
         stray.unlink(missing_ok=True)  # left by an earlier export of this run
-    else:
-        onnx.save(proto, str(out), save_as_external_data=True, location=stray.name)
-    onnx.checker.check_model(str(out))
 
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(parity_batch, 3, size, size, generator=g)
@@ -87,6 +99,16 @@ def export_onnx(run: str | Path, out: str | Path = "", cfg: ExportConfig | None 
         raise ValueError(f"ONNX parity failed for '{out}': max abs difference {report['max_abs_diff']:.2e} "
                          f"> export.parity_tol {cfg.parity_tol:.0e}")
     return report
+
+
+def _metadata(dc: dict, threshold: float, ckpt: dict, size: int, folder: Path) -> dict[str, str]:
+    """The ONNX file's metadata: what a reader needs to feed it and read its output."""
+    return {"dflab_input_size": str(size), "dflab_mean": json.dumps(dc["mean"]),
+            "dflab_std": json.dumps(dc["std"]), "dflab_class_names": json.dumps(CLASS_NAMES),
+            "dflab_threshold": str(threshold), "dflab_backbone": ckpt["config"]["model"]["backbone"],
+            "dflab_input_layout": "float32 (N, 3, S, S) RGB, scaled to [0,1], then (x-mean)/std",
+            "dflab_epoch": str(ckpt["epoch"]),
+            "dflab_preprocess": json.dumps(bundle_preprocess(ckpt["config"]["preprocess"], folder))}
 
 
 def bundle_preprocess(pp: dict[str, Any], run: str | Path) -> dict[str, Any]:

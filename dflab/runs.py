@@ -61,6 +61,31 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return path
 
 
+def disk_full(exc: BaseException, folder: str | Path | None = None) -> bool:
+    """Whether ``exc`` comes from a full disk (or quota): OSError ENOSPC/EDQUOT, or any OSError
+    or RuntimeError while ``folder``'s disk has under 16 MiB free. torch's C++ writer says only
+    "basic_ios::clear: iostream error" or "unexpected pos" when the disk fills (2026-12-04, a
+    full tmpfs)."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if "No space left" in str(exc):
+        return True
+    return folder is not None and isinstance(exc, (OSError, RuntimeError)) and \
+        free_mib(folder) < 16
+
+
+def free_mib(folder: str | Path) -> float:
+    """Free space on ``folder``'s disk in MiB (0 when it cannot be read)."""
+    import shutil
+
+    try:
+        return shutil.disk_usage(folder).free / 2**20
+    except OSError:
+        return 0.0
+
+
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 

@@ -48,7 +48,11 @@ def save_checkpoint(state: dict, path: Path) -> None:
     """torch.save through a temporary file and a rename: never a half-written checkpoint."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
-    torch.save(state, tmp)
+    try:
+        torch.save(state, tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed write (a full disk) leaves nothing behind
+        raise
     os.replace(tmp, path)
 
 
@@ -389,15 +393,26 @@ def _validate(model, loader, targets: np.ndarray, device, amp_dtype
 
 def _save(run: Path, state: dict, metrics: dict, improved: bool, save_every: int) -> None:
     """history.jsonl gets the epoch; last.pt always, best.pt when val improved, epoch_K.pt every
-    ``save_every`` epochs (all written atomically)."""
+    ``save_every`` epochs (all written atomically). A full disk stops the run with one line; the
+    checkpoints written before stay whole (a resume drops the history lines after them)."""
+    from .runs import disk_full, free_mib
+
     ckdir = run / "checkpoints"
-    with (run / "history.jsonl").open("a") as fh:
-        fh.write(json.dumps(metrics) + "\n")
-    save_checkpoint(state, ckdir / "last.pt")
-    if improved:
-        save_checkpoint(state, ckdir / "best.pt")
-    if metrics["epoch"] % save_every == 0:
-        save_checkpoint(state, ckdir / f"epoch_{metrics['epoch']:03d}.pt")
+    try:
+        with (run / "history.jsonl").open("a") as fh:
+            fh.write(json.dumps(metrics) + "\n")
+        save_checkpoint(state, ckdir / "last.pt")
+        if improved:
+            save_checkpoint(state, ckdir / "best.pt")
+        if metrics["epoch"] % save_every == 0:
+            save_checkpoint(state, ckdir / f"epoch_{metrics['epoch']:03d}.pt")
+    except (OSError, RuntimeError) as exc:
+        if not disk_full(exc, run):
+            raise
+        name = run.name.removeprefix("train-")
+        raise OSError(f"could not save epoch {metrics['epoch']} of '{run}': the disk is full "
+                      f"({free_mib(run):.0f} MiB free); the checkpoints written before are "
+                      f"kept: free space, then `dflab train --resume --name {name}`") from None
 
 
 def train(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: str = "",

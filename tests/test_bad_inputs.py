@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, TINY
 from dflab.cli import EXIT_BAD_INPUT, EXIT_ITEMS_FAILED, EXIT_OK, EXIT_UNEXPECTED, main
 
 
@@ -372,6 +372,68 @@ def test_full_disk_then_rerun_completes(tmp_path, demo_set, capsys):
         assert code == EXIT_OK, out + err
         assert len(list((disk / "p").glob("videos/**/meta.json"))) == 30
         assert not list((disk / "p").glob("videos/**/*.part"))
+    finally:
+        subprocess.run(["umount", str(disk)])
+
+
+def _fill(disk: Path) -> Path:
+    """A file that takes every free byte of ``disk``."""
+    filler = disk / "filler"
+    with filler.open("wb") as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 2**16)
+                fh.flush()
+        except OSError:
+            pass
+    return filler
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_full_disk_during_training_and_export_keeps_the_last_good_files(tmp_path, tiny_lab):
+    """The disk fills up in epoch 2: the run stops with one line, epoch 1's checkpoint stays
+    whole and loadable, nothing half-written is left, and a resume after freeing space finishes
+    the run. Then an export onto a full disk fails the same way and keeps the earlier model."""
+    from dflab.events import StepLoss
+    from dflab.lab import Lab
+    from dflab.train import load_checkpoint
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(disk)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        lab = Lab(None, {**TINY, "train.epochs": 3}, data_root=disk)
+        processed = tiny_lab.paths["processed"] / "demo"
+        filled = []
+
+        def fill_in_epoch_2(event):
+            if isinstance(event, StepLoss) and event.epoch == 2 and not filled:
+                filled.append(_fill(disk))
+
+        with pytest.raises(OSError) as err:
+            lab.train(processed, "full", callbacks=[fill_in_epoch_2])
+        msg = str(err.value)
+        assert "could not save epoch 2" in msg and "the disk is full" in msg and \
+            "--resume --name full" in msg and "\n" not in msg, msg
+        run = disk / "runs" / "train-full"
+        assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == 1
+        assert not list(run.rglob("*.part"))
+        filled[0].unlink()
+        res = lab.train(processed, "full", resume=True)
+        assert res.last_epoch == 3
+        epochs = [json.loads(line)["epoch"] for line in
+                  (run / "history.jsonl").read_text().splitlines()]
+        assert epochs == [1, 2, 3], epochs
+
+        model = lab.export(run).onnx
+        good = model.read_bytes()
+        filler = _fill(disk)
+        with pytest.raises(OSError, match="the disk is full .*an earlier export there is kept"):
+            lab.export(run)
+        assert model.read_bytes() == good and not list(run.glob("*.part.onnx*"))
+        filler.unlink()
     finally:
         subprocess.run(["umount", str(disk)])
 
