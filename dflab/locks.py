@@ -58,6 +58,13 @@ def _holder(lock: Path) -> dict | None:
     return info
 
 
+def _busy(folder: Path, holder: dict) -> FolderBusy:
+    since = time.strftime("%H:%M:%S", time.localtime(holder.get("since", 0)))
+    return FolderBusy(f"'{folder}' is being written by process {holder['pid']} "
+                      f"({holder.get('what', '?')}, since {since}); wait for it to end or stop it "
+                      f"(a dashboard job: `dflab jobs cancel`), or write into another folder")
+
+
 def _same(a: str, b: str) -> bool:
     return a == b
 
@@ -93,11 +100,7 @@ def writing(folder: str | Path, what: str, part: str = "all",
                 continue
             h = _holder(lock)
             if h and h.get("pid") != os.getpid():
-                raise FolderBusy(
-                    f"'{folder}' is being written by process {h['pid']} ({h.get('what', '?')}, "
-                    f"since {time.strftime('%H:%M:%S', time.localtime(h.get('since', 0)))}); "
-                    f"wait for it to end or stop it (a dashboard job: `dflab jobs cancel`), or "
-                    f"write into another folder")
+                raise _busy(folder, h)
 
     busy()
     for _ in range(2):
@@ -107,10 +110,7 @@ def writing(folder: str | Path, what: str, part: str = "all",
         except FileExistsError:
             h = _holder(mine)
             if h:
-                raise FolderBusy(
-                    f"'{folder}' is being written by process {h['pid']} ({h.get('what', '?')}); "
-                    f"wait for it to end or stop it (a dashboard job: `dflab jobs cancel`), or "
-                    f"write into another folder") from None
+                raise _busy(folder, h) from None
             mine.unlink(missing_ok=True)  # stale: its process is gone
     else:
         raise FolderBusy(f"could not take the lock '{mine}'")

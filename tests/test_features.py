@@ -103,12 +103,18 @@ def test_too_small_or_not_an_image_is_a_clear_error():
         as_bgr8(np.zeros(10))
 
 
-def test_extract_many_caches_per_crop(tmp_path, crops):
+def _crop_files(folder, crops) -> list[str]:
+    """The crops written as JPEG files in ``folder``; their paths."""
     paths = []
     for i, c in enumerate(crops):
-        p = tmp_path / f"{i}.jpg"
+        p = folder / f"{i}.jpg"
         cv2.imwrite(str(p), c)
         paths.append(str(p))
+    return paths
+
+
+def test_extract_many_caches_per_crop(tmp_path, crops):
+    paths = _crop_files(tmp_path, crops)
     cache = tmp_path / "cache"
     a = extract_many(paths, cache)
     assert len(list(cache.rglob("*.vec"))) == 3
@@ -122,11 +128,7 @@ def test_extract_many_caches_per_crop(tmp_path, crops):
 def test_a_damaged_features_cache_is_computed_again_never_read(tmp_path, crops, caplog):
     """Each cached vector carries its length and a CRC-32: a file cut short, with a flipped
     byte, of another length, or not ours is found, logged and computed again."""
-    paths = []
-    for i, c in enumerate(crops):
-        p = tmp_path / f"{i}.jpg"
-        cv2.imwrite(str(p), c)
-        paths.append(str(p))
+    paths = _crop_files(tmp_path, crops)
     cache = tmp_path / "cache"
     a = extract_many(paths, cache)
     files = sorted(cache.rglob("*.vec"), key=lambda f: f.stat().st_mtime_ns)
