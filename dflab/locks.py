@@ -86,6 +86,7 @@ def writing(folder: str | Path, what: str, part: str = "all",
     naming the other writer's pid when a live process holds an overlapping part. Re-entrant in
     one process (a stage that calls another on the same folder)."""
     folder = Path(folder)
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     mine = folder / f"{PREFIX}{part}{SUFFIX}"
     held = _holder(mine) if mine.exists() else None
@@ -122,3 +123,6 @@ def writing(folder: str | Path, what: str, part: str = "all",
         yield mine
     finally:
         mine.unlink(missing_ok=True)
+        if created:  # a writer that failed before writing anything leaves no empty folder
+            with contextlib.suppress(OSError):
+                folder.rmdir()

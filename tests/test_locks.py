@@ -73,6 +73,10 @@ def test_the_lock_is_reentrant_in_one_process_and_gone_after(tmp_path):
             pass
         assert (tmp_path / ".writer-train.lock").exists()  # still the outer call's
     assert not (tmp_path / ".writer-train.lock").exists()
+    with pytest.raises(ValueError):  # a writer that fails before writing leaves no empty folder
+        with writing(tmp_path / "runs" / "train-x", "training", "train"):
+            raise ValueError("bad settings")
+    assert not (tmp_path / "runs" / "train-x").exists()
 
 
 def test_a_recycled_pid_is_not_taken_for_the_writer(tmp_path):
