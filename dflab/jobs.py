@@ -257,10 +257,8 @@ def _untagged(obj: dict) -> Any:
 
 
 def result_to_json(result: Any, path: Path) -> None:
-    """Write ``result`` to ``path`` atomically (a ``.part`` file, then a rename)."""
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(_tagged(result)), encoding="utf-8")
-    os.replace(tmp, path)
+    """Write ``result`` to ``path`` atomically (:func:`dflab.runs.write_json`)."""
+    write_json(path, _tagged(result))
 
 
 def result_from_json(path: Path) -> Any:
