@@ -83,24 +83,39 @@ class VisualModel:
         return _softmax_fake(self._run(x))
 
 
-def _onnx_meta(props: dict[str, str], path: Path) -> dict[str, Any]:
+def parse_onnx_metadata(props: dict[str, str], path: str | Path) -> dict[str, Any]:
+    """Input size, mean, std, class names, threshold and face-crop settings from an exported
+    model's ``dflab_*`` metadata; anything missing or malformed is one line naming ``path``."""
+    from .readers import DamagedFile, reading
+
     if "dflab_input_size" not in props:
-        raise ValueError(f"'{path}' was not exported by dflab (no dflab_* metadata); export with "
-                         f"`dflab export`")
-    return {"input_size": int(props["dflab_input_size"]), "mean": json.loads(props["dflab_mean"]),
-            "std": json.loads(props["dflab_std"]), "threshold": float(props["dflab_threshold"]),
-            "preprocess": json.loads(props.get("dflab_preprocess", "{}"))}
+        raise DamagedFile(f"'{path}' was not exported by dflab (no dflab_* metadata); export "
+                          f"with `dflab export`")
+    with reading(path, "ONNX model's metadata", "export it again with `dflab export --run RUN`"):
+        meta = {"input_size": int(props["dflab_input_size"]),
+                "mean": [float(v) for v in json.loads(props["dflab_mean"])],
+                "std": [float(v) for v in json.loads(props["dflab_std"])],
+                "class_names": [str(v) for v in json.loads(props["dflab_class_names"])],
+                "threshold": float(props["dflab_threshold"]),
+                "preprocess": json.loads(props.get("dflab_preprocess", "{}"))}
+        if meta["input_size"] < 1 or len(meta["mean"]) != 3 or len(meta["std"]) != 3 or \
+                not isinstance(meta["preprocess"], dict):
+            raise ValueError(f"input size {meta['input_size']}, mean {meta['mean']}, std "
+                             f"{meta['std']}, preprocess {meta['preprocess']!r}")
+    return meta
 
 
 def _load_onnx(path: Path) -> VisualModel:
     import onnxruntime as ort
 
+    from .readers import DamagedFile
+
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
                  if p in ort.get_available_providers()]
     try:
         sess = ort.InferenceSession(str(path), providers=providers)
-        meta = _onnx_meta(dict(sess.get_modelmeta().custom_metadata_map), path)
-    except ValueError:  # a valid model that dflab did not export: its message says so
+        meta = parse_onnx_metadata(dict(sess.get_modelmeta().custom_metadata_map), path)
+    except DamagedFile:  # a valid model that dflab did not export: its message says so
         raise
     except Exception as exc:  # onnxruntime's InvalidProtobuf, Fail, ...
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
@@ -113,10 +128,15 @@ def _load_onnx(path: Path) -> VisualModel:
 
 def _run_threshold(ckpt_path: Path, ckpt: dict) -> float:
     """The threshold tuned on val when the run was evaluated, else the checkpoint's."""
+    from .readers import read_json, reading
+
     ev = ckpt_path.parent.parent / "eval_test.json"
+    redo = f"evaluate the run again (dflab evaluate --run {ckpt_path.parent.parent})"
     if ev.exists():
-        return float(json.loads(ev.read_text())["visual"]["threshold"])
-    return float(ckpt.get("metrics", {}).get("val_threshold", 0.5))
+        with reading(ev, "evaluation report", redo):
+            return float(read_json(ev, "evaluation report", redo)["visual"]["threshold"])
+    with reading(ckpt_path, "checkpoint", "use a checkpoint written by `dflab train`"):
+        return float((ckpt.get("metrics") or {}).get("val_threshold", 0.5))
 
 
 def _load_torch(path: Path, device: str) -> VisualModel:

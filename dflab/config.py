@@ -440,7 +440,10 @@ def load_config(path: str | Path | None = None,
             raise ConfigError(f"config file '{p}' does not exist; give the path of a YAML file "
                               f"or a preset name ({', '.join(list_presets())})")
         try:
-            raw = yaml.safe_load(p.read_text()) or {}
+            raw = yaml.safe_load(p.read_bytes().decode("utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file '{p}' is not UTF-8 text ({exc.reason} at byte "
+                              f"{exc.start}); save it as UTF-8 YAML") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -449,6 +452,11 @@ def load_config(path: str | Path | None = None,
                               f"line (YAML: stage: {{key: value}})") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"config file '{p}' must hold a mapping of stage: {{key: value}}")
+        try:
+            cfg = config_from_dict(raw)
+        except ConfigError as exc:  # the file's value: say which file
+            raise ConfigError(f"config file '{p}': {exc}") from None
+        return apply_overrides(cfg, overrides)
     return apply_overrides(config_from_dict(raw), overrides)
 
 

@@ -33,6 +33,11 @@ def faceless_frames(processed: str | Path, split: str = "") -> pd.DataFrame:
     return df[df["split"] == split].reset_index(drop=True) if split else df.reset_index(drop=True)
 
 
+#: the columns of index.csv every reader relies on (written by dflab.preprocess.build_index)
+INDEX_COLUMNS = ("uid", "video_id", "dataset", "method", "label", "split", "source_id",
+                 "frame_index", "has_face", "reason", "confidence", "n_faces", "crop_path")
+
+
 def load_index(processed: str | Path, faces_only: bool = True) -> pd.DataFrame:
     """The face crops of a preprocessed folder (frames without a face are not trainable;
     ``faces_only=False``: every sampled frame)."""
@@ -40,14 +45,23 @@ def load_index(processed: str | Path, faces_only: bool = True) -> pd.DataFrame:
     path = processed / "index.csv"
     if not path.exists():
         raise FileNotFoundError(f"no index at '{path}'; run `dflab preprocess` first")
-    df = pd.read_csv(path, dtype={"video_id": str, "source_id": str, "compression": str,
-                                  "split": str}, keep_default_na=False,
-                     na_values={"confidence": [""], "x1": [""], "y1": [""], "x2": [""],
-                                "y2": [""]})
-    if faces_only:
-        df = df[df["has_face"].astype(str).str.lower() == "true"].copy()
-    df["target"] = (df["label"] == "fake").astype(int)
-    df["crop_abspath"] = [str(processed / p) for p in df["crop_path"]]
+    from .readers import reading
+
+    with reading(path, "index", "rebuild it: run `dflab preprocess` on the folder again (finished "
+                 "videos are kept; the index is written from their meta.json)"):
+        df = pd.read_csv(path, dtype={"video_id": str, "source_id": str, "compression": str,
+                                      "split": str, "label": str, "crop_path": str},
+                         keep_default_na=False, encoding="utf-8",
+                         na_values={"confidence": [""], "x1": [""], "y1": [""], "x2": [""],
+                                    "y2": [""]})
+        missing = set(INDEX_COLUMNS) - set(df.columns)
+        if missing:
+            raise KeyError(f"no column(s) {sorted(missing)}")
+        df["has_face"] = df["has_face"].astype(str).str.lower() == "true"
+        if faces_only:
+            df = df[df["has_face"]].copy()
+        df["target"] = (df["label"] == "fake").astype(int)
+        df["crop_abspath"] = [str(processed / p) for p in df["crop_path"]]
     return df.reset_index(drop=True)
 
 

@@ -143,16 +143,16 @@ def onnx_metadata(path: str | Path) -> dict[str, Any]:
     """dflab's metadata of an exported file, read with ``onnx`` (prediction reads it through
     onnxruntime: :func:`dflab.bundle.load_visual`)."""
     import onnx
+    from google.protobuf.message import DecodeError
 
-    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    if "dflab_input_size" not in props:
-        raise ValueError(f"'{path}' was not exported by dflab (no dflab_* metadata); export with "
-                         f"`dflab export`")
-    return {"input_size": int(props["dflab_input_size"]), "mean": json.loads(props["dflab_mean"]),
-            "std": json.loads(props["dflab_std"]),
-            "class_names": json.loads(props["dflab_class_names"]),
-            "threshold": float(props["dflab_threshold"]),
-            "preprocess": json.loads(props.get("dflab_preprocess", "{}"))}
+    from .readers import reading
+
+    with reading(path, "ONNX model", "export one with `dflab export --run RUN`",
+                 also=(DecodeError, onnx.checker.ValidationError)):
+        proto = onnx.load(str(path), load_external_data=False)
+    from .bundle import parse_onnx_metadata
+
+    return parse_onnx_metadata({p.key: p.value for p in proto.metadata_props}, path)
 
 
 def export_int8(run: str | Path, processed: str | Path = "", calibration: int = 128,

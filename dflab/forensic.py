@@ -64,8 +64,12 @@ def load_features(processed: str | Path, names: list[str] | None = None
     path = Path(processed) / "features.csv"
     if not path.exists():
         raise FileNotFoundError(f"no features at '{path}'; run `dflab features` first")
-    df = pd.read_csv(path, dtype={"video_id": str, "compression": str, "split": str},
-                     keep_default_na=False)
+    from .readers import DamagedFile, reading
+
+    with reading(path, "features table", "delete it and run `dflab features` again (the "
+                 "features cache keeps the finished frames)"):
+        df = pd.read_csv(path, dtype={"video_id": str, "compression": str, "split": str},
+                         keep_default_na=False, encoding="utf-8")
     want = list(names) if names else feature_names()
     missing = [n for n in want if n not in df.columns]
     if missing:
@@ -75,6 +79,14 @@ def load_features(processed: str | Path, names: list[str] | None = None
         raise ValueError(f"'{path}' lacks {len(missing)} of the {len(want)} features wanted "
                          f"(e.g. '{missing[0]}'): {why}; re-run `dflab features` with the "
                          f"features.subset you train with")
+    missing = sorted({"uid", "label", "split"} - set(df.columns))
+    if missing:
+        raise DamagedFile(f"features table '{path}' is damaged (no column {missing[0]}); delete "
+                          f"it and run `dflab features` again")
+    text = [n for n in want if not pd.api.types.is_numeric_dtype(df[n])]
+    if text:
+        raise DamagedFile(f"features table '{path}' is damaged (the column '{text[0]}' holds "
+                          f"text, not numbers); delete it and run `dflab features` again")
     return df, want
 
 
@@ -186,22 +198,35 @@ class ForensicClassifier:
 
     @classmethod
     def load(cls, path: Path) -> tuple["ForensicClassifier", list[str]]:
+        from .readers import load_torch_file, reading
+
+        redo = "train it again with `dflab train-forensic`"
+        ck = load_torch_file(path, "forensic model", redo)
+        with reading(path, "forensic model", redo, also=(RuntimeError,)):
+            return cls._from_saved(ck)
+
+    @classmethod
+    def _from_saved(cls, ck: dict) -> tuple["ForensicClassifier", list[str]]:
         from sklearn.preprocessing import StandardScaler
 
-        from .torch_files import load_torch_file
-
-        ck = load_torch_file(path, "forensic model", "train it again with `dflab train-forensic`")
-        est = cls(tuple(ck["hidden"]), ck["dropout"])
-        est.model_ = ForensicMLP(len(ck["names"]), ck["hidden"], ck["dropout"])
+        names = ck["names"]
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise TypeError(f"names is {names!r}, not a list of feature names")
+        mean = np.asarray(ck["scaler_mean"], dtype=float)
+        scale = np.asarray(ck["scaler_scale"], dtype=float)
+        if mean.shape != (len(names),) or scale.shape != (len(names),):
+            raise ValueError(f"the scaler has {mean.shape} means and {scale.shape} scales for "
+                             f"{len(names)} features")
+        est = cls(tuple(int(h) for h in ck["hidden"]), float(ck["dropout"]))
+        est.model_ = ForensicMLP(len(names), list(est.hidden), est.dropout)
         est.model_.load_state_dict(ck["model"])
         est.model_.eval()
         est.scaler_ = StandardScaler()
-        est.scaler_.mean_ = np.array(ck["scaler_mean"])
-        est.scaler_.scale_ = np.array(ck["scaler_scale"])
-        est.scaler_.var_ = est.scaler_.scale_ ** 2
-        est.scaler_.n_features_in_ = len(ck["names"])
+        est.scaler_.mean_, est.scaler_.scale_ = mean, scale
+        est.scaler_.var_ = scale ** 2
+        est.scaler_.n_features_in_ = len(names)
         est.threshold_, est.classes_ = float(ck["threshold"]), np.array([0, 1])
-        return est, ck["names"]
+        return est, names
 
 
 def train_forensic(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: str = "",

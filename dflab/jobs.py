@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from . import events as ev
+from .readers import DamagedFile
 from .runs import read_json, write_json
 
 __all__ = ["Job", "JobBusy", "start_job", "list_jobs", "job_folder", "run_job",
@@ -103,13 +104,18 @@ def _event_from_json(line: str) -> ev.Event | dict | None:
         data = json.loads(line)
     except json.JSONDecodeError:
         return None
+    if not isinstance(data, dict):
+        return None
     kind = data.pop("type", "")
     if kind in ("JobStart", "JobEnd"):  # the markers around each job
         return {"type": kind, **data}
-    cls = getattr(ev, kind, None)
+    cls = getattr(ev, kind, None) if isinstance(kind, str) else None
     if not (isinstance(cls, type) and issubclass(cls, ev.Event)):
         return None
-    return cls(**data)
+    try:
+        return cls(**data)
+    except TypeError:  # a line of other fields (a damaged log): left out like a torn one
+        return None
 
 
 class Job:
@@ -123,7 +129,15 @@ class Job:
 
     @property
     def spec(self) -> dict[str, Any]:
-        return read_json(self.folder / "job.json")
+        """job.json: the ``Lab`` method, its keyword arguments, the data root, the config."""
+        path = self.folder / "job.json"
+        redo = "start the job again"
+        spec = read_json(path, "job file", redo)
+        if not (isinstance(spec, dict) and isinstance(spec.get("method"), str)
+                and isinstance(spec.get("kwargs", {}), dict)):
+            raise DamagedFile(f"job file '{path}' is damaged (no method name and keyword "
+                              f"arguments); {redo}")
+        return spec
 
     @property
     def method(self) -> str:
@@ -136,7 +150,9 @@ class Job:
             return {"state": "none"}
         try:
             st = read_json(path)
-        except (json.JSONDecodeError, OSError):  # written atomically; a reader never sees half
+        except (ValueError, OSError):  # written atomically; a reader never sees half
+            return {"state": "none"}
+        if not isinstance(st, dict):
             return {"state": "none"}
         state = st.get("state")
         if state == "starting":  # written before the spawn; the lock gets the child's pid
@@ -550,11 +566,13 @@ def list_jobs(data_root: str | Path, runs_root: str | Path | None = None,
     for root in roots:
         for spec in root.glob("*/job.json"):
             try:
-                info = read_json(spec)
-            except (json.JSONDecodeError, OSError):
+                info = Job(spec.parent).spec
+                created = float(info.get("created", 0))
+            except (ValueError, TypeError, OSError) as exc:  # one damaged job hides no other
+                log.warning("%s; that job is left out of the list", exc)
                 continue
             if not method or info.get("method") == method:
-                found.append((info.get("created", 0), Job(spec.parent)))
+                found.append((created, Job(spec.parent)))
     return [j for _, j in sorted(found, key=lambda t: t[0], reverse=True)]
 
 

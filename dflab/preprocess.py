@@ -24,14 +24,15 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
-from .config import LabConfig, PreprocessConfig
+from .config import LabConfig, PreprocessConfig, config_from_dict
 from .events import Callback, CancelToken, Cancelled, Emitter
+from .readers import reading
 from .runs import read_json, write_json
 from .sources import VideoRecord, video_uid
 
@@ -106,7 +107,26 @@ def _original_faces(out: Path, rec: VideoRecord) -> dict[int, list[dict]] | None
     meta = video_dir(out, orig) / "meta.json"
     if not meta.exists():
         return None
-    return {f["frame_index"]: f["faces"] for f in read_json(meta)["frames"]}
+    return {f["frame_index"]: f["faces"] for f in read_meta(meta)["frames"]}
+
+
+def read_meta(path: Path) -> dict:
+    """A finished video's ``meta.json``, its record, summary, settings and frames checked (one
+    line naming the file when it is damaged)."""
+    redo = "delete that video's folder and preprocess again (the other videos are kept)"
+    meta = read_json(path, "per-frame record", redo)
+    with reading(path, "per-frame record", redo):
+        for key, kind in (("record", dict), ("summary", dict), ("settings", dict),
+                          ("frames", list)):
+            if not isinstance(meta[key], kind):
+                raise TypeError(f"{key} is not a {kind.__name__}")
+        VideoRecord(**meta["record"])
+        for f in meta["frames"]:
+            if not (isinstance(f["frame_index"], int) and isinstance(f["faces"], list)
+                    and "primary" in f and isinstance(f.get("crop_path") or "", str)):
+                raise TypeError(f"a frame entry without a frame index, faces, primary face or "
+                                f"crop path: {str(f)[:60]}")
+    return meta
 
 
 def sample_frames(path: str | Path, every_nth: int, num_frames: int
@@ -167,7 +187,7 @@ def process_video(rec: VideoRecord, out: str | Path, cfg: PreprocessConfig, det_
     out = Path(out)
     final = video_dir(out, rec)
     if (final / "meta.json").exists():
-        meta = read_json(final / "meta.json")
+        meta = read_meta(final / "meta.json")
         if not redo or not _differ(meta["settings"], asdict(cfg)):
             return _finished(final, rec, meta)
     if not rec.exists or not Path(rec.path).exists():
@@ -310,14 +330,27 @@ def settings_changes(out: Path, cfg: PreprocessConfig) -> dict[str, tuple[Any, A
     setting that would make different crops; empty for a new folder or the same settings."""
     path = out / PREPROCESS_SETTINGS
     if path.exists():
-        before = read_json(path)
+        before = read_settings(path)
     else:  # a folder from before preprocess_config.json: a finished video says
         meta = next((m for m in sorted((out / "videos").rglob("meta.json"))
                      if not m.parent.name.endswith(".part")), None)
         if meta is None:
             return {}
-        before = read_json(meta)["settings"]
+        before = read_meta(meta)["settings"]
     return _differ(before, asdict(cfg))
+
+
+def read_settings(path: Path) -> dict[str, Any]:
+    """A processed folder's ``preprocess_config.json`` (the settings that made its crops)."""
+    redo = ("delete it: the folder's settings are then read from its videos' meta.json")
+    settings = read_json(path, "preprocessing settings", redo)
+    with reading(path, "preprocessing settings", redo):
+        if not isinstance(settings, dict):
+            raise TypeError("not a mapping of setting: value")
+        known = {f.name for f in fields(PreprocessConfig)}
+        # each value checked as a config value is (type and bounds)
+        config_from_dict({"preprocess": {k: v for k, v in settings.items() if k in known}})
+    return settings
 
 
 def _differ(before: dict[str, Any], now: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
@@ -446,12 +479,14 @@ def adopt_preprocess_settings(cfg: LabConfig, processed: str | Path) -> LabConfi
         return cfg
     out = copy.deepcopy(cfg)
     known = {f.name for f in dataclasses.fields(out.preprocess)}
-    recorded = read_json(path)
+    recorded = read_settings(path)
     out.preprocess = dataclasses.replace(
         out.preprocess, **{k: v for k, v in recorded.items() if k in known})
-    if recorded.get("detector_file", {}).get("sha256") and not out.preprocess.detector_sha256:
-        # the hash finds the file on another machine (see dflab.faces.locate_weights)
-        out.preprocess.detector_sha256 = recorded["detector_file"]["sha256"]
+    with reading(path, "preprocessing settings", "delete it and preprocess again"):
+        sha = (recorded.get("detector_file") or {}).get("sha256")
+        if sha and not out.preprocess.detector_sha256:
+            # the hash finds the file on another machine (see dflab.faces.locate_weights)
+            out.preprocess.detector_sha256 = str(sha)
     return out
 
 
@@ -463,7 +498,7 @@ def frame_record(processed: str | Path, crop_path: str) -> dict | None:
     if not meta.is_file():
         return None
     want = f"{crop.parent.name}/{crop.name}"
-    return next((f for f in read_json(meta)["frames"] if f["crop_path"] == want), None)
+    return next((f for f in read_meta(meta)["frames"] if f["crop_path"] == want), None)
 
 
 def build_index(out: str | Path):

@@ -4,6 +4,7 @@ next to its outputs, so no result depends on a hidden setting."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import time
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from .config import LabConfig, save_config
+
+log = logging.getLogger(__name__)
 
 __all__ = ["library_versions", "create_run_dir", "write_json", "read_json", "RUN_KINDS",
            "run_info", "list_runs", "read_report", "write_report", "runs_table", "format_runs",
@@ -86,8 +89,13 @@ def free_mib(folder: str | Path) -> float:
         return 0.0
 
 
-def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+def read_json(path: str | Path, what: str = "JSON file",
+              redo: str = "delete it and re-run the step that wrote it") -> Any:
+    """The JSON value in ``path``; one line naming the file when it is not JSON
+    (:func:`dflab.readers.read_json`)."""
+    from .readers import read_json as read
+
+    return read(path, what, redo)
 
 
 def create_run_dir(runs_root: str | Path, kind: str, cfg: LabConfig, name: str = "",
@@ -135,7 +143,17 @@ def run_info(run: str | Path) -> dict[str, Any]:
     run = Path(run)
     path = run / "run.json"
     if path.exists():
-        return read_json(path)
+        from .readers import reading
+
+        redo = "delete it to have the folder recognised by its contents"
+        info = read_json(path, "run record", redo)
+        with reading(path, "run record", redo):
+            if not (isinstance(info, dict) and info.get("kind") in RUN_KINDS
+                    and isinstance(info.get("name", ""), str)
+                    and isinstance(info.get("processed", ""), str)):
+                raise ValueError(f"kind {info.get('kind')!r} (one of {', '.join(RUN_KINDS)}), "
+                                 f"name and processed folder expected")
+            return {**info, "created": float(info.get("created", 0.0))}
     for kind, marker in _KIND_MARKERS.items():
         if (run / marker).exists():
             return {"kind": kind, "name": run.name, "created": run.stat().st_mtime,
@@ -159,6 +177,9 @@ def list_runs(runs_root: str | Path, kind: str = "") -> list[Path]:
             meta = run_info(run)
         except (FileNotFoundError, NotADirectoryError):
             continue
+        except ValueError as exc:  # a damaged run.json: the other runs are still listed
+            log.warning("%s; the run is left out of the list", exc)
+            continue
         if not kind or meta["kind"] == kind:
             found.append((meta["created"], run))
     return [p for _, p in sorted(found, key=lambda t: (t[0], t[1].name), reverse=True)]
@@ -176,7 +197,15 @@ def read_report(run: str | Path, split: str = "test") -> dict[str, dict]:
     if not path.exists():
         raise FileNotFoundError(f"run '{run}' has no {split} evaluation ({path.name}); "
                                 f"evaluate it first")
-    return read_json(path)
+    from .readers import reading
+
+    redo = f"evaluate the run again (dflab evaluate --run {run} --split {split})"
+    reports = read_json(path, "evaluation report", redo)
+    with reading(path, "evaluation report", redo):
+        for rep in reports.values():  # the fields every reader of a report takes
+            for level in ("frame", "video"):
+                float(rep[level]["auc"] if rep[level]["auc"] is not None else "nan")
+    return reports
 
 
 # settings that say where things are, not how a model was made: left out of "what differs"
@@ -209,9 +238,20 @@ def config_differences(runs: list[str | Path]) -> dict[str, dict[str, Any]]:
 
 def run_history(run: str | Path) -> list[dict[str, Any]]:
     """The rows of a run's history.jsonl (one per epoch), or []."""
+    from .readers import read_jsonl, reading
+
     path = Path(run) / "history.jsonl"
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] \
-        if path.exists() else []
+    if not path.exists():
+        return []
+    redo = "delete it (the curves are drawn again from the next training)"
+    rows = read_jsonl(path, "training history", redo)
+    with reading(path, "training history", redo):
+        for row in rows:
+            int(row["epoch"])
+            for key in ("train_loss", "val_loss"):
+                if row.get(key) is not None:
+                    float(row[key])
+    return rows
 
 
 def plot_histories(runs: list[str | Path]):
@@ -284,7 +324,8 @@ def run_state(run: str | Path) -> str:
 def _best_val_loss(run: Path) -> float | None:
     summary = run / "train_summary.json"
     if summary.exists():
-        return read_json(summary).get("best_val_loss")
+        best = read_json(summary, "training summary", "train the run again to write it")
+        return best.get("best_val_loss") if isinstance(best, dict) else None
     losses = [h.get("val_loss") for h in run_history(run)]
     losses = [v for v in losses if v is not None]
     return min(losses) if losses else None
@@ -296,7 +337,7 @@ def runs_table(runs_root: str | Path, kind: str = "") -> list[dict[str, Any]]:
     ``eval_test.json``), and the settings in which the listed runs differ (paths left out)."""
     rows, configs = [], []
     for run in list_runs(runs_root, kind):
-        info = run_info(run)
+        info = run_info(run)  # list_runs left out the runs whose run.json is damaged
         cfg = _flat_config(run)
         configs.append(cfg)
         k = info["kind"]
@@ -311,6 +352,9 @@ def runs_table(runs_root: str | Path, kind: str = "") -> list[dict[str, Any]]:
         try:
             reports = read_report(run, "test")
         except FileNotFoundError:
+            reports = {}
+        except ValueError as exc:  # a damaged report: the run is listed without its AUCs
+            log.warning("%s", exc)
             reports = {}
         if k == "demo" and (run / "demo_report.json").exists():
             test = read_json(run / "demo_report.json").get("test", {})

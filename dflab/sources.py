@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import logging
 import re
 from dataclasses import asdict, dataclass, field, replace
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .readers import DamagedFile, read_json
 from .registry import Registry
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,14 @@ def read_ffpp_split_files(splits_dir: str | Path) -> dict[str, list]:
         if not f.exists():
             raise FileNotFoundError(f"FF++ split file '{f}' is missing; put the official "
                                     f"train/val/test.json there (dflab download ffpp fetches them)")
-        out[split] = json.loads(f.read_text())
+        pairs = read_json(f, "FF++ split file", "put the official file there again (dflab "
+                          "download ffpp fetches it)")
+        if not isinstance(pairs, list) or not all(
+                isinstance(p, list) and all(isinstance(v, (str, int)) for v in p) for p in pairs):
+            raise DamagedFile(f"FF++ split file '{f}' is not a list of [target, source] id pairs; "
+                              f"put the official file there again (dflab download ffpp fetches "
+                              f"it)")
+        out[split] = pairs
     return out
 
 
@@ -159,10 +166,10 @@ def dfdc_source(root: str | Path, val: float = 0.1, test: float = 0.1) -> list[V
     if not metas:
         raise FileNotFoundError(f"no metadata.json under '{root}': is this a DFDC part folder?")
     for meta in metas:
-        try:
-            entries = json.loads(meta.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"'{meta}' is not valid JSON ({exc}); re-download that part") from None
+        entries = read_json(meta, "DFDC metadata", "re-download that part")
+        if not isinstance(entries, dict) or not all(isinstance(v, dict) for v in entries.values()):
+            raise DamagedFile(f"DFDC metadata '{meta}' is not a mapping of file name to "
+                              f"{{label, original, ...}}; re-download that part")
         for name, info in sorted(entries.items()):
             p = meta.parent / name
             label = str(info.get("label", "")).upper()
@@ -170,7 +177,7 @@ def dfdc_source(root: str | Path, val: float = 0.1, test: float = 0.1) -> list[V
                 raise ValueError(f"'{meta}': {name} has label {info.get('label')!r}; expected "
                                  f"REAL or FAKE")
             fake = label == "FAKE"
-            original = Path(info.get("original") or name).stem if fake else p.stem
+            original = Path(str(info.get("original") or name)).stem if fake else p.stem
             extra = {k: v for k, v in info.items() if k not in ("label", "split", "original")}
             extra["part"] = meta.parent.name
             records.append(VideoRecord(str(p), p.stem, "fake" if fake else "real",
@@ -197,7 +204,14 @@ def read_labels_csv(path: Path) -> list[dict[str, str]]:
         raise ValueError(f"'{path}' lacks the column(s) {sorted(missing)} (read as "
                          f"{sep}-separated, header {fields}); it needs path,label and may have "
                          f"method,dataset,compression,source_id,split")
-    return [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    rows = []
+    for row in reader:
+        if None in row:  # more cells than the header has columns
+            raise ValueError(f"'{path}' line {reader.line_num}: {len(fields) + len(row[None])} "
+                             f"cells under a header of {len(fields)} columns; quote values "
+                             f"that hold a '{delimiter}'")
+        rows.append({(k or "").strip(): (v or "").strip() for k, v in row.items()})
+    return rows
 
 
 def _unique_ids(records: list[VideoRecord], base: Path) -> list[VideoRecord]:
@@ -270,6 +284,9 @@ def folder_source(root: str | Path, labels: str | Path = "", val: float = 0.15,
             label = "fake"
         if label not in ("real", "fake"):
             raise ValueError(f"'{labels_path}' line {i}: label {row['label']!r} is not real/fake")
+        if "\0" in row["path"]:
+            raise ValueError(f"'{labels_path}' line {i}: the path {row['path']!r} holds a NUL "
+                             f"character")
         p = Path(row["path"])
         p = p if p.is_absolute() else labels_path.parent / p
         if p.suffix.lower() not in VIDEO_EXTS | IMAGE_EXTS:

@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from .runs import read_json, write_json
+from .readers import reading
+from .runs import write_json
 from .sources import video_uid
 
 __all__ = ["dataset_stats", "plot_stats"]
@@ -27,27 +28,35 @@ def dataset_stats(out: str | Path, save: bool = True) -> dict[str, Any]:
     index_path = out / "index.csv"
     if not index_path.exists():
         raise FileNotFoundError(f"no index at '{index_path}'; run `dflab preprocess` first")
-    df = pd.read_csv(index_path, dtype={"video_id": str, "source_id": str, "compression": str})
+    from .datasets import load_index
+    from .preprocess import read_meta
+
+    df = load_index(out, faces_only=False)
     videos = []
     for meta_path in sorted((out / "videos").rglob("meta.json")):
         if meta_path.parent.name.endswith(".part"):
             continue
-        m = read_json(meta_path)
-        v, r = m["video"], m["record"]
-        # a labels CSV's own columns first: what was measured here (fps, width, ...) wins
-        videos.append({**r.get("extra", {}),
-                       "uid": video_uid(r["dataset"], r["method"], r["compression"],
-                                        r["video_id"]), "label": r["label"], "method": r["method"],
-                       "dataset": r["dataset"], "compression": r["compression"],
-                       "resolution": f"{v['width']}x{v['height']}",
-                       "orientation": "portrait" if v["height"] > v["width"] else "landscape",
-                       "fps": round(float(v["fps"]), 2), "duration_s": float(v["duration_s"]),
-                       "coverage": m["summary"]["coverage"],
-                       "has_audio": m["audio"]["has_audio"]})
+        m = read_meta(meta_path)
+        with reading(meta_path, "per-frame record", "delete that video's folder and "
+                     "preprocess again (the other videos are kept)"):
+            v, r = m.get("video") or {}, m["record"]
+            # a labels CSV's own columns first: what was measured here (fps, width, ...) wins
+            videos.append({**r.get("extra", {}),
+                           "uid": video_uid(r["dataset"], r["method"], r["compression"],
+                                            r["video_id"]),
+                           "label": r["label"], "method": r["method"],
+                           "dataset": r["dataset"], "compression": r["compression"],
+                           "resolution": f"{v['width']}x{v['height']}",
+                           "orientation": "portrait" if v["height"] > v["width"] else "landscape",
+                           "fps": round(float(v["fps"]), 2), "duration_s": float(v["duration_s"]),
+                           "coverage": float(m["summary"]["coverage"]),
+                           "has_audio": bool(m["audio"]["has_audio"])})
     vdf = pd.DataFrame(videos)
     if vdf.empty:
         raise ValueError(f"'{out}' has no finished videos to describe")
-    conf = df["confidence"].dropna().to_numpy()
+    with reading(index_path, "index", "rebuild it: run `dflab preprocess` on the folder again"):
+        conf = df["confidence"].dropna().to_numpy(dtype=float)
+        n_faces = df["n_faces"].to_numpy(dtype=float)
     hist, edges = np.histogram(conf, bins=20, range=(0, 1)) if len(conf) else ([], [])
     demo_cols = [c for c in ("gender", "race", "age", "ethnicity", "skin_tone") if c in vdf]
     stats = {
@@ -55,7 +64,7 @@ def dataset_stats(out: str | Path, save: bool = True) -> dict[str, Any]:
         "frames": int(len(df)),
         "frames_with_face": int(df["has_face"].sum()),
         "face_coverage": round(float(df["has_face"].mean()), 4) if len(df) else 0.0,
-        "faces_per_frame": round(float(df["n_faces"].mean()), 3) if len(df) else 0.0,
+        "faces_per_frame": round(float(n_faces.mean()), 3) if len(df) else 0.0,
         # of the frames with a face, those whose 68 landmarks passed the check, per model
         "landmark_coverage": _landmark_coverage(df),
         "label_videos": _counts(vdf["label"]),

@@ -196,12 +196,48 @@ def write_windows(folder: Path, meta: dict, pp: "PreprocessConfig") -> bool:
     return True
 
 
+def _read_windows(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of one ``sync.npz`` (see :func:`video_windows`), checked: anything else (cut
+    short, other arrays or shapes, pickled objects) is one :class:`~dflab.readers.DamagedFile`
+    line naming the file."""
+    import tokenize
+    import zipfile
+    import zlib
+
+    from .readers import reading
+
+    with reading(path, "sync windows file", "delete it and run `dflab sync extract` again",
+                 also=(zipfile.BadZipFile, zlib.error, SyntaxError, tokenize.TokenError, OSError)):
+        with np.load(path) as z:
+            win = {k: z[k] for k in z.files}
+        n, t = win["mouths"].shape[:2]
+        shapes = {"mouths": (win["mouths"].ndim == 4 and win["mouths"].dtype == np.uint8),
+                  "times": win["times"].shape == (n, t), "centre_index": win["centre_index"].shape
+                  == (n,), "mouth_source": win["mouth_source"].shape == (n,),
+                  "settings": win["settings"].shape == (4,), "hop_s": win["hop_s"].shape == (),
+                  "fps": win["fps"].shape == ()}
+        wrong = [k for k, ok in shapes.items() if not ok]
+        if wrong:
+            raise ValueError(f"{', '.join(wrong)} of the wrong shape or type")
+        if not (float(win["hop_s"]) > 0 and float(win["fps"]) > 0):
+            raise ValueError(f"hop_s {win['hop_s']} and fps {win['fps']} must be positive")
+        win["times"] = win["times"].astype(np.float64)
+    return win
+
+
 def _has_current_windows(folder: Path, pp: "PreprocessConfig") -> bool:
+    """Whether ``folder`` has windows made with these settings; a damaged file is made again."""
+    from .readers import DamagedFile
+
     path = folder / SYNC_FILE
     if not path.exists():
         return False
-    with np.load(path) as z:
-        return "settings" in z and np.array_equal(z["settings"], _settings(pp))
+    try:
+        win = _read_windows(path)
+    except DamagedFile as exc:
+        log.warning("%s; it is made again", exc)
+        return False
+    return np.array_equal(win["settings"], _settings(pp))
 
 
 def extract_sync(processed: str | Path, pp: "PreprocessConfig", uids: list[str] | None = None,
@@ -254,8 +290,7 @@ def load_windows(processed: str | Path, uid: str) -> dict[str, np.ndarray] | Non
     path = Path(processed) / "videos" / uid / SYNC_FILE
     if not path.exists():
         return None
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
+    return _read_windows(path)
 
 
 # ----------------------------------------------------------------------------- audio windows
@@ -589,13 +624,20 @@ def load_sync(run: str | Path) -> SyncModel:
     if not path.is_file():
         raise FileNotFoundError(f"'{run}' is not a sync run (no sync.pt); train one with "
                                 f"`dflab sync train`")
-    from .torch_files import load_torch_file
+    from .readers import load_torch_file, reading
 
-    ck = load_torch_file(path, "sync model", "train it again with `dflab sync train`")
-    net = SyncNet(ck["frames"], ck["embed"])
-    net.load_state_dict(ck["state"])
-    return SyncModel(net.eval(), int(ck["max_offset"]), int(ck["frames"]),
-                     int(ck.get("mouth_px", 48)))
+    redo = "train it again with `dflab sync train`"
+    ck = load_torch_file(path, "sync model", redo)
+    with reading(path, "sync model", redo, also=(RuntimeError,)):
+        frames, embed, offset = int(ck["frames"]), int(ck["embed"]), int(ck["max_offset"])
+        mouth_px = int(ck.get("mouth_px", 48))
+        if not (3 <= frames <= 64 and 1 <= embed <= 4096 and 0 <= offset <= 100
+                and 8 <= mouth_px <= 512):
+            raise ValueError(f"frames {frames}, embed {embed}, max_offset {offset}, mouth_px "
+                             f"{mouth_px} are not the settings of a sync model")
+        net = SyncNet(frames, embed)
+        net.load_state_dict(ck["state"])
+    return SyncModel(net.eval(), offset, frames, mouth_px)
 
 
 def load_sync_model(run: str | Path):

@@ -59,7 +59,7 @@ def save_checkpoint(state: dict, path: Path) -> None:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """A dflab checkpoint, loaded with ``weights_only=True``: a file whose unpickling would run
     code is refused, never run. Every failure is a ValueError that says which file and why."""
-    from .torch_files import load_torch_file
+    from .readers import load_torch_file
 
     ckpt = load_torch_file(path, "checkpoint", "dflab loads only plain tensors and settings: use "
                            "a checkpoint written by `dflab train` (copy it again, or take "
@@ -114,13 +114,23 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     """(model in eval mode, data config dict, checkpoint) from a checkpoint file."""
     from .models import create_model
 
+    from .readers import reading
+
     ckpt = load_checkpoint(path, device)
-    cfg = config_from_dict(ckpt["config"])
-    cfg.model.pretrained = False  # the weights come from the checkpoint
-    cfg.model.weights_path = ""
-    model = create_model(cfg.model)
-    model.load_state_dict(ckpt["model"])
-    return model.to(device).eval(), ckpt["data_config"], ckpt
+    with reading(path, "checkpoint", "use a checkpoint written by `dflab train` (another of that "
+                 "run: last.pt, best.pt, epoch_*.pt)", also=(RuntimeError,)):
+        cfg = config_from_dict(ckpt["config"])
+        cfg.model.pretrained = False  # the weights come from the checkpoint
+        cfg.model.weights_path = ""
+        model = create_model(cfg.model)
+        model.load_state_dict(ckpt["model"])
+        dc = ckpt["data_config"]
+        size, mean, std = int(dc["input_size"][-1]), [float(v) for v in dc["mean"]], \
+            [float(v) for v in dc["std"]]
+        if len(mean) != 3 or len(std) != 3 or size < 1:
+            raise ValueError(f"data_config {dc!r} is not an input size and 3 means and stds")
+        ckpt["config"]["preprocess"] = dict(ckpt["config"].get("preprocess") or {})
+    return model.to(device).eval(), dc, ckpt
 
 
 def _items_per_batch(ds, batch: int) -> int:
