@@ -7,7 +7,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -18,13 +18,18 @@ from .runs import disk_full, free_mib, write_json
 
 log = logging.getLogger(__name__)
 
+#: the steps export_onnx reports: checkpoint loaded, ONNX written, in place, parity checked
+EXPORT_STEPS = 4
+
 __all__ = ["export_onnx", "export_int8", "onnx_metadata", "bundle_preprocess"]
 
 
 def export_onnx(run: str | Path, out: str | Path = "", cfg: ExportConfig | None = None,
                 checkpoint: str = "best.pt", threshold: float | None = None,
-                parity_batch: int = 4, seed: int = 0) -> dict[str, Any]:
+                parity_batch: int = 4, seed: int = 0,
+                progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
     """Export ``run``'s checkpoint to ONNX; returns a report with the parity check.
+    ``progress(done, total, what)`` is called after each of its steps.
 
     Raises when torch and onnxruntime disagree by more than ``cfg.parity_tol``; the file is kept
     for inspection but the report says it failed.
@@ -37,7 +42,9 @@ def export_onnx(run: str | Path, out: str | Path = "", cfg: ExportConfig | None 
     run = Path(run)
     cfg = cfg or ExportConfig()
     out = Path(out) if out else run / "model.onnx"
+    step = progress or (lambda done, total, what: None)
     model, dc, ckpt = load_model(run / "checkpoints" / checkpoint, "cpu")
+    step(1, EXPORT_STEPS, "checkpoint loaded")
     if threshold is None:
         ev = run / "eval_test.json"
         threshold = json.loads(ev.read_text())["visual"]["threshold"] if ev.exists() else \
@@ -67,6 +74,7 @@ def export_onnx(run: str | Path, out: str | Path = "", cfg: ExportConfig | None 
         else:
             onnx.save(proto, str(part), save_as_external_data=True, location=stray.name)
         onnx.checker.check_model(str(part))
+        step(2, EXPORT_STEPS, "ONNX written")
     except BaseException as exc:
         part.unlink(missing_ok=True)
         part.with_name(part.name + ".data").unlink(missing_ok=True)
@@ -79,6 +87,7 @@ def export_onnx(run: str | Path, out: str | Path = "", cfg: ExportConfig | None 
     part.with_name(part.name + ".data").unlink(missing_ok=True)  # the exporter's own, if any
     if inline:
         stray.unlink(missing_ok=True)  # left by an earlier export of this run
+    step(3, EXPORT_STEPS, "in place")
 
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(parity_batch, 3, size, size, generator=g)
@@ -94,6 +103,7 @@ def export_onnx(run: str | Path, out: str | Path = "", cfg: ExportConfig | None 
               "max_abs_diff": max(diff, diff_odd), "parity_tol": cfg.parity_tol,
               "parity_ok": max(diff, diff_odd) <= cfg.parity_tol, "metadata": meta,
               "checkpoint": checkpoint}
+    step(4, EXPORT_STEPS, "parity checked")
     write_json(run / "export.json", report)
     if not report["parity_ok"]:
         raise ValueError(f"ONNX parity failed for '{out}': max abs difference {report['max_abs_diff']:.2e} "

@@ -426,7 +426,7 @@ class Lab:
 
         run = Path(run)
         em = Emitter("export", callbacks, cancel)
-        em.progress(0, 1, "model", "exporting")
+        em.progress(0, 1, "step", "exporting")
         fuse = (run / "fuser.json").is_file()
         if fuse:
             from .bundle import sibling_run
@@ -435,7 +435,8 @@ class Lab:
             meta = read_json(run / "fuser.json")
             vrun, frun = sibling_run(meta["visual_run"], run), sibling_run(meta["forensic_run"], run)
             rep = export_onnx(vrun, out or run / "model.onnx", self.cfg.export,
-                              meta.get("checkpoint", checkpoint))
+                              meta.get("checkpoint", checkpoint),
+                              progress=lambda d, n, what: em.progress(d, n + 1, "step", what))
             if (frun / FORENSIC_FILE).is_file():
                 shutil.copy2(frun / FORENSIC_FILE, run / FORENSIC_FILE)
             else:  # a forensic run from before the numpy form
@@ -447,17 +448,19 @@ class Lab:
                 save_forensic(run / FORENSIC_FILE, est, None, names, {"forensic": thr},
                               crop_size_of(frun))
             ForensicScorer.load(run)  # it reads back
+            em.progress(5, 5, "step", "forensic model copied")
             if meta.get("fuser_sync"):  # the sync model too: the folder alone predicts
                 shutil.copy2(sibling_run(meta["sync_run"], run) / "sync.pt", run / "sync.pt")
         else:
-            rep = export_onnx(run, out, self.cfg.export, checkpoint)
+            rep = export_onnx(run, out, self.cfg.export, checkpoint,
+                              progress=lambda d, n, what: em.progress(d, n, "step", what))
         q = None
         if int8:
             from .export import export_int8
 
-            em.progress(1, 2, "model", "int8")
+            em.progress(1, 2, "step", "int8")
             q = export_int8(run, self.processed_dir(run=run))
-        em.progress(1, 1, "model", "done")
+        em.progress(1, 1, "step", "done")
         return ExportResult(Path(rep["onnx"]), rep["bytes"], rep["opset"], rep["max_abs_diff"],
                             rep["parity_tol"], rep["parity_ok"], q)
 

@@ -125,7 +125,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
         model = create_model(cfg.model)
         model.load_state_dict(ckpt["model"])
         dc = ckpt["data_config"]
-        size, mean, std = int(dc["input_size"][-1]), [float(v) for v in dc["mean"]], \
+        size, mean, std = int(dc["input_size"]), [float(v) for v in dc["mean"]], \
             [float(v) for v in dc["std"]]
         if len(mean) != 3 or len(std) != 3 or size < 1:
             raise ValueError(f"data_config {dc!r} is not an input size and 3 means and stds")

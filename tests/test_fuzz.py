@@ -362,7 +362,7 @@ def _checkpoint_setup(folder: Path) -> dict:
     model = create_model(cfg.model)
     (folder / "checkpoints").mkdir()
     return {"model": model.state_dict(), "config": config_to_dict(cfg), "epoch": 1,
-            "data_config": {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3}}
+            "data_config": {"input_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3}}
 
 
 def _checkpoint_call(folder: Path) -> None:
