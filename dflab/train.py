@@ -63,7 +63,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
     ckpt = load_torch_file(path, "checkpoint", "dflab loads only plain tensors and settings: use "
                            "a checkpoint written by `dflab train` (copy it again, or take "
-                           "another of that run: last.pt, best.pt, epoch_*.pt)", map_location)
+                           "another of that run: runs/train-*/checkpoints/best.pt, last.pt, "
+                           "epoch_*.pt) or an exported .onnx", map_location)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise ValueError(f"'{path}' is a torch file but not a dflab checkpoint (no model and "
                          f"config); give one written by `dflab train`")

@@ -29,7 +29,8 @@ GUARDED = [ROOT / "data", ROOT / "notebooks" / "downloads",
 
 #: the longest test files first (`make test` hands whole files to two workers as they free up;
 #: the longest last would leave one worker idle at the end). Their times: docs/tests.md.
-LONGEST_FIRST = ("test_browser.py", "test_readme.py", "test_app.py", "test_faces.py")
+LONGEST_FIRST = ("test_browser.py", "test_kill_resume.py", "test_readme.py", "test_app.py",
+                 "test_faces.py")
 
 
 def pytest_collection_modifyitems(config, items):

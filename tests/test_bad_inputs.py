@@ -244,6 +244,7 @@ def test_model_files_that_are_not_models(tmp_path, capsys, demo_set):
     text.write_text("hello")
     code, _, err = cli(capsys, "predict", image, "--model", str(text))
     assert code == EXIT_BAD_INPUT and "not a torch checkpoint" in err
+    assert "checkpoints/best.pt" in err and ".onnx" in err  # where a good model is
     errors.append(err)
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],

@@ -26,6 +26,11 @@ VOLATILE_KEYS = {"seconds", "elapsed_s", "time", "created", "started", "finished
                  "duration_s", "wall_s", "since", "peak_raw_bytes", "epoch_seconds",
                  "train_seconds", "seconds_per_epoch", "peak_memory_mb", "when"}
 VOLATILE_FILES = {"environment.json", "versions.json", "job.log", "stats.json"}
+# TensorBoard writes one log per process, named by its clock, host and pid
+VOLATILE_NAMES = ("events.out.tfevents.",)
+# a run's own account of what it did (a re-run after a kill finishes fewer items itself)
+RUN_ACCOUNTS = {"report.json": {"processed", "skipped_finished"},
+                "stream_report.json": {"processed", "skipped_done"}}
 TEMPORARY = (".part", ".tmp", ".writer-", ".lock")
 FRACTIONS = (0.1, 0.5, 0.9)
 
@@ -44,7 +49,9 @@ def _fingerprint_file(path: Path, root: str):
     """What a file holds, in a form equal for equal content (tensors and arrays by their bytes,
     JSON without its clocks, CSV rows in order)."""
     if path.suffix == ".json":
-        return _clean(json.loads(path.read_text()), root)
+        data = _clean(json.loads(path.read_text()), root)
+        return {k: v for k, v in data.items() if k not in RUN_ACCOUNTS.get(path.name, ())} \
+            if isinstance(data, dict) else data
     if path.suffix == ".jsonl":
         return [_clean(json.loads(ln), root) for ln in path.read_text().splitlines() if ln]
     if path.suffix == ".csv":
@@ -82,11 +89,24 @@ def _tensors(obj, root: str):
 
 
 def fingerprint(root: Path, folders: list[str]) -> dict[str, object]:
-    out = {}
+    """Every file the job wrote, by its path under the data root. The features cache is named by
+    each crop's path and mtime (a cache of another folder is another cache), so its vectors are
+    compared as one sorted list of contents."""
+    out: dict[str, object] = {}
     for folder in folders:
         for path in sorted((root / folder).rglob("*")):
-            if path.is_file() and path.name not in VOLATILE_FILES and "logs" not in path.parts:
-                out[str(path.relative_to(root))] = _fingerprint_file(path, str(root))
+            if not path.is_file() or path.name in VOLATILE_FILES or "logs" in path.parts or \
+                    path.name.startswith(VOLATILE_NAMES):
+                continue
+            if "features_cache" in path.parts:
+                at = path.parts.index("features_cache")
+                cache = str(Path(*path.parts[:at + 1]).relative_to(root))
+                out.setdefault(cache, []).append(_fingerprint_file(path, str(root)))
+                continue
+            out[str(path.relative_to(root))] = _fingerprint_file(path, str(root))
+    for key, value in out.items():
+        if key.endswith("features_cache"):
+            value.sort()
     return out
 
 
