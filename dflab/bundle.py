@@ -126,7 +126,7 @@ def _load_onnx(path: Path) -> VisualModel:
                        lambda x: sess.run(None, {"input": x})[0])
 
 
-def _run_threshold(ckpt_path: Path, ckpt: dict) -> float:
+def run_threshold(ckpt_path: Path, ckpt: dict) -> float:
     """The threshold tuned on val when the run was evaluated, else the checkpoint's."""
     from .readers import read_json, reading
 
@@ -153,7 +153,7 @@ def _load_torch(path: Path, device: str) -> VisualModel:
             return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
 
     return VisualModel(path, "torch", dc["input_size"], dc["mean"], dc["std"],
-                       _run_threshold(path, ckpt), ckpt["config"]["preprocess"], run, model)
+                       run_threshold(path, ckpt), ckpt["config"]["preprocess"], run, model)
 
 
 def load_visual(path: str | Path, device: str = "auto") -> VisualModel:

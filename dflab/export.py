@@ -46,9 +46,9 @@ def export_onnx(run: str | Path, out: str | Path = "", cfg: ExportConfig | None 
     model, dc, ckpt = load_model(run / "checkpoints" / checkpoint, "cpu")
     step(1, EXPORT_STEPS, "checkpoint loaded")
     if threshold is None:
-        ev = run / "eval_test.json"
-        threshold = json.loads(ev.read_text())["visual"]["threshold"] if ev.exists() else \
-            float(ckpt["metrics"].get("val_threshold", 0.5))
+        from .bundle import run_threshold
+
+        threshold = run_threshold(run / "checkpoints" / checkpoint, ckpt)
     size = dc["input_size"]
     example = torch.randn(2, 3, size, size)
     dynamic = ({0: torch.export.Dim("batch", min=1, max=4096)},) if cfg.dynamic_batch else None

@@ -565,14 +565,15 @@ def list_jobs(data_root: str | Path, runs_root: str | Path | None = None,
     found = []
     for root in roots:
         for spec in root.glob("*/job.json"):
+            job = Job(spec.parent)
             try:
-                info = Job(spec.parent).spec
+                info = job.spec
                 created = float(info.get("created", 0))
             except (ValueError, TypeError, OSError) as exc:  # one damaged job hides no other
                 log.warning("%s; that job is left out of the list", exc)
                 continue
             if not method or info.get("method") == method:
-                found.append((created, Job(spec.parent)))
+                found.append((created, job))
     return [j for _, j in sorted(found, key=lambda t: t[0], reverse=True)]
 
 
