@@ -110,10 +110,14 @@ def _original_faces(out: Path, rec: VideoRecord) -> dict[int, list[dict]] | None
     return {f["frame_index"]: f["faces"] for f in read_meta(meta)["frames"]}
 
 
+#: what to do about a damaged meta.json (every reader of it says the same)
+META_REDO = "delete that video's folder and preprocess again (the other videos are kept)"
+
+
 def read_meta(path: Path) -> dict:
     """A finished video's ``meta.json``, its record, summary, settings and frames checked (one
     line naming the file when it is damaged)."""
-    redo = "delete that video's folder and preprocess again (the other videos are kept)"
+    redo = META_REDO
     meta = read_json(path, "per-frame record", redo)
     with reading(path, "per-frame record", redo):
         for key, kind in (("record", dict), ("summary", dict), ("settings", dict),

@@ -29,7 +29,7 @@ def dataset_stats(out: str | Path, save: bool = True) -> dict[str, Any]:
     if not index_path.exists():
         raise FileNotFoundError(f"no index at '{index_path}'; run `dflab preprocess` first")
     from .datasets import load_index
-    from .preprocess import read_meta
+    from .preprocess import META_REDO, read_meta
 
     df = load_index(out, faces_only=False)
     videos = []
@@ -37,8 +37,7 @@ def dataset_stats(out: str | Path, save: bool = True) -> dict[str, Any]:
         if meta_path.parent.name.endswith(".part"):
             continue
         m = read_meta(meta_path)
-        with reading(meta_path, "per-frame record", "delete that video's folder and "
-                     "preprocess again (the other videos are kept)"):
+        with reading(meta_path, "per-frame record", META_REDO):
             v, r = m.get("video") or {}, m["record"]
             # a labels CSV's own columns first: what was measured here (fps, width, ...) wins
             videos.append({**r.get("extra", {}),
