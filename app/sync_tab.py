@@ -161,7 +161,8 @@ class SyncTab:
                                   "or extract windows from a preprocessed folder with audio.")
 
     def show_clip(self, uid: str) -> None:
-        from dflab.sync import load_sync_model, load_windows, score_clip
+        from dflab.sync_windows import load_windows
+        from dflab.sync import load_sync_model, score_clip
 
         win = load_windows(self.processed, uid)
         if win is None:

@@ -365,7 +365,8 @@ class TrainTab:
         trained it), the newest validation ROC and the test evaluation; nothing lives only in
         memory."""
         from dflab.jobs import Job
-        from dflab.runs import read_json, run_history
+        from dflab.files import read_json
+        from dflab.runs import run_history
 
         job = Job(run)
         steps = {e.step: e.loss for e in job.read_events(0)[0] if isinstance(e, StepLoss)}
@@ -682,7 +683,7 @@ class InspectTab:
     def _with_sync(self, preds):
         """``preds`` with ``sync_clip`` (the clip's sync score) from the newest fuse run made
         with a sync run over the same processed folder, when there is one."""
-        from dflab.runs import read_json
+        from dflab.files import read_json
 
         processed = str(self.dash.data_tab.processed)
         for run in self.dash.lab.runs("fuse"):

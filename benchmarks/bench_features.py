@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from dflab.demo import _source_photo
-from dflab.features import to_gray, block_dct, extract_features, extract_many, feature_names
-
+from dflab.extract import extract_many
+from dflab.features import to_gray, block_dct, extract_features, feature_names
 FFPP_C23_CROPS = 500_000  # 5,000 videos (1,000 real, 4 methods) x ~100 crops at every 5th frame
 
 

@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Protocol
 import requests
 
 from .events import Callback, CancelToken, Cancelled, Emitter
-from .runs import write_json
+from .files import write_json
 
 log = logging.getLogger(__name__)
 

@@ -23,13 +23,13 @@ from typing import Any
 import numpy as np
 
 from .config import PreprocessConfig
+from .metrics import softmax_fake
+from .scorer import FORENSIC_FILE, ForensicScorer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Bundle", "load_bundle", "VisualModel", "load_visual", "ForensicScorer",
-           "save_forensic", "crops_to_batch", "FORENSIC_FILE", "DETECTOR_DIR"]
+__all__ = ["Bundle", "load_bundle", "VisualModel", "load_visual", "crops_to_batch", "DETECTOR_DIR"]
 
-FORENSIC_FILE = "forensic_model.npz"
 DETECTOR_DIR = "detector"  # a run's copy of a detector file that dflab does not ship
 
 
@@ -47,12 +47,6 @@ def crops_to_batch(crops_rgb: list[np.ndarray], size: int, mean: list[float],
         img = Image.fromarray(np.ascontiguousarray(rgb)).resize((size, size), Image.BILINEAR)
         out[k] = ((np.asarray(img, np.float32) / 255.0 - m) / s).transpose(2, 0, 1)
     return out
-
-
-def _softmax_fake(logits: np.ndarray) -> np.ndarray:
-    """p(fake) from (N, 2) logits, stable: sigmoid(l1 - l0)."""
-    d = np.clip(logits[:, 1] - logits[:, 0], -60, 60)
-    return 1.0 / (1.0 + np.exp(-d))
 
 
 @dataclass
@@ -80,13 +74,13 @@ class VisualModel:
 
     def probs_batch(self, x: np.ndarray) -> np.ndarray:
         """p(fake) for a prepared ``float32 (N, 3, S, S)`` batch (see :func:`crops_to_batch`)."""
-        return _softmax_fake(self._run(x))
+        return softmax_fake(self._run(x))
 
 
 def parse_onnx_metadata(props: dict[str, str], path: str | Path) -> dict[str, Any]:
     """Input size, mean, std, class names, threshold and face-crop settings from an exported
     model's ``dflab_*`` metadata; anything missing or malformed is one line naming ``path``."""
-    from .readers import DamagedFile, reading
+    from .files import DamagedFile, reading
 
     if "dflab_input_size" not in props:
         raise DamagedFile(f"'{path}' was not exported by dflab (no dflab_* metadata); export "
@@ -108,7 +102,7 @@ def parse_onnx_metadata(props: dict[str, str], path: str | Path) -> dict[str, An
 def _load_onnx(path: Path) -> VisualModel:
     import onnxruntime as ort
 
-    from .readers import DamagedFile
+    from .files import DamagedFile
 
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
                  if p in ort.get_available_providers()]
@@ -128,7 +122,7 @@ def _load_onnx(path: Path) -> VisualModel:
 
 def run_threshold(ckpt_path: Path, ckpt: dict) -> float:
     """The threshold tuned on val when the run was evaluated, else the checkpoint's."""
-    from .readers import read_json, reading
+    from .files import read_json, reading
 
     ev = ckpt_path.parent.parent / "eval_test.json"
     redo = f"evaluate the run again (dflab evaluate --run {ckpt_path.parent.parent})"
@@ -163,98 +157,6 @@ def load_visual(path: str | Path, device: str = "auto") -> VisualModel:
         raise FileNotFoundError(f"model '{path}' does not exist; give a checkpoint "
                                 f"(runs/train-*/checkpoints/best.pt) or an exported .onnx")
     return _load_onnx(path) if path.suffix == ".onnx" else _load_torch(path, device)
-
-
-# forensic model -----------------------------------------------------------------------------
-def save_forensic(path: str | Path, mlp: Any, logreg: Any, names: list[str],
-                  thresholds: dict[str, float], crop_size: int = 0) -> Path:
-    """The forensic models as plain arrays: the MLP (a fitted
-    :class:`~dflab.forensic.ForensicClassifier`) with each eval-mode BatchNorm folded into the
-    Linear before it, and the logistic baseline (a StandardScaler + LogisticRegression
-    pipeline); ``thresholds``: {"forensic": mlp, "logreg": baseline}, tuned on val;
-    ``crop_size``: features.crop_size the features were computed with."""
-    import torch
-
-    layers: list[tuple[np.ndarray, np.ndarray]] = []
-    for mod in mlp.model_.net:
-        if isinstance(mod, torch.nn.Linear):
-            layers.append((mod.weight.detach().double().numpy().copy(),
-                           mod.bias.detach().double().numpy().copy()))
-        elif isinstance(mod, torch.nn.BatchNorm1d):  # y = (x - mean) / sqrt(var + eps) * g + b
-            s = (mod.weight / torch.sqrt(mod.running_var + mod.eps)).detach().double().numpy()
-            w, b = layers[-1]
-            layers[-1] = (w * s[:, None],
-                          (b - mod.running_mean.detach().double().numpy()) * s
-                          + mod.bias.detach().double().numpy())
-    arrays: dict[str, np.ndarray] = {
-        "names": np.array(names), "mean": mlp.scaler_.mean_, "scale": mlp.scaler_.scale_,
-        "n_layers": np.array(len(layers)), "threshold": np.array(thresholds["forensic"]),
-        "crop_size": np.array(crop_size)}
-    for k, (w, b) in enumerate(layers):
-        arrays[f"w{k}"], arrays[f"b{k}"] = w, b
-    if logreg is not None:
-        scaler, lr = logreg[0], logreg[-1]
-        arrays.update(lr_mean=scaler.mean_, lr_scale=scaler.scale_, lr_coef=lr.coef_[0],
-                      lr_intercept=np.array(lr.intercept_[0]),
-                      lr_threshold=np.array(thresholds["logreg"]))
-    path = Path(path)
-    tmp = path.with_name(path.name + ".part.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
-    return path
-
-
-@dataclass
-class ForensicScorer:
-    """The forensic models in numpy: ``scores(X)`` -> {"forensic": MLP p(fake), "logreg":
-    baseline p(fake)} for ``X (n, d)`` in the order of ``names``."""
-
-    names: list[str]
-    mean: np.ndarray
-    scale: np.ndarray
-    layers: list[tuple[np.ndarray, np.ndarray]]
-    threshold: float
-    logreg: dict[str, Any] | None = None
-    crop_size: int = 0  # features.crop_size of the training features
-
-    @classmethod
-    def load(cls, run: str | Path) -> "ForensicScorer":
-        """From a forensic run folder (or its ``forensic_model.npz``); a run from before the
-        numpy form is read from its ``forensic_mlp.pt`` (torch), without the baseline."""
-        run = Path(run)
-        path = run if run.suffix == ".npz" else run / FORENSIC_FILE
-        if path.is_file():
-            with np.load(path) as z:
-                layers = [(z[f"w{k}"], z[f"b{k}"]) for k in range(int(z["n_layers"]))]
-                lr = ({"mean": z["lr_mean"], "scale": z["lr_scale"], "coef": z["lr_coef"],
-                       "intercept": float(z["lr_intercept"]),
-                       "threshold": float(z["lr_threshold"])} if "lr_coef" in z else None)
-                return cls([str(n) for n in z["names"]], z["mean"], z["scale"], layers,
-                           float(z["threshold"]), lr, int(z["crop_size"]))
-        if not (run / "forensic_mlp.pt").is_file():
-            raise FileNotFoundError(f"'{run}' is not a forensic run (no {FORENSIC_FILE} or "
-                                    f"forensic_mlp.pt); train one with `dflab train-forensic`")
-        import tempfile
-
-        from .forensic import load_forensic
-
-        est, names, thr = load_forensic(run)
-        with tempfile.TemporaryDirectory() as td:
-            return cls.load(save_forensic(Path(td) / FORENSIC_FILE, est, None, names,
-                                          {"forensic": thr}, crop_size_of(run)))
-
-    def scores(self, X: np.ndarray) -> dict[str, np.ndarray]:
-        X = np.asarray(X, float)
-        h = (X - self.mean) / self.scale
-        for k, (w, b) in enumerate(self.layers):
-            h = h @ w.T + b
-            if k < len(self.layers) - 1:
-                h = np.maximum(h, 0.0)
-        out = {"forensic": _softmax_fake(h)}
-        if self.logreg is not None:
-            z = ((X - self.logreg["mean"]) / self.logreg["scale"]) @ self.logreg["coef"]
-            out["logreg"] = 1.0 / (1.0 + np.exp(-np.clip(z + self.logreg["intercept"], -60, 60)))
-        return out
 
 
 # the bundle ---------------------------------------------------------------------------------
@@ -365,7 +267,7 @@ def load_bundle(model: str | Path, overrides: dict[str, Any] | None = None,
                              else sibling_run(meta["sync_run"], model))
             fuser_sync = Fuser.from_dict(meta["fuser_sync"])
             thr = float(meta.get("fused_threshold", thr))
-    elif (model / FORENSIC_FILE).is_file() or (model / "forensic_mlp.pt").is_file():
+    elif (model / FORENSIC_FILE).is_file():
         forensic = ForensicScorer.load(model)
         recorded = _run_config(model, "preprocess")
         search, verdict, thr = [model / DETECTOR_DIR], "forensic", forensic.threshold
@@ -392,8 +294,3 @@ def _run_config(run: Path, section: str) -> dict[str, Any]:
     if not path.is_file():
         return {}
     return (yaml.safe_load(path.read_text()) or {}).get(section) or {}
-
-
-def crop_size_of(run: Path) -> int:
-    """features.crop_size the run's forensic features were computed with."""
-    return int(_run_config(run, "features").get("crop_size", 0))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import config as C
+from .jobs import JOB_PROCESS, job_process_main
 from .runs import RUN_KINDS
 
 log = logging.getLogger("dflab")
@@ -492,6 +493,11 @@ def _log_traceback(command: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [JOB_PROCESS]:  # a detached job's own process (dflab.jobs), not a command
+        from .lab import Lab
+
+        return job_process_main(argv[1:], Lab)
     args = build_parser().parse_args(argv)
     # dflab's own messages at INFO; other libraries' (e.g. the ONNX exporter's passes) only from
     # WARNING, unless -v

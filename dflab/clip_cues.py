@@ -91,7 +91,7 @@ def clip_scores(processed: str | Path, split: str = "test", cues: list[str] | No
 
     from .datasets import load_index
     from .pseudo_fakes import crop_landmarks
-    from .runs import read_json
+    from .files import read_json
 
     processed = Path(processed)
     df = load_index(processed)

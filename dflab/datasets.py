@@ -45,7 +45,7 @@ def load_index(processed: str | Path, faces_only: bool = True) -> pd.DataFrame:
     path = processed / "index.csv"
     if not path.exists():
         raise FileNotFoundError(f"no index at '{path}'; run `dflab preprocess` first")
-    from .readers import reading
+    from .files import reading
 
     with reading(path, "index", "rebuild it: run `dflab preprocess` on the folder again (finished "
                  "videos are kept; the index is written from their meta.json)"):

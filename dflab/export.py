@@ -14,7 +14,7 @@ import torch
 
 from .config import ExportConfig
 from .models import CLASS_NAMES
-from .runs import disk_full, free_mib, write_json
+from .files import disk_full, free_mib, write_json
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,8 @@ def bundle_preprocess(pp: dict[str, Any], run: str | Path) -> dict[str, Any]:
     import shutil
 
     from .bundle import DETECTOR_DIR
-    from .faces import PACKAGED_YUNET, locate_weights, sha256_file
+    from .faces import PACKAGED_YUNET, locate_weights
+    from .files import sha256_file
 
     pp = dict(pp)
     weights = pp.get("detector_weights", "")
@@ -155,7 +156,7 @@ def onnx_metadata(path: str | Path) -> dict[str, Any]:
     import onnx
     from google.protobuf.message import DecodeError
 
-    from .readers import reading
+    from .files import reading
 
     with reading(path, "ONNX model", "export one with `dflab export --run RUN`",
                  also=(DecodeError, onnx.checker.ValidationError)):

@@ -32,6 +32,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from .config import PreprocessConfig
+from .files import sha256_file
 from .registry import Registry
 
 _PP = PreprocessConfig()  # the detector defaults live in the config, once
@@ -39,7 +40,7 @@ _PP = PreprocessConfig()  # the detector defaults live in the config, once
 log = logging.getLogger(__name__)
 
 __all__ = ["Face", "FaceDetector", "DETECTORS", "create_detector", "crop_box", "crop_face", "cut_primary",
-           "primary_face", "implausible", "sha256_file", "locate_weights", "resolve_yunet_weights",
+           "primary_face", "implausible", "locate_weights", "resolve_yunet_weights",
            "download_file", "finetune_yolo", "YUNET_URL", "YUNET_SHA256"]
 
 DETECTORS: Registry = Registry("face detector")
@@ -256,23 +257,6 @@ def fetch_weights_file(weights: str, sha256: str = "", cache_dir: str | Path = "
                              f"{sha256} (preprocess.detector_sha256); the file is another model "
                              f"or damaged")
     return path
-
-
-_HASHES: dict[tuple[str, int, float], str] = {}
-
-
-def sha256_file(path: str | Path) -> str:
-    """SHA-256 of a file, remembered per (path, size, mtime) for this process."""
-    path = Path(path)
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime)
-    if key not in _HASHES:
-        h = hashlib.sha256()
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        _HASHES[key] = h.hexdigest()
-    return _HASHES[key]
 
 
 def weights_search_dirs(cache_dir: str | Path = "") -> list[Path]:

@@ -18,7 +18,9 @@ from torch import nn
 
 from .config import FeaturesConfig, LabConfig, config_to_dict
 from .events import Callback, CancelToken, EpochMetrics, Emitter
-from .features import extract_many, feature_names
+from .extract import extract_many
+from .scorer import FORENSIC_FILE, save_forensic
+from .features import feature_names
 from .runs import create_run_dir, write_report
 
 log = logging.getLogger(__name__)
@@ -64,7 +66,7 @@ def load_features(processed: str | Path, names: list[str] | None = None
     path = Path(processed) / "features.csv"
     if not path.exists():
         raise FileNotFoundError(f"no features at '{path}'; run `dflab features` first")
-    from .readers import DamagedFile, reading
+    from .files import DamagedFile, reading
 
     with reading(path, "features table", "delete it and run `dflab features` again (the "
                  "features cache keeps the finished frames)"):
@@ -198,7 +200,7 @@ class ForensicClassifier:
 
     @classmethod
     def load(cls, path: Path) -> tuple["ForensicClassifier", list[str]]:
-        from .readers import load_torch_file, reading
+        from .files import load_torch_file, reading
 
         redo = "train it again with `dflab train-forensic`"
         ck = load_torch_file(path, "forensic model", redo)
@@ -242,7 +244,6 @@ def train_forensic(cfg: LabConfig, processed: str | Path, runs_root: str | Path,
     from .datasets import faceless_frames
     from .metrics import evaluate_predictions, protocol_args, tune_threshold
 
-    from .bundle import FORENSIC_FILE, save_forensic
     from .preprocess import adopt_preprocess_settings
 
     cfg = adopt_preprocess_settings(cfg, processed)  # how the crops it scores were made

@@ -27,7 +27,8 @@ if TYPE_CHECKING:  # pandas is imported where it is used: prediction loads the f
 
 from .config import LabConfig
 from .events import Callback, CancelToken, Emitter
-from .runs import create_run_dir, read_json, write_json, write_report
+from .files import read_json, write_json
+from .runs import create_run_dir, write_report
 
 log = logging.getLogger(__name__)
 

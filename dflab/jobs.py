@@ -39,11 +39,11 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import events as ev
-from .readers import DamagedFile
-from .runs import read_json, write_json
+from .files import DamagedFile
+from .files import read_json, write_json
 
 __all__ = ["Job", "JobBusy", "start_job", "list_jobs", "job_folder", "run_job",
            "DETACHED_METHODS", "warm_up"]
@@ -57,6 +57,8 @@ DETACHED_METHODS: dict[str, str | None] = {
 }  # (not FF++'s download: its arguments hold the private server address, kept off the disk)
 log = logging.getLogger(__name__)
 TERMINAL = ("done", "failed", "cancelled", "killed")
+# the argument that makes ``python -m dflab`` a job process (and marks one in the process list)
+JOB_PROCESS = "job-process"
 PROGRESS_INTERVAL_S = 0.25  # Progress events are written at most this often (others always)
 
 
@@ -78,7 +80,7 @@ def _alive(pid: int) -> bool:
     if cmdline.exists():  # Linux: a recycled pid belongs to some other program
         try:
             text = cmdline.read_bytes()
-            return b"dflab.jobs" in text or not text  # empty: a zombie being reaped
+            return JOB_PROCESS.encode() in text or not text  # empty: a zombie being reaped
         except OSError:
             return False
     return True
@@ -273,7 +275,7 @@ def _untagged(obj: dict) -> Any:
 
 
 def result_to_json(result: Any, path: Path) -> None:
-    """Write ``result`` to ``path`` atomically (:func:`dflab.runs.write_json`)."""
+    """Write ``result`` to ``path`` atomically (:func:`dflab.files.write_json`)."""
     write_json(path, _tagged(result))
 
 
@@ -352,9 +354,9 @@ def start_job(lab: Any, method: str, name: str = "", folder: str | Path = "",
 
 
 def _spawn(folder: Path) -> int:
-    """A fresh ``python -m dflab.jobs <folder>`` in its own session; returns its pid."""
+    """A fresh ``python -m dflab job-process <folder>`` in its own session; returns its pid."""
     with (folder / "job.log").open("ab") as logf:
-        proc = subprocess.Popen([sys.executable, "-m", "dflab.jobs", str(folder)],
+        proc = subprocess.Popen([sys.executable, "-m", "dflab", JOB_PROCESS, str(folder)],
                                 stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                                 start_new_session=True, cwd=os.getcwd())
     # reap the child when it ends, so it never lingers as a zombie of this process
@@ -414,7 +416,7 @@ class _ForkServer:
     def _start(self) -> None:
         self.stop()
         self.stamp = _source_stamp()
-        self.proc = subprocess.Popen([sys.executable, "-m", "dflab.jobs", "--fork-server"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "dflab", JOB_PROCESS, "--fork-server"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, start_new_session=True,
                                      text=True, bufsize=1)
@@ -488,7 +490,7 @@ _FORK_SERVER = _ForkServer()
 warm_up = _FORK_SERVER.warm_up
 
 
-def _fork_server_main() -> int:
+def _fork_server_main(make_lab: Callable[..., Any]) -> int:
     """The server: import what jobs use, then fork a job per request line on stdin until stdin
     closes. Replies with each child's pid. It starts no thread of its own; the imported libraries'
     idle pools (OpenBLAS, OpenCV) are forked as PyTorch's DataLoader workers fork them."""
@@ -509,13 +511,13 @@ def _fork_server_main() -> int:
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            _forked_job(request)  # never returns
+            _forked_job(request, make_lab)  # never returns
         sys.stdout.write(f"{pid}\n")
         sys.stdout.flush()
     return 0
 
 
-def _forked_job(request: dict) -> None:
+def _forked_job(request: dict, make_lab: Callable[..., Any]) -> None:
     """In the forked child: become the job process as a spawned one would be, run, exit."""
     import atexit
 
@@ -544,7 +546,7 @@ def _forked_job(request: dict) -> None:
         random.seed()  # a fresh process's own seeds, not the server's state
         if "numpy" in sys.modules:
             sys.modules["numpy"].random.seed()
-        rc = run_job(folder)
+        rc = run_job(folder, make_lab)
     except BaseException:  # noqa: BLE001 - the job's own errors are recorded by run_job
         traceback.print_exc()
     finally:
@@ -602,10 +604,16 @@ class _EventLog:
             self.fh.flush()
 
 
-def run_job(folder: str | Path) -> int:
-    """The job process: run the call in ``folder/job.json``, writing events and status."""
+def job_process_main(argv: list[str], make_lab: Callable[..., Any]) -> int:
+    """``python -m dflab job-process FOLDER`` (one job) or ``... --fork-server``; ``make_lab``:
+    the :class:`dflab.Lab` class (passed in: the job runner sits below the lab it runs)."""
+    return _fork_server_main(make_lab) if argv == ["--fork-server"] else run_job(argv[0], make_lab)
+
+
+def run_job(folder: str | Path, make_lab: Callable[..., Any]) -> int:
+    """The job process: run the call in ``folder/job.json`` on ``make_lab(config,
+    data_root=...)``, writing events and status."""
     from .config import load_config
-    from .lab import Lab
 
     folder = Path(folder)
     spec = read_json(folder / "job.json")
@@ -625,7 +633,7 @@ def run_job(folder: str | Path) -> int:
     threading.Thread(target=watch_cancel, daemon=True).start()
     rc = 0
     try:
-        lab = Lab(load_config(str(folder / "job_config.yaml")), data_root=spec["data_root"])
+        lab = make_lab(load_config(str(folder / "job_config.yaml")), data_root=spec["data_root"])
         # a Progress line at once, so a watcher sees the job alive before the first counted unit
         log(ev.Progress(spec["method"], 0, 0, "step", "starting"))
         result = getattr(lab, spec["method"])(callbacks=[log], cancel=token, **spec["kwargs"])
@@ -645,7 +653,3 @@ def run_job(folder: str | Path) -> int:
         log.fh.close()
         (folder / "job.lock").unlink(missing_ok=True)
     return rc
-
-
-if __name__ == "__main__":
-    sys.exit(_fork_server_main() if sys.argv[1:] == ["--fork-server"] else run_job(sys.argv[1]))

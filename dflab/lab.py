@@ -24,14 +24,14 @@ import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .config import LabConfig, PreprocessConfig, load_config
+from .config import LabConfig, PreprocessConfig, load_config, preset_path
 from .events import Callback, CancelToken
 from .results import (BatchPredictResult, DemoDataResult, DemoResult, DownloadResult, EnvironmentResult,
                       EvalResult, ExplainResult, ExportResult, FeaturesResult, PredictResult,
                       PreprocessResult, ProtocolResult, RefineResult, RobustnessResult,
                       SyncExtractResult, SyncScoreResult, SyncTrainResult, TrainResult,
                       WeightsResult)
-from .runs import read_json
+from .files import read_json
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +67,19 @@ class Lab:
                                      if k.startswith("preprocess.")]
         self._paths: tuple[tuple, dict[str, Path]] | None = None
 
-    def derive(self, overrides: Sequence[str] | dict[str, Any]) -> "Lab":
+    def derive(self, overrides: Sequence[str] | dict[str, Any], preset: str = "") -> "Lab":
         """A new Lab over a copy of this config with ``overrides`` applied, on the same data
-        root (this lab's config is left as it is)."""
+        root (this lab's config is left as it is). ``preset``: start from that preset's
+        config instead, with this lab's data root, runs folder and Drive setting."""
         import copy
 
-        return Lab(copy.deepcopy(self.cfg), overrides)
+        if not preset:
+            return Lab(copy.deepcopy(self.cfg), overrides)
+        cfg = load_config(preset_path(preset))
+        env = self.cfg.env
+        cfg.env.data_root, cfg.env.runs_dir = env.data_root, env.runs_dir
+        cfg.env.mount_drive = env.mount_drive
+        return Lab(cfg, overrides)
 
     def __repr__(self) -> str:
         return f"Lab(data_root='{self.paths['data_root']}', backbone='{self.cfg.model.backbone}')"
@@ -188,7 +195,7 @@ class Lab:
     def model_for(self, run: str | Path) -> Path:
         """What ``predict`` should load for a visual run: the newest fuse run made over it
         (visual, forensic and fused verdicts), else its ONNX export, else its best checkpoint."""
-        from .runs import read_json
+        from .files import read_json
 
         run = Path(run)
         for fuse in self.runs("fuse"):
@@ -327,7 +334,7 @@ class Lab:
               callbacks: Callbacks = None, cancel: CancelToken | None = None) -> TrainResult:
         """Train the visual detector (resumable: ``resume=True`` with the run's ``name``)."""
         from .locks import writing
-        from .runs import read_json
+        from .files import read_json
         from .train import train
 
         if resume and not name:
@@ -369,10 +376,11 @@ class Lab:
         ``eval_<split>_<folder>.json`` and ``predictions_<split>_<folder>.csv``, never over the
         run's own test report."""
 
-        from .bundle import ForensicScorer
+        from .scorer import ForensicScorer
         from .datasets import faceless_frames
         from .metrics import evaluate_predictions, protocol_args
-        from .runs import report_tag, write_json
+        from .files import write_json
+        from .runs import report_tag
 
         run = Path(run)
         folder = self.processed_dir(processed, run)
@@ -420,7 +428,7 @@ class Lab:
         ``model.int8.onnx`` (see :func:`dflab.export.export_int8`)."""
         import shutil
 
-        from .bundle import FORENSIC_FILE, ForensicScorer, save_forensic
+        from .scorer import FORENSIC_FILE, ForensicScorer
         from .events import Emitter
         from .export import export_onnx
 
@@ -430,23 +438,14 @@ class Lab:
         fuse = (run / "fuser.json").is_file()
         if fuse:
             from .bundle import sibling_run
-            from .runs import read_json
+            from .files import read_json
 
             meta = read_json(run / "fuser.json")
             vrun, frun = sibling_run(meta["visual_run"], run), sibling_run(meta["forensic_run"], run)
             rep = export_onnx(vrun, out or run / "model.onnx", self.cfg.export,
                               meta.get("checkpoint", checkpoint),
                               progress=lambda d, n, what: em.progress(d, n + 1, "step", what))
-            if (frun / FORENSIC_FILE).is_file():
-                shutil.copy2(frun / FORENSIC_FILE, run / FORENSIC_FILE)
-            else:  # a forensic run from before the numpy form
-                from .forensic import load_forensic
-
-                from .bundle import crop_size_of
-
-                est, names, thr = load_forensic(frun)
-                save_forensic(run / FORENSIC_FILE, est, None, names, {"forensic": thr},
-                              crop_size_of(frun))
+            shutil.copy2(frun / FORENSIC_FILE, run / FORENSIC_FILE)
             ForensicScorer.load(run)  # it reads back
             em.progress(5, 5, "step", "forensic model copied")
             if meta.get("fuser_sync"):  # the sync model too: the folder alone predicts
@@ -511,7 +510,7 @@ class Lab:
         run = Path(run)
         if (run / "fuser.json").is_file():
             from .bundle import sibling_run
-            from .runs import read_json
+            from .files import read_json
 
             meta = read_json(run / "fuser.json")
             run, checkpoint = sibling_run(meta["visual_run"], run), meta.get("checkpoint",
@@ -534,8 +533,8 @@ class Lab:
         ``robustness_<split>.json`` and ``.csv`` into the run folder."""
         import pandas as pd
 
-        from .robustness import robustness_curves
-        from .runs import write_json
+        from .robustness import format_robustness, robustness_curves
+        from .files import write_json
 
         run = Path(run)
         rows = robustness_curves(run, self.processed_dir(processed, run), split,
@@ -544,7 +543,7 @@ class Lab:
                                  self.cfg.env.seed, callbacks, cancel)
         report = write_json(run / f"robustness_{split}.json", rows)
         pd.DataFrame(rows).to_csv(run / f"robustness_{split}.csv", index=False)
-        return RobustnessResult(run, tuple(rows), report)
+        return RobustnessResult(run, tuple(rows), report, format_robustness(rows))
 
     def protocol(self, kind: str, name: str = "", processed: str | Path = "",
                  test_on: Sequence[str | Path] = (), methods: Sequence[str] = (),
@@ -553,11 +552,12 @@ class Lab:
         """A generalisation protocol (cross-method, leave-one-out, cross-dataset), one train run
         per cell with this lab's settings; re-run with the same ``name`` to resume
         (:mod:`dflab.protocol`)."""
-        from .protocol import run_protocol
+        from .protocol import format_protocol, run_protocol
 
         report = run_protocol(self, kind, name, processed, test_on, methods, callbacks, cancel)
         return ProtocolResult(report, self.paths["runs"] / f"protocol-{report['name']}"
-                              / "protocol.json")
+                              / "protocol.json", f"{format_protocol(report, 'video')}\n\n"
+                              f"{format_protocol(report, 'frame')}")
 
     # forensic model and fusion ---------------------------------------------------------------
     def feature_subset(self) -> list[str] | None:
@@ -596,8 +596,8 @@ class Lab:
         import numpy as np
 
         from .forensic import permutation_importance_table, shap_values
-        from .refine import refine_features
-        from .runs import read_json, write_json
+        from .refine import format_refine, refine_features
+        from .files import read_json, write_json
 
         run = Path(run)
         processed = self.processed_dir(run=run)
@@ -616,13 +616,14 @@ class Lab:
                                  callbacks, cancel)
         write_json(run / "refine.json", report)
         subset = self.save_feature_subset(run, report["chosen"] if pick < 0 else pick, name)
-        return RefineResult(run / "refine.json", subset, read_json(run / "refine.json"))
+        report = read_json(run / "refine.json")
+        return RefineResult(run / "refine.json", subset, report, format_refine(report))
 
     def save_feature_subset(self, run: str | Path, point: int, name: str = "refined") -> Path:
         """Save point ``point`` of a run's refine.json (e.g. another point of the front) as the
         named subset, and mark it chosen in the report."""
         from .refine import SUBSET_DIR, save_subset
-        from .runs import read_json, write_json
+        from .files import read_json, write_json
 
         path = Path(run) / "refine.json"
         if not path.is_file():
@@ -703,7 +704,7 @@ class Lab:
         """Sync windows (mouth crops + MFCC, ``sync.npz``) for every finished video with audio
         of a processed folder (``preprocess.sync_frames``, 5 when it is 0); resumable."""
         from .locks import shards_overlap, writing
-        from .sync import extract_sync
+        from .sync_windows import extract_sync
 
         processed = self.processed_dir(processed)
         # the windows live beside the crops that preprocessing writes: one writer of either
@@ -728,12 +729,13 @@ class Lab:
         baseline) and the AUC of each fake method's windows against the real ones'. ``shifts``:
         a JSON file of true offsets (path in the labels -> seconds, as the talking demo set's
         ``shifts.json``) to report offset errors."""
-        from .sync import score_sync
+        from .sync import format_sync_report, score_sync
 
         processed = self.processed_dir(processed, run)
         truth = _shifts_by_uid(Path(shifts), processed) if shifts else None
-        return SyncScoreResult(Path(run), score_sync(run, processed, split, self.cfg.eval.bootstrap,
-                                                     self.cfg.env.seed, truth, callbacks, cancel))
+        report = score_sync(run, processed, split, self.cfg.eval.bootstrap, self.cfg.env.seed,
+                            truth, callbacks, cancel)
+        return SyncScoreResult(Path(run), report, format_sync_report(report))
 
     # weights, faces, demo --------------------------------------------------------------------
     def fetch_weights(self, backbone: str, to: str | Path) -> WeightsResult:
@@ -783,19 +785,21 @@ class Lab:
              cancel: CancelToken | None = None) -> DemoResult:
         """The whole pipeline on the demo set: leak check, preprocess, train, evaluate,
         features, forensic MLP, fuse, export, predict on a held-out clip."""
-        from .pipeline import run_demo
+        from .pipeline import format_demo_report, run_demo
 
-        return DemoResult(run_demo(self, name, callbacks, cancel))
+        report = run_demo(self, name, callbacks, cancel)
+        return DemoResult(report, format_demo_report(report))
 
     def real(self, shared: str | Path, name: str = "", epochs: int = 4, photos: int = 3000,
              callbacks: Callbacks = None, cancel: CancelToken | None = None) -> DemoResult:
         """Real data (:mod:`dflab.real`): FF++ and DFDC clips split by identity pair, face
         photos; the SBI network and the forensic MLP on real faces only, an ordinary network on
         FF++ fakes, the fused verdict; frame and video AUC per method with intervals."""
-        from .real import run_real
+        from .real import format_real_report, run_real
 
-        return DemoResult(run_real(self, shared, name, epochs, photos=photos,
-                                   callbacks=callbacks, cancel=cancel))
+        report = run_real(self, shared, name, epochs, photos=photos, callbacks=callbacks,
+                          cancel=cancel)
+        return DemoResult(report, format_real_report(report))
 
 
 def _shifts_by_uid(path: Path, processed: Path) -> dict[str, float]:

@@ -198,7 +198,7 @@ class Dlib68(Landmarker):
         return np.array([[p.x, p.y] for p in shape.parts()], np.float32)
 
     def describe(self) -> dict:
-        from .faces import sha256_file
+        from .files import sha256_file
 
         return {"name": self.name, "file": self.path.name, "sha256": sha256_file(self.path)}
 

@@ -354,3 +354,9 @@ def protocol_args(cfg: Any, faceless: pd.DataFrame | None = None) -> dict[str, A
     return {"aggregate": cfg.aggregate, "margin": cfg.confident_margin, "ece_bins": cfg.ece_bins,
             "n_boot": cfg.bootstrap, "protocol": cfg.protocol,
             "frames_per_video": cfg.frames_per_video, "faceless": faceless}
+
+
+def softmax_fake(logits: np.ndarray) -> np.ndarray:
+    """p(fake) from (N, 2) logits, stable: sigmoid(l1 - l0)."""
+    d = np.clip(logits[:, 1] - logits[:, 0], -60, 60)
+    return 1.0 / (1.0 + np.exp(-d))

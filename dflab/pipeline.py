@@ -33,7 +33,8 @@ def run_demo(lab: "Lab", name: str = "", callbacks: list[Callback] | None = None
     import pandas as pd
 
     from .demo import leak_check
-    from .runs import create_run_dir, read_json, write_json
+    from .files import read_json, write_json
+    from .runs import create_run_dir
 
     cfg = lab.cfg
     cb = {"callbacks": callbacks, "cancel": cancel}

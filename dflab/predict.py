@@ -314,7 +314,7 @@ def write_batch_report(results: list[dict[str, Any]], bundle: dict[str, Any],
     files written."""
     import csv
 
-    from .runs import write_json
+    from .files import write_json
 
     path = Path(path)
     if path.suffix.lower() == ".json":

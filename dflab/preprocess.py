@@ -32,8 +32,8 @@ import numpy as np
 
 from .config import LabConfig, PreprocessConfig, config_from_dict
 from .events import Callback, CancelToken, Cancelled, Emitter
-from .readers import reading
-from .runs import read_json, write_json
+from .files import reading
+from .files import read_json, write_json
 from .sources import VideoRecord, video_uid
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def _detector(spec: dict):
 
 def _detector_file(detector) -> dict[str, str]:
     """{"name", "sha256"} of the weights file a detector loaded ({} for haar)."""
-    from .faces import sha256_file
+    from .files import sha256_file
 
     weights = getattr(detector, "weights", None)
     if not weights or not Path(str(weights)).is_file():
@@ -295,7 +295,7 @@ def process_video(rec: VideoRecord, out: str | Path, cfg: PreprocessConfig, det_
             "landmarks": landmarker.describe() if landmarker is not None else {"name": "off"},
             "audio": audio, "summary": summary, "frames": records}
     if cfg.sync_frames > 0 and audio["has_audio"]:
-        from .sync import write_windows
+        from .sync_windows import write_windows
 
         summary["sync_windows"] = write_windows(part, meta, cfg)
     write_json(part / "meta.json", meta)
@@ -442,7 +442,7 @@ def preprocess_videos(records: list[VideoRecord], out: str | Path, cfg: Preproce
                         raise Cancelled("cancelled by the user; finished videos are kept and a "
                                         "re-run resumes")
         if cfg.sync_frames > 0:  # videos finished before sync windows were asked for
-            from .sync import extract_sync
+            from .sync_windows import extract_sync
 
             extract_sync(out, cfg, [r.uid for r in todo if r.uid not in errors], callbacks,
                          em.cancel)

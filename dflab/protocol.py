@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from .events import Callback, CancelToken, Emitter
-from .runs import create_run_dir, read_json, report_tag, write_json
+from .files import read_json, write_json
+from .runs import create_run_dir, report_tag
 
 if TYPE_CHECKING:
     from .lab import Lab

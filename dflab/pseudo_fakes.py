@@ -188,7 +188,7 @@ def crop_landmarks(processed: str | Path, df) -> list[np.ndarray | None]:
     """Per index row of ``df`` (rows of ``processed``), its crop's 68 landmarks in the crop's own
     pixels (``float32 (68, 2)``), or None when the frame has none (each meta.json read once)."""
     from .landmarks import crop_points
-    from .runs import read_json
+    from .files import read_json
 
     processed = Path(processed)
     by_video: dict[str, dict[str, Any]] = {}
@@ -324,7 +324,7 @@ def write_pseudo_fake_folder(sources: Sequence[str | Path | tuple[str | Path, Se
     from .datasets import load_index, read_crop_rgb
     from .events import Emitter
     from .preprocess import build_index
-    from .runs import write_json
+    from .files import write_json
 
     out = Path(out)
     em = Emitter("pseudo-fakes", callbacks, cancel)

@@ -206,13 +206,7 @@ def real_clips(lab: "Lab", shared: Path, overrides: dict[str, Any] | None = None
     """(the Lab of :data:`REAL_SETTINGS` and ``overrides`` on ``lab``'s data root, the labels
     CSV of :func:`real_labels`, the preprocessed clips ``<processed>/real_clips``): the set-up
     every run on the shared clips starts from. ``cb``: ``callbacks`` and ``cancel``."""
-    from .config import load_config, preset_path
-    from .lab import Lab
-
-    cfg = load_config(preset_path("cpu"), {**REAL_SETTINGS, **(overrides or {})})
-    cfg.env.data_root, cfg.env.runs_dir = lab.cfg.env.data_root, lab.cfg.env.runs_dir
-    cfg.env.mount_drive = lab.cfg.env.mount_drive
-    base = Lab(cfg)
+    base = lab.derive({**REAL_SETTINGS, **(overrides or {})}, preset="cpu")
     root = lab.paths["data_root"] / "real"
     labels = real_labels(shared, root / "labels.csv", base.cfg.data.split_seed)
     clips = base.preprocess("folder", root, labels=str(labels),
@@ -233,7 +227,8 @@ def run_real(lab: "Lab", shared: str | Path, name: str = "", epochs: int = 4,
 
     from .datasets import faceless_frames
     from .pseudo_fakes import write_pseudo_fake_folder
-    from .runs import create_run_dir, read_json, write_json
+    from .files import read_json, write_json
+    from .runs import create_run_dir
 
     shared = Path(shared)
     if not (shared / "ffpp").is_dir():

@@ -191,7 +191,7 @@ def refine_features(processed: str | Path, importance: dict[str, dict[str, float
 
 def save_subset(path: str | Path, name: str, report: dict[str, Any], point: int) -> Path:
     """Write the named subset (a point of the report) as JSON."""
-    from .runs import write_json
+    from .files import write_json
 
     p = report["points"][point]
     return write_json(Path(path), {"name": name, "features": p["features"],

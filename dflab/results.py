@@ -331,11 +331,10 @@ class RobustnessResult:
     run: Path
     rows: tuple[dict[str, Any], ...]  # model, perturbation, strength, frame/video AUC
     report: Path  # robustness_<split>.json
+    table: str  # dflab.robustness.format_robustness of the rows
 
     def __str__(self) -> str:
-        from .robustness import format_robustness
-
-        return (f"{format_robustness(list(self.rows))}\n({self.rows[0]['videos']} videos, "
+        return (f"{self.table}\n({self.rows[0]['videos']} videos, "
                 f"{self.rows[0]['frames']} crops; frame AUC with its 95% video-bootstrap "
                 f"interval) -> {self.report}")
 
@@ -344,12 +343,10 @@ class RobustnessResult:
 class ProtocolResult:
     report: dict[str, Any]  # kind, name, processed, methods, cells (run, AUCs), matrix
     path: Path  # runs/protocol-<name>/protocol.json
+    table: str  # dflab.protocol.format_protocol at video and frame level
 
     def __str__(self) -> str:
-        from .protocol import format_protocol
-
-        return (f"{format_protocol(self.report, 'video')}\n\n"
-                f"{format_protocol(self.report, 'frame')}\n-> {self.path}")
+        return f"{self.table}\n-> {self.path}"
 
 
 @dataclass(frozen=True)
@@ -357,12 +354,11 @@ class RefineResult:
     path: Path  # <run>/refine.json: costs, every candidate, the front, the chosen point
     subset: Path  # <data_root>/feature_sets/<name>.json
     report: dict[str, Any]
+    table: str  # dflab.refine.format_refine of the report
 
     def __str__(self) -> str:
-        from .refine import format_refine
-
         name = self.subset.stem
-        return (f"{format_refine(self.report)}\n-> {self.path}\nsubset '{name}' -> "
+        return (f"{self.table}\n-> {self.path}\nsubset '{name}' -> "
                 f"{self.subset}\nuse it: dflab train-forensic --set features.subset={name}")
 
 
@@ -379,21 +375,16 @@ class WeightsResult:
 @dataclass(frozen=True)
 class DemoResult:
     report: dict[str, Any]  # dflab.pipeline's (the demo set) or dflab.real's (real data)
+    text: str  # the report as the few lines a person reads (that module's format_*_report)
 
     def __str__(self) -> str:
-        if "rows" in self.report:
-            from .real import format_real_report
-
-            return format_real_report(self.report)
-        from .pipeline import format_demo_report
-
-        return format_demo_report(self.report)
+        return self.text
 
 
 @dataclass(frozen=True)
 class SyncExtractResult:
     processed: Path
-    report: dict[str, Any]  # dflab.sync.extract_sync's counts and reasons
+    report: dict[str, Any]  # dflab.sync_windows.extract_sync's counts and reasons
 
     def __str__(self) -> str:
         r = self.report
@@ -423,9 +414,8 @@ class SyncTrainResult:
 class SyncScoreResult:
     run: Path
     report: dict[str, Any]  # dflab.sync.score_sync's report
+    text: str  # dflab.sync.format_sync_report of the report
 
     def __str__(self) -> str:
-        from .sync import format_sync_report
-
-        return (format_sync_report(self.report)
+        return (self.text
                 + f"\nper clip: {self.run / ('sync_clips_' + self.report['split'] + '.csv')}")

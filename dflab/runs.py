@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import re
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from .config import LabConfig, save_config
+from .files import read_json, write_json
 
 log = logging.getLogger(__name__)
 
-__all__ = ["library_versions", "create_run_dir", "write_json", "read_json", "RUN_KINDS",
+__all__ = ["library_versions", "create_run_dir", "RUN_KINDS",
            "run_info", "list_runs", "read_report", "write_report", "runs_table", "format_runs",
            "config_differences", "run_history", "plot_histories", "plot_rocs", "report_tag"]
 
@@ -35,67 +34,6 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
-
-
-# a pretty-printed list of numbers, and a list of such lists (boxes, landmark points): written
-# on one line each. Only lists laid out over several lines match, and a JSON string never holds
-# a raw newline, so no string value is touched.
-_NUMBERS = re.compile(r"\[\n\s*(-?[\d.eE+-]+(?:,\n\s*-?[\d.eE+-]+)*)\n\s*\]")
-_LISTS = re.compile(r"\[\n\s*(\[[^\n\[\]]*\](?:,\n\s*\[[^\n\[\]]*\])*)\n\s*\]")
-
-
-def dumps(obj: Any) -> str:
-    """JSON indented by two, with lists of numbers (and lists of them) kept on one line: a
-    per-frame record with 68 landmarks takes 1.5 kB instead of 7."""
-    text = json.dumps(obj, indent=2, default=str)
-    text = _NUMBERS.sub(lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(","))
-                        + "]", text)
-    return _LISTS.sub(lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",\n"))
-                      + "]", text)
-
-
-def write_json(path: str | Path, obj: Any) -> Path:
-    """Write JSON atomically: a crash leaves the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(dumps(obj))
-    os.replace(tmp, path)
-    return path
-
-
-def disk_full(exc: BaseException, folder: str | Path | None = None) -> bool:
-    """Whether ``exc`` comes from a full disk (or quota): OSError ENOSPC/EDQUOT, or any OSError
-    or RuntimeError while ``folder``'s disk has under 16 MiB free. torch's C++ writer says only
-    "basic_ios::clear: iostream error" or "unexpected pos" when the disk fills (2026-12-04, a
-    full tmpfs)."""
-    import errno
-
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    if "No space left" in str(exc):
-        return True
-    return folder is not None and isinstance(exc, (OSError, RuntimeError)) and \
-        free_mib(folder) < 16
-
-
-def free_mib(folder: str | Path) -> float:
-    """Free space on ``folder``'s disk in MiB (0 when it cannot be read)."""
-    import shutil
-
-    try:
-        return shutil.disk_usage(folder).free / 2**20
-    except OSError:
-        return 0.0
-
-
-def read_json(path: str | Path, what: str = "JSON file",
-              redo: str = "delete it and re-run the step that wrote it") -> Any:
-    """The JSON value in ``path``; one line naming the file when it is not JSON
-    (:func:`dflab.readers.read_json`)."""
-    from .readers import read_json as read
-
-    return read(path, what, redo)
 
 
 def create_run_dir(runs_root: str | Path, kind: str, cfg: LabConfig, name: str = "",
@@ -143,7 +81,7 @@ def run_info(run: str | Path) -> dict[str, Any]:
     run = Path(run)
     path = run / "run.json"
     if path.exists():
-        from .readers import reading
+        from .files import reading
 
         redo = "delete it to have the folder recognised by its contents"
         info = read_json(path, "run record", redo)
@@ -197,7 +135,7 @@ def read_report(run: str | Path, split: str = "test") -> dict[str, dict]:
     if not path.exists():
         raise FileNotFoundError(f"run '{run}' has no {split} evaluation ({path.name}); "
                                 f"evaluate it first")
-    from .readers import reading
+    from .files import reading
 
     redo = f"evaluate the run again (dflab evaluate --run {run} --split {split})"
     reports = read_json(path, "evaluation report", redo)
@@ -239,7 +177,7 @@ def config_differences(runs: list[str | Path]) -> dict[str, dict[str, Any]]:
 
 def run_history(run: str | Path) -> list[dict[str, Any]]:
     """The rows of a run's history.jsonl (one per epoch), or []."""
-    from .readers import read_jsonl, reading
+    from .files import read_jsonl, reading
 
     path = Path(run) / "history.jsonl"
     if not path.exists():

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .readers import DamagedFile, read_json
+from .files import DamagedFile, read_json
 from .registry import Registry
 
 log = logging.getLogger(__name__)

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from .readers import reading
-from .runs import write_json
+from .files import reading
+from .files import write_json
 from .sources import video_uid
 
 __all__ = ["dataset_stats", "plot_stats"]

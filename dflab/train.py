@@ -24,7 +24,8 @@ from torch import nn
 
 from .config import LabConfig, config_from_dict, config_to_dict
 from .events import Callback, CancelToken, Emitter, EpochMetrics, StepLoss
-from .runs import create_run_dir, write_json
+from .files import write_json
+from .runs import create_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def save_checkpoint(state: dict, path: Path) -> None:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """A dflab checkpoint, loaded with ``weights_only=True``: a file whose unpickling would run
     code is refused, never run. Every failure is a ValueError that says which file and why."""
-    from .readers import load_torch_file
+    from .files import load_torch_file
 
     ckpt = load_torch_file(path, "checkpoint", "dflab loads only plain tensors and settings: use "
                            "a checkpoint written by `dflab train` (copy it again, or take "
@@ -115,7 +116,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     """(model in eval mode, data config dict, checkpoint) from a checkpoint file."""
     from .models import create_model
 
-    from .readers import reading
+    from .files import reading
 
     ckpt = load_checkpoint(path, device)
     with reading(path, "checkpoint", "use a checkpoint written by `dflab train` (another of that "
@@ -406,7 +407,7 @@ def _save(run: Path, state: dict, metrics: dict, improved: bool, save_every: int
     """history.jsonl gets the epoch; last.pt always, best.pt when val improved, epoch_K.pt every
     ``save_every`` epochs (all written atomically). A full disk stops the run with one line; the
     checkpoints written before stay whole (a resume drops the history lines after them)."""
-    from .runs import disk_full, free_mib
+    from .files import disk_full, free_mib
 
     ckdir = run / "checkpoints"
     try:

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from conftest import ROOT
-from dflab.bundle import ForensicScorer, crops_to_batch, save_forensic
+from dflab.bundle import crops_to_batch
+from dflab.scorer import ForensicScorer, save_forensic
 from dflab.datasets import build_transforms
 from dflab.faces import PACKAGED_YUNET, Face, implausible, locate_weights, primary_face, sha256_file
 from dflab.predict import expand_inputs

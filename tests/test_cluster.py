@@ -12,7 +12,7 @@ import pytest
 
 from dflab.cluster import check_address
 from dflab.config import load_config
-from dflab.features import extract_many
+from dflab.extract import extract_many
 from dflab.preprocess import preprocess_videos
 from dflab.sources import list_videos
 

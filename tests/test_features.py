@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from dflab.demo import _source_photo, _upconv
-from dflab.features import (FEATURE_FAMILIES, FEATURE_HELP, as_bgr8, extract_features,
-                            extract_many, feature_names)
+from dflab.extract import extract_many
+from dflab.features import FEATURE_FAMILIES, FEATURE_HELP, as_bgr8, extract_features, feature_names
 
 NAMES = feature_names()
 

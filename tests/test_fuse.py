@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from dflab.fuse import FUSE_INPUTS, Fuser
-from dflab.runs import write_json
+from dflab.files import write_json
 
 
 def _scores(n_videos: int, seed: int) -> pd.DataFrame:

@@ -349,7 +349,7 @@ def _sync_setup(folder: Path) -> dict:
 
 
 def _sync_call(folder: Path) -> None:
-    from dflab.sync import load_windows
+    from dflab.sync_windows import load_windows
 
     load_windows(folder, "v")
 

@@ -62,4 +62,4 @@ def test_a_planted_pickle_is_never_opened_and_unknown_types_are_refused(tmp_path
         with pytest.raises(ValueError, match="result.json' is damaged"):
             job.result()
     with pytest.raises(TypeError, match="cannot keep"):
-        result_to_json(results.DemoResult({"f": object()}), tmp_path / "x.json")
+        result_to_json(results.DemoResult({"f": object()}, ""), tmp_path / "x.json")

@@ -1,18 +1,22 @@
-"""Reading the files the lab is given or wrote itself (JSON records, event logs, the ``.pt``
-files of the visual, forensic and sync models) so that any bytes give one line that names the
-file and what to do, never a traceback: a :class:`DamagedFile` (a ``ValueError``, which the CLI
-prints as ``dflab <command>: error: ...``). ``.pt`` files are read without ever running code
-(``torch.load(weights_only=True)``)."""
+"""The lab's files. Writing: JSON atomically (a crash leaves the old file or the new one), and
+telling a full disk from other errors. Reading what the lab is given or wrote itself (JSON
+records, event logs, the ``.pt`` files of the visual, forensic and sync models) so that any bytes
+give one line that names the file and what to do, never a traceback: a :class:`DamagedFile` (a
+``ValueError``, which the CLI prints as ``dflab <command>: error: ...``). ``.pt`` files are read
+without ever running code (``torch.load(weights_only=True)``)."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["DamagedFile", "reading", "read_json", "read_jsonl", "load_torch_file"]
+__all__ = ["DamagedFile", "reading", "read_json", "read_jsonl", "load_torch_file", "sha256_file",
+           "dumps", "write_json", "disk_full", "free_mib"]
 
 
 class DamagedFile(ValueError):
@@ -96,3 +100,72 @@ def load_torch_file(path: str | Path, what: str = "checkpoint", redo: str = "",
         # anything (RuntimeError, EOFError, BadZipFile, UnicodeDecodeError, IndexError, ...)
         raise DamagedFile(f"{what} '{path}' ({size} bytes) is truncated or damaged "
                          f"({type(exc).__name__}); {redo}") from None
+
+
+_HASHES: dict[tuple[str, int, float], str] = {}
+
+
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 of a file, remembered per (path, size, mtime) for this process."""
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime)
+    if key not in _HASHES:
+        h = hashlib.sha256()
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        _HASHES[key] = h.hexdigest()
+    return _HASHES[key]
+
+
+# a pretty-printed list of numbers, and a list of such lists (boxes, landmark points): written
+# on one line each. Only lists laid out over several lines match, and a JSON string never holds
+# a raw newline, so no string value is touched.
+_NUMBERS = re.compile(r"\[\n\s*(-?[\d.eE+-]+(?:,\n\s*-?[\d.eE+-]+)*)\n\s*\]")
+_LISTS = re.compile(r"\[\n\s*(\[[^\n\[\]]*\](?:,\n\s*\[[^\n\[\]]*\])*)\n\s*\]")
+
+
+def dumps(obj: Any) -> str:
+    """JSON indented by two, with lists of numbers (and lists of them) kept on one line: a
+    per-frame record with 68 landmarks takes 1.5 kB instead of 7."""
+    text = json.dumps(obj, indent=2, default=str)
+    text = _NUMBERS.sub(lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(","))
+                        + "]", text)
+    return _LISTS.sub(lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",\n"))
+                      + "]", text)
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write JSON atomically: a crash leaves the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(dumps(obj))
+    os.replace(tmp, path)
+    return path
+
+
+def disk_full(exc: BaseException, folder: str | Path | None = None) -> bool:
+    """Whether ``exc`` comes from a full disk (or quota): OSError ENOSPC/EDQUOT, or any OSError
+    or RuntimeError while ``folder``'s disk has under 16 MiB free. torch's C++ writer says only
+    "basic_ios::clear: iostream error" or "unexpected pos" when the disk fills (2026-12-04, a
+    full tmpfs)."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if "No space left" in str(exc):
+        return True
+    return folder is not None and isinstance(exc, (OSError, RuntimeError)) and \
+        free_mib(folder) < 16
+
+
+def free_mib(folder: str | Path) -> float:
+    """Free space on ``folder``'s disk in MiB (0 when it cannot be read)."""
+    import shutil
+
+    try:
+        return shutil.disk_usage(folder).free / 2**20
+    except OSError:
+        return 0.0
