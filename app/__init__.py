@@ -2,7 +2,7 @@
 
 Needs the ``lab`` extra (``pip install 'dflab[lab]'``): ipywidgets, plotly, Voila."""
 
-from dflab.registry import require
+from dflab.core.registry import require
 
 require("ipywidgets", extra="lab")
 require("plotly", extra="lab")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import ipywidgets as W
 
-from dflab.config import LabConfig
-from dflab.environment import in_colab, mount_drive
-from dflab.jobs import warm_up
+from dflab.core.config import LabConfig
+from dflab.core.environment import in_colab, mount_drive
+from dflab.core.jobs import warm_up
 from dflab.lab import Lab
 
 from .jobs import JobPanel
@@ -74,7 +74,7 @@ class EnvironmentTab:
 
     def use_root(self) -> None:
         """Check the typed folder, then make it the data root (its sub-folders are created)."""
-        from dflab.environment import check_data_root
+        from dflab.core.environment import check_data_root
 
         try:
             root = check_data_root(self.data_root.value, self.dash.paths["data_root"])
@@ -120,7 +120,7 @@ class StartHere:
 
     def states(self) -> list[bool]:
         """Done or not, per step, from the files of the chosen dataset and visual run."""
-        from dflab.runs import run_state
+        from dflab.core.runs import run_state
 
         dash = self.dash
         processed = dash.data_tab.processed
@@ -175,7 +175,7 @@ class ContextBar:
         self.show()
 
     def show(self) -> None:
-        from dflab.runs import run_state
+        from dflab.core.runs import run_state
 
         paths = self.dash.paths
         processed = self.dash.data_tab.processed
@@ -195,7 +195,7 @@ class Dashboard:
     """``Dashboard().widget`` is the whole app; ``show()`` displays it. Every button calls
     ``self.lab`` (a :class:`dflab.Lab`), the object the CLI calls too.
 
-    Long jobs run detached (:mod:`dflab.jobs`); a new dashboard follows the ones still running,
+    Long jobs run detached (:mod:`dflab.core.jobs`); a new dashboard follows the ones still running,
     and with ``watch`` keeps looking for jobs started after it was built (another page, the CLI,
     or a page served from a kernel Voila started ahead of time)."""
 
@@ -253,7 +253,7 @@ class Dashboard:
         """Follow the detached jobs still running (started before a reload, a kernel restart
         or from another browser): each panel takes the newest running job of its method.
         Returns the job folders attached to."""
-        from dflab.jobs import list_jobs
+        from dflab.core.jobs import list_jobs
 
         attached = []
         running = [j for j in list_jobs(self.paths["data_root"], self.paths["runs"])
@@ -332,7 +332,7 @@ def show(data_root: str = "", config: str = "") -> Dashboard:
 def initial_config(config: str = "", gpu: bool | None = None) -> tuple[LabConfig, str, str]:
     """(config, preset name, a line saying why) for a new dashboard: the given YAML file or
     preset, else the preset that learns on the hardware at hand (``cpu`` without a GPU)."""
-    from dflab.config import default_preset, load_config, preset_path
+    from dflab.core.config import default_preset, load_config, preset_path
 
     if config:
         return load_config(config), Path(config).stem, f"config <b>{config}</b>"

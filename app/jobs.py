@@ -1,5 +1,5 @@
 """Run a backend job and show its events in widgets: short calls in a worker thread of the
-kernel, long ones (training, preprocessing, features...) as detached ``dflab.jobs`` processes that
+kernel, long ones (training, preprocessing, features...) as detached ``dflab.core.jobs`` processes that
 outlive the page; a panel re-attaches to a running detached job after a reload.
 
 Following ipywidgets' guidance, the worker never uses ``with output:``; it sets widget values and
@@ -15,8 +15,8 @@ from typing import Any, Callable
 
 import ipywidgets as W
 
-from dflab.events import Cancelled, CancelToken, Event, JobError, JobResult, Progress
-from dflab.jobs import TERMINAL, Job, JobBusy, start_job
+from dflab.core.events import Cancelled, CancelToken, Event, JobError, JobResult, Progress
+from dflab.core.jobs import TERMINAL, Job, JobBusy, start_job
 
 from .widgets import error_html, result_card
 

@@ -1,6 +1,6 @@
 """The Runs tab: every run in one table; selecting runs overlays their loss and test ROC curves
 and lists the settings in which they differ; a protocol shows its matrix and a run with a
-robustness report its curves. Everything is read from the run folders (``dflab.runs``)."""
+robustness report its curves. Everything is read from the run folders (``dflab.core.runs``)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def _state_html(state: str) -> str:
 
 
 def runs_html(rows: list[dict[str, Any]]) -> str:
-    """:func:`dflab.runs.runs_table` rows as an HTML table."""
+    """:func:`dflab.core.runs.runs_table` rows as an HTML table."""
     if not rows:
         return "<p>No runs yet: train a model (Train tab) or run `dflab demo`.</p>"
 
@@ -107,7 +107,7 @@ class RunsTab:
                                for r in rows]
 
     def compare(self) -> None:
-        from dflab.runs import config_differences, plot_histories, plot_rocs
+        from dflab.core.runs import config_differences, plot_histories, plot_rocs
 
         paths = [Path(p) for p in self.select.value]
         self.plots.outputs = ()
@@ -129,12 +129,12 @@ class RunsTab:
         import json
 
         if (run / "protocol.json").is_file():
-            from dflab.protocol import plot_protocol
+            from dflab.analysis.protocol import plot_protocol
 
             show_figure(self.plots, plot_protocol(json.loads((run / "protocol.json")
                                                              .read_text())), False)
         if (run / "robustness_test.json").is_file():
-            from dflab.robustness import plot_robustness
+            from dflab.analysis.robustness import plot_robustness
 
             show_figure(self.plots, plot_robustness(json.loads((run / "robustness_test.json")
                                                                .read_text())), False)
@@ -150,7 +150,7 @@ class RunsTab:
                                        processed=str(d.data_tab.processed), test_on=tests)
 
     def show_protocol(self, res: Any) -> None:
-        from dflab.protocol import format_protocol
+        from dflab.analysis.protocol import format_protocol
 
         self.protocol_out.value = (f"<pre>{html.escape(format_protocol(res.report))}</pre>"
                                    f"<p>{html.escape(str(res.path))}</p>")
@@ -165,7 +165,7 @@ class RunsTab:
         self.robust_job.run_detached(self.dash.lab, name=run.name, run=str(run))
 
     def show_robustness(self, res: Any) -> None:
-        from dflab.robustness import format_robustness, plot_robustness
+        from dflab.analysis.robustness import format_robustness, plot_robustness
 
         show_figure(self.robust_plot, plot_robustness(list(res.rows)))
         self.robust_out.value = f"<pre>{html.escape(format_robustness(list(res.rows)))}</pre>"

@@ -1,4 +1,4 @@
-"""The Audio-visual tab: sync windows, the sync model and its scores (``dflab.sync``).
+"""The Audio-visual tab: sync windows, the sync model and its scores (``dflab.av.sync``).
 
 For a chosen clip: the mouth crops over time (the centre frame of each window) above the MFCC
 image, and the distance curve over audio offsets of the learned model (and the baseline's
@@ -161,8 +161,8 @@ class SyncTab:
                                   "or extract windows from a preprocessed folder with audio.")
 
     def show_clip(self, uid: str) -> None:
-        from dflab.sync_windows import load_windows
-        from dflab.sync import load_sync_model, score_clip
+        from dflab.data.sync_windows import load_windows
+        from dflab.av.sync import load_sync_model, score_clip
 
         win = load_windows(self.processed, uid)
         if win is None:

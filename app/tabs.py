@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as W
 
-from dflab.environment import in_colab
-from dflab.events import EpochMetrics, Event, StepLoss
+from dflab.core.environment import in_colab
+from dflab.core.events import EpochMetrics, Event, StepLoss
 
 from .jobs import JobPanel
 from .widgets import (ConfigForm, auc_text, error_html, hide_while_empty, icon, report_table,
@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def _run_options(dash: "Dashboard", kind: str) -> list[tuple[str, str]]:
     """(label, run name) per run of ``kind``, newest first; the label gives its state."""
-    from dflab.runs import run_state
+    from dflab.core.runs import run_state
 
     return [(f"{p.name} · {run_state(p)}", p.name) for p in dash.lab.runs(kind)]
 
@@ -162,7 +162,7 @@ class DataTab:
                               f"method)" + counts.reset_index().to_html(index=False))
 
     def show_stats(self) -> None:
-        from dflab.stats import dataset_stats, plot_stats
+        from dflab.data.stats import dataset_stats, plot_stats
 
         try:
             stats = dataset_stats(self.processed)
@@ -187,7 +187,7 @@ class TrainTab:
     LIVE_INTERVAL = 1.0  # seconds between plot redraws
 
     def __init__(self, dash: "Dashboard"):
-        from dflab.config import list_presets
+        from dflab.core.config import list_presets
 
         self.dash = dash
         self.preset = W.Dropdown(options=["(as loaded)", *list_presets()],
@@ -255,7 +255,7 @@ class TrainTab:
         """Sample triples (real | pseudo-fake | mask) of the Data tab's processed folder."""
         import cv2
 
-        from dflab.pseudo_fakes import sample_triples
+        from dflab.visual.pseudo_fakes import sample_triples
 
         try:
             triples = sample_triples(self.dash.data_tab.processed, 4, self.dash.cfg.env.seed)
@@ -279,7 +279,7 @@ class TrainTab:
     def apply_preset(self, name: str) -> None:
         """Load a preset's data, preprocessing, model, training and evaluation settings into the
         lab config and the forms (the data root and other environment settings stay)."""
-        from dflab.config import load_config, preset_path
+        from dflab.core.config import load_config, preset_path
 
         if name == "(as loaded)":
             return
@@ -364,9 +364,9 @@ class TrainTab:
         """Re-read a run folder: its epochs, its per-step losses (the event log of the jobs that
         trained it), the newest validation ROC and the test evaluation; nothing lives only in
         memory."""
-        from dflab.jobs import Job
-        from dflab.files import read_json
-        from dflab.runs import run_history
+        from dflab.core.jobs import Job
+        from dflab.core.files import read_json
+        from dflab.core.runs import run_history
 
         job = Job(run)
         steps = {e.step: e.loss for e in job.read_events(0)[0] if isinstance(e, StepLoss)}
@@ -478,8 +478,8 @@ class ForensicsTab:
                                    processed=str(self.processed))
 
     def refresh(self) -> None:
-        from dflab.datasets import load_index
-        from dflab.features import feature_names
+        from dflab.data.datasets import load_index
+        from dflab.forensic.features import feature_names
 
         self._real_cache = (None, None)  # the crops may have changed
         try:
@@ -495,7 +495,7 @@ class ForensicsTab:
     def explore(self, crop_rel: str) -> None:
         import cv2
 
-        from dflab.forensic import image_explorer
+        from dflab.forensic.model import image_explorer
 
         img = cv2.imread(str(self.processed / crop_rel))
         if img is None:
@@ -512,8 +512,8 @@ class ForensicsTab:
         import cv2
         import numpy as np
 
-        from dflab.datasets import load_index
-        from dflab.features import to_gray, azimuthal_profile
+        from dflab.data.datasets import load_index
+        from dflab.forensic.features import to_gray, azimuthal_profile
 
         if self._real_cache[0] != self.processed:
             df = load_index(self.processed)
@@ -523,7 +523,7 @@ class ForensicsTab:
         return self._real_cache[1]
 
     def histogram(self, feature: str) -> None:
-        from dflab.forensic import plot_correlation, plot_histograms
+        from dflab.forensic.model import plot_correlation, plot_histograms
 
         figs = [plot_histograms(self.processed, [feature]),
                 plot_histograms(self.processed, [feature], True), plot_correlation(self.processed)]
@@ -556,7 +556,7 @@ class ForensicsTab:
                             max_steps=self.refine_steps.value)
 
     def show_refine(self, run: Path) -> None:
-        from dflab.refine import format_refine, plot_front
+        from dflab.forensic.refine import format_refine, plot_front
 
         report = json.loads((run / "refine.json").read_text())
         show_figure(self.refine_plot, plot_front(report))
@@ -582,7 +582,7 @@ class ForensicsTab:
                                    f"<code>features.subset={html.escape(path.stem)}</code></p>")
 
     def explain(self, run: Path) -> None:
-        from dflab.forensic import (permutation_importance_table, plot_importance,
+        from dflab.forensic.model import (permutation_importance_table, plot_importance,
                                     plot_shap_summary, shap_values)
 
         rep = json.loads((run / "eval_test.json").read_text())
@@ -683,7 +683,7 @@ class InspectTab:
     def _with_sync(self, preds):
         """``preds`` with ``sync_clip`` (the clip's sync score) from the newest fuse run made
         with a sync run over the same processed folder, when there is one."""
-        from dflab.files import read_json
+        from dflab.core.files import read_json
 
         processed = str(self.dash.data_tab.processed)
         for run in self.dash.lab.runs("fuse"):
@@ -743,7 +743,7 @@ class InspectTab:
         import cv2
         import numpy as np
 
-        from dflab.preprocess import frame_record
+        from dflab.data.preprocess import frame_record
 
         processed = self.dash.data_tab.processed
         crop = processed / row.crop_path
@@ -780,7 +780,7 @@ class InspectTab:
 
     def gradcam(self, crop: Path) -> None:
         """The selected crop's heatmap of the fake logit (the Train tab's run, best.pt)."""
-        from dflab.explain import crop_overlay
+        from dflab.analysis.explain import crop_overlay
 
         run = self.dash.train_tab.run
         ckpt = run / "checkpoints" / "best.pt" if run else None

@@ -10,7 +10,7 @@ from typing import Any
 
 import ipywidgets as W
 
-from dflab.config import ConfigError, field_type
+from dflab.core.config import ConfigError, field_type
 
 
 class _Bundle:
@@ -168,7 +168,7 @@ def result_card(title: str, result: Any, root: Any = None) -> str:
 
 def auc_text(m: dict) -> str:
     """'0.974 [0.949, 0.994]' (the 95% bootstrap interval when the report has one)."""
-    from dflab.metrics import format_auc
+    from dflab.core.metrics import format_auc
 
     return format_auc(m)
 
@@ -320,7 +320,7 @@ class ConfigForm:
 
     def apply(self, lab_cfg) -> None:
         """Validate and write the form's values into ``lab_cfg`` (raises ConfigError)."""
-        from dflab.config import set_value
+        from dflab.core.config import set_value
 
         for key, value in self.overrides().items():
             set_value(lab_cfg, key, value)

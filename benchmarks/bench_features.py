@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dflab.demo import _source_photo
-from dflab.extract import extract_many
-from dflab.features import to_gray, block_dct, extract_features, feature_names
+from dflab.data.synthetic import _source_photo
+from dflab.forensic.extract import extract_many
+from dflab.forensic.features import to_gray, block_dct, extract_features, feature_names
 FFPP_C23_CROPS = 500_000  # 5,000 videos (1,000 real, 4 methods) x ~100 crops at every 5th frame
 
 
@@ -66,7 +66,7 @@ def main() -> None:
           f"{times['own block DCT'] * 1000:.2f} ms)")
     print(f"ratio all features / (FFT + DCT) = {t_all / t_floor:.1f}")
     if args.subset:
-        from dflab.refine import load_subset
+        from dflab.forensic.refine import load_subset
 
         names = load_subset(args.subset, os.environ.get("DFLAB_DATA", "data"))
         sub = interleaved({"subset": lambda: extract_features(crop, names=names),
@@ -97,8 +97,8 @@ def main() -> None:
     # the torch backend over the same 256 crops in memory (no decoding), against NumPy's loop
     import torch
 
-    from dflab.environment import torch_device
-    from dflab.features_torch import extract_batch
+    from dflab.core.environment import torch_device
+    from dflab.forensic.features_torch import extract_batch
 
     mem = [photo[y:y + 256, x:x + 256] for y, x in
            zip(rng.integers(0, h - 256, 256), rng.integers(0, w - 256, 256))]

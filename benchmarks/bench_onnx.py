@@ -46,8 +46,8 @@ def main() -> None:
     import onnxruntime as ort
     import torch
 
-    from dflab.export import export_int8
-    from dflab.train import load_model
+    from dflab.serve.export import export_int8
+    from dflab.visual.train import load_model
 
     threads = os.cpu_count() or 1
     torch.set_num_threads(threads)
@@ -55,7 +55,7 @@ def main() -> None:
     try:
         run = Path(args.run) if args.run else _run(tmp, args.epochs)
         if not (run / "model.onnx").is_file():
-            from dflab.export import export_onnx
+            from dflab.serve.export import export_onnx
 
             export_onnx(run)
         q = export_int8(run)

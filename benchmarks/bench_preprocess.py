@@ -25,10 +25,10 @@ from pathlib import Path
 
 import cv2
 
-from dflab.config import PreprocessConfig
-from dflab.faces import create_detector, crop_face
-from dflab.preprocess import preprocess_videos
-from dflab.sources import VideoRecord, list_videos
+from dflab.core.config import PreprocessConfig
+from dflab.data.faces import create_detector, crop_face
+from dflab.data.preprocess import preprocess_videos
+from dflab.data.sources import VideoRecord, list_videos
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -46,7 +46,7 @@ def clip_sets(tmp: Path) -> dict[str, list[VideoRecord]]:
         if dfdc:
             sets["DFDC 1080p (../shared/data)"] = dfdc
     if not sets:
-        from dflab.demo import build_demo_dataset
+        from dflab.data.synthetic import build_demo_dataset
 
         build_demo_dataset(tmp / "demo", 30, 0)
         sets["demo set"] = list_videos("demo", tmp / "demo")[:10]

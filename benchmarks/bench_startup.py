@@ -6,8 +6,8 @@
 4. ``dflab predict FRAME --model checkpoints/best.pt`` (the same model through torch);
 5. ``dflab predict FOLDER --model model.onnx`` over N images, per input;
 6. dashboard jobs from ``start_job`` to their end, one with nothing to do and the evaluation of
-   the small model: spawned as a fresh ``python -m dflab.jobs`` (``DFLAB_JOBS_FORK=0``) against
-   forked from the warm fork server (:mod:`dflab.jobs`).
+   the small model: spawned as a fresh ``python -m dflab.core.jobs`` (``DFLAB_JOBS_FORK=0``) against
+   forked from the warm fork server (:mod:`dflab.core.jobs`).
 
 Each command runs ``--repeats`` times, interleaved; min / median / max are printed. The model is
 a small one trained for one epoch on a few demo clips in a temporary folder (what is timed is
@@ -60,7 +60,7 @@ def _job_times(tmp: Path, run: Path, repeats: int) -> dict[str, list[float]]:
     import os
 
     from dflab import Lab
-    from dflab.jobs import start_job
+    from dflab.core.jobs import start_job
 
     lab = Lab("cpu", data_root=tmp)
     start_job(lab, "demo_data", name="warm", n_videos=30, seconds=1.0).wait(600)

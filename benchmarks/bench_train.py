@@ -18,12 +18,12 @@ from pathlib import Path
 
 import torch
 
-from dflab.config import load_config
-from dflab.demo import build_demo_dataset
-from dflab.models import create_model
-from dflab.preprocess import preprocess_videos
-from dflab.sources import list_videos
-from dflab.train import train
+from dflab.core.config import load_config
+from dflab.data.synthetic import build_demo_dataset
+from dflab.visual.models import create_model
+from dflab.data.preprocess import preprocess_videos
+from dflab.data.sources import list_videos
+from dflab.visual.train import train
 
 
 def main() -> None:

@@ -35,8 +35,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dflab.faces import create_detector  # noqa: E402
-from dflab.landmarks import (TEMPLATE_FILE, five_of_68, fit_similarity,  # noqa: E402
+from dflab.data.faces import create_detector  # noqa: E402
+from dflab.data.landmarks import (TEMPLATE_FILE, five_of_68, fit_similarity,  # noqa: E402
                              model_file)
 
 

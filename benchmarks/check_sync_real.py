@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from dflab.demo import ffmpeg_exe
-from dflab.faces import create_detector, primary_face
-from dflab.metrics import bootstrap_auc_ci
-from dflab.sync_windows import video_windows
-from dflab.sync import (baseline_curves, clip_summary, load_sync_model, model_curves, _masked_curve,
+from dflab.data.synthetic import ffmpeg_exe
+from dflab.data.faces import create_detector, primary_face
+from dflab.core.metrics import bootstrap_auc_ci
+from dflab.data.sync_windows import video_windows
+from dflab.av.sync import (baseline_curves, clip_summary, load_sync_model, model_curves, _masked_curve,
                         _window_scores)
 
 SHIFTS = (-10, -5, -3, 0, 3, 5, 10)  # frames; + = the sound comes early

@@ -3,7 +3,7 @@ construction.
 
 - Coverage: every clip of ffpp/, ffpp_valtest/, dfdc/ and talking/ preprocessed at 32 evenly
   spaced frames (YuNet, dlib's 68 points): of the frames with a face, the share whose 68 points
-  passed the check against the detector's five (dflab.landmarks.check_points), per folder.
+  passed the check against the detector's five (dflab.data.landmarks.check_points), per folder.
 - Known points: held-out LFW photos (``--photos``, from the end of the sorted list, which the
   calibration's first 1,200 never saw) warped by a known similarity (rotation up to 25 degrees,
   scale 0.7-1.3, a shift): the true 68 points of the warped photo are the warped points of the
@@ -27,13 +27,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dflab.faces import create_detector  # noqa: E402
-from dflab.landmarks import create_landmarker  # noqa: E402
+from dflab.data.faces import create_detector  # noqa: E402
+from dflab.data.landmarks import create_landmarker  # noqa: E402
 
 
 def coverage(shared: Path, work: Path) -> dict[str, dict]:
     from dflab import Lab
-    from dflab.real import real_labels
+    from dflab.workflows.real import real_labels
 
     lab = Lab(None, {"preprocess.every_nth": 0, "preprocess.num_frames": 32,
                      "preprocess.audio": False, "preprocess.save_frames": False,

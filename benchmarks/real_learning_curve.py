@@ -1,7 +1,7 @@
 """Learning curve of the self-blended (SBI) network over the number of real identities.
 
 What stops `make real`'s SBI network on this CPU: data (too few people), or training time and
-capacity? This trains the network of ``dflab.real`` (same settings, same epochs) with 0, 750,
+capacity? This trains the network of ``dflab.workflows.real`` (same settings, same epochs) with 0, 750,
 3,000 and all 7,249 face photos beside the FF++ train clips' real frames, and prints, per
 count, the training's seconds, the AUC on the pseudo-fakes of the validation reals after each epoch,
 and, for the epoch kept (best pseudo-fake val AUC, as `make real` keeps), the video AUC on
@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 
 from dflab import Lab
-from dflab.real import photo_subset, real_clips, train_once
+from dflab.workflows.real import photo_subset, real_clips, train_once
 
 
 def main() -> None:

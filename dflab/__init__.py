@@ -1,24 +1,25 @@
 """dflab: the deepfake detection lab (backend). Never imports ipywidgets, IPython or ``app``.
 
-Start from :class:`dflab.Lab`; it runs the stages below, in pipeline order. Each stage is a
-module you can also call directly:
+Start from :class:`dflab.Lab` (``dflab/lab.py``); it runs every stage, and the CLI
+(``dflab/cli.py``) is a thin parser over it. The stages live in wings, in the order data flows
+through them; each wing imports only the wings above it in this list:
 
-====================  =========================================================================
-stage                 module
-====================  =========================================================================
-environment           ``environment`` (GPU report, batch/AMP advice, seeds, Colab + Drive)
-acquisition           ``sources`` (labelled video lists), ``acquire`` (FF++, DFDC), ``demo``
-preprocessing         ``video``, ``faces``, ``audio``, ``preprocess``, ``stats``
-visual model          ``models``, ``datasets``, ``train``, ``evaluate``
-forensic model        ``features``, ``forensic``
-audio-visual sync     ``sync`` (lip-sync windows, a SyncNet-style model, a baseline)
-fused verdict         ``fuse``
-export and inference  ``export``, ``bundle`` (a trained model as a portable artefact), ``predict``
-====================  =========================================================================
+==========  ===================================================================================
+wing        what it holds
+==========  ===================================================================================
+core        config, events, registry, files, locks, environment, metrics, results, jobs, runs
+data        sources, acquire (FF++, DFDC), synthetic (the demo set), video, audio, faces,
+            landmarks, preprocess, sync_windows, stats, datasets, cluster
+visual      models, pseudo_fakes (SBI), train, evaluate, clip_cues
+forensic    features, features_torch, extract, scorer, model (the MLP), refine
+av          sync (the lip-sync detectors)
+serve       fuse, bundle, export (ONNX), predict
+analysis    explain (Grad-CAM), robustness, protocol
+workflows   demo (``dflab demo``), real (``dflab demo --real``)
+==========  ===================================================================================
 
-Infrastructure, shared by every stage: ``config`` (the one lab config), ``events`` (progress,
-cancel), ``registry``, ``runs`` (run folders and reports), ``metrics``, ``results`` (what each
-``Lab`` stage returns). Heavy modules load on first use: ``import dflab`` stays light.
+``docs/architecture.md`` draws it. ``import dflab`` stays light: heavy libraries load where
+they are used.
 """
 
 from __future__ import annotations
@@ -26,30 +27,28 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .config import ConfigError, LabConfig, load_config, save_config
-from .events import (CancelToken, Cancelled, EpochMetrics, JobError, JobResult, Progress,
-                     StepLoss)
-from .registry import Registry, RegistryError
+from dflab.core.config import ConfigError, LabConfig, load_config, save_config
+from dflab.core.events import (CancelToken, Cancelled, EpochMetrics, JobError, JobResult, Progress,
+                               StepLoss)
+from dflab.core.registry import Registry, RegistryError
 
 __version__ = "0.1.0"
 
-#: the stage modules in pipeline order (loaded on first attribute access: ``dflab.train``)
-STAGES = ["environment", "sources", "acquire", "demo", "video", "faces", "audio", "preprocess",
-          "stats", "models", "datasets", "train", "evaluate", "features", "forensic", "sync", "fuse",
-          "export", "bundle", "predict"]
+#: the wings in the order data flows through them (loaded on first attribute access)
+WINGS = ["core", "data", "visual", "forensic", "av", "serve", "analysis", "workflows"]
 
 __all__ = [
     "Lab", "ConfigError", "LabConfig", "load_config", "save_config",
     "CancelToken", "Cancelled", "EpochMetrics", "JobError", "JobResult", "Progress", "StepLoss",
-    "Registry", "RegistryError", "STAGES", "__version__",
+    "Registry", "RegistryError", "WINGS", "__version__",
 ]
 
 
 def __getattr__(name: str) -> Any:
     if name == "Lab":
-        from .lab import Lab
+        from dflab.lab import Lab
 
         return Lab
-    if name in STAGES:
-        return importlib.import_module(f".{name}", __name__)
+    if name in WINGS:
+        return importlib.import_module(f"dflab.{name}")
     raise AttributeError(f"module 'dflab' has no attribute '{name}'")

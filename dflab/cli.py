@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from . import config as C
-from .jobs import JOB_PROCESS, job_process_main
-from .runs import RUN_KINDS
+from dflab.core import config as C
+from dflab.core.jobs import JOB_PROCESS, job_process_main
+from dflab.core.runs import RUN_KINDS
 
 log = logging.getLogger("dflab")
 
@@ -41,7 +41,7 @@ def arg(*args, **kwargs):
 
 
 def _lab(args: argparse.Namespace):
-    from .lab import Lab
+    from dflab.lab import Lab
 
     return Lab(args.config, args.set)
 
@@ -53,7 +53,7 @@ def _cluster(args: argparse.Namespace, lab) -> None:
 
 
 def _bar() -> list:
-    from .events import TqdmCallback
+    from dflab.core.events import TqdmCallback
 
     return [TqdmCallback()]
 
@@ -107,7 +107,7 @@ def cmd_demo(args, lab):
 
 @command("sources", "list the registered video sources")
 def cmd_sources(args, lab):
-    from .sources import SOURCES
+    from dflab.data.sources import SOURCES
 
     for name in SOURCES.list():
         print(f"{name:<8} {SOURCES.help(name)}")
@@ -115,7 +115,7 @@ def cmd_sources(args, lab):
 
 @command("detectors", "list the registered face detectors")
 def cmd_detectors(args, lab):
-    from .faces import DETECTORS
+    from dflab.data.faces import DETECTORS
 
     for name in DETECTORS.list():
         print(f"{name:<6} {DETECTORS.help(name)}")
@@ -314,7 +314,7 @@ def cmd_features(args, lab):
     _cluster(args, lab)
     if args.backend is not None:
         lab.cfg.features.backend = args.backend
-    from .features import FEATURE_HELP
+    from dflab.forensic.features import FEATURE_HELP
 
     res = lab.features(args.processed, callbacks=_bar())
     print(res)
@@ -389,7 +389,7 @@ def cmd_weights(args, lab):
      help="only runs of this kind")
 @arg("--json", action="store_true", help="print JSON instead of a table")
 def cmd_runs(args, lab):
-    from .runs import format_runs
+    from dflab.core.runs import format_runs
 
     rows = lab.runs_table(args.kind)
     print(json.dumps(rows, indent=1, default=str) if args.json else format_runs(rows))
@@ -402,7 +402,7 @@ def cmd_runs(args, lab):
 def cmd_jobs(args, lab):
     import time
 
-    from .jobs import Job, list_jobs
+    from dflab.core.jobs import Job, list_jobs
 
     if args.action == "list":
         jobs = list_jobs(lab.paths["data_root"], lab.paths["runs"])
@@ -483,7 +483,7 @@ def _log_traceback(command: str) -> Path:
     import time
     import traceback
 
-    from .faces import default_cache
+    from dflab.data.faces import default_cache
 
     folder = Path(os.environ.get("DFLAB_LOG_DIR", "") or default_cache() / "logs")
     folder.mkdir(parents=True, exist_ok=True)
@@ -494,8 +494,8 @@ def _log_traceback(command: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == [JOB_PROCESS]:  # a detached job's own process (dflab.jobs), not a command
-        from .lab import Lab
+    if argv[:1] == [JOB_PROCESS]:  # a detached job's own process (dflab.core.jobs), not a command
+        from dflab.lab import Lab
 
         return job_process_main(argv[1:], Lab)
     args = build_parser().parse_args(argv)

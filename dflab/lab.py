@@ -9,7 +9,7 @@ The CLI (``dflab COMMAND``), the dashboard and notebooks all call it, so they ca
     print(lab.evaluate(run)); print(lab.predict("clip.mp4", run))
 
 Every stage takes ``callbacks`` (event sinks, e.g. a tqdm bar or a widget) and a ``cancel``
-token, and returns a frozen result (:mod:`dflab.results`) whose ``str()`` is what the CLI prints.
+token, and returns a frozen result (:mod:`dflab.core.results`) whose ``str()`` is what the CLI prints.
 Every default is resolved here, once: the processed folder (the one a run was trained on, else
 ``<data_root>/processed/<source>``), the source folder, the FF++ server, which detector ``auto``
 picks (recorded resolved, so prediction crops exactly as training did), the model's input size.
@@ -24,14 +24,14 @@ import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .config import LabConfig, PreprocessConfig, load_config, preset_path
-from .events import Callback, CancelToken
-from .results import (BatchPredictResult, DemoDataResult, DemoResult, DownloadResult, EnvironmentResult,
+from dflab.core.config import LabConfig, PreprocessConfig, load_config, preset_path
+from dflab.core.events import Callback, CancelToken
+from dflab.core.results import (BatchPredictResult, DemoDataResult, DemoResult, DownloadResult, EnvironmentResult,
                       EvalResult, ExplainResult, ExportResult, FeaturesResult, PredictResult,
                       PreprocessResult, ProtocolResult, RefineResult, RobustnessResult,
                       SyncExtractResult, SyncScoreResult, SyncTrainResult, TrainResult,
                       WeightsResult)
-from .files import read_json
+from dflab.core.files import read_json
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class Lab:
         if isinstance(config, LabConfig):
             self.cfg = config
             if overrides:
-                from .config import apply_overrides
+                from dflab.core.config import apply_overrides
 
                 apply_overrides(self.cfg, overrides)
         else:
@@ -88,7 +88,7 @@ class Lab:
     @property
     def paths(self) -> dict[str, Path]:
         """data_root, raw, processed, features, runs, cache (created on first use)."""
-        from .environment import resolve_paths
+        from dflab.core.environment import resolve_paths
 
         key = (self.cfg.env.data_root, self.cfg.env.runs_dir, self.cfg.env.mount_drive)
         if self._paths is None or self._paths[0] != key:
@@ -112,7 +112,7 @@ class Lab:
         if processed:
             return Path(processed)
         if run:
-            from .runs import run_info
+            from dflab.core.runs import run_info
 
             try:
                 info = run_info(run)
@@ -122,7 +122,7 @@ class Lab:
             if recorded:
                 index = Path(recorded) / "index.csv"
                 if info.get("index_sha256") and index.is_file():
-                    from .faces import sha256_file
+                    from dflab.data.faces import sha256_file
 
                     if sha256_file(index) != info["index_sha256"]:
                         log.warning("'%s' changed since run '%s' was made (its index.csv differs "
@@ -135,7 +135,7 @@ class Lab:
                     splits_dir: str = "") -> list:
         """The video records of a source, with the data settings applied (FF++ split files and
         compressions; the folder source's labels file)."""
-        from .sources import list_videos
+        from dflab.data.sources import list_videos
 
         source = source or self.cfg.data.source
         kwargs: dict[str, Any] = {}
@@ -153,14 +153,14 @@ class Lab:
     def _check_cluster(self) -> None:
         """A bad env.cluster is an error before any work starts."""
         if self.cfg.env.cluster:
-            from .cluster import check_address
+            from dflab.data.cluster import check_address
 
             check_address(self.cfg.env.cluster)
 
     def preprocess_settings(self) -> PreprocessConfig:
         """``preprocess`` with ``auto`` resolved to the detector it will use (yolo for a .pt
         file, else yunet: the given file, or the packaged one as weights "") and its file."""
-        from .faces import resolve_auto
+        from dflab.data.faces import resolve_auto
 
         pp = self.cfg.preprocess
         name, weights = resolve_auto(pp.detector, pp.detector_weights, self.paths["cache"])
@@ -168,7 +168,7 @@ class Lab:
 
     def input_size(self) -> int:
         """model.input_size, or the backbone's own default from timm's pretrained config."""
-        from .models import default_input_size
+        from dflab.visual.models import default_input_size
 
         return self.cfg.model.input_size or default_input_size(self.cfg.model.backbone)
 
@@ -181,21 +181,21 @@ class Lab:
 
     def runs(self, kind: str = "") -> list[Path]:
         """Run folders of ``kind`` (train, forensic, fuse, demo), newest first."""
-        from .runs import list_runs
+        from dflab.core.runs import list_runs
 
         return list_runs(self.paths["runs"], kind)
 
     def runs_table(self, kind: str = "") -> list[dict]:
         """Every run (of ``kind``) newest first, with its backbone, best validation loss, test
-        AUCs and the settings in which the runs differ (:func:`dflab.runs.runs_table`)."""
-        from .runs import runs_table
+        AUCs and the settings in which the runs differ (:func:`dflab.core.runs.runs_table`)."""
+        from dflab.core.runs import runs_table
 
         return runs_table(self.paths["runs"], kind)
 
     def model_for(self, run: str | Path) -> Path:
         """What ``predict`` should load for a visual run: the newest fuse run made over it
         (visual, forensic and fused verdicts), else its ONNX export, else its best checkpoint."""
-        from .files import read_json
+        from dflab.core.files import read_json
 
         run = Path(run)
         for fuse in self.runs("fuse"):
@@ -208,7 +208,7 @@ class Lab:
     # environment -----------------------------------------------------------------------------
     def environment(self) -> EnvironmentResult:
         """GPU, CPU, memory and disk report with batch/AMP advice for the configured model."""
-        from .environment import environment_report
+        from dflab.core.environment import environment_report
 
         return EnvironmentResult(environment_report(
             self.paths["data_root"], self.cfg.model.backbone, self.input_size(),
@@ -216,7 +216,7 @@ class Lab:
 
     def runtime(self) -> dict[str, Any]:
         """Apply env.seed, env.deterministic and env.workers to this process; the settings."""
-        from .environment import setup_runtime
+        from dflab.core.environment import setup_runtime
 
         return setup_runtime(self.cfg.env.seed, self.cfg.env.deterministic, self.cfg.train.amp,
                              self.cfg.env.workers)
@@ -226,7 +226,7 @@ class Lab:
                   out: str | Path = "", callbacks: Callbacks = None,
                   cancel: CancelToken | None = None) -> DemoDataResult:
         """The offline demo set (FF++ layout + labels.csv) under ``<data_root>/demo``."""
-        from .demo import DEMO_SEED, build_demo_dataset
+        from dflab.data.synthetic import DEMO_SEED, build_demo_dataset
 
         labels = build_demo_dataset(out or self.paths["data_root"] / "demo",
                                     n_videos or self.cfg.data.demo_videos,
@@ -244,7 +244,7 @@ class Lab:
         root = Path(root) if root else self.paths["data_root"] / dataset
         d = self.cfg.data
         if dataset == "ffpp":
-            from .acquire import download_ffpp
+            from dflab.data.acquire import download_ffpp
 
             rep = download_ffpp(root, self.ffpp_servers(servers), accept_tos or d.ffpp_accept_tos,
                                 d.methods, d.compressions, d.videos_per_split, d.splits_dir,
@@ -254,7 +254,7 @@ class Lab:
                                   dict(rep["failed"]), rep["bytes"])
         if dataset != "dfdc":
             raise ValueError(f"dataset '{dataset}' cannot be downloaded; use ffpp or dfdc")
-        from .acquire import KaggleClient, stream_dfdc
+        from dflab.data.acquire import KaggleClient, stream_dfdc
 
         rep = stream_dfdc(KaggleClient(), root, lambda part: None, d.dfdc_parts, d.max_disk_gb,
                           keep_raw=True, callbacks=callbacks, cancel=cancel)
@@ -269,9 +269,9 @@ class Lab:
         """Videos -> face crops, frames, per-frame JSON, audio features, index and statistics.
         ``records``: videos already listed (else the source's, see :meth:`list_videos`).
         A folder made with other settings is refused unless ``force`` (re-process them all)."""
-        from .locks import shards_overlap, writing
-        from .preprocess import build_index, parse_shard, preprocess_videos
-        from .stats import dataset_stats
+        from dflab.core.locks import shards_overlap, writing
+        from dflab.data.preprocess import build_index, parse_shard, preprocess_videos
+        from dflab.data.stats import dataset_stats
 
         self._check_cluster()
         source = source or self.cfg.data.source
@@ -310,8 +310,8 @@ class Lab:
             return self.preprocess("ffpp", root, out=out, callbacks=callbacks, cancel=cancel)
         if dataset != "dfdc":
             raise ValueError(f"dataset '{dataset}' cannot be fetched; use ffpp or dfdc")
-        from .acquire import KaggleClient, stream_dfdc
-        from .sources import list_videos
+        from dflab.data.acquire import KaggleClient, stream_dfdc
+        from dflab.data.sources import list_videos
 
         results: list[PreprocessResult] = []
         rep = stream_dfdc(KaggleClient(), root, lambda part: results.append(self.preprocess(
@@ -333,9 +333,9 @@ class Lab:
     def train(self, processed: str | Path = "", name: str = "", resume: bool = False,
               callbacks: Callbacks = None, cancel: CancelToken | None = None) -> TrainResult:
         """Train the visual detector (resumable: ``resume=True`` with the run's ``name``)."""
-        from .locks import writing
-        from .files import read_json
-        from .train import train
+        from dflab.core.locks import writing
+        from dflab.core.files import read_json
+        from dflab.visual.train import train
 
         if resume and not name:
             raise ValueError("resume needs the name of the run to continue (--name)")
@@ -355,8 +355,8 @@ class Lab:
         """Threshold tuned on val; frame and video metrics on ``split``, per method, with
         bootstrap intervals; writes eval_<split>.json and predictions_<split>.csv (another
         folder than the run's own: eval_<split>_<folder name>.json)."""
-        from .evaluate import evaluate_run
-        from .runs import report_tag, run_info
+        from dflab.visual.evaluate import evaluate_run
+        from dflab.core.runs import report_tag, run_info
 
         if run_info(run)["kind"] == "forensic":
             return self.score_forensic(run, processed, split, callbacks, cancel)
@@ -376,18 +376,18 @@ class Lab:
         ``eval_<split>_<folder>.json`` and ``predictions_<split>_<folder>.csv``, never over the
         run's own test report."""
 
-        from .scorer import ForensicScorer
-        from .datasets import faceless_frames
-        from .metrics import evaluate_predictions, protocol_args
-        from .files import write_json
-        from .runs import report_tag
+        from dflab.forensic.scorer import ForensicScorer
+        from dflab.data.datasets import faceless_frames
+        from dflab.core.metrics import evaluate_predictions, protocol_args
+        from dflab.core.files import write_json
+        from dflab.core.runs import report_tag
 
         run = Path(run)
         folder = self.processed_dir(processed, run)
         scorer = ForensicScorer.load(run)
         if not (folder / "features.csv").is_file():
             self.features(folder, callbacks=callbacks, cancel=cancel, names=scorer.names)
-        from .forensic import load_features
+        from dflab.forensic.model import load_features
 
         df, names = load_features(folder, scorer.names)
         part = df if split == "all" else df[df["split"] == split]
@@ -425,20 +425,20 @@ class Lab:
         """ONNX export of a run's checkpoint, checked against torch with onnxruntime. A fuse
         run gets a self-contained bundle: its visual model as model.onnx, the forensic model
         (forensic_model.npz) and any detector file, copied into the fuse folder. ``int8``: also
-        ``model.int8.onnx`` (see :func:`dflab.export.export_int8`)."""
+        ``model.int8.onnx`` (see :func:`dflab.serve.export.export_int8`)."""
         import shutil
 
-        from .scorer import FORENSIC_FILE, ForensicScorer
-        from .events import Emitter
-        from .export import export_onnx
+        from dflab.forensic.scorer import FORENSIC_FILE, ForensicScorer
+        from dflab.core.events import Emitter
+        from dflab.serve.export import export_onnx
 
         run = Path(run)
         em = Emitter("export", callbacks, cancel)
         em.progress(0, 1, "step", "exporting")
         fuse = (run / "fuser.json").is_file()
         if fuse:
-            from .bundle import sibling_run
-            from .files import read_json
+            from dflab.serve.bundle import sibling_run
+            from dflab.core.files import read_json
 
             meta = read_json(run / "fuser.json")
             vrun, frun = sibling_run(meta["visual_run"], run), sibling_run(meta["forensic_run"], run)
@@ -455,7 +455,7 @@ class Lab:
                               progress=lambda d, n, what: em.progress(d, n, "step", what))
         q = None
         if int8:
-            from .export import export_int8
+            from dflab.serve.export import export_int8
 
             em.progress(1, 2, "step", "int8")
             q = export_int8(run, self.processed_dir(run=run))
@@ -483,7 +483,7 @@ class Lab:
         ``<stem>_frames.csv``) or a .json report."""
         import time
 
-        from .predict import predict_many, write_batch_report
+        from dflab.serve.predict import predict_many, write_batch_report
 
         model = Path(model)
         if model.is_dir() and (model / "checkpoints").is_dir():
@@ -505,12 +505,12 @@ class Lab:
         """Grad-CAM (or Grad-CAM++) overlays of the visual model of ``run`` (a train run, or a
         fuse run: its visual run) on images, videos or face crops; default folder
         ``<run>/explain``."""
-        from .explain import explain_files
+        from dflab.analysis.explain import explain_files
 
         run = Path(run)
         if (run / "fuser.json").is_file():
-            from .bundle import sibling_run
-            from .files import read_json
+            from dflab.serve.bundle import sibling_run
+            from dflab.core.files import read_json
 
             meta = read_json(run / "fuser.json")
             run, checkpoint = sibling_run(meta["visual_run"], run), meta.get("checkpoint",
@@ -529,12 +529,12 @@ class Lab:
                    callbacks: Callbacks = None,
                    cancel: CancelToken | None = None) -> RobustnessResult:
         """AUC of the run's models (fuse run: visual, forensic and fused) on ``split`` under JPEG
-        re-compression, blur, down-scaling and noise (:mod:`dflab.robustness`); writes
+        re-compression, blur, down-scaling and noise (:mod:`dflab.analysis.robustness`); writes
         ``robustness_<split>.json`` and ``.csv`` into the run folder."""
         import pandas as pd
 
-        from .robustness import format_robustness, robustness_curves
-        from .files import write_json
+        from dflab.analysis.robustness import format_robustness, robustness_curves
+        from dflab.core.files import write_json
 
         run = Path(run)
         rows = robustness_curves(run, self.processed_dir(processed, run), split,
@@ -551,8 +551,8 @@ class Lab:
                  cancel: CancelToken | None = None) -> ProtocolResult:
         """A generalisation protocol (cross-method, leave-one-out, cross-dataset), one train run
         per cell with this lab's settings; re-run with the same ``name`` to resume
-        (:mod:`dflab.protocol`)."""
-        from .protocol import format_protocol, run_protocol
+        (:mod:`dflab.analysis.protocol`)."""
+        from dflab.analysis.protocol import format_protocol, run_protocol
 
         report = run_protocol(self, kind, name, processed, test_on, methods, callbacks, cancel)
         return ProtocolResult(report, self.paths["runs"] / f"protocol-{report['name']}"
@@ -563,7 +563,7 @@ class Lab:
     def feature_subset(self) -> list[str] | None:
         """The features of ``features.subset`` (a name saved by :meth:`refine_features`, or a
         JSON file), or None for every feature."""
-        from .refine import load_subset
+        from dflab.forensic.refine import load_subset
 
         return load_subset(self.cfg.features.subset, self.paths["data_root"])
 
@@ -572,10 +572,10 @@ class Lab:
                  names: list[str] | None = None) -> FeaturesResult:
         """The forensic features of every crop (cached per crop) -> features.csv; ``names``
         (default: ``features.subset``'s, else all): only those, and only their families run."""
-        from .features import feature_names
-        from .forensic import compute_features
+        from dflab.forensic.features import feature_names
+        from dflab.forensic.model import compute_features
 
-        from .locks import writing
+        from dflab.core.locks import writing
 
         self._check_cluster()
         names = names or self.feature_subset()
@@ -589,15 +589,15 @@ class Lab:
                         max_steps: int = 12, tolerance: float = 0.005, pick: int = -1,
                         folds: int = 5, callbacks: Callbacks = None,
                         cancel: CancelToken | None = None) -> RefineResult:
-        """Feature-set refinement over a forensic run's folder (:mod:`dflab.refine`): family
+        """Feature-set refinement over a forensic run's folder (:mod:`dflab.forensic.refine`): family
         costs, a forward/backward selection by cross-validated video AUC, the Pareto front of
         AUC against ms per crop. Saves the chosen point (``pick``: another point's index) as
         ``<data_root>/feature_sets/<name>.json`` and the report as ``<run>/refine.json``."""
         import numpy as np
 
-        from .forensic import permutation_importance_table, shap_values
-        from .refine import format_refine, refine_features
-        from .files import read_json, write_json
+        from dflab.forensic.model import permutation_importance_table, shap_values
+        from dflab.forensic.refine import format_refine, refine_features
+        from dflab.core.files import read_json, write_json
 
         run = Path(run)
         processed = self.processed_dir(run=run)
@@ -622,8 +622,8 @@ class Lab:
     def save_feature_subset(self, run: str | Path, point: int, name: str = "refined") -> Path:
         """Save point ``point`` of a run's refine.json (e.g. another point of the front) as the
         named subset, and mark it chosen in the report."""
-        from .refine import SUBSET_DIR, save_subset
-        from .files import read_json, write_json
+        from dflab.forensic.refine import SUBSET_DIR, save_subset
+        from dflab.core.files import read_json, write_json
 
         path = Path(run) / "refine.json"
         if not path.is_file():
@@ -643,8 +643,8 @@ class Lab:
                        cancel: CancelToken | None = None) -> EvalResult:
         """The MLP (and a logistic baseline) on the features; threshold tuned on val, both
         evaluated on test. ``importance``: also permutation importance on test."""
-        from .forensic import permutation_importance_table, train_forensic
-        from .runs import read_report
+        from dflab.forensic.model import permutation_importance_table, train_forensic
+        from dflab.core.runs import read_report
 
         processed = self.processed_dir(processed)
         run = train_forensic(self.cfg, processed, self.paths["runs"], name, callbacks=callbacks,
@@ -664,8 +664,8 @@ class Lab:
         """The fused verdict: a logistic stacker on val over the visual run, the forensic run
         (default: the newest) and the audio statistics; visual, forensic and fused on test.
         ``sync``: a sync run, whose scores join the stacker for clips with sync windows."""
-        from .fuse import fuse_runs
-        from .runs import read_report
+        from dflab.serve.fuse import fuse_runs
+        from dflab.core.runs import read_report
 
         if not forensic:
             found = self.runs("forensic")
@@ -685,7 +685,7 @@ class Lab:
                      cancel: CancelToken | None = None) -> DemoDataResult:
         """The talking demo set (per identity a real clip in sync, an AudioShift and an
         AudioSwap fake; 16 identities unless ``n_identities``) under ``<data_root>/demo_av``."""
-        from .demo import AV_IDENTITIES, DEMO_SEED, build_talking_dataset
+        from dflab.data.synthetic import AV_IDENTITIES, DEMO_SEED, build_talking_dataset
 
         labels = build_talking_dataset(out or self.paths["data_root"] / "demo_av",
                                        n_identities or AV_IDENTITIES, seed=DEMO_SEED,
@@ -703,8 +703,8 @@ class Lab:
                      cancel: CancelToken | None = None) -> SyncExtractResult:
         """Sync windows (mouth crops + MFCC, ``sync.npz``) for every finished video with audio
         of a processed folder (``preprocess.sync_frames``, 5 when it is 0); resumable."""
-        from .locks import shards_overlap, writing
-        from .sync_windows import extract_sync
+        from dflab.core.locks import shards_overlap, writing
+        from dflab.data.sync_windows import extract_sync
 
         processed = self.processed_dir(processed)
         # the windows live beside the crops that preprocessing writes: one writer of either
@@ -716,7 +716,7 @@ class Lab:
                    cancel: CancelToken | None = None) -> SyncTrainResult:
         """The SyncNet-style model on the real train clips' windows (no labels needed), the
         epoch picked on the real val clips."""
-        from .sync import train_sync
+        from dflab.av.sync import train_sync
 
         processed = self.processed_dir(processed)
         run = train_sync(self.cfg, processed, self.paths["runs"], name, callbacks, cancel)
@@ -729,7 +729,7 @@ class Lab:
         baseline) and the AUC of each fake method's windows against the real ones'. ``shifts``:
         a JSON file of true offsets (path in the labels -> seconds, as the talking demo set's
         ``shifts.json``) to report offset errors."""
-        from .sync import format_sync_report, score_sync
+        from dflab.av.sync import format_sync_report, score_sync
 
         processed = self.processed_dir(processed, run)
         truth = _shifts_by_uid(Path(shifts), processed) if shifts else None
@@ -740,7 +740,7 @@ class Lab:
     # weights, faces, demo --------------------------------------------------------------------
     def fetch_weights(self, backbone: str, to: str | Path) -> WeightsResult:
         """Download a backbone's pretrained weights into a folder (needs internet once)."""
-        from .models import fetch_weights, hub_id
+        from dflab.visual.models import fetch_weights, hub_id
 
         if not to:
             raise ValueError("fetching weights needs --to DIR, the folder to keep them in")
@@ -752,8 +752,8 @@ class Lab:
 
     def check_weights(self, backbone: str, where: str | Path = "") -> WeightsResult:
         """Load a backbone's weights from a file or folder (default model.weights_path)."""
-        from .config import ModelConfig
-        from .models import create_model, resolve_weights
+        from dflab.core.config import ModelConfig
+        from dflab.visual.models import create_model, resolve_weights
 
         where = where or self.cfg.model.weights_path
         if not where:
@@ -766,8 +766,8 @@ class Lab:
                        epochs: int = 30, imgsz: int = 320, batch: int = 16,
                        labeler: str = "yunet", max_images: int = 2000) -> WeightsResult:
         """Train a YOLO face detector on images labelled by ``labeler``."""
-        from .faces import create_detector, finetune_yolo
-        from .sources import IMAGE_EXTS
+        from dflab.data.faces import create_detector, finetune_yolo
+        from dflab.data.sources import IMAGE_EXTS
 
         found = sorted(p for p in Path(images).rglob("*") if p.suffix.lower() in IMAGE_EXTS
                        and "crops" not in p.parts)[:max_images]
@@ -785,17 +785,17 @@ class Lab:
              cancel: CancelToken | None = None) -> DemoResult:
         """The whole pipeline on the demo set: leak check, preprocess, train, evaluate,
         features, forensic MLP, fuse, export, predict on a held-out clip."""
-        from .pipeline import format_demo_report, run_demo
+        from dflab.workflows.demo import format_demo_report, run_demo
 
         report = run_demo(self, name, callbacks, cancel)
         return DemoResult(report, format_demo_report(report))
 
     def real(self, shared: str | Path, name: str = "", epochs: int = 4, photos: int = 3000,
              callbacks: Callbacks = None, cancel: CancelToken | None = None) -> DemoResult:
-        """Real data (:mod:`dflab.real`): FF++ and DFDC clips split by identity pair, face
+        """Real data (:mod:`dflab.workflows.real`): FF++ and DFDC clips split by identity pair, face
         photos; the SBI network and the forensic MLP on real faces only, an ordinary network on
         FF++ fakes, the fused verdict; frame and video AUC per method with intervals."""
-        from .real import format_real_report, run_real
+        from dflab.workflows.real import format_real_report, run_real
 
         report = run_real(self, shared, name, epochs, photos=photos, callbacks=callbacks,
                           cancel=cancel)

@@ -92,7 +92,7 @@ def yunet_weights(shared_data) -> Path:
 @pytest.fixture(scope="session")
 def demo_set(tmp_path_factory) -> Path:
     """A 30-clip, 1-second demo set, built once per test session."""
-    from dflab.demo import build_demo_dataset
+    from dflab.data.synthetic import build_demo_dataset
 
     out = tmp_path_factory.mktemp("demo")
     build_demo_dataset(out, n_videos=30, seed=0, seconds=1.0)

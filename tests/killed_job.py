@@ -41,8 +41,7 @@ class FakeKaggle:
 
 
 def _dfdc(lab, root: Path, cb):
-    from dflab import acquire
-
+    from dflab.data import acquire
     acquire.KaggleClient = lambda: FakeKaggle(root / "kaggle")  # the download's server only
     return lab.fetch_and_preprocess("dfdc", root=root / "dfdc", out=root / "processed" / "dfdc",
                                     callbacks=cb)

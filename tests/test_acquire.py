@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dflab.acquire import (FFPPClient, FileJob, download_ffpp, load_official_splits, plan_ffpp,
+from dflab.data.acquire import (FFPPClient, FileJob, download_ffpp, load_official_splits, plan_ffpp,
                            safe_extract, stream_dfdc)
-from dflab.events import CancelToken, Cancelled, LogCallback
+from dflab.core.events import CancelToken, Cancelled, LogCallback
 
 PAIRS = [["519", "515"], ["004", "982"], ["634", "660"]]  # one per official split (train/val/test)
 
@@ -145,7 +145,7 @@ def test_split_aware_subset_with_fakes_and_their_originals(release, tmp_path):
     same_files(srv, out, jobs)
     assert json.loads((out / "splits" / "test.json").read_text())
     # the downloaded folder is a valid ffpp source with the official splits
-    from dflab.sources import list_videos
+    from dflab.data.sources import list_videos
 
     recs = list_videos("ffpp", out)
     assert {r.split for r in recs} == {"train", "val", "test"}
@@ -366,9 +366,9 @@ def test_cli_download_ffpp(release, tmp_path):
 @pytest.mark.slow
 def test_dfdc_stream_into_preprocessing(tmp_path, request):
     """Real DFDC clips streamed part by part into the preprocessing pipeline."""
-    from dflab.config import PreprocessConfig
-    from dflab.preprocess import preprocess_videos
-    from dflab.sources import list_videos
+    from dflab.core.config import PreprocessConfig
+    from dflab.data.preprocess import preprocess_videos
+    from dflab.data.sources import list_videos
 
     zips = make_parts(tmp_path, 3, request, decodable=True)
     raw_total = sum(p.stat().st_size for p in zips.values()) * 2
@@ -421,7 +421,7 @@ def test_dir_size_ignores_files_deleted_while_it_walks(tmp_path, monkeypatch):
     """The DFDC stream measures the raw folder while the previous part is being deleted."""
     import os
 
-    from dflab.acquire import dir_size
+    from dflab.data.acquire import dir_size
 
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "kept.bin").write_bytes(b"x" * 100)
@@ -433,5 +433,5 @@ def test_dir_size_ignores_files_deleted_while_it_walks(tmp_path, monkeypatch):
             raise FileNotFoundError(p)  # listed by the walk, deleted before its stat
         return real_stat(p, *a, **k)
 
-    monkeypatch.setattr("dflab.acquire.os.stat", stat_after_delete)
+    monkeypatch.setattr("dflab.data.acquire.os.stat", stat_after_delete)
     assert dir_size(tmp_path) == 100

@@ -9,7 +9,7 @@ pytest.importorskip("ipywidgets")
 
 from app import Dashboard  # noqa: E402
 from conftest import wait_for  # noqa: E402
-from dflab.config import LabConfig  # noqa: E402
+from dflab.core.config import LabConfig  # noqa: E402
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def test_demo_button_builds_the_set_in_its_own_process(dash):
 def test_cancel_keeps_finished_work(dash, tmp_path):
     """Cancelled after three clips (watched on its progress bar, not after a sleep): the job
     says so, the clips finished by then stay whole, nothing half-written is left."""
-    from dflab.video import count_frames
+    from dflab.data.video import count_frames
 
     tab = dash.data_tab
     tab.demo_videos.value = 100  # far more than can finish between the click and the cancel
@@ -130,7 +130,7 @@ def test_click_through_every_stage(tmp_path):
     import shutil
 
     from conftest import ROOT  # noqa: F401
-    from dflab.demo import build_demo_dataset
+    from dflab.data.synthetic import build_demo_dataset
 
     build_demo_dataset(tmp_path / "demo", 30, 0, seconds=1.0)
     cfg = LabConfig()
@@ -184,7 +184,7 @@ def test_click_through_every_stage(tmp_path):
     assert first == f"{worst['method'][:10]} p={worst['prob']:.2f}"
     ins.gallery.children[0].children[1].click()
     assert "visual model p(fake)" in ins.detail.value and "no forensic run" in ins.detail.value
-    from dflab.landmarks import dlib_available  # haar boxes: dlib's 68 points, or none to fit
+    from dflab.data.landmarks import dlib_available  # haar boxes: dlib's 68 points, or none to fit
 
     assert ("68 points (dlib68)" in ins.detail.value) == dlib_available(), ins.detail.value
     assert ins.frame_image.value[:2] == b"\xff\xd8" and ins.crop_image.value[:2] == b"\xff\xd8"
@@ -287,8 +287,8 @@ def test_inspect_shows_every_frame_misclassified_at_the_runs_threshold(tmp_path)
     import numpy as np
     import pandas as pd
 
-    from dflab.metrics import evaluate_predictions
-    from dflab.runs import create_run_dir, write_report
+    from dflab.core.metrics import evaluate_predictions
+    from dflab.core.runs import create_run_dir, write_report
 
     from dflab.lab import Lab
 
@@ -343,7 +343,7 @@ def test_inspect_shows_every_frame_misclassified_at_the_runs_threshold(tmp_path)
 def test_a_training_job_outlives_the_page_and_a_new_page_cancels_it(tmp_path):
     """Training runs detached: a second dashboard (a reload, a restarted kernel) finds the
     running job, follows its live losses, cancels it; the runs list then says cancelled."""
-    from dflab.demo import build_demo_dataset
+    from dflab.data.synthetic import build_demo_dataset
     from dflab.lab import Lab
 
     build_demo_dataset(tmp_path / "demo", 12, 0, seconds=0.5)
@@ -389,7 +389,7 @@ def test_rates_get_a_log_slider_and_bounds_come_from_the_metadata():
     import ipywidgets as W
 
     from app.widgets import ConfigForm
-    from dflab.config import LabConfig, load_config
+    from dflab.core.config import LabConfig, load_config
 
     cfg = LabConfig()
     form = ConfigForm(cfg.train, "train")
@@ -469,7 +469,7 @@ def test_new_options_keep_the_choice_and_a_mirror_follows_both_ways():
 
 
 def test_results_are_cards_and_errors_one_line_with_details(tmp_path):
-    from dflab.results import EvalResult, TrainResult
+    from dflab.core.results import EvalResult, TrainResult
 
     from app.widgets import error_html, result_card
 
@@ -495,7 +495,7 @@ def test_results_are_cards_and_errors_one_line_with_details(tmp_path):
 def test_train_tab_shows_pseudo_fake_triples(tmp_path):
     """Real | self-blended pseudo-fake | mask of four training crops, from the folder's own
     landmarks; without a processed folder, a clear error instead."""
-    from dflab.demo import build_demo_dataset
+    from dflab.data.synthetic import build_demo_dataset
     from dflab.lab import Lab
 
     dash = Dashboard(LabConfig(), data_root=str(tmp_path))

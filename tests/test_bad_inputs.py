@@ -145,7 +145,7 @@ def test_odd_but_valid_inputs_are_processed(corpus, processed):
 
 
 def test_labels_csv_variants(tmp_path):
-    from dflab.sources import folder_source
+    from dflab.data.sources import folder_source
 
     for i in range(6):
         (tmp_path / f"v{i}.mp4").write_bytes(b"x")
@@ -396,9 +396,9 @@ def test_full_disk_during_training_and_export_keeps_the_last_good_files(tmp_path
     """The disk fills up in epoch 2: the run stops with one line, epoch 1's checkpoint stays
     whole and loadable, nothing half-written is left, and a resume after freeing space finishes
     the run. Then an export onto a full disk fails the same way and keeps the earlier model."""
-    from dflab.events import StepLoss
+    from dflab.core.events import StepLoss
     from dflab.lab import Lab
-    from dflab.train import load_checkpoint
+    from dflab.visual.train import load_checkpoint
 
     disk = tmp_path / "disk"
     disk.mkdir()
@@ -492,8 +492,8 @@ def test_forensic_and_sync_model_files_that_run_code_or_are_cut_are_one_line_err
     named, each in one line."""
     import torch
 
-    from dflab.forensic import ForensicClassifier
-    from dflab.sync import load_sync
+    from dflab.forensic.model import ForensicClassifier
+    from dflab.av.sync import load_sync
 
     run = tmp_path / "run"
     run.mkdir()

@@ -193,8 +193,8 @@ def test_a_reload_mid_training_keeps_the_run_and_leaks_no_kernel(browser, tmp_pa
     (plus the one Voila keeps preheated). Time to the first widget is measured on each load."""
     import json
 
-    from dflab.config import LabConfig
-    from dflab.demo import build_demo_dataset
+    from dflab.core.config import LabConfig
+    from dflab.data.synthetic import build_demo_dataset
     from dflab.lab import Lab
 
     shots = Path(os.environ.get("DFLAB_SCREENSHOTS", tmp_path / "shots"))
@@ -262,7 +262,7 @@ def test_a_reload_mid_training_keeps_the_run_and_leaks_no_kernel(browser, tmp_pa
     finally:
         os.environ.pop("DFLAB_CONFIG", None)
         log = stop_voila(proc)
-        from dflab.jobs import list_jobs
+        from dflab.core.jobs import list_jobs
 
         for job in list_jobs(data):  # a failed test must not leave training behind
             if job.running:

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from conftest import ROOT
-from dflab.bundle import crops_to_batch
-from dflab.scorer import ForensicScorer, save_forensic
-from dflab.datasets import build_transforms
-from dflab.faces import PACKAGED_YUNET, Face, implausible, locate_weights, primary_face, sha256_file
-from dflab.predict import expand_inputs
+from dflab.serve.bundle import crops_to_batch
+from dflab.forensic.scorer import ForensicScorer, save_forensic
+from dflab.data.datasets import build_transforms
+from dflab.data.faces import PACKAGED_YUNET, Face, implausible, locate_weights, primary_face, sha256_file
+from dflab.serve.predict import expand_inputs
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
@@ -49,7 +49,7 @@ def test_forensic_numpy_form_equals_the_torch_model(tmp_path):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from dflab.forensic import ForensicClassifier
+    from dflab.forensic.model import ForensicClassifier
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, 12)) * rng.uniform(0.1, 50, 12) + rng.normal(size=12) * 10
@@ -127,9 +127,9 @@ def test_inputs_expand_from_files_folders_and_globs(tmp_path):
 
 
 def test_preprocessing_records_the_detector_file_by_hash(tmp_path, demo_set):
-    from dflab.config import load_config
-    from dflab.preprocess import adopt_preprocess_settings, preprocess_videos
-    from dflab.sources import list_videos
+    from dflab.core.config import load_config
+    from dflab.data.preprocess import adopt_preprocess_settings, preprocess_videos
+    from dflab.data.sources import list_videos
 
     cfg = load_config(None, {"preprocess.detector": "yunet", "preprocess.every_nth": 15,
                              "preprocess.audio": False})

@@ -51,10 +51,10 @@ def test_runs_lists_every_run_with_its_aucs_and_what_differs(tmp_path):
     import numpy as np
     import pandas as pd
 
-    from dflab.config import load_config
-    from dflab.metrics import evaluate_predictions
-    from dflab.files import write_json
-    from dflab.runs import create_run_dir, runs_table, write_report
+    from dflab.core.config import load_config
+    from dflab.core.metrics import evaluate_predictions
+    from dflab.core.files import write_json
+    from dflab.core.runs import create_run_dir, runs_table, write_report
 
     rng = np.random.default_rng(0)
     frames = pd.DataFrame({"uid": np.repeat([f"v{k}" for k in range(20)], 5),

@@ -4,8 +4,8 @@ landmark jitter ignores head motion and sees points that move on their own."""
 import numpy as np
 import pytest
 
-from dflab.clip_cues import CLIP_CUES, identity_drift, landmark_jitter
-from dflab.landmarks import dlib_available, template68
+from dflab.visual.clip_cues import CLIP_CUES, identity_drift, landmark_jitter
+from dflab.data.landmarks import dlib_available, template68
 
 
 def test_jitter_ignores_head_motion_and_sees_the_points_move():
@@ -27,8 +27,8 @@ def test_identity_drift_is_zero_for_one_face_and_large_for_two(tmp_path):
     import cv2
     from skimage import data
 
-    from dflab.faces import create_detector
-    from dflab.landmarks import create_landmarker
+    from dflab.data.faces import create_detector
+    from dflab.data.landmarks import create_landmarker
 
     def crop_of(rgb, name):
         f = create_detector("yunet").detect(rgb[:, :, ::-1].copy())[0]
@@ -48,8 +48,8 @@ def test_identity_drift_is_zero_for_one_face_and_large_for_two(tmp_path):
 def test_identity_drift_of_two_people_is_large(shared_data, tmp_path):
     import cv2
 
-    from dflab.faces import create_detector
-    from dflab.landmarks import create_landmarker
+    from dflab.data.faces import create_detector
+    from dflab.data.landmarks import create_landmarker
 
     crops, points = [], []
     for name in ("AJ_Cook_0001.jpg", "Aaron_Eckhart_0001.jpg"):

@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dflab.cluster import check_address
-from dflab.config import load_config
-from dflab.extract import extract_many
-from dflab.preprocess import preprocess_videos
-from dflab.sources import list_videos
+from dflab.data.cluster import check_address
+from dflab.core.config import load_config
+from dflab.forensic.extract import extract_many
+from dflab.data.preprocess import preprocess_videos
+from dflab.data.sources import list_videos
 
 pytest.importorskip("distributed", reason="the cluster extra (dask[distributed]) is not installed")
 

@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 import yaml
 
-from dflab.config import (ConfigError, LabConfig, STAGES, config_from_dict, config_to_dict,
+from dflab.core.config import (ConfigError, LabConfig, STAGES, config_from_dict, config_to_dict,
                           iter_fields, load_config, save_config)
 from conftest import ROOT
 

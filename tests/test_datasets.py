@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dflab.datasets import CropDataset, build_transforms, cache_crops
+from dflab.data.datasets import CropDataset, build_transforms, cache_crops
 
 
 def test_cached_crops_equal_decoded_crops(tmp_path):
@@ -67,7 +67,7 @@ def test_a_damaged_crop_cache_is_built_again_never_read(tmp_path, caplog):
 def test_select_split_caps_frames_per_video_and_keeps_every_column():
     import pandas as pd
 
-    from dflab.datasets import select_split
+    from dflab.data.datasets import select_split
 
     df = pd.DataFrame({"uid": ["a"] * 6 + ["b"] * 2 + ["c"] * 5, "split": ["train"] * 13,
                        "frame_index": list(range(6)) + [0, 1] + list(range(5))})

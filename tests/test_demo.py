@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from dflab.demo import DEMO_METHODS, build_demo_dataset, ffmpeg_exe
+from dflab.data.synthetic import DEMO_METHODS, build_demo_dataset, ffmpeg_exe
 from conftest import ROOT
 
 
@@ -94,7 +94,7 @@ def test_the_leak_check_catches_a_planted_leak(demo_set, tmp_path):
     after the video, still decodable) must be flagged, and the clean set must not."""
     import shutil
 
-    from dflab.demo import leak_check
+    from dflab.data.synthetic import leak_check
 
     clean = leak_check(demo_set / "labels.csv")
     leaky = tmp_path / "leaky"
@@ -112,7 +112,7 @@ def test_the_leak_check_catches_a_planted_leak(demo_set, tmp_path):
 def test_neural_textures_filtered_on_the_face_box_only_equals_the_whole_frame(idx):
     """The NeuralTextures frame filters only the face's box (a speed-up); the frame must equal
     the whole-frame recipe it replaced, byte for byte, so the demo set stays the same set."""
-    from dflab.demo import FRAME_SIZE, _affine, _face_mask, _graded, _Identity, _render, \
+    from dflab.data.synthetic import FRAME_SIZE, _affine, _face_mask, _graded, _Identity, _render, \
         _sensor_noise, _source_photo
 
     ident = _Identity.make(idx, 0)

@@ -6,14 +6,14 @@ import json
 import numpy as np
 import pytest
 
-from dflab.config import load_config
-from dflab.events import CancelToken, Cancelled, StepLoss
-from dflab.evaluate import evaluate_run
-from dflab.export import export_onnx
-from dflab.predict import predict_file
-from dflab.preprocess import preprocess_videos
-from dflab.sources import list_videos
-from dflab.train import train
+from dflab.core.config import load_config
+from dflab.core.events import CancelToken, Cancelled, StepLoss
+from dflab.visual.evaluate import evaluate_run
+from dflab.serve.export import export_onnx
+from dflab.serve.predict import predict_file
+from dflab.data.preprocess import preprocess_videos
+from dflab.data.sources import list_videos
+from dflab.visual.train import train
 
 
 @pytest.mark.slow

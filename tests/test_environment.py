@@ -4,7 +4,7 @@ import random
 import numpy as np
 import pytest
 
-from dflab import environment as E
+from dflab.core import environment as E
 from conftest import FIXTURES
 
 SMI = FIXTURES / "nvidia_smi"

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from dflab.events import (CancelToken, Cancelled, Emitter, EpochMetrics, JobError, JobResult,
+from dflab.core.events import (CancelToken, Cancelled, Emitter, EpochMetrics, JobError, JobResult,
                           LogCallback, Progress, StepLoss, TensorBoardCallback, TqdmCallback)
 
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from dflab.config import ModelConfig
-from dflab.explain import METHODS, explain_crops, overlay, target_layer
-from dflab.models import create_model
+from dflab.core.config import ModelConfig
+from dflab.analysis.explain import METHODS, explain_crops, overlay, target_layer
+from dflab.visual.models import create_model
 
 SIZE, PATCH, MARGIN = 128, 24, 16
 

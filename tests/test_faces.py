@@ -6,13 +6,13 @@ import threading
 import numpy as np
 import pytest
 
-from dflab.faces import (DETECTORS, Face, create_detector, crop_box, crop_face, download_file,
+from dflab.data.faces import (DETECTORS, Face, create_detector, crop_box, crop_face, download_file,
                          resolve_yunet_weights)
 
 
 @pytest.fixture(scope="module")
 def portrait():
-    from dflab.demo import _source_photo
+    from dflab.data.synthetic import _source_photo
 
     return _source_photo()  # uint8 (512, 512, 3) BGR, one face near (223, 120)
 
@@ -43,7 +43,7 @@ def test_detector_contract(name, portrait, request):
     assert 0 <= x1 < x2 <= 512 and 0 <= y1 < y2 <= 512
     assert x1 < 223 < x2 and y1 < 120 < y2  # boxes are mapped back to full resolution
     assert det.detect_batch([portrait, np.zeros_like(portrait)])[1] == []
-    from dflab.faces import resolve_auto
+    from dflab.data.faces import resolve_auto
 
     assert det.describe()["name"] == resolve_auto(name)[0]  # no silent fallback to another
 
@@ -62,7 +62,7 @@ def test_auto_is_the_packaged_yunet_offline(tmp_path, monkeypatch):
 
     import cv2
 
-    from dflab.faces import PACKAGED_YUNET, YUNET_SHA256
+    from dflab.data.faces import PACKAGED_YUNET, YUNET_SHA256
 
     monkeypatch.setenv("DFLAB_CACHE", str(tmp_path))
     det = create_detector("auto")
@@ -75,7 +75,7 @@ def test_auto_is_the_packaged_yunet_offline(tmp_path, monkeypatch):
 
 
 def test_yolo_weights_are_checked_against_their_sha256(tmp_path):
-    from dflab.faces import fetch_weights_file
+    from dflab.data.faces import fetch_weights_file
 
     w = tmp_path / "face.pt"
     w.write_bytes(b"not really a model")
@@ -151,9 +151,9 @@ def test_yunet_download_checks_sha256(file_server, yunet_weights, tmp_path, port
 
 @pytest.fixture(scope="module")
 def demo_frames(demo_set, tmp_path_factory):
-    from dflab.config import PreprocessConfig
-    from dflab.preprocess import preprocess_videos
-    from dflab.sources import list_videos
+    from dflab.core.config import PreprocessConfig
+    from dflab.data.preprocess import preprocess_videos
+    from dflab.data.sources import list_videos
 
     out = tmp_path_factory.mktemp("frames")
     preprocess_videos(list_videos("demo", demo_set), out,
@@ -173,7 +173,7 @@ def _labeler(request):
 def test_finetune_yolo_then_detect_through_the_yolo_detector(demo_frames, tmp_path, request):
     """A tiny YOLO face model trained with ultralytics on frames auto-labelled by YuNet, then used
     through the `yolo` detector on frames it never saw."""
-    from dflab.faces import finetune_yolo
+    from dflab.data.faces import finetune_yolo
 
     import torch
 
@@ -229,9 +229,9 @@ def test_default_det_size_finds_the_same_faces_as_640_on_real_clips(shared_data,
     and DFDC clips: the same frames have a face and the primary boxes overlap closely."""
     import cv2
 
-    from dflab.config import PreprocessConfig
-    from dflab.faces import primary_face
-    from dflab.sources import list_videos
+    from dflab.core.config import PreprocessConfig
+    from dflab.data.faces import primary_face
+    from dflab.data.sources import list_videos
 
     recs = [r for r in list_videos("folder", shared_data, labels=shared_data / "manifest.csv")
             if r.exists and not r.is_image]
@@ -287,5 +287,5 @@ def test_ultralytics_import_leaves_threads_and_environment_alone():
 
     bare = run("import ultralytics")
     assert bare[0] == "1" and int(bare[2]) <= 1  # what ultralytics does on its own
-    ours = run("from dflab.faces import _yolo_class; _yolo_class()")
+    ours = run("from dflab.data.faces import _yolo_class; _yolo_class()")
     assert ours[:2] == ["None", "None"] and int(ours[2]) == cv2.getNumThreads() > 0

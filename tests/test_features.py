@@ -4,9 +4,9 @@ import cv2
 import numpy as np
 import pytest
 
-from dflab.demo import _source_photo, _upconv
-from dflab.extract import extract_many
-from dflab.features import FEATURE_FAMILIES, FEATURE_HELP, as_bgr8, extract_features, feature_names
+from dflab.data.synthetic import _source_photo, _upconv
+from dflab.forensic.extract import extract_many
+from dflab.forensic.features import FEATURE_FAMILIES, FEATURE_HELP, as_bgr8, extract_features, feature_names
 
 NAMES = feature_names()
 
@@ -173,7 +173,7 @@ def _reference():
 def test_torch_backend_equals_numpy_on_the_reference_images():
     """features.backend=torch: every feature of the 11 reference images (each its own shape, a
     batch of one) within 1e-4 relative of the NumPy backend."""
-    from dflab.features_torch import extract_batch
+    from dflab.forensic.features_torch import extract_batch
 
     ref = _reference()
     for key in ref["keys"]:
@@ -185,7 +185,7 @@ def test_torch_backend_equals_numpy_on_the_reference_images():
 def test_torch_backend_in_batches_and_through_extract_many(tmp_path, crops):
     """A batch of equal-sized crops gives each crop's own values (no mixing across the batch);
     extract_many groups files by shape, keeps the order, caches per backend and takes subsets."""
-    from dflab.features_torch import extract_batch
+    from dflab.forensic.features_torch import extract_batch
 
     photo = _source_photo()
     same = [photo[y:y + 128, x:x + 128] for y, x in ((0, 0), (50, 200), (300, 100), (10, 380))]
@@ -220,7 +220,7 @@ def test_torch_backend_in_batches_and_through_extract_many(tmp_path, crops):
 @pytest.mark.gpu
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
 def test_torch_backend_on_the_gpu_equals_numpy():
-    from dflab.features_torch import extract_batch
+    from dflab.forensic.features_torch import extract_batch
 
     ref = _reference()
     for key in ref["keys"]:

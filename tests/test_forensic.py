@@ -4,14 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dflab.config import load_config
-from dflab.features import feature_names
-from dflab.forensic import (compute_features, image_explorer, load_features,
+from dflab.core.config import load_config
+from dflab.forensic.features import feature_names
+from dflab.forensic.model import (compute_features, image_explorer, load_features,
                             permutation_importance_table, plot_correlation, plot_histograms,
                             plot_importance, plot_shap_summary, robustness_table, shap_values,
                             train_forensic)
-from dflab.preprocess import preprocess_videos
-from dflab.sources import list_videos
+from dflab.data.preprocess import preprocess_videos
+from dflab.data.sources import list_videos
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_explanations(forensic_run):
 
 
 def test_image_explorer_figures():
-    from dflab.demo import _source_photo
+    from dflab.data.synthetic import _source_photo
 
     img = _source_photo()[40:296, 100:356]
     figs = image_explorer(img, real_profile=np.zeros(32))

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dflab.fuse import FUSE_INPUTS, Fuser
-from dflab.files import write_json
+from dflab.serve.fuse import FUSE_INPUTS, Fuser
+from dflab.core.files import write_json
 
 
 def _scores(n_videos: int, seed: int) -> pd.DataFrame:

@@ -181,7 +181,7 @@ def _labels_setup(folder: Path) -> bytes:
 
 
 def _yaml_setup(folder: Path) -> dict:
-    from dflab.config import preset_path
+    from dflab.core.config import preset_path
 
     import yaml
 
@@ -208,9 +208,9 @@ def _meta_setup(processed: Callable[[], Path]):
 
 
 def _meta_call(folder: Path) -> None:
-    from dflab.config import load_config
-    from dflab.preprocess import frame_record, process_video
-    from dflab.sources import VideoRecord
+    from dflab.core.config import load_config
+    from dflab.data.preprocess import frame_record, process_video
+    from dflab.data.sources import VideoRecord
 
     video = _first_video(folder)
     good = json.loads((_FUZZ_GOOD / video.relative_to(folder) / "meta.json").read_text())
@@ -229,8 +229,8 @@ def _processed_file_setup(processed: Callable[[], Path], name: str, encode: Call
 
 
 def _settings_call(folder: Path) -> None:
-    from dflab.config import load_config
-    from dflab.preprocess import adopt_preprocess_settings, settings_changes
+    from dflab.core.config import load_config
+    from dflab.data.preprocess import adopt_preprocess_settings, settings_changes
 
     cfg = load_config(None, TINY)
     settings_changes(folder, cfg.preprocess)
@@ -238,22 +238,22 @@ def _settings_call(folder: Path) -> None:
 
 
 def _index_call(folder: Path) -> None:
-    from dflab.datasets import load_index
-    from dflab.stats import dataset_stats
+    from dflab.data.datasets import load_index
+    from dflab.data.stats import dataset_stats
 
     load_index(folder)
     dataset_stats(folder, save=False)
 
 
 def _features_call(folder: Path) -> None:
-    from dflab.forensic import load_features
+    from dflab.forensic.model import load_features
 
     load_features(folder)
 
 
 def _run_setup(folder: Path) -> dict:
-    from dflab.config import load_config
-    from dflab.runs import create_run_dir
+    from dflab.core.config import load_config
+    from dflab.core.runs import create_run_dir
 
     run = create_run_dir(folder / "runs", "train", load_config(None, TINY), "a",
                          env_report={}, processed="")
@@ -266,7 +266,7 @@ def _run_setup(folder: Path) -> dict:
 
 def _run_call(folder: Path) -> None:
     from dflab.lab import Lab
-    from dflab.runs import list_runs, run_info
+    from dflab.core.runs import list_runs, run_info
 
     lab = Lab(None, TINY, data_root=folder)
     lab.runs_table()
@@ -284,21 +284,21 @@ def _sibling_setup(name: str, encode: Callable):
 
 
 def _report_call(folder: Path) -> None:
-    from dflab.runs import read_report, runs_table
+    from dflab.core.runs import read_report, runs_table
 
     read_report(folder / "runs" / "train-a")
     runs_table(folder / "runs")
 
 
 def _history_call(folder: Path) -> None:
-    from dflab.runs import plot_histories, run_history
+    from dflab.core.runs import plot_histories, run_history
 
     run_history(folder / "runs" / "train-a")
     plot_histories([folder / "runs" / "train-a"])
 
 
 def _job_setup(folder: Path) -> dict:
-    from dflab.jobs import result_to_json
+    from dflab.core.jobs import result_to_json
 
     spec = {"method": "environment", "kwargs": {}, "data_root": str(folder), "created": 1.0,
             "config": {}}
@@ -313,7 +313,7 @@ def _job_setup(folder: Path) -> dict:
 
 
 def _job_call(folder: Path) -> None:
-    from dflab.jobs import Job, list_jobs
+    from dflab.core.jobs import Job, list_jobs
 
     jobs = list_jobs(folder)
     job = Job(folder / "jobs" / "j")
@@ -334,7 +334,7 @@ def _job_file_setup(name: str):
 
 
 def _result_call(folder: Path) -> None:
-    from dflab.jobs import Job
+    from dflab.core.jobs import Job
 
     Job(folder / "jobs" / "j").result()
 
@@ -349,14 +349,14 @@ def _sync_setup(folder: Path) -> dict:
 
 
 def _sync_call(folder: Path) -> None:
-    from dflab.sync_windows import load_windows
+    from dflab.data.sync_windows import load_windows
 
     load_windows(folder, "v")
 
 
 def _checkpoint_setup(folder: Path) -> dict:
-    from dflab.config import config_to_dict, load_config
-    from dflab.models import create_model
+    from dflab.core.config import config_to_dict, load_config
+    from dflab.visual.models import create_model
 
     cfg = load_config(None, {**TINY, "model.input_size": 32})
     model = create_model(cfg.model)
@@ -366,8 +366,8 @@ def _checkpoint_setup(folder: Path) -> dict:
 
 
 def _checkpoint_call(folder: Path) -> None:
-    from dflab.bundle import load_visual
-    from dflab.train import load_model
+    from dflab.serve.bundle import load_visual
+    from dflab.visual.train import load_model
 
     load_model(folder / "checkpoints" / "best.pt")
     load_visual(folder / "checkpoints" / "best.pt", device="cpu")
@@ -376,7 +376,7 @@ def _checkpoint_call(folder: Path) -> None:
 def _forensic_setup(folder: Path) -> dict:
     import torch
 
-    from dflab.forensic import ForensicMLP
+    from dflab.forensic.model import ForensicMLP
 
     return {"model": ForensicMLP(3, [4], 0.1).state_dict(), "hidden": [4], "dropout": 0.1,
             "names": ["a", "b", "c"], "scaler_mean": [0.0] * 3, "scaler_scale": [1.0] * 3,
@@ -384,20 +384,20 @@ def _forensic_setup(folder: Path) -> dict:
 
 
 def _forensic_call(folder: Path) -> None:
-    from dflab.forensic import load_forensic
+    from dflab.forensic.model import load_forensic
 
     load_forensic(folder)
 
 
 def _sync_model_setup(folder: Path) -> dict:
-    from dflab.sync import SyncNet
+    from dflab.av.sync import SyncNet
 
     return {"state": SyncNet(5, 16).state_dict(), "frames": 5, "embed": 16, "max_offset": 3,
             "mouth_px": 48}
 
 
 def _sync_model_call(folder: Path) -> None:
-    from dflab.sync import load_sync
+    from dflab.av.sync import load_sync
 
     load_sync(folder)
 
@@ -418,8 +418,8 @@ def _onnx_setup(folder: Path) -> bytes:
 
 
 def _onnx_call(folder: Path) -> None:
-    from dflab.bundle import load_visual
-    from dflab.export import onnx_metadata
+    from dflab.serve.bundle import load_visual
+    from dflab.serve.export import onnx_metadata
 
     onnx_metadata(folder / "model.onnx")
     load_visual(folder / "model.onnx", device="cpu")
@@ -427,8 +427,8 @@ def _onnx_call(folder: Path) -> None:
 
 def _readers(processed: Callable[[], Path]) -> dict[str, Reader]:
     """The readers by name; ``processed()`` gives the preprocessed folder (built on first use)."""
-    from dflab.config import load_config
-    from dflab.sources import dfdc_source, folder_source, load_ffpp_splits
+    from dflab.core.config import load_config
+    from dflab.data.sources import dfdc_source, folder_source, load_ffpp_splits
 
     listed = [
         # given by the user

@@ -37,10 +37,10 @@ def test_amp_training_and_its_resume_on_the_gpu(tiny_lab, amp, tmp_path):
 
 
 def test_yolo_runs_on_the_gpu():
-    from dflab.faces import YoloDetector
+    from dflab.data.faces import YoloDetector
 
     det = YoloDetector.__new__(YoloDetector)  # an untrained model from its yaml: no download
-    from dflab.faces import _yolo_class
+    from dflab.data.faces import _yolo_class
 
     det.model, det.device = _yolo_class()("yolov8n.yaml"), "cuda:0"
     det.det_size, det.min_confidence, det.weights = 320, 0.5, "yolov8n.yaml"
@@ -52,7 +52,7 @@ def test_onnxruntime_cuda_provider_agrees_with_torch(tiny_lab, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("onnxruntime has no CUDA provider here (the onnxruntime-gpu wheel has)")
-    from dflab.export import export_onnx
+    from dflab.serve.export import export_onnx
 
     run = tiny_lab.train(name="gpu-onnx").run
     ex = export_onnx(run)

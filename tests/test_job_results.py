@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dflab import results
-from dflab.jobs import Job, result_from_json, result_to_json
+from dflab.core import results
+from dflab.core.jobs import Job, result_from_json, result_to_json
 
 
 def _done_job(folder: Path) -> Job:

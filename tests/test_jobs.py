@@ -1,4 +1,4 @@
-"""Detached jobs (dflab.jobs): a Lab call in its own process with an event log, a status file and
+"""Detached jobs (dflab.core.jobs): a Lab call in its own process with an event log, a status file and
 a lock, followed, cancelled and re-attached from another process; a killed job's stale lock."""
 
 import os
@@ -10,10 +10,10 @@ import pytest
 
 from conftest import wait_for
 
-from dflab.events import Progress
-from dflab.jobs import Job, JobBusy, job_folder, list_jobs, start_job
+from dflab.core.events import Progress
+from dflab.core.jobs import Job, JobBusy, job_folder, list_jobs, start_job
 from dflab.lab import Lab
-from dflab.runs import run_state
+from dflab.core.runs import run_state
 
 # each test starts a process that imports torch, the first through the jobs' fork server
 # (10-25 s on 2 cores)
@@ -78,7 +78,7 @@ def test_cancel_stops_the_job_and_a_killed_job_leaves_a_stale_lock(lab, tmp_path
     pid = job.status()["pid"]
     # forked from the fork server (which imported torch once), yet a process of its own: its own
     # session, the launcher's working folder; the server ends with the launcher, the job not
-    from dflab.jobs import _FORK_SERVER
+    from dflab.core.jobs import _FORK_SERVER
 
     server = _FORK_SERVER.proc.pid
     assert _parent(pid) == server
@@ -94,7 +94,7 @@ def test_cancel_stops_the_job_and_a_killed_job_leaves_a_stale_lock(lab, tmp_path
 
 
 def test_a_training_job_lives_in_its_run_folder_and_the_runs_list_shows_its_state(tmp_path):
-    from dflab.demo import build_demo_dataset
+    from dflab.data.synthetic import build_demo_dataset
 
     build_demo_dataset(tmp_path / "demo", 12, 0, seconds=0.5)
     lab = Lab("cpu", {"preprocess.detector": "haar", "preprocess.every_nth": 5,
@@ -121,8 +121,7 @@ def _parent(pid: int) -> int:
 
 
 def test_the_fork_server_restarts_when_dflab_changed_and_can_be_switched_off(lab, monkeypatch):
-    from dflab import jobs
-
+    from dflab.core import jobs
     first = start_job(lab, "demo_data", name="a", n_videos=6, seconds=0.5)
     server = jobs._FORK_SERVER.proc.pid
     assert first.wait(300) == "done"

@@ -134,7 +134,7 @@ def base(tiny_lab, tmp_path_factory) -> Path:
     """A data root every job starts from: the tiny demo set preprocessed, its features, a
     visual run (train-v) and a forensic run (forensic-f); a 2-identity talking set preprocessed
     without sync windows; two DFDC parts for the fake Kaggle."""
-    from dflab.demo import build_talking_dataset
+    from dflab.data.synthetic import build_talking_dataset
 
     root = tmp_path_factory.mktemp("kill-base")
     src = tiny_lab.paths["data_root"]

@@ -14,7 +14,7 @@ import yaml
 
 from conftest import ROOT
 from dflab import Lab
-from dflab.runs import create_run_dir, list_runs, read_report, run_info
+from dflab.core.runs import create_run_dir, list_runs, read_report, run_info
 
 TINY = {"env": {"seed": 0, "deterministic": True, "workers": 0},
         "preprocess": {"detector": "haar", "every_nth": 5, "audio": False},
@@ -35,7 +35,7 @@ def test_lab_resolves_paths_and_defaults(tmp_path):
 
 
 def test_auto_detector_is_resolved_and_recorded(tmp_path, demo_set):
-    from dflab.faces import PACKAGED_YUNET
+    from dflab.data.faces import PACKAGED_YUNET
 
     lab = Lab(data_root=tmp_path)
     assert lab.cfg.preprocess.detector == "auto" and PACKAGED_YUNET.is_file()
@@ -96,7 +96,7 @@ def test_cli_and_dashboard_make_identical_runs(tmp_path, demo_set):
     the dashboard's buttons gives the same config, index and predictions."""
     pytest.importorskip("ipywidgets")
     from app import Dashboard
-    from dflab.config import load_config
+    from dflab.core.config import load_config
 
     cfg_file = tmp_path / "tiny.yaml"
     cfg_file.write_text(yaml.safe_dump(TINY))

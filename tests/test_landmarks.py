@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from dflab.faces import create_detector
-from dflab.landmarks import (LANDMARKS, check_points, create_landmarker, crop_points, dlib_available,
+from dflab.data.faces import create_detector
+from dflab.data.landmarks import (LANDMARKS, check_points, create_landmarker, crop_points, dlib_available,
                              five_of_68, fit_similarity, hull_mask, resolve_landmarks, template68)
 
 needs_dlib = pytest.mark.skipif(not dlib_available(), reason="the landmarks extra (dlib-bin, "
@@ -94,7 +94,7 @@ def test_a_fit_off_the_face_is_flagged():
 def test_without_the_extra_auto_falls_back_and_dlib68_names_the_extra(monkeypatch):
     import importlib.util
 
-    import dflab.landmarks as lm
+    import dflab.data.landmarks as lm
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
@@ -124,9 +124,9 @@ def test_hull_mask_covers_the_face_points():
 def test_preprocessing_stores_points_per_frame_and_aligns_crops(tmp_path):
     """The per-frame JSON holds the 68 points; with align on, the crop's own points put the eyes
     level and at the template's place, whatever the face's tilt in the frame."""
-    from dflab.config import PreprocessConfig
-    from dflab.preprocess import preprocess_videos
-    from dflab.sources import VideoRecord
+    from dflab.core.config import PreprocessConfig
+    from dflab.data.preprocess import preprocess_videos
+    from dflab.data.sources import VideoRecord
 
     tilted, _ = warp(portrait(), 20, 1.0, (0, 0))
     src = tmp_path / "face.png"

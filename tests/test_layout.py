@@ -16,7 +16,7 @@ def test_top_level():
 
 
 def test_backend_never_imports_the_ui():
-    code = ("import sys, dflab, dflab.cli, dflab.environment, dflab.demo, dflab.runs\n"
+    code = ("import sys, dflab, dflab.cli, dflab.core.environment, dflab.data.synthetic, dflab.core.runs\n"
             "bad = [m for m in ('ipywidgets', 'IPython', 'app') if m in sys.modules]\n"
             "print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)

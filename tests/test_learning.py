@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from dflab.config import load_config
+from dflab.core.config import load_config
 
 # The goals of the CPU preset on the demo set (issue: "a detector that works"). The demo is
 # deterministic on CPU with its threads pinned (PINNED), so these are checked against one fixed
@@ -57,7 +57,7 @@ def test_demo_visual_model_learns_from_scratch(demo_report):
 def test_demo_forensic_and_fused(demo_report):
     import pandas as pd
 
-    from dflab.metrics import bootstrap_auc_difference
+    from dflab.core.metrics import bootstrap_auc_difference
 
     t = demo_report["test"]
     assert t["forensic"]["video"]["auc"] >= FORENSIC_VIDEO_AUC, t["forensic"]
@@ -121,11 +121,11 @@ def test_demo_sync_model_and_the_fused_verdict_with_it(demo_report):
 def test_a_few_steps_on_one_batch_halve_the_loss(demo_set, tmp_path):
     """The trainer's parts connected: crops through the training transforms into the model,
     the configured loss and AdamW with the warm-up schedule; 40 steps on one fixed batch."""
-    from dflab.datasets import CropDataset, build_transforms, load_index
-    from dflab.models import create_model, data_config
-    from dflab.preprocess import preprocess_videos
-    from dflab.sources import list_videos
-    from dflab.train import warmup_cosine
+    from dflab.data.datasets import CropDataset, build_transforms, load_index
+    from dflab.visual.models import create_model, data_config
+    from dflab.data.preprocess import preprocess_videos
+    from dflab.data.sources import list_videos
+    from dflab.visual.train import warmup_cosine
 
     cfg = load_config(ROOT / "configs" / "cpu.yaml", {"model.input_size": 64})
     cfg.preprocess.audio, cfg.preprocess.detector, cfg.preprocess.workers = False, "haar", 1
@@ -158,7 +158,7 @@ def test_a_few_steps_on_one_batch_halve_the_loss(demo_set, tmp_path):
 
 
 def test_warmup_cosine_schedule():
-    from dflab.train import warmup_cosine
+    from dflab.visual.train import warmup_cosine
 
     f = warmup_cosine(total_steps=110, warmup_steps=10, floor=0.01)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
@@ -193,7 +193,7 @@ def test_demo_robustness_curves_from_the_cli(demo_report, demo_data):
 def test_demo_int8_model_scores_like_the_float_one(demo_report):
     """Static int8 of the demo's trained model, compared by value on the 300 test frames:
     quantisation may move a probability by a few hundredths, never reorder the frames much."""
-    from dflab.export import export_int8
+    from dflab.serve.export import export_int8
 
     run = Path(demo_report["runs"]["visual"])
     q = export_int8(run, calibration=64)

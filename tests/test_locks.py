@@ -1,4 +1,4 @@
-"""One writer per folder (dflab.locks): a second process writing the same processed folder,
+"""One writer per folder (dflab.core.locks): a second process writing the same processed folder,
 features cache or run folder is refused with the first one's pid; disjoint preprocessing shards
 share a folder; a killed writer's lock is stale and replaced."""
 
@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from dflab.locks import FolderBusy, shards_overlap, writing
+from dflab.core.locks import FolderBusy, shards_overlap, writing
 
-HOLD = ("import sys, time\nfrom dflab.locks import shards_overlap, writing\n"
+HOLD = ("import sys, time\nfrom dflab.core.locks import shards_overlap, writing\n"
         "with writing(sys.argv[1], 'the other writer', sys.argv[2], shards_overlap):\n"
         "    print('held', flush=True)\n    time.sleep(300)\n")
 

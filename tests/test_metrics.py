@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from dflab.metrics import (aggregate_videos, binary_metrics, evaluate_predictions,
+from dflab.core.metrics import (aggregate_videos, binary_metrics, evaluate_predictions,
                            expected_calibration_error, format_auc, grouped_metrics, roc_points,
                            tune_threshold)
 
@@ -78,7 +78,7 @@ def test_per_method_tables_pair_each_method_with_the_reals():
 def test_weighted_auc_equals_sklearn_on_explicit_resamples():
     from sklearn.metrics import roc_auc_score
 
-    from dflab.metrics import weighted_auc
+    from dflab.core.metrics import weighted_auc
 
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 300)
@@ -90,7 +90,7 @@ def test_weighted_auc_equals_sklearn_on_explicit_resamples():
 
 
 def test_bootstrap_interval_resamples_videos_not_frames():
-    from dflab.metrics import bootstrap_auc_ci
+    from dflab.core.metrics import bootstrap_auc_ci
 
     rng = np.random.default_rng(0)
     y_vid = np.array([0] * 8 + [1] * 24)
@@ -144,7 +144,7 @@ def test_operating_points_read_off_the_roc_curve():
 
 
 def test_paired_bootstrap_difference_of_two_models():
-    from dflab.metrics import bootstrap_auc_difference
+    from dflab.core.metrics import bootstrap_auc_difference
 
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1], 60)

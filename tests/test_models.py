@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from dflab.config import ModelConfig
-from dflab.models import create_model, data_config
+from dflab.core.config import ModelConfig
+from dflab.visual.models import create_model, data_config
 
 
 @pytest.mark.parametrize("backbone", ["resnet10t", "mobilenetv3_small_100", "efficientnet_b0",

@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dflab.config import PreprocessConfig
-from dflab.events import CancelToken, Cancelled, LogCallback, Progress
-from dflab.preprocess import (INDEX_COLUMNS, build_index, parse_shard, preprocess_videos,
+from dflab.core.config import PreprocessConfig
+from dflab.core.events import CancelToken, Cancelled, LogCallback, Progress
+from dflab.data.preprocess import (INDEX_COLUMNS, build_index, parse_shard, preprocess_videos,
                               select_shard, video_dir)
-from dflab.sources import VideoRecord, list_videos
-from dflab.stats import dataset_stats, plot_stats
+from dflab.data.sources import VideoRecord, list_videos
+from dflab.data.stats import dataset_stats, plot_stats
 from test_video import write_video
 
 

@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from conftest import ROOT, TINY
-from dflab.events import CancelToken, Cancelled, Progress, StepLoss
-from dflab.protocol import PROTOCOLS, format_protocol, plot_protocol, protocol_cells
+from dflab.core.events import CancelToken, Cancelled, Progress, StepLoss
+from dflab.analysis.protocol import PROTOCOLS, format_protocol, plot_protocol, protocol_cells
 
 METHODS = ["Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures"]
 

@@ -5,8 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
-from dflab.landmarks import hull_mask, template68
-from dflab.pseudo_fakes import (BlendParams, SelfBlendedPairs, blend, blend_mask, mask_reach,
+from dflab.data.landmarks import hull_mask, template68
+from dflab.visual.pseudo_fakes import (BlendParams, SelfBlendedPairs, blend, blend_mask, mask_reach,
                                 self_blend)
 
 
@@ -14,8 +14,8 @@ def face() -> tuple[np.ndarray, np.ndarray]:
     """A real face photo (uint8 RGB) and landmarks placed on it by the 5-point template."""
     from skimage import data
 
-    from dflab.faces import create_detector
-    from dflab.landmarks import create_landmarker
+    from dflab.data.faces import create_detector
+    from dflab.data.landmarks import create_landmarker
 
     rgb = np.ascontiguousarray(data.astronaut())
     f = create_detector("yunet").detect(rgb[:, :, ::-1].copy())[0]

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from dflab.real import COLUMNS, ROW_NAMES, format_real_report, real_labels
+from dflab.workflows.real import COLUMNS, ROW_NAMES, format_real_report, real_labels
 
 
 def _slice(shared, tmp_path, photos=120):
@@ -47,8 +47,8 @@ def test_labels_split_by_identity_pair(shared_data, tmp_path):
 @pytest.mark.slow
 def test_real_run_end_to_end_on_a_slice(shared_data, tmp_path):
     from dflab import Lab
-    from dflab.datasets import load_index
-    from dflab.real import run_real
+    from dflab.data.datasets import load_index
+    from dflab.workflows.real import run_real
 
     lab = Lab(None, data_root=tmp_path / "data")
     report = run_real(lab, _slice(shared_data, tmp_path), "t", epochs=1, ordinary_epochs=1,

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, TINY
-from dflab.extract import extract_many
-from dflab.features import (FEATURE_FAMILIES, extract_features, families_for, family_costs, feature_dict,
+from dflab.forensic.extract import extract_many
+from dflab.forensic.features import (FEATURE_FAMILIES, extract_features, families_for, family_costs, feature_dict,
                             feature_names)
-from dflab.refine import cv_video_auc, load_subset, pareto_front, selection_path
+from dflab.forensic.refine import cv_video_auc, load_subset, pareto_front, selection_path
 
 
 def _crop(seed=0, size=96):
@@ -38,7 +38,7 @@ def test_a_subset_computes_only_its_families_and_matches_the_full_vector(tmp_pat
     cv2.imwrite(str(path), img)
     cache = tmp_path / "cache"
     whole = extract_many([str(path)], cache)
-    monkeypatch.setattr("dflab.extract.extract_features",
+    monkeypatch.setattr("dflab.forensic.extract.extract_features",
                         lambda *a, **k: pytest.fail("recomputed a cached crop"))
     part = extract_many([str(path)], cache, names=names)
     assert np.allclose(part[0], whole[0, [feature_names().index(n) for n in names]])
@@ -108,7 +108,7 @@ def test_refine_saves_a_subset_that_train_forensic_and_predict_use(tiny_lab):
     lab.cfg.features.subset = "quick"
     try:
         sub_run = lab.train_forensic(name="quick").run
-        from dflab.scorer import ForensicScorer
+        from dflab.forensic.scorer import ForensicScorer
 
         assert ForensicScorer.load(sub_run).names == subset["features"]
         crop = next(p for p in lab.processed_dir().rglob("*.jpg") if "crops" in p.parts)

@@ -1,6 +1,6 @@
 import pytest
 
-from dflab.registry import Registry, RegistryError, require
+from dflab.core.registry import Registry, RegistryError, require
 
 
 def test_register_list_create():

@@ -4,7 +4,7 @@ and type, and is reproducible."""
 import numpy as np
 import pytest
 
-from dflab.robustness import PERTURBATIONS, _conditions, format_robustness, perturb
+from dflab.analysis.robustness import PERTURBATIONS, _conditions, format_robustness, perturb
 
 
 def _face_like(seed: int = 0) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 import json
 
-from dflab.files import dumps, read_json, write_json
+from dflab.core.files import dumps, read_json, write_json
 
 
 def test_json_keeps_number_lists_on_one_line_and_strings_as_they_are(tmp_path):

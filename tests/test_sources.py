@@ -1,6 +1,6 @@
 import pytest
 
-from dflab.sources import (SOURCES, VideoRecord, check_split_leaks, group_split, list_videos,
+from dflab.data.sources import (SOURCES, VideoRecord, check_split_leaks, group_split, list_videos,
                            load_ffpp_splits)
 
 

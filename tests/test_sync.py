@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from dflab.demo import AV_FPS, ffmpeg_exe
+from dflab.data.synthetic import AV_FPS, ffmpeg_exe
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 def talking(tmp_path_factory):
     """A 6-identity talking set (18 clips of 4 s at 25 fps), preprocessed with sync windows."""
     from dflab import Lab
-    from dflab.demo import build_talking_dataset
+    from dflab.data.synthetic import build_talking_dataset
 
     root = tmp_path_factory.mktemp("talking")
     labels = build_talking_dataset(root / "demo_av", n_identities=6, workers=2)
@@ -50,7 +50,7 @@ def _centres(processed: Path, uid: str) -> list:
 
 
 def test_mouth_box_from_landmarks_and_lower_face():
-    from dflab.sync_windows import mouth_box
+    from dflab.data.sync_windows import mouth_box
 
     face = {"box": [100, 100, 200, 230], "landmarks": [[130, 150], [170, 150], [150, 175],
                                                         [135, 200], [165, 200]]}
@@ -63,7 +63,7 @@ def test_mouth_box_from_landmarks_and_lower_face():
 
 
 def test_windows_are_mouth_crops_with_frame_times(talking):
-    from dflab.sync_windows import N_MFCC, load_windows
+    from dflab.data.sync_windows import N_MFCC, load_windows
 
     _, _, processed = talking
     uid = "demo_av/original/c23/100"
@@ -83,8 +83,8 @@ def test_baseline_recovers_known_shifts_within_one_frame(talking, tmp_path):
     """Real talking clips re-muxed with the sound 3 and 5 frames early and late (FFmpeg -ss /
     -itsoffset: the late ones are audio streams that start after time 0), and the set's own
     AudioShift fakes: the training-free baseline finds every offset to within one frame."""
-    from dflab.sync_windows import video_windows
-    from dflab.sync import baseline_curves, clip_summary
+    from dflab.data.sync_windows import video_windows
+    from dflab.av.sync import baseline_curves, clip_summary
 
     _, av_root, processed = talking
     errors = {}
@@ -98,7 +98,7 @@ def test_baseline_recovers_known_shifts_within_one_frame(talking, tmp_path):
             est = clip_summary(pooled, 15, AV_FPS, lower_is_better=False)["offset_frames"]
             errors[(vid, frames)] = est - frames
     shifts = json.loads((av_root / "shifts.json").read_text())
-    from dflab.sync_windows import load_windows
+    from dflab.data.sync_windows import load_windows
 
     for rel, seconds in shifts.items():
         if "AudioShift" not in rel or seconds * AV_FPS > 15:
@@ -119,8 +119,8 @@ def test_matching_loss_prefers_the_aligned_audio():
     holds."""
     import torch
 
-    from dflab.sync_windows import N_AUDIO, N_MFCC
-    from dflab.sync import _loss
+    from dflab.data.sync_windows import N_AUDIO, N_MFCC
+    from dflab.av.sync import _loss
 
     class Carried:  # each window embeds as the unit vector it carries in its first values
         def embed_visual(self, x):
@@ -187,8 +187,8 @@ def test_audio_visual_tab_shows_a_clip_with_json_clean_figures(talking):
     pytest.importorskip("ipywidgets")
     from app.dashboard import Dashboard
     from app.sync_tab import sync_figures
-    from dflab.sync_windows import load_windows
-    from dflab.sync import score_clip
+    from dflab.data.sync_windows import load_windows
+    from dflab.av.sync import score_clip
 
     lab, _, processed = talking
     dash = Dashboard(data_root=str(lab.paths["data_root"]))

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 import torch
 
-from dflab.config import load_config
-from dflab.events import CancelToken, Cancelled, EpochMetrics, LogCallback, StepLoss
-from dflab.preprocess import preprocess_videos
-from dflab.sources import list_videos
-from dflab.train import FocalLoss, load_checkpoint, train
+from dflab.core.config import load_config
+from dflab.core.events import CancelToken, Cancelled, EpochMetrics, LogCallback, StepLoss
+from dflab.data.preprocess import preprocess_videos
+from dflab.data.sources import list_videos
+from dflab.visual.train import FocalLoss, load_checkpoint, train
 from conftest import ROOT
 
 TINY = {"model.backbone": "test_efficientnet", "model.pretrained": False,
@@ -149,10 +149,10 @@ def test_focal_loss_downweights_easy_examples():
 
 @pytest.mark.slow
 def test_evaluate_export_predict(run, crops, demo_set):
-    from dflab.evaluate import evaluate_run
-    from dflab.export import export_onnx, onnx_metadata
-    from dflab.bundle import load_visual
-    from dflab.predict import predict_file
+    from dflab.visual.evaluate import evaluate_run
+    from dflab.serve.export import export_onnx, onnx_metadata
+    from dflab.serve.bundle import load_visual
+    from dflab.serve.predict import predict_file
 
     path, _ = run
     rep = evaluate_run(path, crops, "test")
@@ -180,7 +180,7 @@ def test_evaluate_export_predict(run, crops, demo_set):
     crop = next(crops.rglob("crops/*.jpg"))
     img = predict_file(crop.parent.parent / "frames" / crop.name, path / "model.onnx")
     assert img["frames_sampled"] == 1
-    from dflab.export import export_int8
+    from dflab.serve.export import export_int8
 
     q = export_int8(path, crops, calibration=32)  # static int8, calibrated on training crops
     assert q["bytes"] < q["float_bytes"] and q["test_frames"] == 30
@@ -240,8 +240,8 @@ def test_ddp_two_processes_gloo(crops, tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(
         "import sys\n"
-        "from dflab.config import load_config\n"
-        "from dflab.train import train\n"
+        "from dflab.core.config import load_config\n"
+        "from dflab.visual.train import train\n"
         f"cfg = load_config(None, {TINY!r})\n"
         "cfg.train.epochs = 1\n"
         "cfg.train.batch_size = 4\n"

@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from dflab.video import (VideoError, count_frames, iter_frames, probe_video, read_image,
+from dflab.data.video import (VideoError, count_frames, iter_frames, probe_video, read_image,
                          sample_indices)
 
 
@@ -72,7 +72,7 @@ def test_read_image_variants(tmp_path):
 def test_prefetch_keeps_order_raises_and_stops_early():
     import threading
 
-    from dflab.video import prefetch
+    from dflab.data.video import prefetch
 
     assert list(prefetch(iter(range(100)), size=4)) == list(range(100))
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from conftest import ROOT
-from dflab.config import ModelConfig
-from dflab.models import create_model, hub_id, resolve_weights
+from dflab.core.config import ModelConfig
+from dflab.visual.models import create_model, hub_id, resolve_weights
 
 BACKBONE = "resnet10t"
 
@@ -78,8 +78,8 @@ def test_hf_hub_offline_with_filled_cache(tmp_path, reference):
     torch.save(reference, ref)
     code = (
         "import sys, torch\n"
-        "from dflab.config import ModelConfig\n"
-        "from dflab.models import create_model\n"
+        "from dflab.core.config import ModelConfig\n"
+        "from dflab.visual.models import create_model\n"
         f"m = create_model(ModelConfig(backbone='{BACKBONE}', pretrained=True))\n"
         f"ref = torch.load(r'{ref}', weights_only=True)\n"
         "sd = m.backbone.state_dict()\n"
