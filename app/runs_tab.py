@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as W
 
+from dflab.core.runs import RUN_COLUMNS, run_cells
+
 from .jobs import JobPanel
 from .widgets import error_html, icon, show_figure
 
@@ -31,19 +33,17 @@ def runs_html(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "<p>No runs yet: train a model (Train tab) or run `dflab demo`.</p>"
 
-    def auc(r: dict) -> str:
-        return "<br>".join(f"{html.escape(m)} {a['frame']:.3f} / {a['video']:.3f}"
-                           for m, a in r["test_auc"].items()) or "not evaluated"
+    def cell(column: str, text: str | list[str]) -> str:
+        if column == "state":
+            return _state_html(str(text))
+        if isinstance(text, list):  # the AUCs, one model a line
+            return "<br>".join(map(html.escape, text)) or "not evaluated"
+        return html.escape(text)
 
-    head = "".join(f"<th style='text-align:left;padding-right:1em'>{h}</th>" for h in (
-        "run", "kind", "state", "created", "backbone", "best val loss",
-        "test AUC frame / video"))
+    head = "".join(f"<th style='text-align:left;padding-right:1em'>{h}</th>" for h in RUN_COLUMNS)
     body = "".join(
-        "<tr>" + "".join(f"<td style='padding-right:1em'>{v}</td>" for v in (
-            html.escape(r["run"]), r["kind"], _state_html(r.get("state", "")), r["created"],
-            html.escape(str(r["backbone"])),
-            "" if r["best_val_loss"] is None else f"{r['best_val_loss']:.4f}", auc(r)))
-        + "</tr>" for r in rows)
+        "<tr>" + "".join(f"<td style='padding-right:1em'>{cell(c, v)}</td>"
+                         for c, v in zip(RUN_COLUMNS, run_cells(r))) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 

@@ -162,15 +162,14 @@ class SyncTab:
 
     def show_clip(self, uid: str) -> None:
         from dflab.data.sync_windows import load_windows
-        from dflab.av.sync import load_sync_model, score_clip
+        from dflab.av.sync import load_sync, score_clip
 
         win = load_windows(self.processed, uid)
         if win is None:
             self.summary.value = error_html(f"{uid} has no sync windows")
             return
         run = self._run()
-        model, K = load_sync_model(run) if run else (None, 15)
-        scored = score_clip(win, model, K)
+        scored = load_sync(run).score(win) if run else score_clip(win)  # the baseline alone
         self.strip.value = mouth_strip(win["mouths"])
         lines = [f"<b>{html.escape(uid)}</b>: {scored['windows']} windows at "
                  f"{scored['fps']:.1f} fps; mouth region from {win['mouth_source'][0]}"]
@@ -180,7 +179,7 @@ class SyncTab:
                 lines.append(f"{key}: offset {s['offset_frames']:+.0f} frames "
                              f"({s['offset_ms']:+.0f} ms), confidence {s['confidence']:.3f}, "
                              f"sync score {s['sync_score']:+.3f}")
-        if model is None:
+        if "learned" not in scored:
             lines.append("no sync model yet: the baseline only")
         self.summary.value = "<br>".join(lines)
         img, curves = sync_figures(win, scored)

@@ -59,7 +59,8 @@ def main() -> None:
 
             export_onnx(run)
         q = export_int8(run)
-        model, dc, _ = load_model(run / "checkpoints" / "best.pt")
+        trained = load_model(run / "checkpoints" / "best.pt")
+        model, dc = trained.net, trained.data_config
         so = ort.SessionOptions()
         so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
         sessions = {name: ort.InferenceSession(str(run / f), so,

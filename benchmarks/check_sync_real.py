@@ -26,7 +26,7 @@ from dflab.data.synthetic import ffmpeg_exe
 from dflab.data.faces import create_detector, primary_face
 from dflab.core.metrics import bootstrap_auc_ci
 from dflab.data.sync_windows import video_windows
-from dflab.av.sync import (baseline_curves, clip_summary, load_sync_model, model_curves, _masked_curve,
+from dflab.av.sync import (baseline_curves, clip_summary, load_sync, model_curves, _masked_curve,
                         _window_scores)
 
 SHIFTS = (-10, -5, -3, 0, 3, 5, 10)  # frames; + = the sound comes early
@@ -72,7 +72,7 @@ def main() -> None:
     data = Path(args.data)
     manifest = [line.split(",") for line in (data / "manifest.csv").read_text().splitlines()[1:]]
     clips = [data / r[0] for r in manifest if r[3] == "dfdc" and r[0].endswith(".mp4")]
-    model = load_sync_model(args.run)[0] if args.run else None
+    model = load_sync(args.run).net if args.run else None
     rows, windows = [], []
     with tempfile.TemporaryDirectory() as td:
         for clip in clips:

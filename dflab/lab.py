@@ -26,11 +26,11 @@ from typing import Any, Optional, Sequence
 
 from dflab.core.config import LabConfig, PreprocessConfig, load_config, preset_path
 from dflab.core.events import Callback, CancelToken
-from dflab.core.results import (BatchPredictResult, DemoDataResult, DemoResult, DownloadResult, EnvironmentResult,
-                      EvalResult, ExplainResult, ExportResult, FeaturesResult, PredictResult,
-                      PreprocessResult, ProtocolResult, RefineResult, RobustnessResult,
-                      SyncExtractResult, SyncScoreResult, SyncTrainResult, TrainResult,
-                      WeightsResult)
+from dflab.core.results import (BatchPredictResult, DemoDataResult, DemoResult, DownloadResult,
+                                EnvironmentResult, EvalResult, ExplainResult,
+                                ExportResult, FeaturesResult, PredictResult, PreprocessResult,
+                                ProtocolResult, RefineResult, RobustnessResult, SyncExtractResult,
+                                SyncScoreResult, SyncTrainResult, TrainResult, WeightsResult)
 from dflab.core.files import read_json
 
 log = logging.getLogger(__name__)

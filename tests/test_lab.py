@@ -61,15 +61,10 @@ def test_runs_record_kind_and_data(tmp_path, caplog):
     a = create_run_dir(lab.paths["runs"], "forensic", lab.cfg, "a", {}, processed="/p/a")
     time.sleep(0.01)
     b = create_run_dir(lab.paths["runs"], "train", lab.cfg, "b", {}, processed="/p/b")
-    legacy = lab.paths["runs"] / "whatever-name"  # a run from before run.json
-    (legacy / "checkpoints").mkdir(parents=True)
-    # its age is its folder's mtime: set it a second after b's recorded creation, not left to
-    # the file system's clock (which differs from time.time() by milliseconds)
-    later = run_info(b)["created"] + 1
-    os.utime(legacy, (later, later))
+    (lab.paths["runs"] / "not-a-run" / "checkpoints").mkdir(parents=True)  # no run.json
     assert run_info(a)["kind"] == "forensic" and run_info(b)["processed"] == "/p/b"
-    assert list_runs(lab.paths["runs"]) == [legacy, b, a]  # newest first
-    assert lab.runs("train") == [legacy, b] and lab.runs("fuse") == []
+    assert list_runs(lab.paths["runs"]) == [b, a]  # newest first
+    assert lab.runs("train") == [b] and lab.runs("fuse") == []
     assert lab.processed_dir(run=b) == Path("/p/b")  # evaluate defaults to the run's data
     with pytest.raises(ValueError, match="run kind"):
         create_run_dir(lab.paths["runs"], "trian", lab.cfg, "c", {})

@@ -17,6 +17,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from dflab.core.events import Callback, CancelToken, Emitter
+from dflab.data.faces import create_detector
+from dflab.serve.bundle import crops_to_batch, load_bundle
+from dflab.serve.predict import expand_inputs, face_crops, read_crop
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +62,6 @@ def explain_crops(model, data_config: dict[str, Any], crops_rgb: Sequence[np.nda
     import torch
     from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-    from dflab.serve.bundle import crops_to_batch
 
     if method not in METHODS:
         raise ValueError(f"explanation method '{method}' is not one of {', '.join(METHODS)}")
@@ -106,8 +107,6 @@ def explain_files(inputs: Sequence[str | Path], checkpoint: str | Path, out: str
     import cv2
     import torch
 
-    from dflab.serve.bundle import load_bundle
-    from dflab.serve.predict import face_crops, read_crop, expand_inputs
     from dflab.visual.train import load_model
 
     files = expand_inputs(inputs, faces)
@@ -116,9 +115,9 @@ def explain_files(inputs: Sequence[str | Path], checkpoint: str | Path, out: str
     device = "cuda" if torch.cuda.is_available() else "cpu"
     detector, pp = None, None
     if faces:
-        model, dc, _ = load_model(checkpoint, device)
+        trained = load_model(checkpoint, device)
+        model, dc = trained.net, trained.data_config
     else:  # the checkpoint loaded once: its model, and the settings to crop with
-        from dflab.data.faces import create_detector
 
         bundle = load_bundle(checkpoint, overrides, device=device)
         v, pp = bundle.visual, bundle.preprocess
@@ -156,7 +155,9 @@ def _model(checkpoint: str, mtime_ns: int):
 
     from dflab.visual.train import load_model
 
-    model, dc, _ = load_model(checkpoint, "cuda" if torch.cuda.is_available() else "cpu")
+    trained = load_model(checkpoint, "cuda" if torch.cuda.is_available() else "cpu")
+
+    model, dc = trained.net, trained.data_config
     return model, dc
 
 

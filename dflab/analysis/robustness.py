@@ -16,6 +16,10 @@ from typing import Any, Callable
 import numpy as np
 
 from dflab.core.events import Callback, CancelToken, Emitter
+from dflab.core.metrics import aggregate_probs, bootstrap_auc_ci
+from dflab.serve.bundle import load_bundle
+from dflab.serve.fuse import with_audio
+from dflab.serve.predict import score_crops
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +91,7 @@ def robustness_curves(model: str | Path, processed: str | Path, split: str = "te
     import cv2
     from sklearn.metrics import roc_auc_score
 
-    from dflab.serve.bundle import load_bundle
     from dflab.data.datasets import load_index, select_split
-    from dflab.serve.fuse import with_audio
-    from dflab.core.metrics import aggregate_probs, bootstrap_auc_ci
-    from dflab.serve.predict import score_crops
 
     bundle = load_bundle(model)
     processed = Path(processed)

@@ -31,7 +31,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dflab.core.events import Callback, CancelToken, Emitter, EpochMetrics
-from dflab.core.files import write_json
+from dflab.core.files import load_torch_file, reading, write_json
+from dflab.core.metrics import bootstrap_auc_ci, format_auc
+from dflab.core.runs import create_run_dir
 from dflab.data.sync_windows import N_AUDIO, load_windows, video_windows
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -42,7 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 __all__ = ["audio_windows", "baseline_curves", "clip_summary", "SyncNet", "train_sync",
-           "load_sync_model", "model_curves", "score_sync", "sync_table", "format_sync_report"]
+           "load_sync", "SyncModel", "model_curves", "score_sync", "sync_table", "format_sync_report"]
 
 TRAIN_NEGATIVES = 15  # shifted windows of the clip's own audio per training batch
 
@@ -277,7 +279,6 @@ def train_sync(cfg: "LabConfig", processed: str | Path, runs_root: str | Path, n
     epoch on the real clips of val (loss); returns the run folder with ``sync.pt``,
     ``history.jsonl`` and ``sync_summary.json``."""
     torch, _ = _torch()
-    from dflab.core.runs import create_run_dir
 
     processed = Path(processed)
     sc = cfg.sync
@@ -363,12 +364,16 @@ class SyncModel:
     frames: int
     mouth_px: int
 
+    def score(self, win: dict) -> dict[str, Any]:
+        """:func:`score_clip` of one clip's windows with this model (and the baseline)."""
+        return score_clip(win, self.net, self.max_offset)
+
     def score_video(self, path: str | Path, centres: list[tuple[int, dict]]
                     ) -> dict[str, Any] | None:
-        """:func:`score_clip` of a video file's windows around ``centres`` (frame index, face
+        """:meth:`score` of a video file's windows around ``centres`` (frame index, face
         record with landmarks); None without audio or windows."""
         win = video_windows(path, centres, self.frames, self.mouth_px)
-        return None if win is None else score_clip(win, self.net, self.max_offset)
+        return None if win is None else self.score(win)
 
 
 def load_sync(run: str | Path) -> SyncModel:
@@ -378,7 +383,6 @@ def load_sync(run: str | Path) -> SyncModel:
     if not path.is_file():
         raise FileNotFoundError(f"'{run}' is not a sync run (no sync.pt); train one with "
                                 f"`dflab sync train`")
-    from dflab.core.files import load_torch_file, reading
 
     redo = "train it again with `dflab sync train`"
     ck = load_torch_file(path, "sync model", redo)
@@ -392,12 +396,6 @@ def load_sync(run: str | Path) -> SyncModel:
         net = SyncNet(frames, embed)
         net.load_state_dict(ck["state"])
     return SyncModel(net.eval(), offset, frames, mouth_px)
-
-
-def load_sync_model(run: str | Path):
-    """(model in eval mode, max_offset) from a sync run folder (``sync.pt``)."""
-    sync = load_sync(run)
-    return sync.net, sync.max_offset
 
 
 def model_curves(model, win: dict, max_offset: int, batch: int = 64
@@ -448,7 +446,7 @@ def sync_table(processed: str | Path, run: str | Path, split: str = "test",
     from dflab.data.datasets import load_index
 
     processed = Path(processed)
-    model, K = load_sync_model(run)
+    sync = load_sync(run)
     idx = load_index(processed)
     idx = idx[idx["split"] == split] if split != "all" else idx
     meta = idx.groupby("uid").first()
@@ -457,7 +455,7 @@ def sync_table(processed: str | Path, run: str | Path, split: str = "test",
         win = load_windows(processed, uid)
         if win is None or uid not in meta.index:
             continue
-        sc = score_clip(win, model, K)
+        sc = sync.score(win)
         r = meta.loc[uid]
         base = {"uid": uid, "method": r["method"], "label": r["label"],
                 "target": int(r["label"] == "fake"), "video_id": r["video_id"]}
@@ -476,8 +474,6 @@ def sync_table(processed: str | Path, run: str | Path, split: str = "test",
 def _auc_block(y: np.ndarray, s: np.ndarray, groups: np.ndarray, n_boot: int, seed: int
                ) -> dict[str, Any]:
     from sklearn.metrics import roc_auc_score
-
-    from dflab.core.metrics import bootstrap_auc_ci
 
     ok = np.isfinite(s)
     y, s, groups = y[ok], s[ok], groups[ok]
@@ -557,8 +553,6 @@ def _offset_errors(known: "pd.DataFrame", model: str) -> dict[str, Any]:
 
 def format_sync_report(rep: dict[str, Any]) -> str:
     """The sync report as the few lines a person reads."""
-    from dflab.core.metrics import format_auc
-
     lines = [f"sync on the {rep['split']} split: {rep['clips']} clips, {rep['windows']} windows "
              f"(AUC of fake against real, 95% video-bootstrap interval)"]
     for method, by_model in rep["methods"].items():

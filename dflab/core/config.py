@@ -57,6 +57,8 @@ def _f(default: Any, help: str, **meta: Any) -> Any:
 
 @dataclass
 class EnvConfig:
+    """The machine: where data and runs live, device, threads, seeds, determinism."""
+
     data_root: str = _f("", "Folder for datasets, crops and runs; empty: ./data locally, Drive on Colab.")
     runs_dir: str = _f("", "Folder for run outputs; empty: <data_root>/runs.")
     seed: int = _f(42, "Seed for Python, NumPy and torch.", min=0, max=2**32 - 1)
@@ -71,6 +73,8 @@ class EnvConfig:
 
 @dataclass
 class DataConfig:
+    """Which labelled videos, and how they are split into train, val and test."""
+
     source: str = _f("demo", "Labelled video source (see `dflab sources`).",
                      choices=["demo", "ffpp", "dfdc", "celebdf", "folder", "photos"])
     root: str = _f("", "Folder holding the source's videos (empty: <data_root>/<source>).")
@@ -97,6 +101,8 @@ class DataConfig:
 
 @dataclass
 class PreprocessConfig:
+    """Videos to face crops: frame sampling, face detector, landmarks, crops, audio."""
+
     detector: str = _f("auto", "Face detector (see `dflab detectors`).",
                        choices=["auto", "haar", "yunet", "yolo"])
     detector_weights: str = _f("", "Weights file or URL for yunet/yolo (empty: default).")
@@ -134,6 +140,8 @@ class PreprocessConfig:
 
 @dataclass
 class FeaturesConfig:
+    """The forensic features of each crop and the MLP trained on them."""
+
     crop_size: int = _f(0, "Centre-crop crops to this size before features (0: native).",
                         min=0, max=4096)
     hidden: list = _f([128, 64], "MLP hidden layer sizes.")
@@ -153,6 +161,8 @@ class FeaturesConfig:
 
 @dataclass
 class ModelConfig:
+    """The visual model: a timm backbone with a classification head."""
+
     backbone: str = _f("efficientnet_b4", "timm model name (any of `timm.list_models()`).")
     pretrained: bool = _f(True, "Start from ImageNet weights (downloads unless weights_path).")
     weights_path: str = _f("", "Local backbone weights file instead of the hub download.")
@@ -163,6 +173,8 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
+    """Training the visual model: optimiser, schedule, batches, augmentation, selection."""
+
     epochs: int = _f(20, "Maximum epochs.", min=1, max=1000)
     batch_size: int = _f(0, "Batch size (0: advised from GPU memory).", min=0, max=4096)
     accumulation: int = _f(0, "Gradient accumulation steps (0: advised).", min=0, max=1024)
@@ -219,6 +231,8 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
+    """Evaluation: threshold, frame-to-video aggregation, the field's protocols, intervals."""
+
     aggregate: str = _f("mean", "Frame-to-video aggregation.",
                         choices=["mean", "median", "confident"])
     confident_margin: float = _f(0.3, "'confident' rule: frames with |p-0.5| above this.",
@@ -234,12 +248,14 @@ class EvalConfig:
     frames_per_video: int = _f(0, "Frames per video at evaluation: this many evenly spaced "
                                "sampled frames (0: every sampled frame); DeepfakeBench and SBI "
                                "report 32.", min=0, max=10000)
-    bootstrap: int = _f(1000, "Bootstrap resamples (of whole videos) for the 95% interval of "
-                        "every AUC; 0: no intervals.", min=0, max=100000)
+    bootstrap: int = _f(1000, "Resamples of whole videos for each AUC's 95% interval (0: none).",
+                        min=0, max=100000)
 
 
 @dataclass
 class ExportConfig:
+    """ONNX export and its check against torch."""
+
     opset: int = _f(18, "ONNX opset (the torch.export-based exporter needs 18 or later).", min=18,
                     max=23)
     dynamic_batch: bool = _f(True, "Dynamic batch axis in the ONNX graph.")
@@ -249,6 +265,8 @@ class ExportConfig:
 
 @dataclass
 class SyncConfig:
+    """The lip-sync model: offsets, windows, training."""
+
     max_offset: int = _f(30, "Offsets searched and trained against, +- this many frames (30: "
                          "+-1.2 s at 25 fps).", min=2, max=100)
     epochs: int = _f(40, "Sync model epochs (early stopping ends sooner).", min=1, max=1000)
@@ -262,6 +280,8 @@ class SyncConfig:
 
 @dataclass
 class LabConfig:
+    """The whole lab: one section per stage."""
+
     env: EnvConfig = field(default_factory=EnvConfig)
     data: DataConfig = field(default_factory=DataConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
@@ -382,14 +402,7 @@ def _coerce(key: str, f: dataclasses.Field, value: Any) -> Any:
     return value
 
 
-#: keys that were renamed: old spelling -> new (accepted with a warning)
-RENAMED = {"env.num_workers": "env.workers"}
-
-
 def _apply(cfg: LabConfig, key: str, value: Any) -> None:
-    if key in RENAMED:
-        log.warning("config key '%s' is now '%s'; please rename it", key, RENAMED[key])
-        key = RENAMED[key]
     fields = {k: (f, v) for k, f, v in iter_fields(cfg)}
     if key not in fields:
         # a stage name given a dict: {"train": {...}}
@@ -472,7 +485,7 @@ def apply_overrides(cfg: LabConfig, overrides: dict[str, Any] | list[str] | tupl
                 raise ConfigError(f"override '{item}' must look like key=value, e.g. train.lr=3e-4")
             k, v = (s.strip() for s in item.split("=", 1))
             # a text field keeps the text as typed: YAML would read `amp=off` as False
-            pairs[k] = v if kinds.get(RENAMED.get(k, k)) is str or not v else yaml.safe_load(v)
+            pairs[k] = v if kinds.get(k) is str or not v else yaml.safe_load(v)
         overrides = pairs
     for key, value in (overrides or {}).items():
         _apply(cfg, key, value)

@@ -41,9 +41,9 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from dflab.core import events as ev
-from dflab.core.files import DamagedFile
-from dflab.core.files import read_json, write_json
+from dflab.core import events as ev, results
+from dflab.core.config import load_config, save_config
+from dflab.core.files import DamagedFile, read_json, write_json
 
 __all__ = ["Job", "JobBusy", "start_job", "list_jobs", "job_folder", "run_job",
            "DETACHED_METHODS", "warm_up"]
@@ -234,7 +234,6 @@ class Job:
 # A result as tagged JSON. Written by hand: pickle would run code, and a plain JSON dump loses
 # the dataclass, Path and tuple types the dashboard reads back.
 def _tagged(value: Any) -> Any:
-    from dflab.core import results
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         if getattr(results, type(value).__name__, None) is not type(value):
             raise TypeError(f"{type(value).__name__} is not a dflab.core.results class")
@@ -258,7 +257,6 @@ def _tagged(value: Any) -> Any:
 
 
 def _untagged(obj: dict) -> Any:
-    from dflab.core import results
     if "__path__" in obj:
         return Path(obj["__path__"])
     if "__tuple__" in obj:
@@ -315,8 +313,6 @@ def start_job(lab: Any, method: str, name: str = "", folder: str | Path = "",
     The process is in its own session: closing the page, the kernel or the terminal leaves it
     running. Raises :class:`JobBusy` when a job already runs in that folder.
     """
-    from dflab.core.config import save_config
-
     import inspect
 
     name = name or time.strftime("%Y%m%d-%H%M%S")
@@ -611,8 +607,6 @@ def job_process_main(argv: list[str], make_lab: Callable[..., Any]) -> int:
 def run_job(folder: str | Path, make_lab: Callable[..., Any]) -> int:
     """The job process: run the call in ``folder/job.json`` on ``make_lab(config,
     data_root=...)``, writing events and status."""
-    from dflab.core.config import load_config
-
     folder = Path(folder)
     spec = read_json(folder / "job.json")
     status = {"state": "running", "pid": os.getpid(), "method": spec["method"],

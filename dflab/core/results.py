@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dflab.core.metrics import format_auc
+
 __all__ = ["EnvironmentResult", "DemoDataResult", "DownloadResult", "PreprocessResult",
            "TrainResult", "EvalResult", "ExportResult", "PredictResult", "BatchPredictResult",
-           "FeaturesResult", "ExplainResult", "RobustnessResult",
-           "ProtocolResult", "RefineResult",
-           "WeightsResult", "DemoResult", "format_report"]
+           "FeaturesResult", "ExplainResult", "RobustnessResult", "ProtocolResult", "RefineResult",
+           "WeightsResult", "DemoResult", "SyncExtractResult", "SyncTrainResult", "SyncScoreResult",
+           "format_report"]
 
 
 def _rows(rows: list[tuple[str, Any]]) -> str:
@@ -141,8 +143,6 @@ class TrainResult:
 def format_report(rep: dict, indent: str = "  ") -> str:
     """Frame and video metrics of one model's evaluation report, each AUC with its 95%
     interval, the counts it rests on, and the per-method video metrics."""
-    from dflab.core.metrics import format_auc
-
     f, v = rep["frame"], rep["video"]
     lines = [f"{indent}frame: n={f['n']} frames of {f.get('n_videos', '?')} videos "
              f"acc={f['accuracy']:.3f} auc={format_auc(f)} f1={f['f1']:.3f} ece={f['ece']:.3f}",

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from dflab.core.config import LabConfig, save_config
-from dflab.core.files import read_json, write_json
+from dflab.core.environment import environment_report
+from dflab.core.files import read_json, read_jsonl, reading, write_json
+from dflab.core.jobs import Job
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +58,6 @@ def create_run_dir(runs_root: str | Path, kind: str, cfg: LabConfig, name: str =
                       "index_sha256": _sha256(index) if index and index.is_file() else ""})
     save_config(cfg, run / "config.yaml")
     if env_report is None:
-        from dflab.core.environment import environment_report
-
         env_report = environment_report(cfg.env.data_root)
     write_json(run / "environment.json", env_report)
     write_json(run / "versions.json", library_versions())
@@ -70,33 +70,21 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-# what a run folder written before run.json existed holds, by kind
-_KIND_MARKERS = {"train": "checkpoints", "forensic": "forensic_mlp.pt", "fuse": "fuser.json",
-                 "demo": "demo_report.json"}
-
-
 def run_info(run: str | Path) -> dict[str, Any]:
-    """A run folder's ``run.json``: kind, name, creation time (epoch seconds), processed folder.
-    A folder from before run.json is recognised by its contents."""
+    """A run folder's ``run.json``: kind, name, creation time (epoch seconds), processed folder."""
     run = Path(run)
     path = run / "run.json"
-    if path.exists():
-        from dflab.core.files import reading
-
-        redo = "delete it to have the folder recognised by its contents"
-        info = read_json(path, "run record", redo)
-        with reading(path, "run record", redo):
-            if not (isinstance(info, dict) and info.get("kind") in RUN_KINDS
-                    and isinstance(info.get("name", ""), str)
-                    and isinstance(info.get("processed", ""), str)):
-                raise ValueError(f"kind {info.get('kind')!r} (one of {', '.join(RUN_KINDS)}), "
-                                 f"name and processed folder expected")
-            return {**info, "created": float(info.get("created", 0.0))}
-    for kind, marker in _KIND_MARKERS.items():
-        if (run / marker).exists():
-            return {"kind": kind, "name": run.name, "created": run.stat().st_mtime,
-                    "processed": ""}
-    raise FileNotFoundError(f"'{run}' is not a dflab run folder (no run.json)")
+    if not path.exists():
+        raise FileNotFoundError(f"'{run}' is not a dflab run folder (no run.json)")
+    redo = "run the stage that made the folder again"
+    info = read_json(path, "run record", redo)
+    with reading(path, "run record", redo):
+        if not (isinstance(info, dict) and info.get("kind") in RUN_KINDS
+                and isinstance(info.get("name", ""), str)
+                and isinstance(info.get("processed", ""), str)):
+            raise ValueError(f"kind {info.get('kind')!r} (one of {', '.join(RUN_KINDS)}), "
+                             f"name and processed folder expected")
+        return {**info, "created": float(info.get("created", 0.0))}
 
 
 def report_tag(run: str | Path, folder: str | Path, split: str) -> str:
@@ -135,7 +123,6 @@ def read_report(run: str | Path, split: str = "test") -> dict[str, dict]:
     if not path.exists():
         raise FileNotFoundError(f"run '{run}' has no {split} evaluation ({path.name}); "
                                 f"evaluate it first")
-    from dflab.core.files import reading
 
     redo = f"evaluate the run again (dflab evaluate --run {run} --split {split})"
     reports = read_json(path, "evaluation report", redo)
@@ -177,8 +164,6 @@ def config_differences(runs: list[str | Path]) -> dict[str, dict[str, Any]]:
 
 def run_history(run: str | Path) -> list[dict[str, Any]]:
     """The rows of a run's history.jsonl (one per epoch), or []."""
-    from dflab.core.files import read_jsonl, reading
-
     path = Path(run) / "history.jsonl"
     if not path.exists():
         return []
@@ -246,8 +231,6 @@ def run_state(run: str | Path) -> str:
     """``running``, ``done``, ``cancelled``, ``failed`` or ``killed`` for a run started as a
     detached job (its ``status.json``, see :mod:`dflab.core.jobs`); otherwise ``done`` when the run's
     final file exists, else ``incomplete`` (stopped, or still running in another process)."""
-    from dflab.core.jobs import Job
-
     run = Path(run)
     if (run / "job.json").exists():
         state = Job(run).state
@@ -308,20 +291,27 @@ def runs_table(runs_root: str | Path, kind: str = "") -> list[dict[str, Any]]:
     return rows
 
 
+#: the columns of a runs table, as the CLI prints it and the dashboard shows it
+RUN_COLUMNS = ("run", "kind", "state", "created", "backbone", "best val loss",
+               "test AUC frame / video")
+
+
+def run_cells(row: dict[str, Any]) -> list[str | list[str]]:
+    """One :func:`runs_table` row as the text of each of :data:`RUN_COLUMNS`; the last cell is a
+    list, one AUC pair per model (empty: not evaluated)."""
+    loss = row["best_val_loss"]
+    return [row["run"], row["kind"], row.get("state", ""), row["created"], str(row["backbone"]),
+            "" if loss is None else f"{loss:.4f}",
+            [f"{m} {a['frame']:.3f}/{a['video']:.3f}" for m, a in row["test_auc"].items()]]
+
+
 def format_runs(rows: list[dict[str, Any]]) -> str:
     """:func:`runs_table` as a text table (one run per line, then what differs per run)."""
     if not rows:
         return "no runs yet"
-
-    def auc(row: dict) -> str:
-        return ", ".join(f"{m} {a['frame']:.3f}/{a['video']:.3f}"
-                         for m, a in row["test_auc"].items()) or "not evaluated"
-
-    head = ["run", "kind", "state", "created", "backbone", "best val loss",
-            "test AUC frame/video"]
-    body = [[r["run"], r["kind"], r.get("state", ""), r["created"], str(r["backbone"]),
-             "" if r["best_val_loss"] is None else f"{r['best_val_loss']:.4f}", auc(r)]
-            for r in rows]
+    body = [[*cells[:-1], ", ".join(cells[-1]) or "not evaluated"]
+            for cells in map(run_cells, rows)]
+    head = list(RUN_COLUMNS)
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
     lines = ["  ".join(x.ljust(w) for x, w in zip(line, widths)).rstrip()
              for line in [head, *body]]

@@ -29,8 +29,9 @@ from typing import Any, Callable, Iterable, Protocol
 
 import requests
 
-from dflab.core.events import Callback, CancelToken, Cancelled, Emitter
+from dflab.core.events import Callback, Cancelled, CancelToken, Emitter
 from dflab.core.files import write_json
+from dflab.data.sources import read_ffpp_split_files
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +181,6 @@ def load_official_splits(splits_dir: str | Path = "", cache: str | Path = "") ->
     """The official FF++ ``train/val/test.json`` id pairs: from ``splits_dir`` when given, else
     from the FaceForensics GitHub repository (cached in ``cache``)."""
     if splits_dir:
-        from dflab.data.sources import read_ffpp_split_files
-
         return read_ffpp_split_files(splits_dir)
     out = {}
     for split in ("train", "val", "test"):

@@ -19,6 +19,9 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from dflab.core.config import TrainConfig
+from dflab.core.files import reading
+
 log = logging.getLogger(__name__)
 
 __all__ = ["load_index", "faceless_frames", "CropDataset", "build_transforms", "select_split", "cache_crops",
@@ -45,7 +48,6 @@ def load_index(processed: str | Path, faces_only: bool = True) -> pd.DataFrame:
     path = processed / "index.csv"
     if not path.exists():
         raise FileNotFoundError(f"no index at '{path}'; run `dflab preprocess` first")
-    from dflab.core.files import reading
 
     with reading(path, "index", "rebuild it: run `dflab preprocess` on the folder again (finished "
                  "videos are kept; the index is written from their meta.json)"):
@@ -101,8 +103,6 @@ def build_transforms(size: int, mean: list[float], std: list[float], train: bool
     fields; default: the config's defaults). Each one at 0 (or scale 1, JPEG p 0) is left out.
     """
     from torchvision.transforms import v2 as T
-
-    from dflab.core.config import TrainConfig
 
     a = aug or TrainConfig()
     ops: list[Any] = []

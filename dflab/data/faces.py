@@ -32,8 +32,10 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from dflab.core.config import PreprocessConfig
+from dflab.core.environment import kept_environ
 from dflab.core.files import sha256_file
 from dflab.core.registry import Registry
+from dflab.data.landmarks import aligned_crop, check_points, five_of_68
 
 _PP = PreprocessConfig()  # the detector defaults live in the config, once
 
@@ -377,8 +379,6 @@ def _own_threads() -> Iterator[None]:
     import cv2
     import torch
 
-    from dflab.core.environment import kept_environ
-
     cv_threads, torch_threads = cv2.getNumThreads(), torch.get_num_threads()
     try:
         with kept_environ():
@@ -514,8 +514,6 @@ def cut_primary(frame: np.ndarray, face: Face, pp: PreprocessConfig, landmarker:
     pixels when ``landmarker`` is given and the fit passes :func:`~dflab.data.landmarks.check_points`
     (else the reason), and the crop: padded box, or aligned on the template when
     ``pp.align`` and the face has points (``crop_affine``: the frame -> crop matrix)."""
-    from dflab.data.landmarks import aligned_crop, check_points, five_of_68
-
     primary = face.to_dict()
     points = None
     if landmarker is not None:

@@ -33,7 +33,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from dflab.core.registry import Registry
+from dflab.core.files import sha256_file
+from dflab.core.registry import Registry, require
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +179,6 @@ class Dlib68(Landmarker):
     name = "dlib68"
 
     def __init__(self, model_path: str = "", detector: str = "yunet", **_: Any):
-        from dflab.core.registry import require
-
         self.dlib = require("dlib", EXTRA)
         self.path = Path(model_path) if model_path else model_file(
             "shape_predictor_68_face_landmarks.dat")
@@ -198,8 +197,6 @@ class Dlib68(Landmarker):
         return np.array([[p.x, p.y] for p in shape.parts()], np.float32)
 
     def describe(self) -> dict:
-        from dflab.core.files import sha256_file
-
         return {"name": self.name, "file": self.path.name, "sha256": sha256_file(self.path)}
 
 

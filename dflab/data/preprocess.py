@@ -31,10 +31,16 @@ from typing import Any, Iterator
 import numpy as np
 
 from dflab.core.config import LabConfig, PreprocessConfig, config_from_dict
-from dflab.core.events import Callback, CancelToken, Cancelled, Emitter
-from dflab.core.files import reading
-from dflab.core.files import read_json, write_json
-from dflab.data.sources import VideoRecord, video_uid
+from dflab.core.events import Callback, Cancelled, CancelToken, Emitter
+from dflab.core.files import read_json, reading, sha256_file, write_json
+from dflab.data.audio import extract_wav, frame_audio_features, has_audio
+from dflab.data.cluster import run_tasks
+from dflab.data.faces import Face, create_detector, cut_primary, primary_face
+from dflab.data.landmarks import shared_landmarker
+from dflab.data.sources import IMAGE_EXTS, VideoRecord, video_uid
+from dflab.data.sync_windows import extract_sync, write_windows
+from dflab.data.video import (count_frames, iter_frames, prefetch, probe_video, read_image,
+                              sample_indices)
 
 log = logging.getLogger(__name__)
 
@@ -78,16 +84,12 @@ _DETECTOR_CACHE: dict[tuple, Any] = {}
 def _detector(spec: dict):
     key = tuple(sorted(spec.items()))
     if key not in _DETECTOR_CACHE:
-        from dflab.data.faces import create_detector
-
         _DETECTOR_CACHE[key] = create_detector(**spec)
     return _DETECTOR_CACHE[key]
 
 
 def _detector_file(detector) -> dict[str, str]:
     """{"name", "sha256"} of the weights file a detector loaded ({} for haar)."""
-    from dflab.core.files import sha256_file
-
     weights = getattr(detector, "weights", None)
     if not weights or not Path(str(weights)).is_file():
         return {}
@@ -138,9 +140,6 @@ def sample_frames(path: str | Path, every_nth: int, num_frames: int
     """(container info, fps, iterator of (frame index, uint8 (H, W, 3) BGR frame or None when
     it cannot be decoded)) for an image or a video: every ``every_nth`` frame, else
     ``num_frames`` evenly spaced. Preprocessing and prediction both sample with it."""
-    from dflab.data.sources import IMAGE_EXTS
-    from dflab.data.video import count_frames, iter_frames, probe_video, read_image, sample_indices
-
     if Path(path).suffix.lower() in IMAGE_EXTS:
         img = read_image(path)
         return ({"path": str(path), "frame_count": 1, "fps": 0.0, "width": img.shape[1],
@@ -181,13 +180,75 @@ def _finished(final: Path, rec: VideoRecord, meta: dict) -> dict:
     return {"uid": rec.uid, "skipped": True, **meta["summary"]}
 
 
+class _FrameRecords:
+    """The per-frame work of one video: faces found a batch at a time (or the original video's
+    boxes reused), the primary face's crop cut, the JPEG writes queued on one writer thread (in
+    order), and each frame's record kept in ``records``."""
+
+    def __init__(self, part: Path, cfg: PreprocessConfig, fps: float, detector: Any,
+                 reuse: dict[int, list[dict]] | None, landmarker: Any):
+        self.part, self.cfg, self.fps = part, cfg, fps
+        self.detector, self.reuse, self.landmarker = detector, reuse, landmarker
+        self.records: list[dict] = []
+        self.writes: list[cf.Future] = []
+        self.writer = cf.ThreadPoolExecutor(1, thread_name_prefix="dflab-jpeg")
+
+    def add(self, batch: list[tuple[int, np.ndarray | None]]) -> None:
+        """Records for ``batch``: (frame index, BGR frame or None where it did not decode)."""
+        frames = [f for _, f in batch if f is not None]
+        found = iter(self.detector.detect_batch(frames)
+                     if self.detector is not None and frames else [])
+        for idx, frame in batch:
+            entry: dict[str, Any] = {"frame_index": idx, "timestamp": round(idx / self.fps, 4),
+                                     "faces": [], "primary": None, "crop_path": "",
+                                     "frame_path": "", "reason": ""}
+            if frame is None:
+                entry["reason"] = "frame could not be decoded"
+            else:
+                self._frame(idx, frame, entry, found)
+            self.records.append(entry)
+
+    def _frame(self, idx: int, frame: np.ndarray, entry: dict[str, Any],
+               found: Iterator[list[Face]]) -> None:
+        cfg = self.cfg
+        if self.reuse is not None:
+            faces = [Face.from_dict(d) for d in self.reuse.get(idx, [])]
+            if idx not in self.reuse:
+                entry["reason"] = "original video has no record of this frame"
+        else:
+            faces = next(found)
+        entry["faces"] = [f.to_dict() for f in faces]
+        name = f"{idx:06d}.jpg"
+        if cfg.save_frames:
+            self.writes.append(self.writer.submit(_imwrite, self.part / "frames" / name, frame,
+                                                  cfg.jpeg_quality))
+            entry["frame_path"] = f"frames/{name}"
+        face = primary_face(faces, frame.shape)
+        if face is not None:
+            crop, entry["primary"] = cut_primary(frame, face, cfg, self.landmarker)
+            self.writes.append(self.writer.submit(_imwrite, self.part / "crops" / name, crop,
+                                                  cfg.jpeg_quality))
+            entry["crop_path"] = f"crops/{name}"
+        elif faces:
+            entry["reason"] = "no plausible face (every box failed the shape checks)"
+        elif not entry["reason"]:
+            entry["reason"] = f"no face scored >= {cfg.min_confidence}"
+
+    def close(self) -> None:
+        """Wait for the queued writes."""
+        self.writer.shutdown(wait=True)
+
+    def check_writes(self) -> None:
+        """The first write that failed (a full disk) raises its error."""
+        for fut in self.writes:
+            fut.result()
+
+
 def process_video(rec: VideoRecord, out: str | Path, cfg: PreprocessConfig, det_spec: dict,
                   cancel: CancelToken | None = None, redo: bool = False) -> dict:
     """Process one video (or image) into its folder; returns its summary. Raises on bad input.
     A finished video is skipped, unless ``redo`` and it was made with other settings (then it
     is replaced once the new one is complete)."""
-    from dflab.data.faces import Face, cut_primary, primary_face
-
     out = Path(out)
     final = video_dir(out, rec)
     if (final / "meta.json").exists():
@@ -205,58 +266,14 @@ def process_video(rec: VideoRecord, out: str | Path, cfg: PreprocessConfig, det_
         (part / "frames").mkdir()
 
     info, fps, frames_iter = sample_frames(rec.path, cfg.every_nth, cfg.num_frames)
-    from dflab.data.video import prefetch
-
     frames_iter = prefetch(frames_iter)  # decode on one thread, detect and write on this one
-    writer = cf.ThreadPoolExecutor(1, thread_name_prefix="dflab-jpeg")  # JPEG writes, in order
-    writes: list[cf.Future] = []
-
     reuse = _original_faces(out, rec) if cfg.reuse_original_boxes and rec.label == "fake" else None
     detector = None if reuse is not None else _detector(det_spec)
-    from dflab.data.landmarks import shared_landmarker
-
     landmarker = shared_landmarker(cfg.landmarks, detector.name if detector is not None else
                                    _detector(det_spec).name)
-    records: list[dict] = []
+    frames = _FrameRecords(part, cfg, fps, detector, reuse, landmarker)
     decoded = 0
     batch: list[tuple[int, np.ndarray | None]] = []
-
-    def flush() -> None:
-        frames = [f for _, f in batch if f is not None]
-        found = iter(detector.detect_batch(frames) if detector is not None and frames else [])
-        for idx, frame in batch:
-            entry: dict[str, Any] = {"frame_index": idx, "timestamp": round(idx / fps, 4),
-                                     "faces": [], "primary": None, "crop_path": "",
-                                     "frame_path": "", "reason": ""}
-            if frame is None:
-                entry["reason"] = "frame could not be decoded"
-                records.append(entry)
-                continue
-            if reuse is not None:
-                faces = [Face.from_dict(d) for d in reuse.get(idx, [])]
-                if idx not in reuse:
-                    entry["reason"] = "original video has no record of this frame"
-            else:
-                faces = next(found)
-            entry["faces"] = [f.to_dict() for f in faces]
-            name = f"{idx:06d}.jpg"
-            if cfg.save_frames:
-                writes.append(writer.submit(_imwrite, part / "frames" / name, frame,
-                                            cfg.jpeg_quality))
-                entry["frame_path"] = f"frames/{name}"
-            face = primary_face(faces, frame.shape)
-            if face is not None:
-                crop, entry["primary"] = cut_primary(frame, face, cfg, landmarker)
-                writes.append(writer.submit(_imwrite, part / "crops" / name, crop,
-                                            cfg.jpeg_quality))
-                entry["crop_path"] = f"crops/{name}"
-            elif faces:
-                entry["reason"] = "no plausible face (every box failed the shape checks)"
-            elif not entry["reason"]:
-                entry["reason"] = f"no face scored >= {cfg.min_confidence}"
-            records.append(entry)
-        batch.clear()
-
     try:
         for idx, frame in frames_iter:
             if cancel is not None:
@@ -264,16 +281,17 @@ def process_video(rec: VideoRecord, out: str | Path, cfg: PreprocessConfig, det_
             decoded += 1
             batch.append((idx, frame))
             if len(batch) >= BATCH:
-                flush()
-        flush()
+                frames.add(batch)
+                batch = []
+        frames.add(batch)
     finally:
         frames_iter.close()
-        writer.shutdown(wait=True)
-    for fut in writes:
-        fut.result()  # a failed write (disk full) fails this video
+        frames.close()
+    frames.check_writes()  # a failed JPEG write (disk full) fails this video
     if decoded == 0:
         shutil.rmtree(part, ignore_errors=True)
         raise ValueError(f"'{rec.path}' decoded no frames (truncated or not a video)")
+    records = frames.records
 
     audio: dict[str, Any] = {"has_audio": False}
     if cfg.audio and not rec.is_image:
@@ -295,8 +313,6 @@ def process_video(rec: VideoRecord, out: str | Path, cfg: PreprocessConfig, det_
             "landmarks": landmarker.describe() if landmarker is not None else {"name": "off"},
             "audio": audio, "summary": summary, "frames": records}
     if cfg.sync_frames > 0 and audio["has_audio"]:
-        from dflab.data.sync_windows import write_windows
-
         summary["sync_windows"] = write_windows(part, meta, cfg)
     write_json(part / "meta.json", meta)
     if final.exists():
@@ -306,8 +322,6 @@ def process_video(rec: VideoRecord, out: str | Path, cfg: PreprocessConfig, det_
 
 
 def _audio(path: str, part: Path, records: list[dict], cfg: PreprocessConfig) -> dict:
-    from dflab.data.audio import extract_wav, frame_audio_features, has_audio
-
     if not has_audio(path):
         return {"has_audio": False, "reason": "no audio stream"}
     with tempfile.TemporaryDirectory() as td:
@@ -335,7 +349,7 @@ def settings_changes(out: Path, cfg: PreprocessConfig) -> dict[str, tuple[Any, A
     path = out / PREPROCESS_SETTINGS
     if path.exists():
         before = read_settings(path)
-    else:  # a folder from before preprocess_config.json: a finished video says
+    else:  # a first pass stopped before its end (the file is written last): a finished video says
         meta = next((m for m in sorted((out / "videos").rglob("meta.json"))
                      if not m.parent.name.endswith(".part")), None)
         if meta is None:
@@ -415,8 +429,6 @@ def preprocess_videos(records: list[VideoRecord], out: str | Path, cfg: Preproce
 
     try:
         if cluster:
-            from dflab.data.cluster import run_tasks
-
             run_tasks(cluster, _worker, [(rec, out, cfg, spec, redo) for rec in todo],
                       lambda i, result, exc: record_result(todo[i], result, exc), em.check)
         elif cfg.workers <= 1:
@@ -442,7 +454,6 @@ def preprocess_videos(records: list[VideoRecord], out: str | Path, cfg: Preproce
                         raise Cancelled("cancelled by the user; finished videos are kept and a "
                                         "re-run resumes")
         if cfg.sync_frames > 0:  # videos finished before sync windows were asked for
-            from dflab.data.sync_windows import extract_sync
 
             extract_sync(out, cfg, [r.uid for r in todo if r.uid not in errors], callbacks,
                          em.cancel)

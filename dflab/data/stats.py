@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from dflab.core.files import reading
-from dflab.core.files import write_json
+from dflab.core.files import reading, write_json
+from dflab.data.preprocess import META_REDO, read_meta
 from dflab.data.sources import video_uid
 
 __all__ = ["dataset_stats", "plot_stats"]
@@ -29,7 +29,6 @@ def dataset_stats(out: str | Path, save: bool = True) -> dict[str, Any]:
     if not index_path.exists():
         raise FileNotFoundError(f"no index at '{index_path}'; run `dflab preprocess` first")
     from dflab.data.datasets import load_index
-    from dflab.data.preprocess import META_REDO, read_meta
 
     df = load_index(out, faces_only=False)
     videos = []

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dflab.core.events import Callback, CancelToken, Emitter
-from dflab.core.files import read_json
+from dflab.core.files import DamagedFile, read_json, reading
+from dflab.data.audio import extract_wav, has_audio
 
 if TYPE_CHECKING:  # pragma: no cover
     from dflab.core.config import PreprocessConfig
@@ -98,8 +99,6 @@ def _audio_track(path: str | Path) -> dict[str, np.ndarray] | None:
     """The clip's MFCC (float32 (N_MFCC, T)) and RMS (float32 (T,)) at a 10 ms hop, column k
     centred at k * HOP_S seconds of the video's clock; None without an audio stream."""
     import librosa
-
-    from dflab.data.audio import extract_wav, has_audio
 
     if not has_audio(path):
         return None
@@ -180,8 +179,6 @@ def _read_windows(path: Path) -> dict[str, np.ndarray]:
     import zipfile
     import zlib
 
-    from dflab.core.files import reading
-
     with reading(path, "sync windows file", "delete it and run `dflab sync extract` again",
                  also=(zipfile.BadZipFile, zlib.error, SyntaxError, tokenize.TokenError, OSError)):
         with np.load(path) as z:
@@ -203,8 +200,6 @@ def _read_windows(path: Path) -> dict[str, np.ndarray]:
 
 def _has_current_windows(folder: Path, pp: "PreprocessConfig") -> bool:
     """Whether ``folder`` has windows made with these settings; a damaged file is made again."""
-    from dflab.core.files import DamagedFile
-
     path = folder / SYNC_FILE
     if not path.exists():
         return False

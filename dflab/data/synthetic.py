@@ -224,27 +224,42 @@ def _render(graded: np.ndarray, ident: _Identity, method: str, source: np.ndarra
     return np.clip(frame + 0.5, 0, 255).astype(np.uint8)
 
 
-def _speech(f0: float, seconds: float, rng: np.random.Generator) -> np.ndarray:
-    """float32 mono speech-like signal: jittered glottal pulses through moving formant resonators,
-    shaped into ~4 syllables a second with pauses."""
+def _glottal(f0: float, n: int, rng: np.random.Generator) -> np.ndarray:
+    """float (n,) voice source: jittered glottal pulses at ``f0`` Hz (a slow vibrato), through
+    a lip-radiation filter, with a little breath noise."""
     from scipy.signal import lfilter
 
-    n = int(seconds * AUDIO_SR)
     t = np.arange(n) / AUDIO_SR
     pitch = f0 * (1 + 0.08 * np.sin(2 * np.pi * 0.7 * t)) * (1 + 0.01 * rng.standard_normal(n))
-    phase = np.cumsum(pitch / AUDIO_SR)
-    pulses = (np.diff(np.floor(phase), prepend=0) > 0).astype(np.float32)
-    source = lfilter([1.0], [1.0, -0.97], pulses) + 0.02 * rng.standard_normal(n)
-    vowels = [(730, 1090, 2440), (270, 2290, 3010), (300, 870, 2240), (530, 1840, 2480),
-              (570, 840, 2410)]
+    pulses = (np.diff(np.floor(np.cumsum(pitch / AUDIO_SR)), prepend=0) > 0).astype(np.float32)
+    return lfilter([1.0], [1.0, -0.97], pulses) + 0.02 * rng.standard_normal(n)
+
+
+_VOWELS = [(730, 1090, 2440), (270, 2290, 3010), (300, 870, 2240), (530, 1840, 2480),
+           (570, 840, 2410)]  # formants F1-F3 (Hz) of five vowels
+
+
+def _vowel(source: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``source`` through the three formant resonators of a vowel drawn from ``rng``."""
+    from scipy.signal import lfilter
+
+    y = source
+    for f in _VOWELS[rng.integers(len(_VOWELS))]:
+        r = np.exp(-np.pi * 90 / AUDIO_SR)
+        y = lfilter([1 - r], [1, -2 * r * np.cos(2 * np.pi * f / AUDIO_SR), r * r], y)
+    return y
+
+
+def _speech(f0: float, seconds: float, rng: np.random.Generator) -> np.ndarray:
+    """float32 mono speech-like signal: a vowel every quarter second, shaped by a smooth
+    syllable envelope, with a pause for about one syllable in seven."""
+    n = int(seconds * AUDIO_SR)
+    source = _glottal(f0, n, rng)
     out = np.zeros(n, np.float32)
     syl = int(AUDIO_SR / 4)
     for start in range(0, n, syl):
         seg = source[start:start + syl]
-        y = seg
-        for f in vowels[rng.integers(len(vowels))]:
-            r = np.exp(-np.pi * 90 / AUDIO_SR)
-            y = lfilter([1 - r], [1, -2 * r * np.cos(2 * np.pi * f / AUDIO_SR), r * r], y)
+        y = _vowel(seg, rng)
         env = np.sin(np.linspace(0, np.pi, len(seg))) ** 2 * (rng.random() > 0.15)
         out[start:start + len(seg)] = y * env
     return (0.3 * out / (np.abs(out).max() + 1e-9)).astype(np.float32)
@@ -477,28 +492,17 @@ class _Utterance:
 
 
 def _voice(utt: _Utterance, f0: float, seconds: float, rng: np.random.Generator) -> np.ndarray:
-    """float32 mono speech-like signal of ``utt``: jittered glottal pulses through a vowel's three
-    formant resonators per syllable, times the syllable envelope."""
-    from scipy.signal import lfilter
-
+    """float32 mono speech-like signal of ``utt``: a vowel per syllable, times the syllable
+    envelope, with room noise in the pauses."""
     n = int(round(seconds * AUDIO_SR))
-    t = np.arange(n) / AUDIO_SR
-    pitch = f0 * (1 + 0.08 * np.sin(2 * np.pi * 0.7 * t)) * (1 + 0.01 * rng.standard_normal(n))
-    pulses = (np.diff(np.floor(np.cumsum(pitch / AUDIO_SR)), prepend=0) > 0).astype(np.float32)
-    source = lfilter([1.0], [1.0, -0.97], pulses) + 0.02 * rng.standard_normal(n)
-    vowels = [(730, 1090, 2440), (270, 2290, 3010), (300, 870, 2240), (530, 1840, 2480),
-              (570, 840, 2410)]
+    source = _glottal(f0, n, rng)
     out = np.zeros(n, np.float32)
     for start, length, _ in utt.syllables:
         a, b = int(start * AUDIO_SR), min(n, int((start + length) * AUDIO_SR))
         if a >= n:
             break
-        y = source[a:b]
-        for f in vowels[rng.integers(len(vowels))]:
-            r = np.exp(-np.pi * 90 / AUDIO_SR)
-            y = lfilter([1 - r], [1, -2 * r * np.cos(2 * np.pi * f / AUDIO_SR), r * r], y)
-        out[a:b] = y
-    out *= utt.envelope(t).astype(np.float32)
+        out[a:b] = _vowel(source[a:b], rng)
+    out *= utt.envelope(np.arange(n) / AUDIO_SR).astype(np.float32)
     out = 0.3 * out / (np.abs(out).max() + 1e-9)
     return (out + 0.002 * rng.standard_normal(n)).astype(np.float32)  # room noise in the pauses
 

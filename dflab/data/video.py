@@ -14,7 +14,7 @@ from typing import Iterator
 import numpy as np
 
 __all__ = ["VideoInfo", "VideoError", "probe_video", "sample_indices", "iter_frames",
-           "count_frames", "read_image"]
+           "count_frames", "read_image", "to_bgr8"]
 
 
 class VideoError(RuntimeError):
@@ -191,10 +191,24 @@ def read_image(path: str | Path) -> np.ndarray:
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise VideoError(f"'{path}' cannot be read as an image")
+    return to_bgr8(img)
+
+
+def to_bgr8(img: np.ndarray) -> np.ndarray:
+    """Any image array (grey, BGR, BGRA; uint8, uint16 or float, float in [0, 1] or [0, 255])
+    -> contiguous uint8 (H, W, 3) BGR, rounded to the nearest level."""
+    import cv2
+
+    img = np.asarray(img)
     if img.dtype == np.uint16:
-        img = (img / 257).astype(np.uint8)
+        img = (img.astype(np.float64) / 257.0).round().astype(np.uint8)
+    elif img.dtype != np.uint8:
+        f = img.astype(np.float64)
+        img = np.clip(f * 255.0 if f.max() <= 1.0 else f, 0, 255).round().astype(np.uint8)
     if img.ndim == 2:
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
     elif img.shape[2] == 4:
         img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
-    return img
+    elif img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    return np.ascontiguousarray(img)

@@ -14,7 +14,10 @@ from typing import Callable
 
 import numpy as np
 
-from dflab.forensic.features import FEATURES_VERSION, centre_crop, extract_features, families_for, feature_names
+from dflab.data.cluster import run_tasks
+from dflab.forensic.features import (FEATURES_VERSION, centre_crop, extract_features,
+                                     families_for, feature_names)
+from dflab.forensic.features_torch import extract_batch
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +154,6 @@ def extract_many(paths: list[str], cache_dir: str | Path | None = None, crop_siz
         _torch_many(paths, todo, crop_size, cols, batch_size, device, store, check,
                     (lambda k: progress(done + k, n)) if progress else None)
     elif cluster and todo:
-        from dflab.data.cluster import run_tasks
-
         chunks = [todo[k:k + 64] for k in range(0, len(todo), 64)]
         finished = [done]
 
@@ -199,8 +200,6 @@ def _torch_many(paths: list[str], todo: list[int], crop_size: int, cols: list[in
     largest group when ``4 x batch_size`` crops wait (native-resolution crops rarely share a
     shape: ``features.crop_size`` makes them equal), and the rest at the end; ``store`` gets
     each crop's vector (the ``cols`` of it for a subset)."""
-    from dflab.forensic.features_torch import extract_batch
-
     pending: dict[tuple[int, ...], list[tuple[int, np.ndarray]]] = {}
     finished = 0
 

@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from dflab.core.registry import Registry
+from dflab.data.video import to_bgr8
 
 log = logging.getLogger(__name__)
 
@@ -37,25 +38,13 @@ _EPS = 1e-12
 
 
 def as_bgr8(img: np.ndarray) -> np.ndarray:
-    """Any image array -> uint8 (H, W, 3) BGR; raises for images smaller than 8x8."""
-    import cv2
-
+    """Any image array -> uint8 (H, W, 3) BGR (:func:`dflab.data.video.to_bgr8`); raises for
+    images smaller than 8x8."""
     img = np.asarray(img)
     if img.ndim not in (2, 3) or min(img.shape[:2]) < 8:
         raise ValueError(f"image of shape {img.shape} is smaller than one 8x8 block (or not an "
                          f"image); forensic features need at least 8x8 pixels")
-    if img.dtype == np.uint16:
-        img = (img.astype(np.float64) / 257.0).round().astype(np.uint8)
-    elif img.dtype != np.uint8:
-        f = img.astype(np.float64)
-        img = np.clip(f * 255.0 if f.max() <= 1.0 else f, 0, 255).round().astype(np.uint8)
-    if img.ndim == 2:
-        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-    elif img.shape[2] == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
-    elif img.shape[2] == 1:
-        img = np.repeat(img, 3, axis=2)
-    return np.ascontiguousarray(img)
+    return to_bgr8(img)
 
 
 def to_gray(img: np.ndarray) -> np.ndarray:
@@ -500,8 +489,7 @@ def dct_features(img: _Crop) -> list[float]:
     """8x8 block DCT as in JPEG: energy bands, block variance, blockiness, double compression"""
     import cv2
 
-    gray = img.gray
-    c = block_dct(gray)
+    c = block_dct(img.gray)
     cf = c.reshape(-1, 64)  # one row per block, frequencies (u, v) row-major
     mag = np.abs(cf)
     sq = cf * cf
@@ -522,7 +510,7 @@ def dct_features(img: _Crop) -> list[float]:
     m[0] = -1
     u, v = divmod(int(np.argmax(m)), 8)
     out += [float(u), float(v)]
-    h, w = (gray.shape[0] // 8) * 8, (gray.shape[1] // 8) * 8
+    h, w = (img.gray.shape[0] // 8) * 8, (img.gray.shape[1] // 8) * 8
     g = img.gray32[:h, :w]
     # |differences| of integers and their line sums (< 2^24) are exact in float32
     dh = cv2.absdiff(g[:, 1:], g[:, :-1])
@@ -594,9 +582,8 @@ def noise_features(img: _Crop) -> list[float]:
     # the regional sums come from integral images, so the temporaries are fewer and smaller than
     # the histogram's int64 copy, the int32 residual and the float planes and squares they
     # replace (several MB a crop, whose pages glibc handed back and faulted in again each crop).
-    bgr = img.bgr
-    h, w = bgr.shape[:2]
-    n_all = h * w
+    h, w = img.bgr.shape[:2]
+    bgr, n_all = img.bgr, h * w
     res = cv2.subtract(bgr, cv2.medianBlur(bgr, 3), dtype=cv2.CV_16S)  # (H, W, 3) int16
     b, g, r = (p.ravel().astype(np.float64) for p in cv2.split(res))
     rgb = (r, g, b)

@@ -18,8 +18,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from dflab.forensic import features as F
 from dflab.core.environment import torch_device
+from dflab.forensic import features as F
 
 __all__ = ["extract_batch"]
 

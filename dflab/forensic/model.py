@@ -17,18 +17,22 @@ import torch
 from torch import nn
 
 from dflab.core.config import FeaturesConfig, LabConfig, config_to_dict
-from dflab.core.events import Callback, CancelToken, EpochMetrics, Emitter
-from dflab.forensic.extract import extract_many
-from dflab.forensic.scorer import FORENSIC_FILE, save_forensic
-from dflab.forensic.features import feature_names
+from dflab.core.environment import setup_runtime
+from dflab.core.events import Callback, CancelToken, Emitter, EpochMetrics
+from dflab.core.files import DamagedFile, load_torch_file, reading
+from dflab.core.metrics import evaluate_predictions, protocol_args, tune_threshold
 from dflab.core.runs import create_run_dir, write_report
+from dflab.data.preprocess import adopt_preprocess_settings
+from dflab.forensic.extract import extract_many
+from dflab.forensic.features import (as_bgr8, azimuthal_profile, block_dct, feature_names,
+                                     log_spectrum, noise_residual, to_gray)
+from dflab.forensic.scorer import FORENSIC_FILE, save_forensic
 
 log = logging.getLogger(__name__)
 
 __all__ = ["compute_features", "load_features", "ForensicMLP", "train_forensic",
            "load_forensic", "permutation_importance_table", "shap_values", "plot_histograms",
-           "plot_correlation", "plot_importance", "plot_shap_summary", "image_explorer",
-           "robustness_table"]
+           "plot_correlation", "plot_importance", "plot_shap_summary", "image_explorer"]
 
 
 def compute_features(processed: str | Path, cfg: LabConfig | None = None,
@@ -66,7 +70,6 @@ def load_features(processed: str | Path, names: list[str] | None = None
     path = Path(processed) / "features.csv"
     if not path.exists():
         raise FileNotFoundError(f"no features at '{path}'; run `dflab features` first")
-    from dflab.core.files import DamagedFile, reading
 
     with reading(path, "features table", "delete it and run `dflab features` again (the "
                  "features cache keeps the finished frames)"):
@@ -129,8 +132,6 @@ class ForensicClassifier:
     def fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
             emitter: Emitter | None = None) -> "ForensicClassifier":
         from sklearn.preprocessing import StandardScaler
-
-        from dflab.core.metrics import tune_threshold
 
         em = emitter or Emitter("train-forensic")
         self.scaler_ = StandardScaler().fit(np.asarray(X, float))
@@ -199,16 +200,16 @@ class ForensicClassifier:
                     "config": config}, path)
 
     @classmethod
-    def load(cls, path: Path) -> tuple["ForensicClassifier", list[str]]:
-        from dflab.core.files import load_torch_file, reading
-
+    def load(cls, path: Path) -> "ForensicClassifier":
+        """The fitted classifier saved by :meth:`save`, its feature names in
+        ``feature_names_in_`` (scikit-learn's name) and its threshold in ``threshold_``."""
         redo = "train it again with `dflab train-forensic`"
         ck = load_torch_file(path, "forensic model", redo)
         with reading(path, "forensic model", redo, also=(RuntimeError,)):
             return cls._from_saved(ck)
 
     @classmethod
-    def _from_saved(cls, ck: dict) -> tuple["ForensicClassifier", list[str]]:
+    def _from_saved(cls, ck: dict) -> "ForensicClassifier":
         from sklearn.preprocessing import StandardScaler
 
         names = ck["names"]
@@ -228,7 +229,8 @@ class ForensicClassifier:
         est.scaler_.var_ = scale ** 2
         est.scaler_.n_features_in_ = len(names)
         est.threshold_, est.classes_ = float(ck["threshold"]), np.array([0, 1])
-        return est, names
+        est.feature_names_in_ = np.array(names, dtype=object)
+        return est
 
 
 def train_forensic(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: str = "",
@@ -240,11 +242,7 @@ def train_forensic(cfg: LabConfig, processed: str | Path, runs_root: str | Path,
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from dflab.core.environment import setup_runtime
     from dflab.data.datasets import faceless_frames
-    from dflab.core.metrics import evaluate_predictions, protocol_args, tune_threshold
-
-    from dflab.data.preprocess import adopt_preprocess_settings
 
     cfg = adopt_preprocess_settings(cfg, processed)  # how the crops it scores were made
     fc = cfg.features
@@ -284,10 +282,10 @@ def train_forensic(cfg: LabConfig, processed: str | Path, runs_root: str | Path,
     return run
 
 
-def load_forensic(run: str | Path) -> tuple[ForensicClassifier, list[str], float]:
-    """(the trained estimator, its feature names, its threshold tuned on val)."""
-    est, names = ForensicClassifier.load(Path(run) / "forensic_mlp.pt")
-    return est, names, est.threshold_
+def load_forensic(run: str | Path) -> ForensicClassifier:
+    """The MLP of a forensic run (``forensic_mlp.pt``): its feature names in
+    ``feature_names_in_``, its threshold (tuned on val) in ``threshold_``."""
+    return ForensicClassifier.load(Path(run) / "forensic_mlp.pt")
 
 
 def permutation_importance_table(run: str | Path, processed: str | Path, split: str = "test",
@@ -296,7 +294,8 @@ def permutation_importance_table(run: str | Path, processed: str | Path, split: 
     from sklearn.inspection import permutation_importance
     from sklearn.metrics import roc_auc_score
 
-    model, names, _ = load_forensic(run)
+    model = load_forensic(run)
+    names = list(model.feature_names_in_)
     df, _ = load_features(processed, names)
     part = df[df["split"] == split]
     X, y = part[names].to_numpy(), part["target"].to_numpy()
@@ -315,7 +314,8 @@ def shap_values(run: str | Path, processed: str | Path, split: str = "test", n: 
     independent background sample): (values (n, d), features (n, d), names)."""
     import shap
 
-    model, names, _ = load_forensic(run)
+    model = load_forensic(run)
+    names = list(model.feature_names_in_)
     df, _ = load_features(processed, names)
     rng = np.random.default_rng(seed)
     tr = df[df["split"] == "train"][names].to_numpy()
@@ -394,8 +394,6 @@ def image_explorer(img: np.ndarray, real_profile: np.ndarray | None = None) -> d
     histogram. ``img``: uint8 (H, W, 3) BGR."""
     import plotly.graph_objects as go
 
-    from dflab.forensic.features import to_gray, as_bgr8, azimuthal_profile, block_dct, log_spectrum, noise_residual
-
     img = as_bgr8(img)
     gray = to_gray(img)
     figs: dict[str, Any] = {}
@@ -425,35 +423,3 @@ def image_explorer(img: np.ndarray, real_profile: np.ndarray | None = None) -> d
     figs["residual_hist"] = go.Figure(go.Histogram(x=res.ravel(), nbinsx=80))
     figs["residual_hist"].update_layout(title="Noise residual histogram")
     return figs
-
-
-def robustness_table(run: str | Path, processed: str | Path, qualities=(90, 70, 50),
-                     split: str = "test", max_crops: int = 200, seed: int = 0) -> pd.DataFrame:
-    """How the features and the MLP hold up when the crops are re-compressed at JPEG quality q:
-    the MLP's frame AUC on ``split`` and the mean shift of each feature (in train std units)."""
-    import cv2
-    from sklearn.metrics import roc_auc_score
-
-    from dflab.forensic.features import extract_features
-
-    model, names, _ = load_forensic(run)
-    df, _ = load_features(processed, names)
-    part = df[df["split"] == split]
-    if len(part) > max_crops:
-        part = part.sample(max_crops, random_state=seed)
-    sd = df[df["split"] == "train"][names].std().replace(0, 1).to_numpy()
-    base = part[names].to_numpy()
-    rows = [{"quality": "original", "auc": float(roc_auc_score(part["target"],
-                                                                 model.fake_prob(base))),
-             "mean_shift": 0.0, "most_shifted": ""}]
-    for q in qualities:
-        feats = []
-        for rel in part["crop_path"]:
-            img = cv2.imread(str(Path(processed) / rel))
-            ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(q)])
-            feats.append(extract_features(cv2.imdecode(buf, cv2.IMREAD_COLOR), names=names))
-        F = np.array(feats)
-        shift = np.abs(F.mean(0) - base.mean(0)) / sd
-        rows.append({"quality": q, "auc": float(roc_auc_score(part["target"], model.fake_prob(F))),
-                     "mean_shift": float(shift.mean()), "most_shifted": names[int(shift.argmax())]})
-    return pd.DataFrame(rows)

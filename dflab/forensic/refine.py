@@ -27,6 +27,9 @@ from typing import Any, Callable
 import numpy as np
 
 from dflab.core.events import Callback, CancelToken, Emitter
+from dflab.core.files import write_json
+from dflab.forensic.features import (FEATURE_FAMILIES, best_ms, extract_features, families_for,
+                                     family_costs, family_of, feature_names)
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +110,6 @@ def pareto_front(points: list[dict[str, Any]]) -> list[int]:
 def _measured_ms(images: list[np.ndarray], names: list[str] | None, crop_size: int,
                  repeats: int = 3) -> float:
     """Median ms per crop of :func:`dflab.forensic.features.extract_features` with ``names``."""
-    from dflab.forensic.features import best_ms, extract_features
-
     return round(float(np.median([best_ms(extract_features, img, crop_size, names,
                                           repeats=repeats) for img in images])), 3)
 
@@ -125,7 +126,6 @@ def refine_features(processed: str | Path, importance: dict[str, dict[str, float
     ``{kind: {feature: value}}`` (e.g. permutation and mean |SHAP|), summed per family."""
     import cv2
 
-    from dflab.forensic.features import FEATURE_FAMILIES, family_costs, family_of, feature_names
     from dflab.forensic.model import load_features
 
     em = Emitter("refine", callbacks, cancel)
@@ -191,8 +191,6 @@ def refine_features(processed: str | Path, importance: dict[str, dict[str, float
 
 def save_subset(path: str | Path, name: str, report: dict[str, Any], point: int) -> Path:
     """Write the named subset (a point of the report) as JSON."""
-    from dflab.core.files import write_json
-
     p = report["points"][point]
     return write_json(Path(path), {"name": name, "features": p["features"],
                                    "families": p["families"], "cv_auc": p["cv_auc"],
@@ -214,7 +212,6 @@ def load_subset(value: str, data_root: str | Path) -> list[str] | None:
                                 f"`dflab forensic refine --run RUN --name {value}`"
                                 + (f" (saved subsets: {', '.join(known)})" if known else ""))
     names = json.loads(path.read_text())["features"]
-    from dflab.forensic.features import families_for
 
     families_for(names)  # every name is known
     return list(names)

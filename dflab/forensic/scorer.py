@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from dflab.core.metrics import softmax_fake
 from dflab.core.files import reading
+from dflab.core.metrics import softmax_fake
 
 __all__ = ["FORENSIC_FILE", "ForensicScorer", "save_forensic"]
 

@@ -22,9 +22,14 @@ from typing import Any
 
 import numpy as np
 
+from dflab.av.sync import load_sync
 from dflab.core.config import PreprocessConfig
+from dflab.core.environment import torch_device
+from dflab.core.files import DamagedFile, read_json, reading
 from dflab.core.metrics import softmax_fake
+from dflab.data.faces import locate_weights, resolve_auto
 from dflab.forensic.scorer import FORENSIC_FILE, ForensicScorer
+from dflab.serve.fuse import Fuser
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +85,6 @@ class VisualModel:
 def parse_onnx_metadata(props: dict[str, str], path: str | Path) -> dict[str, Any]:
     """Input size, mean, std, class names, threshold and face-crop settings from an exported
     model's ``dflab_*`` metadata; anything missing or malformed is one line naming ``path``."""
-    from dflab.core.files import DamagedFile, reading
-
     if "dflab_input_size" not in props:
         raise DamagedFile(f"'{path}' was not exported by dflab (no dflab_* metadata); export "
                           f"with `dflab export`")
@@ -102,8 +105,6 @@ def parse_onnx_metadata(props: dict[str, str], path: str | Path) -> dict[str, An
 def _load_onnx(path: Path) -> VisualModel:
     import onnxruntime as ort
 
-    from dflab.core.files import DamagedFile
-
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
                  if p in ort.get_available_providers()]
     try:
@@ -122,8 +123,6 @@ def _load_onnx(path: Path) -> VisualModel:
 
 def run_threshold(ckpt_path: Path, ckpt: dict) -> float:
     """The threshold tuned on val when the run was evaluated, else the checkpoint's."""
-    from dflab.core.files import read_json, reading
-
     ev = ckpt_path.parent.parent / "eval_test.json"
     redo = f"evaluate the run again (dflab evaluate --run {ckpt_path.parent.parent})"
     if ev.exists():
@@ -136,11 +135,11 @@ def run_threshold(ckpt_path: Path, ckpt: dict) -> float:
 def _load_torch(path: Path, device: str) -> VisualModel:
     import torch
 
-    from dflab.core.environment import torch_device
     from dflab.visual.train import load_model
 
     device = torch_device(device)
-    model, dc, ckpt = load_model(path, device)
+    trained = load_model(path, device)
+    model, dc, ckpt = trained.net, trained.data_config, trained.checkpoint
 
     def run(x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -198,8 +197,6 @@ class Bundle:
 def _portable_preprocess(recorded: dict[str, Any], overrides: dict[str, Any],
                          search: list[Path]) -> tuple[PreprocessConfig, dict, str]:
     """(settings to crop with, {key: (recorded, override)}, detector file on this machine)."""
-    from dflab.data.faces import locate_weights
-
     known = {f.name for f in dataclasses.fields(PreprocessConfig)}
     base = PreprocessConfig(**{k: v for k, v in recorded.items() if k in known})
     changed = {k: (getattr(base, k), v) for k, v in overrides.items()
@@ -209,9 +206,7 @@ def _portable_preprocess(recorded: dict[str, Any], overrides: dict[str, Any],
         pp = dataclasses.replace(pp, detector_weights="", detector_sha256="")
     if "detector_weights" in changed and "detector_sha256" not in changed:
         pp = dataclasses.replace(pp, detector_sha256="")
-    if pp.detector == "auto":  # a bundle from before auto was recorded resolved
-        from dflab.data.faces import resolve_auto
-
+    if pp.detector == "auto":  # given as an override (a recorded detector is resolved)
         name, weights = resolve_auto(pp.detector, pp.detector_weights)
         pp = dataclasses.replace(pp, detector=name, detector_weights=weights)
     weights = locate_weights(pp.detector, pp.detector_weights, pp.detector_sha256, search)
@@ -244,8 +239,6 @@ def load_bundle(model: str | Path, overrides: dict[str, Any] | None = None,
         search = [model.parent / DETECTOR_DIR, model.parent.parent / DETECTOR_DIR]
         recorded, verdict, thr = visual.preprocess, "visual", visual.threshold
     elif (model / "fuser.json").exists():
-        from dflab.serve.fuse import Fuser
-
         fuser, meta = Fuser.load(model)
         vrun = sibling_run(meta["visual_run"], model)
         frun = sibling_run(meta["forensic_run"], model)
@@ -261,8 +254,6 @@ def load_bundle(model: str | Path, overrides: dict[str, Any] | None = None,
         search = [model / DETECTOR_DIR, vrun / DETECTOR_DIR]
         recorded, verdict, thr = visual.preprocess, "fused", fuser.threshold
         if meta.get("fuser_sync"):
-            from dflab.av.sync import load_sync
-
             sync = load_sync(model if (model / "sync.pt").is_file()
                              else sibling_run(meta["sync_run"], model))
             fuser_sync = Fuser.from_dict(meta["fuser_sync"])

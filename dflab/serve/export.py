@@ -13,8 +13,12 @@ import numpy as np
 import torch
 
 from dflab.core.config import ExportConfig
+from dflab.core.files import disk_full, free_mib, reading, sha256_file, write_json
+from dflab.core.runs import run_info
+from dflab.data.faces import PACKAGED_YUNET, locate_weights
+from dflab.serve.bundle import (DETECTOR_DIR, crops_to_batch, load_visual, parse_onnx_metadata,
+                                run_threshold)
 from dflab.visual.models import CLASS_NAMES
-from dflab.core.files import disk_full, free_mib, write_json
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +47,10 @@ def export_onnx(run: str | Path, out: str | Path = "", cfg: ExportConfig | None 
     cfg = cfg or ExportConfig()
     out = Path(out) if out else run / "model.onnx"
     step = progress or (lambda done, total, what: None)
-    model, dc, ckpt = load_model(run / "checkpoints" / checkpoint, "cpu")
+    trained = load_model(run / "checkpoints" / checkpoint, "cpu")
+    model, dc, ckpt = trained.net, trained.data_config, trained.checkpoint
     step(1, EXPORT_STEPS, "checkpoint loaded")
     if threshold is None:
-        from dflab.serve.bundle import run_threshold
-
         threshold = run_threshold(run / "checkpoints" / checkpoint, ckpt)
     size = dc["input_size"]
     example = torch.randn(2, 3, size, size)
@@ -128,10 +131,6 @@ def bundle_preprocess(pp: dict[str, Any], run: str | Path) -> dict[str, Any]:
     (see :func:`dflab.data.faces.locate_weights`)."""
     import shutil
 
-    from dflab.serve.bundle import DETECTOR_DIR
-    from dflab.data.faces import PACKAGED_YUNET, locate_weights
-    from dflab.core.files import sha256_file
-
     pp = dict(pp)
     weights = pp.get("detector_weights", "")
     if not weights or weights.startswith(("http://", "https://")) or pp.get("detector") == "haar":
@@ -156,12 +155,9 @@ def onnx_metadata(path: str | Path) -> dict[str, Any]:
     import onnx
     from google.protobuf.message import DecodeError
 
-    from dflab.core.files import reading
-
     with reading(path, "ONNX model", "export one with `dflab export --run RUN`",
                  also=(DecodeError, onnx.checker.ValidationError)):
         proto = onnx.load(str(path), load_external_data=False)
-    from dflab.serve.bundle import parse_onnx_metadata
 
     return parse_onnx_metadata({p.key: p.value for p in proto.metadata_props}, path)
 
@@ -181,9 +177,7 @@ def export_int8(run: str | Path, processed: str | Path = "", calibration: int = 
     from onnxruntime.quantization.shape_inference import quant_pre_process
     from sklearn.metrics import roc_auc_score
 
-    from dflab.serve.bundle import crops_to_batch, load_visual
     from dflab.data.datasets import load_index
-    from dflab.core.runs import run_info
 
     run = Path(run)
     src = run / "model.onnx"

@@ -25,9 +25,12 @@ import numpy as np
 if TYPE_CHECKING:  # pandas is imported where it is used: prediction loads the fuser without it
     import pandas as pd
 
+from dflab.av.sync import sync_table
 from dflab.core.config import LabConfig
+from dflab.core.environment import scoring_workers
 from dflab.core.events import Callback, CancelToken, Emitter
 from dflab.core.files import read_json, write_json
+from dflab.core.metrics import evaluate_predictions, protocol_args, tune_threshold
 from dflab.core.runs import create_run_dir, write_report
 
 log = logging.getLogger(__name__)
@@ -88,8 +91,6 @@ class Fuser:
         from sklearn.linear_model import LogisticRegression
         from sklearn.preprocessing import StandardScaler
 
-        from dflab.core.metrics import tune_threshold
-
         X, y = cls.columns(frames, sync), frames["target"].to_numpy(int)
         if len(np.unique(y)) < 2:
             raise ValueError("the validation split has one class only; the fused model needs "
@@ -135,8 +136,6 @@ def sync_columns(frames: pd.DataFrame, processed: str | Path, sync_run: str | Pa
     """``frames`` (``uid``, ``frame_index``) with the sync detector's columns: ``has_sync``
     (the clip has sync windows), ``sync_clip`` (its sync score) and ``sync_window`` (the score
     of the window centred on the frame, else the clip's)."""
-    from dflab.av.sync import sync_table
-
     uids = sorted(frames["uid"].unique())
     clips, windows = sync_table(processed, sync_run, "all", uids)
     out = frames.drop(columns=[c for c in ("has_sync", *SYNC_INPUTS) if c in frames])
@@ -186,18 +185,19 @@ def frame_scores(visual_run: str | Path, forensic_run: str | Path, processed: st
     import torch
 
     from dflab.data.datasets import load_index, select_split
-    from dflab.core.environment import scoring_workers
     from dflab.visual.evaluate import predict_split
     from dflab.forensic.model import load_features, load_forensic
     from dflab.visual.train import load_model
 
     processed = Path(processed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, dc, _ = load_model(Path(visual_run) / "checkpoints" / checkpoint, device)
+    trained = load_model(Path(visual_run) / "checkpoints" / checkpoint, device)
+    model, dc = trained.net, trained.data_config
     vis = predict_split(model, dc, select_split(load_index(processed), split), 64,
                         scoring_workers(device), device)
     vis = vis.rename(columns={"prob": "prob_visual"})
-    mlp, names, _ = load_forensic(forensic_run)
+    mlp = load_forensic(forensic_run)
+    names = list(mlp.feature_names_in_)
     feats, _ = load_features(processed, names)
     feats = feats[feats["split"] == split]
     fr = feats[KEYS].assign(prob_forensic=mlp.fake_prob(feats[names].to_numpy()))
@@ -244,7 +244,6 @@ def fuse_runs(cfg: LabConfig, visual_run: str | Path, forensic_run: str | Path,
     others keep the visual + forensic one; the report adds the sync detector alone (model
     ``sync``, on the clips that have windows) and says how many videos each stacker scored."""
     from dflab.data.datasets import faceless_frames
-    from dflab.core.metrics import evaluate_predictions, protocol_args, tune_threshold
 
     em = Emitter("fuse", callbacks, cancel)
     em.progress(0, 3, "step", "validation scores")

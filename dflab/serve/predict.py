@@ -17,10 +17,17 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from dflab.serve.bundle import Bundle, load_bundle
 from dflab.core.config import PreprocessConfig
-from dflab.core.events import Callback, CancelToken, Cancelled, Emitter
+from dflab.core.events import Callback, Cancelled, CancelToken, Emitter
+from dflab.core.files import write_json
+from dflab.core.metrics import aggregate_probs
+from dflab.data.audio import extract_wav, frame_audio_features, has_audio
+from dflab.data.faces import create_detector, cut_primary, primary_face
+from dflab.data.landmarks import shared_landmarker
+from dflab.data.preprocess import sample_frames, truncation_note
 from dflab.data.sources import IMAGE_EXTS, VIDEO_EXTS
+from dflab.forensic.features import extract_features
+from dflab.serve.bundle import Bundle, load_bundle
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +83,6 @@ def face_crops(path: Path, pp: PreprocessConfig, detector: Any
     (rows with frame_index/timestamp/box/face_score, crops ``uint8 (H, W, 3) BGR`` after the
     JPEG round trip, frames sampled, indices of frames without a face, "" or what says the file
     is cut off)."""
-    from dflab.data.faces import cut_primary, primary_face
-    from dflab.data.landmarks import shared_landmarker
-    from dflab.data.preprocess import truncation_note, sample_frames
-
     info, fps, sampled = sample_frames(path, pp.every_nth, pp.num_frames)
     frames = [(i, f) for i, f in sampled if f is not None]
     if not frames:
@@ -121,8 +124,6 @@ def _file_audio(path: Path, timestamps: list[float], pp: PreprocessConfig) -> di
     """The preprocessing audio statistics around each timestamp, or None without an audio track."""
     import tempfile
 
-    from dflab.data.audio import extract_wav, frame_audio_features, has_audio
-
     if path.suffix.lower() in IMAGE_EXTS or not pp.audio or not has_audio(path):
         return None
     with tempfile.TemporaryDirectory() as td:
@@ -142,8 +143,6 @@ def score_crops(bundle: Bundle, crops: list[np.ndarray],
     if bundle.visual is not None:
         probs["visual"] = bundle.visual.probs([cv2.cvtColor(c, cv2.COLOR_BGR2RGB) for c in crops])
     if bundle.forensic is not None:
-        from dflab.forensic.features import extract_features
-
         feats = np.array([extract_features(c, bundle.forensic.crop_size, bundle.forensic.names)
                           for c in crops])
         probs.update(bundle.forensic.scores(feats))
@@ -196,8 +195,6 @@ def _score(bundle: Bundle, path: Path, crops: list[np.ndarray], rows: list[dict]
 
 def _predict_one(bundle: Bundle, path: Path, detector: Any, faces: bool, aggregate: str,
                  margin: float, threshold: float) -> dict[str, Any]:
-    from dflab.core.metrics import aggregate_probs
-
     if faces:
         rows = [{"frame_index": 0, "timestamp": 0.0, "box": None, "face_score": None}]
         crops, n_sampled, missing, truncated = [read_crop(path)], 1, [], ""
@@ -249,8 +246,6 @@ def predict_many(inputs: Sequence[str | Path], model: str | Path | Bundle, faces
     thr = bundle.threshold if threshold is None else threshold
     detector = None
     if not faces:
-        from dflab.data.faces import create_detector
-
         pp = bundle.preprocess
         detector = create_detector(pp.detector, bundle.detector_weights, pp.det_size,
                                    pp.min_confidence)
@@ -313,8 +308,6 @@ def write_batch_report(results: list[dict[str, Any]], bundle: dict[str, Any],
     (:data:`BATCH_COLUMNS`) and ``<stem>_frames.csv``, one row per scored frame. Returns the
     files written."""
     import csv
-
-    from dflab.core.files import write_json
 
     path = Path(path)
     if path.suffix.lower() == ".json":

@@ -23,7 +23,10 @@ from typing import Callable
 
 import numpy as np
 
-from dflab.core.registry import Registry
+from dflab.core.files import read_json
+from dflab.core.registry import Registry, require
+from dflab.data.landmarks import EXTRA, LEFT_EYE, RIGHT_EYE, fit_similarity, model_file
+from dflab.visual.pseudo_fakes import crop_landmarks
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +37,6 @@ CLIP_CUES: Registry = Registry("clip cue")
 
 @functools.lru_cache(maxsize=1)
 def _descriptor_model():
-    from dflab.data.landmarks import EXTRA, model_file
-    from dflab.core.registry import require
-
     dlib = require("dlib", EXTRA)
     return dlib, dlib.face_recognition_model_v1(
         str(model_file("dlib_face_recognition_resnet_model_v1.dat")))
@@ -70,8 +70,6 @@ def identity_drift(crops: list[str], points: list[np.ndarray], frames: int = 8) 
 def landmark_jitter(crops: list[str], points: list[np.ndarray], frames: int = 0) -> float:
     """Median over consecutive pairs of the mean residual point motion after a similarity fit,
     over the distance between the eyes (points in frame pixels, in frame order)."""
-    from dflab.data.landmarks import LEFT_EYE, RIGHT_EYE, fit_similarity
-
     if len(points) < 2:
         return float("nan")
     out = []
@@ -90,8 +88,6 @@ def clip_scores(processed: str | Path, split: str = "test", cues: list[str] | No
     import pandas as pd
 
     from dflab.data.datasets import load_index
-    from dflab.visual.pseudo_fakes import crop_landmarks
-    from dflab.core.files import read_json
 
     processed = Path(processed)
     df = load_index(processed)

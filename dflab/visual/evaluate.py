@@ -12,7 +12,9 @@ import pandas as pd
 import torch
 
 from dflab.core.config import EvalConfig
+from dflab.core.environment import scoring_workers
 from dflab.core.events import Callback, CancelToken, Emitter
+from dflab.core.metrics import evaluate_predictions, protocol_args, tune_threshold
 from dflab.core.runs import write_report
 
 log = logging.getLogger(__name__)
@@ -45,15 +47,14 @@ def evaluate_run(run: str | Path, processed: str | Path, split: str = "test",
     ``eval_<tag>.json`` and ``predictions_<tag>.csv`` into the run folder (``tag`` default:
     the split; another folder than the run's own gets its own tag, e.g. ``test_dfdc``)."""
     from dflab.data.datasets import faceless_frames, load_index, select_split
-    from dflab.core.environment import scoring_workers
-    from dflab.core.metrics import evaluate_predictions, protocol_args, tune_threshold
     from dflab.visual.train import load_model
 
     run = Path(run)
     cfg = cfg or EvalConfig()
     em = Emitter("evaluate", callbacks, cancel)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, dc, ckpt = load_model(run / "checkpoints" / checkpoint, device)
+    trained = load_model(run / "checkpoints" / checkpoint, device)
+    model, dc, ckpt = trained.net, trained.data_config, trained.checkpoint
     df = load_index(processed)
     workers = scoring_workers(device)
     em.progress(0, 2, "split", "validation")

@@ -36,6 +36,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from dflab.core.events import Emitter
+from dflab.core.files import read_json, write_json
+from dflab.data.landmarks import crop_points, hull_mask
+from dflab.data.preprocess import build_index
+
 log = logging.getLogger(__name__)
 
 __all__ = ["BlendParams", "self_blend", "blend", "blend_mask", "SelfBlendedPairs",
@@ -77,8 +82,6 @@ def blend_mask(points: np.ndarray, shape: tuple[int, int], rng: np.random.Genera
     blend ratio). Its support stays within the hull grown by the erosion, deformation and blur
     bounds of ``p`` (:func:`mask_reach`)."""
     import cv2
-
-    from dflab.data.landmarks import hull_mask
 
     h, w = shape[:2]
     mask = hull_mask(points, (h, w))
@@ -187,9 +190,6 @@ def self_blend(img: np.ndarray, points: np.ndarray, rng: np.random.Generator,
 def crop_landmarks(processed: str | Path, df) -> list[np.ndarray | None]:
     """Per index row of ``df`` (rows of ``processed``), its crop's 68 landmarks in the crop's own
     pixels (``float32 (68, 2)``), or None when the frame has none (each meta.json read once)."""
-    from dflab.data.landmarks import crop_points
-    from dflab.core.files import read_json
-
     processed = Path(processed)
     by_video: dict[str, dict[str, Any]] = {}
     out: list[np.ndarray | None] = []
@@ -322,9 +322,6 @@ def write_pseudo_fake_folder(sources: Sequence[str | Path | tuple[str | Path, Se
     import cv2
 
     from dflab.data.datasets import load_index, read_crop_rgb
-    from dflab.core.events import Emitter
-    from dflab.data.preprocess import build_index
-    from dflab.core.files import write_json
 
     out = Path(out)
     em = Emitter("pseudo-fakes", callbacks, cancel)

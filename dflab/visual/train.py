@@ -15,7 +15,9 @@ import math
 import os
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,9 +25,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from dflab.core.config import LabConfig, config_from_dict, config_to_dict
-from dflab.core.events import Callback, CancelToken, Emitter, EpochMetrics, StepLoss
-from dflab.core.files import write_json
+from dflab.core.environment import advise, environment_report, setup_runtime
+from dflab.core.events import (Callback, CancelToken, Emitter, EpochMetrics, StepLoss,
+                               TensorBoardCallback)
+from dflab.core.files import disk_full, free_mib, load_torch_file, reading, write_json
+from dflab.core.metrics import binary_metrics, roc_points, tune_threshold
 from dflab.core.runs import create_run_dir
+from dflab.data.preprocess import adopt_preprocess_settings
+from dflab.visual.pseudo_fakes import SelfBlendedPairs, crop_landmarks
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +67,6 @@ def save_checkpoint(state: dict, path: Path) -> None:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """A dflab checkpoint, loaded with ``weights_only=True``: a file whose unpickling would run
     code is refused, never run. Every failure is a ValueError that says which file and why."""
-    from dflab.core.files import load_torch_file
-
     ckpt = load_torch_file(path, "checkpoint", "dflab loads only plain tensors and settings: use "
                            "a checkpoint written by `dflab train` (copy it again, or take "
                            "another of that run: runs/train-*/checkpoints/best.pt, last.pt, "
@@ -112,11 +117,31 @@ def ddp_info() -> dict:
             "local_rank": int(os.environ.get("LOCAL_RANK", "0")), "ddp": world > 1}
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu"):
-    """(model in eval mode, data config dict, checkpoint) from a checkpoint file."""
-    from dflab.visual.models import create_model
+@dataclass
+class TrainedModel:
+    """A visual model read from a checkpoint by :func:`load_model`: the network in eval mode on
+    its device, its input (``data_config``: input_size, mean, std, as timm resolved them for
+    training) and the checkpoint's records (``checkpoint``: config, epoch, select_on, ...)."""
 
-    from dflab.core.files import reading
+    net: nn.Module
+    data_config: dict[str, Any]
+    checkpoint: dict[str, Any]
+
+    @property
+    def config(self) -> LabConfig:
+        """The lab config the model was trained with."""
+        return config_from_dict(self.checkpoint["config"])
+
+    def predict(self, x: torch.Tensor) -> np.ndarray:
+        """p(fake) of each image of ``x``: float (N, 3, H, W), normalised as ``data_config``."""
+        device = next(self.net.parameters()).device
+        with torch.no_grad():
+            return torch.softmax(self.net(x.to(device)).float(), 1)[:, 1].cpu().numpy()
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
+    """The :class:`TrainedModel` in a checkpoint file."""
+    from dflab.visual.models import create_model
 
     ckpt = load_checkpoint(path, device)
     with reading(path, "checkpoint", "use a checkpoint written by `dflab train` (another of that "
@@ -132,7 +157,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
         if len(mean) != 3 or len(std) != 3 or size < 1:
             raise ValueError(f"data_config {dc!r} is not an input size and 3 means and stds")
         ckpt["config"]["preprocess"] = dict(ckpt["config"].get("preprocess") or {})
-    return model.to(device).eval(), dc, ckpt
+    return TrainedModel(model.to(device).eval(), dc, ckpt)
 
 
 def _items_per_batch(ds, batch: int) -> int:
@@ -234,7 +259,6 @@ def real_faces(cfg: LabConfig, processed: str | Path, split: str):
     import pandas as pd
 
     from dflab.data.datasets import load_index, select_split
-    from dflab.visual.pseudo_fakes import crop_landmarks
 
     frames, points = [], []
     for folder in [processed, *cfg.train.extra_reals]:
@@ -262,8 +286,6 @@ def _pseudo_fake_sets(cfg: LabConfig, processed: str | Path, size: int, train_tf
                       is_main: bool, ddp: dict):
     """The (train, val) datasets of ``train.pseudo_fakes``: real crops and self-blended fakes
     of them, new ones every epoch in training, fixed ones in validation."""
-    from dflab.visual.pseudo_fakes import SelfBlendedPairs
-
     train_df, train_pts = real_faces(cfg, processed, "train")
     val_df, val_pts = real_faces(cfg, processed, "val")
     train_cache, val_cache, train_size = _crop_caches(cfg, processed, train_df, val_df, size,
@@ -309,7 +331,6 @@ def _start_or_resume(cfg: LabConfig, processed: str | Path, run: Path | None, re
     if last_path is not None and last_path.exists():
         raise FileExistsError(f"run '{run}' already has checkpoints; resume it (resume=True, "
                               f"`dflab train --resume`) or choose another name")
-    from dflab.data.preprocess import adopt_preprocess_settings
 
     return adopt_preprocess_settings(cfg, processed), None
 
@@ -340,7 +361,6 @@ def _restore(ckpt: dict, run: Path, model, opt, sched, scaler, is_main: bool) ->
     scaler.load_state_dict(ckpt["scaler"])
     _set_rng_state(ckpt["rng"])
     state = {"start_epoch": ckpt["epoch"] + 1, "step": ckpt["step"], **ckpt["early"]}
-    state.setdefault("best_score", state["best_loss"])  # a checkpoint from before select_on
     hist = run / "history.jsonl"
     if is_main and hist.exists():
         keep = [ln for ln in hist.read_text().splitlines()
@@ -349,51 +369,10 @@ def _restore(ckpt: dict, run: Path, model, opt, sched, scaler, is_main: bool) ->
     return state
 
 
-def _train_epoch(net, loader, opt, sched, scaler, criterion, accum: int, device, amp_dtype,
-                 channels_last: bool, epoch: int, epochs: int, state: dict, total_steps: int,
-                 em: Emitter) -> float:
-    """One pass over ``loader`` with gradient accumulation; returns the mean training loss and
-    advances ``state['step']``."""
-    net.train()
-    loss_sum, n_seen = torch.zeros((), device=device), 0
-    opt.zero_grad(set_to_none=True)
-    n_batches = len(loader)
-    # reading the loss waits for the GPU: on a GPU only every 16th batch (and the last), so
-    # the host queues work ahead; on the CPU it costs nothing
-    sync_every = 16 if device.type == "cuda" else 1
-    for b, (x, y, _) in enumerate(loader):
-        em.check()
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            loss = criterion(net(x).float(), y)
-        scaler.scale(loss / accum).backward()
-        loss_sum += loss.detach() * len(y)
-        n_seen += len(y)
-        synced = (b + 1) % sync_every == 0 or b + 1 == n_batches
-        if (b + 1) % accum == 0 or b + 1 == n_batches:
-            scaler.step(opt)
-            scaler.update()
-            opt.zero_grad(set_to_none=True)
-            if state["step"] < total_steps:
-                sched.step()
-            state["step"] += 1
-            if synced:
-                em.emit(StepLoss("train", epoch, state["step"], loss.item(),
-                                 opt.param_groups[0]["lr"]))
-        if synced:
-            em.progress((epoch - 1) * n_batches + b + 1, epochs * n_batches, "batch",
-                        f"epoch {epoch} loss {loss.item():.4f}")
-    return float(loss_sum) / max(n_seen, 1)
-
-
 def _validate(model, loader, targets: np.ndarray, device, amp_dtype
               ) -> tuple[float, dict, np.ndarray, np.ndarray]:
     """(val loss, val metrics at 0.5 with the tuned threshold, targets, probabilities); the loss
     is plain cross-entropy, comparable across loss settings."""
-    from dflab.core.metrics import binary_metrics, tune_threshold
-
     rows, probs, val_loss = predict_probs(model, loader, device, amp_dtype, nn.CrossEntropyLoss())
     y_val = targets[rows]
     vm = binary_metrics(y_val, probs, 0.5)
@@ -407,8 +386,6 @@ def _save(run: Path, state: dict, metrics: dict, improved: bool, save_every: int
     """history.jsonl gets the epoch; last.pt always, best.pt when val improved, epoch_K.pt every
     ``save_every`` epochs (all written atomically). A full disk stops the run with one line; the
     checkpoints written before stay whole (a resume drops the history lines after them)."""
-    from dflab.core.files import disk_full, free_mib
-
     ckdir = run / "checkpoints"
     try:
         with (run / "history.jsonl").open("a") as fh:
@@ -427,21 +404,33 @@ def _save(run: Path, state: dict, metrics: dict, improved: bool, save_every: int
                       f"kept: free space, then `dflab train --resume --name {name}`") from None
 
 
-def train(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: str = "",
-          resume: bool = False, callbacks: list[Callback] | None = None,
-          cancel: CancelToken | None = None) -> Path:
-    """Train on the crops in ``processed`` (its index.csv); returns the run folder.
+def _datasets(cfg: LabConfig, processed: str | Path, dc: dict[str, Any], is_main: bool,
+              ddp: dict) -> tuple[Any, Any]:
+    """The train and val datasets at the model's input (``dc``): self-blended pairs when
+    ``train.pseudo_fakes`` is on, else the folder's crops (cached when ``train.cache_crops``)."""
+    from dflab.data.datasets import (CropDataset, build_transforms, load_index, only_methods,
+                                     select_split)
 
-    ``resume``: continue ``<runs_root>/train-<name>`` from its ``last.pt`` exactly where it stopped
-    (model, optimiser, scheduler, scaler, epoch, RNG states, early-stopping state).
-    """
-    from dflab.data.datasets import CropDataset, build_transforms, load_index, only_methods, select_split
-    from dflab.core.environment import advise, environment_report, setup_runtime
-    from dflab.visual.models import create_model, data_config
+    train_tf = build_transforms(dc["input_size"], dc["mean"], dc["std"], True, cfg.train.augment,
+                                cfg.train)
+    val_tf = build_transforms(dc["input_size"], dc["mean"], dc["std"], False)
+    if cfg.train.pseudo_fakes != "off":
+        return _pseudo_fake_sets(cfg, processed, dc["input_size"], train_tf, val_tf, is_main, ddp)
+    if cfg.train.extra_reals:
+        raise ValueError("train.extra_reals adds real faces only: it needs "
+                         "train.pseudo_fakes=sbi (real crops from elsewhere against this "
+                         "folder's fakes would teach where an image came from)")
+    df = only_methods(load_index(processed), cfg.train.methods)
+    train_df = select_split(df, "train", cfg.train.max_frames_per_video, cfg.env.seed)
+    val_df = select_split(df, "val")
+    train_cache, val_cache, _ = _crop_caches(cfg, processed, train_df, val_df, dc["input_size"],
+                                             is_main, ddp)
+    return CropDataset(train_df, train_tf, train_cache), CropDataset(val_df, val_tf, val_cache)
 
-    ddp = ddp_info()
-    is_main = ddp["rank"] == 0
-    em = Emitter("train", callbacks if is_main else [], cancel)
+
+def _runtime(cfg: LabConfig, ddp: dict) -> tuple[dict[str, Any], torch.device, str]:
+    """(threads, workers and pinning as :func:`setup_runtime` set them, the device, the AMP
+    mode) of this process."""
     runtime = setup_runtime(cfg.env.seed, cfg.env.deterministic, cfg.train.amp, cfg.env.workers)
     device, amp = _device(cfg, ddp, runtime)
     if device.type == "cpu" and cfg.env.workers < 0:
@@ -449,36 +438,16 @@ def train(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: st
         # cores from the model's own threads; an epoch with validation took 19.9 s with one
         # and 15.0 s without
         runtime["workers"] = 0
-    amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(amp)
-    run = Path(runs_root) / f"train-{name}" if name else None
-    cfg, ckpt = _start_or_resume(cfg, processed, run, resume)
+    return runtime, device, amp
 
-    model = create_model(cfg.model)
-    dc = data_config(model, cfg.model)
-    train_tf = build_transforms(dc["input_size"], dc["mean"], dc["std"], True, cfg.train.augment,
-                                cfg.train)
-    val_tf = build_transforms(dc["input_size"], dc["mean"], dc["std"], False)
-    if cfg.train.pseudo_fakes != "off":
-        train_ds, val_ds = _pseudo_fake_sets(cfg, processed, dc["input_size"], train_tf, val_tf,
-                                             is_main, ddp)
-    else:
-        if cfg.train.extra_reals:
-            raise ValueError("train.extra_reals adds real faces only: it needs "
-                             "train.pseudo_fakes=sbi (real crops from elsewhere against this "
-                             "folder's fakes would teach where an image came from)")
-        df = only_methods(load_index(processed), cfg.train.methods)
-        train_df = select_split(df, "train", cfg.train.max_frames_per_video, cfg.env.seed)
-        val_df = select_split(df, "val")
-        train_cache, val_cache, _ = _crop_caches(cfg, processed, train_df, val_df,
-                                                 dc["input_size"], is_main, ddp)
-        train_ds = CropDataset(train_df, train_tf, train_cache)
-        val_ds = CropDataset(val_df, val_tf, val_cache)
-    gpu_mem = torch.cuda.mem_get_info(device)[0] // 2**20 if device.type == "cuda" else 0
-    advice = advise(gpu_mem, cfg.model.backbone, dc["input_size"], cfg.train.target_batch,
-                    amp == "bf16")
-    batch = cfg.train.batch_size or advice["batch_size"]
-    accum = cfg.train.accumulation or max(1, math.ceil(cfg.train.target_batch / batch))
-    if is_main:
+
+def _run_folder(cfg: LabConfig, runs_root: str | Path, name: str, processed: str | Path,
+                dc: dict[str, Any], runtime: dict[str, Any], ddp: dict,
+                resumed: Path | None) -> Path:
+    """The run folder: made (or taken over on a resume) by the main process with the
+    environment report, its path sent to the other ranks."""
+    run = resumed
+    if ddp["rank"] == 0:
         env = environment_report(cfg.env.data_root, cfg.model.backbone, dc["input_size"],
                                  cfg.train.target_batch)
         env["runtime"] = runtime
@@ -491,6 +460,36 @@ def train(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: st
         dist.broadcast_object_list(obj, 0)
         run = Path(obj[0])
     assert run is not None
+    return run
+
+
+def train(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: str = "",
+          resume: bool = False, callbacks: list[Callback] | None = None,
+          cancel: CancelToken | None = None) -> Path:
+    """Train on the crops in ``processed`` (its index.csv); returns the run folder.
+
+    ``resume``: continue ``<runs_root>/train-<name>`` from its ``last.pt`` exactly where it stopped
+    (model, optimiser, scheduler, scaler, epoch, RNG states, early-stopping state).
+    """
+    from dflab.visual.models import create_model, data_config
+
+    ddp = ddp_info()
+    is_main = ddp["rank"] == 0
+    em = Emitter("train", callbacks if is_main else [], cancel)
+    runtime, device, amp = _runtime(cfg, ddp)
+    amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(amp)
+    run = Path(runs_root) / f"train-{name}" if name else None
+    cfg, ckpt = _start_or_resume(cfg, processed, run, resume)
+
+    model = create_model(cfg.model)
+    dc = data_config(model, cfg.model)
+    train_ds, val_ds = _datasets(cfg, processed, dc, is_main, ddp)
+    gpu_mem = torch.cuda.mem_get_info(device)[0] // 2**20 if device.type == "cuda" else 0
+    advice = advise(gpu_mem, cfg.model.backbone, dc["input_size"], cfg.train.target_batch,
+                    amp == "bf16")
+    batch = cfg.train.batch_size or advice["batch_size"]
+    accum = cfg.train.accumulation or max(1, math.ceil(cfg.train.target_batch / batch))
+    run = _run_folder(cfg, runs_root, name, processed, dc, runtime, ddp, run)
 
     channels_last = device.type == "cuda" and cfg.train.channels_last
     if channels_last:
@@ -520,75 +519,149 @@ def train(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: st
 
     tb = None
     if is_main:  # TensorBoard event files in the run folder, beside history.jsonl
-        from dflab.core.events import TensorBoardCallback
 
         # on a resume, drop what the killed run wrote after its checkpoint: steps > state["step"]
         tb = TensorBoardCallback(str(run),
                                  purge_step=state["step"] + 1 if ckpt is not None else None)
         em.callbacks.append(tb)
     try:
-        return _epochs(cfg, run, model, net, train_ds, val_ds, batch, runtime, ddp, opt, sched,
-                       scaler, criterion, accum, device, amp_dtype, channels_last, state,
-                       total_steps, em, is_main, dc)
+        return _Trainer(cfg, run, model, net, dc, train_ds, val_ds, batch, accum, opt, sched,
+                        scaler, criterion, total_steps, device, amp_dtype, channels_last, runtime,
+                        ddp, state, em).fit()
     finally:
         if tb is not None:
             tb.close()
 
 
-def _epochs(cfg, run, model, net, train_ds, val_ds, batch, runtime, ddp, opt, sched, scaler,
-            criterion, accum, device, amp_dtype, channels_last, state, total_steps, em, is_main,
-            dc) -> Path:
-    """The epoch loop of :func:`train`: train, validate, checkpoint, stop early."""
-    from dflab.core.metrics import roc_points
+@dataclass
+class _Trainer:
+    """The epoch loop of :func:`train` and what it works with: everything is built before the
+    first epoch (or restored from a checkpoint), then each epoch trains, validates, checkpoints
+    and checks for early stopping."""
 
-    t0 = time.monotonic()
-    epoch = state["start_epoch"] - 1
-    stopped_early = False
-    for epoch in range(state["start_epoch"], cfg.train.epochs + 1):
-        train_dl, val_dl = _loaders(cfg, train_ds, val_ds, batch, runtime["workers"],
-                                    runtime["pin_memory"], ddp, epoch)
-        t_train = time.monotonic()
-        train_loss = _train_epoch(net, train_dl, opt, sched, scaler, criterion, accum, device,
-                                  amp_dtype, channels_last, epoch, cfg.train.epochs, state,
-                                  total_steps, em)
-        t_train = time.monotonic() - t_train
-        val_loss, val_metrics, y_val, probs = _validate(model, val_dl, val_ds.targets, device,
-                                                        amp_dtype)
-        metrics = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                   "lr": opt.param_groups[0]["lr"], "seconds": round(time.monotonic() - t0, 1),
-                   "train_seconds": round(t_train, 2), "step": state["step"], **val_metrics}
-        # lower is better: the val loss, or minus the val AUC (a NaN AUC never improves)
-        score = val_loss if cfg.train.select_on == "val_loss" else -val_metrics["val_auc"]
-        improved = bool(score < state["best_score"] - 1e-6)
-        if improved:
-            state.update(best_loss=val_loss, best_score=score, bad_epochs=0, best_epoch=epoch)
-        else:
-            state["bad_epochs"] += 1
-        if is_main:
-            _save(run, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
-                        "epoch": epoch, "step": state["step"], "rng": _rng_state(),
-                        "early": {k: state[k] for k in ("best_loss", "bad_epochs",
-                                                        "best_epoch", "best_score")},
-                        "config": config_to_dict(cfg), "data_config": dc, "metrics": metrics},
-                  metrics, improved, cfg.train.save_every)
-            roc = roc_points(y_val, probs)
-            # the newest epoch's validation ROC, so a finished run shows it after a reload
-            write_json(run / "val_roc.json", {"epoch": epoch, **roc})
-            em.emit(EpochMetrics("train", epoch, metrics, roc))
-        if state["bad_epochs"] >= cfg.train.patience:
-            stopped_early = True
-            log.info("early stopping at epoch %d (best %d)", epoch, state["best_epoch"])
-            break
-    if is_main:
-        summary = {"run": str(run), "best_epoch": state["best_epoch"],
-                   "best_val_loss": state["best_loss"], "selected_on": cfg.train.select_on,
-                   "last_epoch": epoch,
-                   "stopped_early": stopped_early, "seconds": round(time.monotonic() - t0, 1)}
-        write_json(run / "train_summary.json", summary)
-        em.result(**summary)
-    if ddp["ddp"]:
-        import torch.distributed as dist
+    cfg: LabConfig
+    run: Path
+    model: nn.Module  # the model itself (what is saved)
+    net: nn.Module  # what is trained: the model, or its DistributedDataParallel wrapper
+    data_config: dict[str, Any]
+    train_ds: Any
+    val_ds: Any
+    batch: int  # per rank, per step
+    accum: int  # batches per optimiser step
+    opt: torch.optim.Optimizer
+    sched: Any
+    scaler: Any
+    criterion: nn.Module
+    total_steps: int
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+    runtime: dict[str, Any]  # workers, pin_memory
+    ddp: dict[str, Any]  # ddp, rank, world
+    state: dict[str, Any]  # start_epoch, step and the early-stopping state (checkpointed)
+    em: Emitter
 
-        dist.barrier()
-    return run
+    @property
+    def is_main(self) -> bool:
+        return self.ddp["rank"] == 0
+
+    def train_epoch(self, loader, epoch: int) -> float:
+        """One pass over ``loader`` with gradient accumulation; returns the mean training loss
+        and advances ``state['step']``."""
+        net, opt, device, em, state = self.net, self.opt, self.device, self.em, self.state
+        epochs = self.cfg.train.epochs
+        net.train()
+        loss_sum, n_seen = torch.zeros((), device=device), 0
+        opt.zero_grad(set_to_none=True)
+        n_batches = len(loader)
+        # reading the loss waits for the GPU: on a GPU only every 16th batch (and the last), so
+        # the host queues work ahead; on the CPU it costs nothing
+        sync_every = 16 if device.type == "cuda" else 1
+        for b, (x, y, _) in enumerate(loader):
+            em.check()
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=self.amp_dtype,
+                                enabled=self.amp_dtype is not None):
+                loss = self.criterion(net(x).float(), y)
+            self.scaler.scale(loss / self.accum).backward()
+            loss_sum += loss.detach() * len(y)
+            n_seen += len(y)
+            synced = (b + 1) % sync_every == 0 or b + 1 == n_batches
+            if (b + 1) % self.accum == 0 or b + 1 == n_batches:
+                self.scaler.step(opt)
+                self.scaler.update()
+                opt.zero_grad(set_to_none=True)
+                if state["step"] < self.total_steps:
+                    self.sched.step()
+                state["step"] += 1
+                if synced:
+                    em.emit(StepLoss("train", epoch, state["step"], loss.item(),
+                                     opt.param_groups[0]["lr"]))
+            if synced:
+                em.progress((epoch - 1) * n_batches + b + 1, epochs * n_batches, "batch",
+                            f"epoch {epoch} loss {loss.item():.4f}")
+        return float(loss_sum) / max(n_seen, 1)
+
+    def checkpoint(self, epoch: int, metrics: dict[str, Any], improved: bool) -> None:
+        """The epoch's checkpoint files and history line (:func:`_save`)."""
+        state = self.state
+        _save(self.run, {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                         "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict(),
+                         "epoch": epoch, "step": state["step"], "rng": _rng_state(),
+                         "early": {k: state[k] for k in ("best_loss", "bad_epochs",
+                                                         "best_epoch", "best_score")},
+                         "config": config_to_dict(self.cfg), "data_config": self.data_config,
+                         "metrics": metrics},
+              metrics, improved, self.cfg.train.save_every)
+
+    def fit(self) -> Path:
+        """Train, validate, checkpoint and stop early, from ``state['start_epoch']`` on."""
+        cfg, state, em, run = self.cfg, self.state, self.em, self.run
+        t0 = time.monotonic()
+        epoch = state["start_epoch"] - 1
+        stopped_early = False
+        for epoch in range(state["start_epoch"], cfg.train.epochs + 1):
+            train_dl, val_dl = _loaders(cfg, self.train_ds, self.val_ds, self.batch,
+                                        self.runtime["workers"], self.runtime["pin_memory"],
+                                        self.ddp, epoch)
+            t_train = time.monotonic()
+            train_loss = self.train_epoch(train_dl, epoch)
+            t_train = time.monotonic() - t_train
+            val_loss, val_metrics, y_val, probs = _validate(self.model, val_dl,
+                                                            self.val_ds.targets, self.device,
+                                                            self.amp_dtype)
+            metrics = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                       "lr": self.opt.param_groups[0]["lr"],
+                       "seconds": round(time.monotonic() - t0, 1),
+                       "train_seconds": round(t_train, 2), "step": state["step"], **val_metrics}
+            # lower is better: the val loss, or minus the val AUC (a NaN AUC never improves)
+            score = val_loss if cfg.train.select_on == "val_loss" else -val_metrics["val_auc"]
+            improved = bool(score < state["best_score"] - 1e-6)
+            if improved:
+                state.update(best_loss=val_loss, best_score=score, bad_epochs=0, best_epoch=epoch)
+            else:
+                state["bad_epochs"] += 1
+            if self.is_main:
+                self.checkpoint(epoch, metrics, improved)
+                roc = roc_points(y_val, probs)
+                # the newest epoch's validation ROC, so a finished run shows it after a reload
+                write_json(run / "val_roc.json", {"epoch": epoch, **roc})
+                em.emit(EpochMetrics("train", epoch, metrics, roc))
+            if state["bad_epochs"] >= cfg.train.patience:
+                stopped_early = True
+                log.info("early stopping at epoch %d (best %d)", epoch, state["best_epoch"])
+                break
+        if self.is_main:
+            summary = {"run": str(run), "best_epoch": state["best_epoch"],
+                       "best_val_loss": state["best_loss"], "selected_on": cfg.train.select_on,
+                       "last_epoch": epoch, "stopped_early": stopped_early,
+                       "seconds": round(time.monotonic() - t0, 1)}
+            write_json(run / "train_summary.json", summary)
+            em.result(**summary)
+        if self.ddp["ddp"]:
+            import torch.distributed as dist
+
+            dist.barrier()
+        return run

@@ -6,6 +6,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from dflab.core.events import Callback, CancelToken, StageClock
+from dflab.core.files import read_json, write_json
+from dflab.core.metrics import format_auc
+from dflab.core.runs import create_run_dir
+from dflab.data.synthetic import leak_check
 
 if TYPE_CHECKING:  # pragma: no cover
     from dflab.lab import Lab
@@ -31,10 +35,6 @@ def run_demo(lab: "Lab", name: str = "", callbacks: list[Callback] | None = None
     returns the report (also written to ``<runs>/demo-<name>/demo_report.json``)."""
 
     import pandas as pd
-
-    from dflab.data.synthetic import leak_check
-    from dflab.core.files import read_json, write_json
-    from dflab.core.runs import create_run_dir
 
     cfg = lab.cfg
     cb = {"callbacks": callbacks, "cancel": cancel}
@@ -127,8 +127,6 @@ def run_demo(lab: "Lab", name: str = "", callbacks: list[Callback] | None = None
 
 def format_demo_report(r: dict[str, Any]) -> str:
     """The demo report as the few lines a person reads."""
-    from dflab.core.metrics import format_auc
-
     ds, t = r["demo_set"], r["test"]
     tv = t["visual"]["video"]
     lines = [

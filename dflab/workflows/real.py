@@ -27,6 +27,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dflab.core.events import Callback, CancelToken, StageClock
+from dflab.core.files import read_json, write_json
+from dflab.core.metrics import apply_protocol, binary_metrics, format_auc
+from dflab.core.runs import create_run_dir
+from dflab.data.landmarks import dlib_available
+from dflab.data.sources import VideoRecord, assign_splits, dfdc_source, ffpp_source
+from dflab.visual.clip_cues import clip_scores
+from dflab.visual.pseudo_fakes import write_pseudo_fake_folder
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -77,8 +84,6 @@ def real_labels(shared: str | Path, out: str | Path, seed: int = 0) -> Path:
     ``shared/ffpp*`` and every DFDC clip under ``shared/dfdc`` with absolute paths, label,
     method, dataset, compression, ``source_id`` (the identity pair; a DFDC clip's original) and
     split (FF++: drawn per pair, :data:`SPLIT_SHARES`, ``seed``; DFDC: test). Returns ``out``."""
-    from dflab.data.sources import VideoRecord, assign_splits, dfdc_source, ffpp_source
-
     shared = Path(shared)
     records: list[VideoRecord] = []
     for folder in sorted(shared.glob("ffpp*")):
@@ -129,8 +134,6 @@ def _cells(frames: "pd.DataFrame", faceless: "pd.DataFrame", frames_per_video: i
     """Frame and video AUC (SBI protocol) over every test video, and video AUC per column of
     :data:`COLUMNS`: FF++ = FF++ fakes against FF++ reals; a method = its fakes against every
     test real (FF++ and DFDC), as the lab's per-method reports count them."""
-    from dflab.core.metrics import apply_protocol, binary_metrics
-
     scored, videos = apply_protocol(frames, "sbi", frames_per_video, faceless)
     out = _video_cells(videos, n_boot, seed)
     out["frame"] = binary_metrics(scored["target"], scored["prob"], groups=scored["uid"],
@@ -142,8 +145,6 @@ def _cells(frames: "pd.DataFrame", faceless: "pd.DataFrame", frames_per_video: i
 def _video_cells(videos: "pd.DataFrame", n_boot: int, seed: int) -> dict[str, Any]:
     """The video AUC over every row of ``videos`` (one per video, ``prob``) and per column of
     :data:`COLUMNS`; ``frame`` None (a clip-level score has no frame AUC)."""
-    from dflab.core.metrics import binary_metrics
-
     out: dict[str, Any] = {"frame": None,
                            "video": binary_metrics(videos["target"], videos["prob"],
                                                    groups=videos["uid"], n_boot=n_boot,
@@ -226,9 +227,6 @@ def run_real(lab: "Lab", shared: str | Path, name: str = "", epochs: int = 4,
     import pandas as pd
 
     from dflab.data.datasets import faceless_frames
-    from dflab.visual.pseudo_fakes import write_pseudo_fake_folder
-    from dflab.core.files import read_json, write_json
-    from dflab.core.runs import create_run_dir
 
     shared = Path(shared)
     if not (shared / "ffpp").is_dir():
@@ -295,11 +293,8 @@ def run_real(lab: "Lab", shared: str | Path, name: str = "", epochs: int = 4,
     rows = {m: _cells(scores[m], faceless, per_video, n_boot, seed)
             for m in ("sbi", "forensic", "fused", "ordinary")}
     # the training-free clip cues, each alone (higher = fake, fixed in dflab.visual.clip_cues)
-    from dflab.data.landmarks import dlib_available
 
     if dlib_available():
-        from dflab.visual.clip_cues import clip_scores
-
         cues = clip_scores(clips.out, "test")
         for cue in ("identity_drift", "landmark_jitter"):
             v = cues[cues[cue].notna()]
@@ -346,8 +341,6 @@ ROW_NAMES = {"sbi": "SBI network (real faces only)",
 
 def format_real_report(r: dict[str, Any]) -> str:
     """The table ``dflab demo --real`` prints."""
-    from dflab.core.metrics import format_auc
-
     d = r["data"]
     lines = [f"real data: {sum(d['clips'].values())} clips ({d['clips']}), split by identity "
              f"pair; {d['photos']} face photos of {d['photo_people']} people",
