@@ -98,27 +98,6 @@ def set_options(w: W.widgets.widget_selection._Selection, options: list,
         w.value = want
 
 
-def mirror(src: W.widgets.widget_selection._Selection,
-           dst: W.widgets.widget_selection._Selection) -> None:
-    """``dst`` shows ``src``'s options and follows its value both ways (``W.link`` would pass a
-    value to ``dst`` before ``dst`` has the options that hold it, which fails on ipywidgets 7)."""
-    def options(_=None) -> None:
-        set_options(dst, list(src.options), src.value)
-
-    def forward(change: dict) -> None:
-        if change["new"] in _option_values(dst.options) and dst.value != change["new"]:
-            dst.value = change["new"]
-
-    def back(change: dict) -> None:
-        if change["new"] is not None and src.value != change["new"]:
-            src.value = change["new"]
-
-    options()
-    src.observe(options, "options")
-    src.observe(forward, "value")
-    dst.observe(back, "value")
-
-
 def hide_while_empty(image: W.Image) -> W.Image:
     """Hide ``image`` while it has no bytes (an empty Image is a broken-image icon)."""
     def toggle(change: dict) -> None:

@@ -693,6 +693,15 @@ class Lab:
                                        cancel=cancel)
         return DemoDataResult(Path(labels), sum(1 for _ in open(labels)) - 1)
 
+    def talking_set(self, callbacks: Callbacks = None,
+                    cancel: CancelToken | None = None) -> PreprocessResult:
+        """The talking demo set (:meth:`demo_av_data`) preprocessed with its sync windows
+        (``preprocess.sync_frames``, at least 5) into ``<data_root>/processed/demo_av``."""
+        labels = self.demo_av_data(callbacks=callbacks, cancel=cancel).labels
+        av_lab = self.derive({"preprocess.sync_frames": max(self.cfg.preprocess.sync_frames, 5)})
+        return av_lab.preprocess("demo", labels.parent, out=self.paths["processed"] / "demo_av",
+                                 callbacks=callbacks, cancel=cancel)
+
     def _sync_settings(self) -> PreprocessConfig:
         pp = self.preprocess_settings()
         if pp.sync_frames <= 0:

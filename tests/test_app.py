@@ -20,11 +20,11 @@ def dash(tmp_path):
 
 
 def test_environment_tab(dash):
-    html = dash.env_tab.info.value
+    html = dash.environment_tab.info.value
     assert "CPU cores" in html and "Batch size" in html and "AMP" in html
-    dash.env_tab.seed.value = 5
-    dash.env_tab.apply_button.click()
-    assert "seed" in dash.env_tab.runtime.value and dash.cfg.env.seed == 5
+    dash.environment_tab.seed.value = 5
+    dash.environment_tab.apply_button.click()
+    assert "seed" in dash.environment_tab.runtime.value and dash.cfg.env.seed == 5
     titles = [dash.tab.get_title(i) for i in range(len(dash.tab.children))]
     assert titles == ["Environment", "Data", "Train", "Forensics", "Audio-visual", "Inspect",
                       "Export", "Runs"]
@@ -69,7 +69,7 @@ def test_cancel_keeps_finished_work(dash, tmp_path):
 
 
 def test_the_data_folder_changes_only_by_its_button_after_a_check(dash, tmp_path):
-    env = dash.env_tab
+    env = dash.environment_tab
     new = tmp_path / "elsewhere" / "lab"
     for partial in ("elsewh", "elsewhere/la", "elsewhere/lab"):  # typing creates nothing
         env.data_root.value = str(tmp_path / partial)
@@ -250,7 +250,7 @@ def test_click_through_every_stage(tmp_path):
     assert again.train_tab.run_select.value == "train-ui"
     assert len(again.train_tab._epochs) == 2 and "Test results" in again.train_tab.per_method.value
     steps = again.context.steps  # every stage's files are there: the strip says so
-    assert steps.states() == [True] * 6, list(zip([n for n, _ in steps.STEPS], steps.states()))
+    assert steps.states() == [True] * 6, list(zip([s.name for s, _ in steps.steps], steps.states()))
     assert "every stage done" in steps.next.value
     runs = dash.runs_tab  # two runs compared: curves overlaid, settings that differ
     runs.refresh()
@@ -322,7 +322,7 @@ def test_inspect_shows_every_frame_misclassified_at_the_runs_threshold(tmp_path)
     assert (wrong["wrongness"] < 0.5).any()  # the frames a 0.5-based filter hid
 
     dash = Dashboard(cfg, data_root=str(tmp_path))
-    assert dash.train_tab.run == run
+    assert dash.session.run == run
     ins = dash.inspect_tab
     ins.refresh_button.click()
     assert ins.threshold == threshold and "threshold 0.640" in ins.summary.value
@@ -437,7 +437,7 @@ def test_start_here_marks_the_stages_done_and_opens_the_next_one(dash):
     processed.mkdir(parents=True)
     (processed / "index.csv").write_text("uid\n")
     (processed / "features.csv").write_text("uid\n")
-    dash.context.show()  # what data_changed and every job's end call
+    dash.session.changed("runs")  # what every job's end says
     assert steps.states() == [True, True, False, False, True, False]
     assert steps.buttons[0].description == "✓ · videos" and steps.buttons[2].description == "3 · visual model"
     assert steps.buttons[2].button_style == "primary" and "the Train tab" in steps.next.value
@@ -445,10 +445,10 @@ def test_start_here_marks_the_stages_done_and_opens_the_next_one(dash):
     assert dash.tab.get_title(dash.tab.selected_index) == "Train"
 
 
-def test_new_options_keep_the_choice_and_a_mirror_follows_both_ways():
+def test_new_options_keep_the_choice():
     import ipywidgets as W
 
-    from app.widgets import mirror, set_options
+    from app.widgets import set_options
 
     w = W.Dropdown(options=["a", "b"], value="b")
     set_options(w, ["c", "b", "a"])
@@ -457,15 +457,6 @@ def test_new_options_keep_the_choice_and_a_mirror_follows_both_ways():
     assert w.value == "y"
     set_options(w, ["p", "q"])  # the old value is gone: the first option
     assert w.value == "p"
-    src, dst = W.Dropdown(options=[("old", "o")]), W.Dropdown()
-    mirror(src, dst)
-    assert dst.options == src.options and dst.value == "o"
-    src.options = [("new", "n"), ("old", "o")]  # a value dst does not have yet comes first
-    assert dst.value == src.value and [v for _, v in dst.options] == ["n", "o"]
-    src.value = "o"
-    assert dst.value == "o"
-    dst.value = "n"
-    assert src.value == "n"
 
 
 def test_results_are_cards_and_errors_one_line_with_details(tmp_path):

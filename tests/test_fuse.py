@@ -56,7 +56,7 @@ def test_audio_is_ignored_where_a_clip_has_none():
 def test_round_trip_through_json(tmp_path):
     fuser = Fuser.fit(_scores(30, 0))
     write_json(tmp_path / "fuser.json", {"inputs": FUSE_INPUTS, "fuser": fuser.to_dict()})
-    loaded, _ = Fuser.load(tmp_path)
+    loaded = Fuser.load(tmp_path)
     test = _scores(30, 2)
     np.testing.assert_allclose(loaded.predict(test), fuser.predict(test))
     write_json(tmp_path / "fuser.json", {"inputs": ["other"], "fuser": fuser.to_dict()})

@@ -186,17 +186,19 @@ def test_audio_visual_tab_shows_a_clip_with_json_clean_figures(talking):
     holds no numpy arrays (older kernels' serialisers reject them)."""
     pytest.importorskip("ipywidgets")
     from app.dashboard import Dashboard
-    from app.sync_tab import sync_figures
+    from app.tabs.audio_visual import sync_figures
     from dflab.data.sync_windows import load_windows
     from dflab.av.sync import score_clip
 
     lab, _, processed = talking
     dash = Dashboard(data_root=str(lab.paths["data_root"]))
-    tab = dash.sync_tab
-    tab.folder.value = str(processed)
-    tab.refresh()
+    tab = dash.audio_visual_tab
+    assert processed.parent == dash.paths["processed"]
+    dash.context.source.value = processed.name  # the context bar's dataset: the tab follows it
     assert "demo_av/AudioShift/c23/101_101" in tab.clip.options
+    assert processed.name in tab.folder_note.value
     tab.clip.value = "demo_av/AudioShift/c23/101_101"
+    assert dash.session.clip == "demo_av/AudioShift/c23/101_101"
     assert "baseline: offset" in tab.summary.value and "no sync model yet" in tab.summary.value
     assert tab.strip.value[:4] == b"\x89PNG" and len(tab.plots.outputs) == 2
     win = load_windows(processed, "demo_av/original/c23/100")

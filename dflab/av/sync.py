@@ -278,6 +278,8 @@ def train_sync(cfg: "LabConfig", processed: str | Path, runs_root: str | Path, n
     """Train :class:`SyncNet` on the real clips of the train split (their windows), pick the
     epoch on the real clips of val (loss); returns the run folder with ``sync.pt``,
     ``history.jsonl`` and ``sync_summary.json``."""
+    # Long on purpose: the set-up and the epoch loop of a small model, read top to bottom as in
+    # nanoGPT's train.py.
     torch, _ = _torch()
 
     processed = Path(processed)

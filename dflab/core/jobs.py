@@ -54,6 +54,7 @@ DETACHED_METHODS: dict[str, str | None] = {
     "train": "train", "preprocess": None, "features": None, "demo_data": None,
     "train_forensic": "forensic", "fuse": "fuse", "evaluate": None, "sync_train": "sync",
     "sync_extract": None, "protocol": None, "robustness": None, "fetch_and_preprocess": None,
+    "talking_set": None,
 }  # (not FF++'s download: its arguments hold the private server address, kept off the disk)
 log = logging.getLogger(__name__)
 TERMINAL = ("done", "failed", "cancelled", "killed")

@@ -458,6 +458,8 @@ def stream_dfdc(source: KaggleSource, root: str | Path, process: Callable[[Path]
     next download runs while the current part is processed when zip + extracted size of both fit
     the budget. Finished parts are recorded in ``<root>/parts_done.json``; a re-run skips them.
     Peak disk use of ``root``'s raw data is measured and reported."""
+    # Long on purpose: the download of the next part overlaps the processing of this one under one
+    # disk budget; the loop keeps both in view.
     root = Path(root)
     raw = root / "raw"
     raw.mkdir(parents=True, exist_ok=True)

@@ -249,6 +249,8 @@ def process_video(rec: VideoRecord, out: str | Path, cfg: PreprocessConfig, det_
     """Process one video (or image) into its folder; returns its summary. Raises on bad input.
     A finished video is skipped, unless ``redo`` and it was made with other settings (then it
     is replaced once the new one is complete)."""
+    # Long on purpose: one video's folder from start to its atomic rename; the per-frame work is
+    # _FrameRecords.
     out = Path(out)
     final = video_dir(out, rec)
     if (final / "meta.json").exists():
@@ -389,6 +391,8 @@ def preprocess_videos(records: list[VideoRecord], out: str | Path, cfg: Preproce
     ``cfg.workers`` local processes; the output is the same.
     Returns a report: counts, per-video summaries, errors, and the path of the index.
     """
+    # Long on purpose: one shard's life in order (check settings, lock, schedule on a pool or Dask,
+    # collect errors, index, report); the pieces share the lock and the error list.
     out = Path(out)
     changes = settings_changes(out, cfg) if out.exists() else {}
     if changes and not force:

@@ -22,6 +22,8 @@ def _counts(values) -> dict[str, int]:
 def dataset_stats(out: str | Path, save: bool = True) -> dict[str, Any]:
     """Videos, frames, labels, methods, compressions, resolutions, fps, durations, face coverage,
     faces per frame, confidence distribution and any demographic columns; saved as stats.json."""
+    # Long on purpose: one pass over the index and the per-video records, each statistic a few
+    # lines.
     import pandas as pd
 
     out = Path(out)

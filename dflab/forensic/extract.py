@@ -114,6 +114,8 @@ def extract_many(paths: list[str], cache_dir: str | Path | None = None, crop_siz
     :mod:`dflab.data.cluster`) computes them, 64 crops a task. ``backend="torch"``:
     :mod:`dflab.forensic.features_torch` computes every feature for batches of ``batch_size``
     equal-sized crops on ``device`` (``auto``: the GPU when there is one)."""
+    # Long on purpose: the cache lookup, the two backends and the worker pool share one progress
+    # count and one store; split, each part would take all of them as arguments.
     if backend not in ("numpy", "torch"):
         raise ValueError(f"features backend '{backend}' is not one of numpy, torch")
     if backend == "torch" and cluster:

@@ -263,6 +263,7 @@ def _from_half(y: np.ndarray, x: np.ndarray, h: int, w: int) -> tuple[np.ndarray
 })
 def fft_features(img: _Crop) -> list[float]:
     """2-D magnitude spectrum: power law, energy ratios, entropy, directions, grid peaks"""
+    # Long on purpose: one spectrum, computed once, feeds every FFT feature of the family.
     import cv2
 
     gray = img.gray

@@ -124,6 +124,8 @@ def refine_features(processed: str | Path, importance: dict[str, dict[str, float
     every candidate subset (features, families, cv_auc, ms), the Pareto front, the chosen point,
     and the measured ms per crop of the full set and of the chosen subset. ``importance``:
     ``{kind: {feature: value}}`` (e.g. permutation and mean |SHAP|), summed per family."""
+    # Long on purpose: the measurement, the forward selection and the front share the folds and the
+    # costs; the report is built as they run.
     import cv2
 
     from dflab.forensic.model import load_features

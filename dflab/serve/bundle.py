@@ -29,7 +29,7 @@ from dflab.core.files import DamagedFile, read_json, reading
 from dflab.core.metrics import softmax_fake
 from dflab.data.faces import locate_weights, resolve_auto
 from dflab.forensic.scorer import FORENSIC_FILE, ForensicScorer
-from dflab.serve.fuse import Fuser
+from dflab.serve.fuse import Fuser, fuse_record
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,8 @@ def load_bundle(model: str | Path, overrides: dict[str, Any] | None = None,
         search = [model.parent / DETECTOR_DIR, model.parent.parent / DETECTOR_DIR]
         recorded, verdict, thr = visual.preprocess, "visual", visual.threshold
     elif (model / "fuser.json").exists():
-        fuser, meta = Fuser.load(model)
+        meta = fuse_record(model)
+        fuser = Fuser.from_dict(meta["fuser"])
         vrun = sibling_run(meta["visual_run"], model)
         frun = sibling_run(meta["forensic_run"], model)
         vfile = next((p for p in (model / "model.onnx", vrun / "model.onnx",

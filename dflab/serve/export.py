@@ -38,6 +38,8 @@ def export_onnx(run: str | Path, out: str | Path = "", cfg: ExportConfig | None 
     Raises when torch and onnxruntime disagree by more than ``cfg.parity_tol``; the file is kept
     for inspection but the report says it failed.
     """
+    # Long on purpose: the export's steps in order (load, export, check, parity, metadata), each
+    # reported to the progress callback.
     import onnx
     import onnxruntime as ort
 
@@ -170,6 +172,8 @@ def export_int8(run: str | Path, processed: str | Path = "", calibration: int = 
     folder the run was trained on). The report compares it with the float model on the test
     split: frame ROC-AUC of each, the largest and the mean |p(fake) difference| and the rank
     correlation (Spearman) of the two models' probabilities."""
+    # Long on purpose: onnxruntime's quantisation steps in order (calibration reader, pre-
+    # processing, quantise, parity check), each needing the previous one's files.
     import cv2
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,

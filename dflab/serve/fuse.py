@@ -35,7 +35,7 @@ from dflab.core.runs import create_run_dir, write_report
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Fuser", "fuse_runs", "frame_scores", "with_audio", "sync_columns", "predict_fused",
+__all__ = ["Fuser", "fuse_record", "fuse_runs", "frame_scores", "with_audio", "sync_columns", "predict_fused",
            "FUSE_INPUTS", "SYNC_INPUTS", "MODELS"]
 
 AUDIO_INPUTS = ["audio_rms", "audio_centroid", "audio_bandwidth", "audio_zcr"]
@@ -113,22 +113,28 @@ class Fuser:
                 "intercept": self.intercept, "threshold": self.threshold, "sync": self.sync}
 
     @classmethod
-    def load(cls, run: str | Path) -> tuple["Fuser", dict[str, Any]]:
-        """(fuser, the whole fuser.json) of a fuse run folder; with a sync run, the second
-        stacker is ``fuser.json["fuser_sync"]`` (read it with :meth:`from_dict`)."""
-        path = Path(run) / "fuser.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"'{run}' is not a fuse run (no fuser.json); make one with "
-                                    f"`dflab fuse --run VISUAL_RUN --forensic FORENSIC_RUN`")
-        d = read_json(path)
-        if d.get("inputs") != FUSE_INPUTS:
-            raise ValueError(f"'{path}' was fitted on inputs {d.get('inputs')}, this dflab uses "
-                             f"{FUSE_INPUTS}; re-run `dflab fuse`")
-        return cls.from_dict(d["fuser"]), d
+    def load(cls, run: str | Path) -> "Fuser":
+        """The stacker of a fuse run folder (:func:`fuse_record` holds the rest of it)."""
+        return cls.from_dict(fuse_record(run)["fuser"])
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Fuser":
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+
+
+def fuse_record(run: str | Path) -> dict[str, Any]:
+    """A fuse run's ``fuser.json``: the stacker (``fuser``), the runs it stacks
+    (``visual_run``, ``forensic_run``, ``sync_run``), and with a sync run the second stacker
+    (``fuser_sync``, read with :meth:`Fuser.from_dict`)."""
+    path = Path(run) / "fuser.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"'{run}' is not a fuse run (no fuser.json); make one with "
+                                f"`dflab fuse --run VISUAL_RUN --forensic FORENSIC_RUN`")
+    d = read_json(path)
+    if d.get("inputs") != FUSE_INPUTS:
+        raise ValueError(f"'{path}' was fitted on inputs {d.get('inputs')}, this dflab uses "
+                         f"{FUSE_INPUTS}; re-run `dflab fuse`")
+    return d
 
 
 def sync_columns(frames: pd.DataFrame, processed: str | Path, sync_run: str | Path
@@ -243,6 +249,8 @@ def fuse_runs(cfg: LabConfig, visual_run: str | Path, forensic_run: str | Path,
     stacker with the sync scores as inputs (fitted on the validation clips that have them), the
     others keep the visual + forensic one; the report adds the sync detector alone (model
     ``sync``, on the clips that have windows) and says how many videos each stacker scored."""
+    # Long on purpose: fit on val, score test, write the run: one pass over the same frame table,
+    # with and without the sync stacker.
     from dflab.data.datasets import faceless_frames
 
     em = Emitter("fuse", callbacks, cancel)

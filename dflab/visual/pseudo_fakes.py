@@ -319,6 +319,8 @@ def write_pseudo_fake_folder(sources: Sequence[str | Path | tuple[str | Path, Se
     ``max_crops``: at most this many real crops per source (0: all; drawn with ``seed``).
     A finished video folder is kept on a re-run (resumable). Returns counts.
     """
+    # Long on purpose: it writes one folder in the preprocessing layout step by step (resume, per-
+    # real fakes, meta, index) under one writer lock.
     import cv2
 
     from dflab.data.datasets import load_index, read_crop_rgb

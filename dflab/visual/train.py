@@ -471,6 +471,8 @@ def train(cfg: LabConfig, processed: str | Path, runs_root: str | Path, name: st
     ``resume``: continue ``<runs_root>/train-<name>`` from its ``last.pt`` exactly where it stopped
     (model, optimiser, scheduler, scaler, epoch, RNG states, early-stopping state).
     """
+    # Long on purpose: the set-up before the first epoch, in the order it must happen (runtime,
+    # data, run folder, optimiser, resume); the loop is _Trainer.
     from dflab.visual.models import create_model, data_config
 
     ddp = ddp_info()

@@ -33,6 +33,8 @@ def run_demo(lab: "Lab", name: str = "", callbacks: list[Callback] | None = None
     the fused verdict, the talking set with the sync model and the fused verdict with it, ONNX
     export and a prediction on a held-out clip, each a ``lab`` stage;
     returns the report (also written to ``<runs>/demo-<name>/demo_report.json``)."""
+    # Long on purpose: the stages in the order they run, each a Lab call and a timing lap, read top
+    # to bottom like the report it builds.
 
     import pandas as pd
 
@@ -66,9 +68,9 @@ def run_demo(lab: "Lab", name: str = "", callbacks: list[Callback] | None = None
     # the audio-visual part: the talking set with its sync windows, the sync model (trained on
     # its real clips only), and the fused verdict with the sync input on that set, from the
     # visual and forensic models trained above
+    av = lab.talking_set(**cb)
+    av_labels = lab.paths["data_root"] / "demo_av" / "labels.csv"
     av_lab = lab.derive({"preprocess.sync_frames": max(cfg.preprocess.sync_frames, 5)})
-    av_labels = lab.demo_av_data(**cb).labels
-    av = av_lab.preprocess("demo", av_labels.parent, out=lab.paths["processed"] / "demo_av", **cb)
     clock.lap("talking set")
     srun = av_lab.sync_train(av.out, f"demo-{name}", **cb).run
     sync = av_lab.sync_score(srun, av.out, "test", av_labels.parent / "shifts.json", **cb).report

@@ -224,6 +224,8 @@ def run_real(lab: "Lab", shared: str | Path, name: str = "", epochs: int = 4,
     ``<runs>/real-<name>/real_report.json``). ``photos``: at most this many face photos, drawn
     evenly over the sorted list (0: all). ``overrides``: settings over :data:`REAL_SETTINGS`
     (a quicker check: fewer frames per clip)."""
+    # Long on purpose: the stages in the order they run, each a Lab call and a timing lap, read top
+    # to bottom like the report it builds.
     import pandas as pd
 
     from dflab.data.datasets import faceless_frames

@@ -1,22 +1,21 @@
-"""The Runs tab: every run in one table; selecting runs overlays their loss and test ROC curves
-and lists the settings in which they differ; a protocol shows its matrix and a run with a
-robustness report its curves. Everything is read from the run folders (``dflab.core.runs``)."""
+"""The Runs tab: every run with its state and test AUCs, curves and settings compared, the
+robustness of a run, and the generalisation protocols."""
 
 from __future__ import annotations
 
 import html
+import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import ipywidgets as W
 
-from dflab.core.runs import RUN_COLUMNS, run_cells
+from dflab.core.runs import RUN_COLUMNS, config_differences, plot_histories, plot_rocs, run_cells
 
-from .jobs import JobPanel
-from .widgets import error_html, icon, show_figure
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .dashboard import Dashboard
+from ..jobs import JobPanel
+from ..session import Session
+from ..widgets import error_html, icon, show_figure
+from .base import Tab
 
 
 STATE_COLOURS = {"running": "#1565c0", "done": "#2e7d32", "cancelled": "#ef6c00",
@@ -59,9 +58,11 @@ def differences_html(diff: dict[str, dict[str, Any]]) -> str:
     return f"<h4>Settings that differ</h4><table><tr>{head}</tr>{body}</table>"
 
 
-class RunsTab:
-    def __init__(self, dash: "Dashboard"):
-        self.dash = dash
+class RunsTab(Tab):
+    title = "Runs"
+
+    def __init__(self, session: Session):
+        super().__init__(session)
         self.refresh_button = W.Button(description="Refresh runs", icon=icon("refresh"))
         self.refresh_button.on_click(lambda _: self.refresh())
         self.table = W.HTML("")
@@ -98,17 +99,20 @@ class RunsTab:
                    "resumes at its cell when started again with the same name.</p>"),
             W.HBox([self.protocol_kind, self.protocol_name]), self.test_on,
             self.protocol_job.widget, self.protocol_out])
+        self.job_panels = [self.protocol_job, self.robust_job]
         self.refresh()
 
+    def on_change(self, what: set[str]) -> None:
+        if what & {"runs", "data_root"}:
+            self.refresh()
+
     def refresh(self) -> None:
-        rows = self.dash.lab.runs_table()
+        rows = self.session.lab.runs_table()
         self.table.value = runs_html(rows)
         self.select.options = [(f"{r['run']} ({r['kind']}, {r['state']})", r["path"])
                                for r in rows]
 
     def compare(self) -> None:
-        from dflab.core.runs import config_differences, plot_histories, plot_rocs
-
         paths = [Path(p) for p in self.select.value]
         self.plots.outputs = ()
         self.diff.value = ""
@@ -126,8 +130,6 @@ class RunsTab:
 
     def _extras(self, run: Path) -> None:
         """A protocol's matrix; a run's robustness curves."""
-        import json
-
         if (run / "protocol.json").is_file():
             from dflab.analysis.protocol import plot_protocol
 
@@ -140,14 +142,13 @@ class RunsTab:
                                                                .read_text())), False)
 
     def run_protocol(self) -> None:
-        d = self.dash
-        tt = d.train_tab  # the Train tab's settings, as its Train button would use them
-        if not d.data_tab._apply(self.protocol_job, tt.model_form, tt.train_form):
+        s = self.session
+        if not s.apply(self.protocol_job, "model", "train"):  # as the Train button would
             return
         tests = [t.strip() for t in self.test_on.value.split(",") if t.strip()]
-        self.protocol_job.run_detached(d.lab, name=self.protocol_name.value.strip(),
+        self.protocol_job.run_detached(s.lab, name=self.protocol_name.value.strip(),
                                        kind=self.protocol_kind.value,
-                                       processed=str(d.data_tab.processed), test_on=tests)
+                                       processed=str(s.processed), test_on=tests)
 
     def show_protocol(self, res: Any) -> None:
         from dflab.analysis.protocol import format_protocol
@@ -162,7 +163,7 @@ class RunsTab:
             self.robust_job.status.value = error_html("select a run above first")
             return
         run = Path(self.select.value[0])
-        self.robust_job.run_detached(self.dash.lab, name=run.name, run=str(run))
+        self.robust_job.run_detached(self.session.lab, name=run.name, run=str(run))
 
     def show_robustness(self, res: Any) -> None:
         from dflab.analysis.robustness import format_robustness, plot_robustness

@@ -1,23 +1,26 @@
-"""The Audio-visual tab: sync windows, the sync model and its scores (``dflab.av.sync``).
+"""The Audio-visual tab: sync windows, the sync model and its scores (``dflab.av.sync``) on
+the selected dataset.
 
 For a chosen clip: the mouth crops over time (the centre frame of each window) above the MFCC
 image, and the distance curve over audio offsets of the learned model (and the baseline's
 correlation), with the estimated offset marked. A table lists the scored clips, most out of
-sync first. Every button is a ``Lab`` call in a worker thread, as in the other tabs."""
+sync first."""
 
 from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import ipywidgets as W
 
-from .jobs import JobPanel
-from .widgets import error_html, hide_while_empty, icon, set_options, show_figure
+from dflab.av.sync import load_sync, score_clip
+from dflab.data.sync_windows import load_windows
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .dashboard import Dashboard
+from ..jobs import JobPanel
+from ..session import Session
+from ..widgets import error_html, hide_while_empty, set_options, show_figure
+from .base import Tab
 
 
 def clips_html(rows: list[dict[str, Any]]) -> str:
@@ -86,27 +89,32 @@ def sync_figures(win: dict, scored: dict) -> tuple[Any, Any]:
     return img, curves
 
 
-class SyncTab:
-    def __init__(self, dash: "Dashboard"):
-        self.dash = dash
-        self.folder = W.Text(description="processed folder", placeholder="<data root>/processed/demo_av",
-                             style={"description_width": "120px"}, layout=W.Layout(width="70%"))
-        self.demo_panel = JobPanel("Build the talking demo set")
-        self.demo_panel.start.on_click(lambda _: self.demo_panel.run(self._talking_set))
+
+class AudioVisualTab(Tab):
+    """Lip-sync on the selected dataset: its clips with sync windows, the sync model and its
+    scores; the talking demo set one click away."""
+
+    title = "Audio-visual"
+
+    def __init__(self, session: Session):
+        super().__init__(session)
+        self.demo_panel = JobPanel("Build the talking demo set", method="talking_set")
+        self.demo_panel.start.on_click(lambda _: self.demo_panel.run_detached(session.lab))
+        self.demo_panel.on_done.append(lambda res: session.select(dataset=res.out.name))
         self.extract_panel = JobPanel("Extract sync windows", method="sync_extract")
         self.extract_panel.start.on_click(lambda _: self.extract_panel.run_detached(
-            self.dash.lab, name=Path(self.processed).name, processed=str(self.processed)))
+            session.lab, name=self.processed.name, processed=str(self.processed)))
         self.train_panel = JobPanel("Train the sync model", method="sync_train")
         self.train_panel.start.on_click(lambda _: self.train_panel.run_detached(
-            self.dash.lab, processed=str(self.processed)))
+            session.lab, processed=str(self.processed)))
         self.score_panel = JobPanel("Score the test clips")
         self.score_panel.start.on_click(lambda _: self.score_panel.run(self._score))
-        for panel in (self.demo_panel, self.extract_panel, self.train_panel, self.score_panel):
-            panel.on_done.append(lambda _: self.refresh())
-        self.load_button = W.Button(description="Load clips", icon=icon("refresh"))
-        self.load_button.on_click(lambda _: self.refresh())
+        self.job_panels = [self.demo_panel, self.extract_panel, self.train_panel,
+                           self.score_panel]
+        self.score_panel.on_done.append(lambda _: self.refresh())
+        self.folder_note = W.HTML("")
         self.clip = W.Dropdown(description="clip", options=[], layout=W.Layout(width="60%"))
-        self.clip.observe(lambda ch: ch["new"] and self.show_clip(ch["new"]), "value")
+        self.clip.observe(lambda ch: ch["new"] and session.select(clip=ch["new"]), "value")
         self.summary, self.table = W.HTML(""), W.HTML("")
         self.strip = hide_while_empty(W.Image(format="png", layout=W.Layout(max_width="100%")))
         self.plots = W.Output()
@@ -114,7 +122,7 @@ class SyncTab:
             W.HTML("<p>Lip-sync: mouth crops around each sampled frame and the audio at a 10 ms "
                    "hop. The sync model trains on real clips only; a clip whose sound is shifted "
                    "or foreign scores high.</p>"),
-            W.HBox([self.folder, self.load_button]), self.demo_panel.widget,
+            self.folder_note, self.demo_panel.widget,
             self.extract_panel.widget, self.train_panel.widget, self.score_panel.widget,
             self.clip, self.summary, W.HTML("<b>mouth over time</b>"), self.strip, self.plots,
             W.HTML("<h4>Scored clips</h4>"), self.table])
@@ -122,28 +130,26 @@ class SyncTab:
 
     @property
     def processed(self) -> Path:
-        return Path(self.folder.value) if self.folder.value else \
-            self.dash.paths["processed"] / "demo_av"
+        """The selected dataset's folder (the context bar's)."""
+        return self.session.processed
+
+    def on_change(self, what: set[str]) -> None:
+        if what & {"dataset", "data_root", "runs"}:
+            self.refresh()
+        if "clip" in what and self.session.clip in self.clip.options:
+            self.clip.value = self.session.clip
+            self.show_clip(self.session.clip)
 
     def _run(self) -> Path | None:
-        found = self.dash.lab.runs("sync")
-        return found[0] if found else None
-
-    def _talking_set(self, callbacks, cancel):
-
-        lab = self.dash.lab
-        labels = lab.demo_av_data(callbacks=callbacks, cancel=cancel).labels
-        av_lab = lab.derive({"preprocess.sync_frames": max(lab.cfg.preprocess.sync_frames, 5)})
-        return av_lab.preprocess("demo", labels.parent, out=self.processed, callbacks=callbacks,
-                                 cancel=cancel)
+        return self.session.newest("sync")
 
     def _score(self, callbacks, cancel):
         run = self._run()
         if run is None:
             raise ValueError("no sync run yet: train the sync model first")
-        shifts = self.dash.paths["data_root"] / "demo_av" / "shifts.json"
-        return self.dash.lab.sync_score(run, self.processed, "test",
-                                        shifts if shifts.is_file() else "", callbacks, cancel)
+        shifts = self.session.paths["data_root"] / "demo_av" / "shifts.json"
+        return self.session.lab.sync_score(run, self.processed, "test",
+                                           shifts if shifts.is_file() else "", callbacks, cancel)
 
     def refresh(self) -> None:
         import pandas as pd
@@ -156,14 +162,14 @@ class SyncTab:
         table = run / "sync_clips_test.csv" if run else None
         self.table.value = clips_html(pd.read_csv(table).to_dict("records")
                                       if table and table.is_file() else [])
+        self.folder_note.value = (f"<p>dataset <b>{html.escape(self.processed.name)}</b> "
+                                  f"(the context bar's): {len(uids)} clips with sync "
+                                  f"windows</p>")
         if not uids:
             self.summary.value = ("No sync windows in this folder: build the talking demo set, "
                                   "or extract windows from a preprocessed folder with audio.")
 
     def show_clip(self, uid: str) -> None:
-        from dflab.data.sync_windows import load_windows
-        from dflab.av.sync import load_sync, score_clip
-
         win = load_windows(self.processed, uid)
         if win is None:
             self.summary.value = error_html(f"{uid} has no sync windows")
