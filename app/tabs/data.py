@@ -70,7 +70,7 @@ class DataTab(Tab):
                                 indent=False)
         self.pre_job = JobPanel("Preprocess", method="preprocess")
         self.pre_job.start.on_click(lambda _: self.preprocess())
-        self.pre_job.on_done.append(lambda _: session.select(dataset=self.source.value))
+        self.pre_job.on_done.append(lambda _: self._preprocessed())
         self.demo_job.on_done.append(lambda _: self.show_summary())
         self.summary = W.HTML("")
         self.stats_html = W.HTML("")
@@ -106,9 +106,15 @@ class DataTab(Tab):
     def on_change(self, what: set[str]) -> None:
         if "dataset" in what and self.session.dataset in self.source.options:
             self.source.value = self.session.dataset  # chosen in the context bar
-        if what & {"dataset", "data_root", "runs"}:
+        if what & {"dataset", "data_root"}:
             self.show_summary()
             self.show_stats()
+
+    def _preprocessed(self) -> None:
+        """The folder just made becomes the selected dataset, its statistics shown."""
+        if self.session.dataset == self.source.value:
+            self.show_stats()
+        self.session.select(dataset=self.source.value)
 
     # actions: form -> lab stage in a JobPanel --------------------------------------------------
     def _apply(self, panel: JobPanel, *forms: ConfigForm) -> bool:

@@ -104,9 +104,14 @@ class ForensicsTab(Tab):
             return
         opts = [(f"{r.method} · {r.video_id} · frame {r.frame_index} · {r.label}", r.crop_path)
                 for r in df.groupby("uid").head(1).itertuples()]
+        frame, feature = self.frame.value, self.feature.value
         set_options(self.frame, opts)
+        if self.frame.value and self.frame.value == frame:
+            self.explore(frame)  # the same frame, drawn again from what the folder holds now
         if (self.processed / "features.csv").exists():
-            set_options(self.feature, feature_names(), self.feature.value or "fft_grid_peak_2")
+            set_options(self.feature, feature_names(), feature or "fft_grid_peak_2")
+            if self.feature.value and self.feature.value == feature:
+                self.histogram(feature)
 
     def explore(self, crop_rel: str) -> None:
         import cv2

@@ -34,7 +34,7 @@ __all__ = ["FEATURE_FAMILIES", "FEATURE_HELP", "feature_names", "extract_feature
 FEATURES_VERSION = "3"  # bump whenever a feature changes: it keys the cache
 FEATURE_FAMILIES: Registry = Registry("feature family")
 FEATURE_HELP: dict[str, str] = {}
-_EPS = 1e-12
+EPS = 1e-12
 
 
 def as_bgr8(img: np.ndarray) -> np.ndarray:
@@ -102,13 +102,13 @@ def _family(name: str, features: dict[str, str]) -> Callable:
 
 # ---------------------------------------------------------------------------------------- FFT
 @lru_cache(maxsize=64)
-def _window(shape: tuple[int, int]) -> np.ndarray:
+def hann_window(shape: tuple[int, int]) -> np.ndarray:
     return np.outer(np.hanning(shape[0]), np.hanning(shape[1]))
 
 
 @lru_cache(maxsize=64)
 def _window32(shape: tuple[int, int]) -> np.ndarray:
-    return _window(shape).astype(np.float32)
+    return hann_window(shape).astype(np.float32)
 
 
 @lru_cache(maxsize=64)
@@ -133,7 +133,7 @@ def _half_power(gray: np.ndarray) -> np.ndarray:
 
     # mean removal and window in float64, one rounding to float32: rounding each step in
     # float32 moved the near-zero bins an up-sampled image has (fft_peak_max by 4e-5)
-    g = ((gray - gray.mean()) * _window(gray.shape)).astype(np.float32)
+    g = ((gray - gray.mean()) * hann_window(gray.shape)).astype(np.float32)
     half = fft.rfft2(g)
     return half.real.astype(np.float64) ** 2 + half.imag.astype(np.float64) ** 2
 
@@ -188,7 +188,7 @@ def _profile_bins(shape: tuple[int, int], bins: int) -> tuple[np.ndarray, np.nda
 def _profile(p: np.ndarray, bins: int) -> np.ndarray:
     idx, counts = _profile_bins(p.shape, bins)
     sums = np.bincount(idx, p.ravel(), bins + 1)[:bins]
-    return np.log10(sums / counts + _EPS)
+    return np.log10(sums / counts + EPS)
 
 
 def azimuthal_profile(gray: np.ndarray, bins: int = 32) -> np.ndarray:
@@ -203,15 +203,15 @@ def _peak_ratios(p: np.ndarray, freqs: tuple[tuple[float, float], ...],
     strongly that period shows up. All frequencies in one gather. ``p``: a centred power
     spectrum, or with ``shape`` (the image's) the unshifted half plane of :func:`_half_power`,
     read through the symmetry P[i, j] = P[-i, -j] without building the full plane."""
-    blocks_at, centre_at = _peak_index(tuple(freqs), shape or p.shape, shape is not None)
+    blocks_at, centre_at = peak_index(tuple(freqs), shape or p.shape, shape is not None)
     flat = p.ravel()
     ring = np.partition(flat[blocks_at], (23, 24), axis=2)  # (n, 4, 48): the centre left out
     ring = (ring[..., 23] + ring[..., 24]) / 2  # the median of 48
-    return np.log10((flat[centre_at].mean(axis=1) + _EPS) / (ring.mean(axis=1) + _EPS))
+    return np.log10((flat[centre_at].mean(axis=1) + EPS) / (ring.mean(axis=1) + EPS))
 
 
 @lru_cache(maxsize=64)
-def _peak_index(freqs: tuple[tuple[float, float], ...], shape: tuple[int, int], half: bool
+def peak_index(freqs: tuple[tuple[float, float], ...], shape: tuple[int, int], half: bool
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Flat indices, per shape and frequencies, computed once, into the centred plane (or with
     ``half`` the unshifted half plane) of :func:`_peak_ratios`' neighbourhoods (n, 4, 48) and
@@ -268,12 +268,12 @@ def fft_features(img: _Crop) -> list[float]:
 
     gray = img.gray
     half = _half_power(gray)  # (H, W // 2 + 1): each bin stands for 1 or 2 of the full plane
-    geo = _fft_geometry(gray.shape)
+    geo = fft_geometry(gray.shape)
     ph = half.ravel()
     mp = ph * geo["m"]  # the power the full plane holds at each half-plane bin
     s_all = mp.sum()
-    total = s_all + _EPS
-    prof = np.log10(np.bincount(geo["bin"], mp, 33)[:32] / geo["bin_count"] + _EPS)
+    total = s_all + EPS
+    prof = np.log10(np.bincount(geo["bin"], mp, 33)[:32] / geo["bin_count"] + EPS)
     # the power-law fit: least squares of a line through 31 points, in closed form
     x, y = geo["log_f"], prof[1:]
     xc = x - x.mean()
@@ -288,20 +288,20 @@ def fft_features(img: _Crop) -> list[float]:
     for c in (0.25, 0.5, 0.75):
         k = geo[f"disc_{c}"]
         inner = cum[k - 1] if k else 0.0
-        out.append(np.log10((cum[-1] - inner + _EPS) / (inner + _EPS)))
+        out.append(np.log10((cum[-1] - inner + EPS) / (inner + EPS)))
     # one natural log of the plane serves the entropy, the flatness and the peak search below:
     # log(q + eps) is log(p + eps) - log(sum) to within eps / q, far below float precision here.
     # In float32 (a SIMD log, a quarter of float64's cost): 1e-7 relative error in each log,
     # sums accumulated in float64
-    logp = np.log((ph + _EPS).astype(np.float32))
+    logp = np.log((ph + EPS).astype(np.float32))
     s_pos = cum[-1]  # the full plane's power without DC
     n_pos = geo["n_pos"]
     log_pos = logp * geo["m_pos"]  # each bin's log counted as often as the full plane holds it
-    out.append(float(-(_dot(pw, logp) - np.log(s_pos + _EPS) * s_pos) / (s_pos + _EPS)
+    out.append(float(-(_dot(pw, logp) - np.log(s_pos + EPS) * s_pos) / (s_pos + EPS)
                      / np.log(n_pos)))
-    out.append(float(np.exp(log_pos.sum(dtype=np.float64) / n_pos) / (s_pos / n_pos + _EPS)))
+    out.append(float(np.exp(log_pos.sum(dtype=np.float64) / n_pos) / (s_pos / n_pos + EPS)))
     eh, ev, ed = (_dot(ph[geo[k]], geo[k + "_w"]) / total for k in ("hor", "ver", "diag"))
-    out += [eh, ev, ed, abs(eh - ev) / (eh + ev + _EPS)]
+    out += [eh, ev, ed, abs(eh - ev) / (eh + ev + EPS)]
     # Resampling leaves periodic correlations between neighbours: the spectrum of the absolute
     # Laplacian shows peaks at the period (Popescu & Farid; Kirchner). Periods 2, 4 and 8.
     # Intensity grids (transposed convolutions) show in the Laplacian; pixel replication
@@ -320,8 +320,8 @@ def fft_features(img: _Crop) -> list[float]:
     med = cv2.medianBlur(log10p, 5)
     out.append(float((log10p - med).ravel()[geo["hf"]].max()) if geo["hf"].size else 0.0)
     q1 = _dot(ph, geo["q1_w"])  # the top-left and bottom-right quadrants of the centred plane
-    out.append(abs(2 * q1 - s_all) / (s_all + _EPS))
-    s_pw = s_pos + _EPS
+    out.append(abs(2 * q1 - s_all) / (s_all + EPS))
+    s_pw = s_pos + EPS
     cen = _dot(pw, geo["r"]) / s_pw
     # the spread from the second moment: sum p (r - c)^2 = sum p r^2 - c^2 sum p
     out += [cen, np.sqrt(max(_dot(pw, geo["r2"]) / s_pw - cen * cen * (s_pos / s_pw), 0.0))]
@@ -330,7 +330,7 @@ def fft_features(img: _Crop) -> list[float]:
 
 
 @lru_cache(maxsize=64)
-def _fft_geometry(shape: tuple[int, int]) -> dict[str, np.ndarray]:
+def fft_geometry(shape: tuple[int, int]) -> dict[str, np.ndarray]:
     """Per image shape, computed once, on the half plane of a real FFT (:func:`_half_power`):
     ``src`` maps the centred full plane to it (P[i, j] = P[-i, -j]), ``m`` counts the full-plane
     bins each half-plane bin stands for (1 or 2), so a sum over the full plane is a weighted sum
@@ -385,13 +385,13 @@ def block_dct(gray: np.ndarray) -> np.ndarray:
     ``scipy.fft.dctn(blocks, axes=(2, 3), norm="ortho")`` to 1e-12, at a fifth of its cost on
     8x8 blocks."""
     h, w = (gray.shape[0] // 8) * 8, (gray.shape[1] // 8) * 8
-    d = _dct_matrix()
+    d = dct_matrix()
     rows = d @ (gray[:h, :w] - 128.0).reshape(h // 8, 8, w)  # (H/8, u, W)
     return (rows.reshape(h // 8, 8, w // 8, 8) @ d.T).transpose(0, 2, 1, 3)
 
 
 @lru_cache(maxsize=1)
-def _dct_matrix() -> np.ndarray:
+def dct_matrix() -> np.ndarray:
     """The orthonormal 8-point DCT-II as a matrix: ``D @ x == scipy.fft.dct(x, norm="ortho")``."""
     from scipy.fft import dct
 
@@ -401,8 +401,8 @@ def _dct_matrix() -> np.ndarray:
 # the first significant digit of every integer 0..4096 (0 for 0): an 8-bit image's orthonormal
 # 8x8 DCT coefficients are at most 1024 in magnitude, and a number >= 1 has the first digit of its
 # integer part
-_TIE = 1e-9
-_FIRST_DIGIT = np.array([0] + [int(str(n)[0]) for n in range(1, 4097)], np.intp)
+TIE = 1e-9
+FIRST_DIGIT = np.array([0] + [int(str(n)[0]) for n in range(1, 4097)], np.intp)
 _UV = np.add.outer(np.arange(8), np.arange(8))  # zig-zag order proxy: u + v
 
 
@@ -463,10 +463,10 @@ def _double_quant(coefs: np.ndarray, max_q: int = 40) -> float:
     return float(np.mean(scores)) if scores else 0.0
 
 
-_LOW, _MID, _HIGH = (np.flatnonzero(((_UV <= 2) & (_UV > 0)).ravel()),
+DCT_LOW, DCT_MID, DCT_HIGH = (np.flatnonzero(((_UV <= 2) & (_UV > 0)).ravel()),
                      np.flatnonzero(((_UV >= 3) & (_UV <= 7)).ravel()),
                      np.flatnonzero((_UV >= 8).ravel()))
-_AC = np.flatnonzero((_UV > 0).ravel())
+DCT_AC = np.flatnonzero((_UV > 0).ravel())
 
 
 @_family("dct", {
@@ -498,15 +498,15 @@ def dct_features(img: _Crop) -> list[float]:
     m = mag.mean(axis=0)
     var = np.maximum(ac - m * m, 0.0)  # the variance of |c| per frequency, from the same sums
     ac[0] = 0
-    tot = ac.sum() + _EPS
-    out = [ac[_LOW].sum() / tot, ac[_MID].sum() / tot, ac[_HIGH].sum() / tot]
+    tot = ac.sum() + EPS
+    out = [ac[DCT_LOW].sum() / tot, ac[DCT_MID].sum() / tot, ac[DCT_HIGH].sum() / tot]
     logvar = np.log10(var + 1e-6)
-    lv = logvar[_AC]
-    out += [lv.mean(), lv.std(), logvar[_HIGH].mean() - logvar[_LOW].mean()]
+    lv = logvar[DCT_AC]
+    out += [lv.mean(), lv.std(), logvar[DCT_HIGH].mean() - logvar[DCT_LOW].mean()]
     # Integer images give coefficients of exactly 0.5, 1, 10, ...: thresholds and digits are
-    # taken with a 1e-9 margin (_TIE), so a tie counts the same whichever DCT computed it
-    zero = (mag <= 0.5 + _TIE).sum(axis=0)  # rounds to zero (half to even)
-    out.append(float(zero[_HIGH].sum() / (len(cf) * _HIGH.size)))
+    # taken with a 1e-9 margin (TIE), so a tie counts the same whichever DCT computed it
+    zero = (mag <= 0.5 + TIE).sum(axis=0)  # rounds to zero (half to even)
+    out.append(float(zero[DCT_HIGH].sum() / (len(cf) * DCT_HIGH.size)))
     m = m.round(9)
     m[0] = -1
     u, v = divmod(int(np.argmax(m)), 8)
@@ -520,16 +520,16 @@ def dct_features(img: _Crop) -> list[float]:
     bv = _border_ratio(dv.sum(axis=1, dtype=np.float64), dv.shape[1])
     out += [(bh + bv) / 2, bh, bv]
     out.append(_double_quant(c))
-    out.append(float(zero[_LOW].sum() / (len(cf) * _LOW.size)))
+    out.append(float(zero[DCT_LOW].sum() / (len(cf) * DCT_LOW.size)))
     # how many coefficients have each integer part, then how many each first digit (0 below 1)
-    ints = (mag + _TIE).astype(np.intp)
+    ints = (mag + TIE).astype(np.intp)
     per_int = np.bincount(ints.ravel()) - np.bincount(ints[:, 0], minlength=ints.max() + 1)
-    counts = np.bincount(_FIRST_DIGIT[:per_int.size], per_int, minlength=10)
+    counts = np.bincount(FIRST_DIGIT[:per_int.size], per_int, minlength=10)
     n_ac = counts[1:].sum()
     if n_ac >= 10:
         obs = counts[1:] / n_ac
         ben = np.log10(1 + 1 / np.arange(1, 10))
-        out.append(float((obs * np.log((obs + _EPS) / ben)).sum()))
+        out.append(float((obs * np.log((obs + EPS) / ben)).sum()))
     else:
         out.append(0.0)
     return [float(v) for v in out]

@@ -23,15 +23,15 @@ from dflab.forensic import features as F
 
 __all__ = ["extract_batch"]
 
-_EPS = F._EPS
+EPS = F.EPS
 
 
 @lru_cache(maxsize=32)
 def _geometry(shape: tuple[int, int], device: str) -> dict:
-    """:func:`dflab.forensic.features._fft_geometry` and the grid-peak indices as tensors on ``device``."""
+    """:func:`dflab.forensic.features.fft_geometry` and the grid-peak indices as tensors on ``device``."""
     import torch
 
-    geo = F._fft_geometry(shape)
+    geo = F.fft_geometry(shape)
     out = {}
     for k, v in geo.items():
         if isinstance(v, np.ndarray):
@@ -45,13 +45,13 @@ def _geometry(shape: tuple[int, int], device: str) -> dict:
              "dx": ((h, w - 1), tuple((0.0, f) for f in periods)),
              "dy": ((h - 1, w), tuple((f, 0.0) for f in periods))}
     for k, (s, freqs) in peaks.items():
-        blocks, centre = F._peak_index(freqs, s, True)
+        blocks, centre = F.peak_index(freqs, s, True)
         out[f"{k}_blocks"] = torch.as_tensor(blocks, dtype=torch.long, device=device)
         out[f"{k}_centre"] = torch.as_tensor(centre, dtype=torch.long, device=device)
-    out["window"] = {s: torch.as_tensor(F._window(s), device=device)
+    out["window"] = {s: torch.as_tensor(F.hann_window(s), device=device)
                      for s in ((h, w), (h, w - 1), (h - 1, w))}
-    out["dct"] = torch.as_tensor(F._dct_matrix(), device=device)
-    out["first_digit"] = torch.as_tensor(F._FIRST_DIGIT, device=device)
+    out["dct"] = torch.as_tensor(F.dct_matrix(), device=device)
+    out["first_digit"] = torch.as_tensor(F.FIRST_DIGIT, device=device)
     q = np.arange(2, 41)
     foreign = np.zeros((41, q.size), bool)  # foreign[q_hi]: the steps below q_hi not dividing it
     for hi in range(2, 41):
@@ -77,7 +77,7 @@ def _peak_ratios(half, blocks, centre):
     flat = half.reshape(half.shape[0], -1)
     ring = flat[:, blocks].sort(dim=-1).values  # (B, n, 4, 48)
     ring = (ring[..., 23] + ring[..., 24]) / 2
-    return torch.log10((flat[:, centre].mean(dim=2) + _EPS) / (ring.mean(dim=2) + _EPS))
+    return torch.log10((flat[:, centre].mean(dim=2) + EPS) / (ring.mean(dim=2) + EPS))
 
 
 def _median_filter(x, k: int):
@@ -99,9 +99,9 @@ def _fft(gray, geo) -> list:
     ph = _half_power(gray, geo["window"][(h, w)]).reshape(b, -1)
     mp = ph * geo["m"]
     s_all = mp.sum(dim=1)
-    total = s_all + _EPS
+    total = s_all + EPS
     sums = torch.zeros(b, 33, dtype=mp.dtype, device=mp.device).index_add_(1, geo["bin"], mp)
-    prof = torch.log10(sums[:, :32] / geo["bin_count"] + _EPS)
+    prof = torch.log10(sums[:, :32] / geo["bin_count"] + EPS)
     x, y = geo["log_f"], prof[:, 1:]
     xc = x - x.mean()
     slope = ((y - y.mean(dim=1, keepdim=True)) * xc).sum(dim=1) / (xc * xc).sum()
@@ -116,15 +116,15 @@ def _fft(gray, geo) -> list:
     for c in (0.25, 0.5, 0.75):
         k = geo[f"disc_{c}"]
         inner = cum[:, k - 1] if k else zero
-        out.append(torch.log10((s_pos - inner + _EPS) / (inner + _EPS)))
-    logp = torch.log(ph + _EPS)
+        out.append(torch.log10((s_pos - inner + EPS) / (inner + EPS)))
+    logp = torch.log(ph + EPS)
     n_pos = geo["n_pos"]
-    out.append(-((pw * logp).sum(dim=1) - torch.log(s_pos + _EPS) * s_pos) / (s_pos + _EPS)
+    out.append(-((pw * logp).sum(dim=1) - torch.log(s_pos + EPS) * s_pos) / (s_pos + EPS)
                / np.log(n_pos))
-    out.append(torch.exp((logp * geo["m_pos"]).sum(dim=1) / n_pos) / (s_pos / n_pos + _EPS))
+    out.append(torch.exp((logp * geo["m_pos"]).sum(dim=1) / n_pos) / (s_pos / n_pos + EPS))
     eh, ev, ed = ((ph[:, geo[k]] * geo[k + "_w"]).sum(dim=1) / total
                   for k in ("hor", "ver", "diag"))
-    out += [eh, ev, ed, (eh - ev).abs() / (eh + ev + _EPS)]
+    out += [eh, ev, ed, (eh - ev).abs() / (eh + ev + EPS)]
     kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]],
                           dtype=gray.dtype, device=gray.device)[None, None]
     lap = nnf.conv2d(nnf.pad(gray[:, None], (1, 1, 1, 1), mode="reflect"), kernel)[:, 0].abs()
@@ -141,8 +141,8 @@ def _fft(gray, geo) -> list:
     diff = (log10p - med).reshape(b, -1)
     out.append(diff[:, geo["hf"]].amax(dim=1) if geo["hf"].numel() else zero)
     q1 = (ph * geo["q1_w"]).sum(dim=1)
-    out.append((2 * q1 - s_all).abs() / (s_all + _EPS))
-    s_pw = s_pos + _EPS
+    out.append((2 * q1 - s_all).abs() / (s_all + EPS))
+    s_pw = s_pos + EPS
     cen = (pw * geo["r"]).sum(dim=1) / s_pw
     out += [cen, torch.sqrt(torch.clamp((pw * geo["r2"]).sum(dim=1) / s_pw
                                         - cen * cen * (s_pos / s_pw), min=0.0))]
@@ -197,15 +197,15 @@ def _dct(gray, geo) -> list:
     m = mag.mean(dim=1)
     var = torch.clamp(ac - m * m, min=0.0)
     ac[:, 0] = 0
-    tot = ac.sum(dim=1) + _EPS
+    tot = ac.sum(dim=1) + EPS
     low, mid, high, acs = (torch.as_tensor(i, device=gray.device)
-                           for i in (F._LOW, F._MID, F._HIGH, F._AC))
+                           for i in (F.DCT_LOW, F.DCT_MID, F.DCT_HIGH, F.DCT_AC))
     out = [ac[:, low].sum(dim=1) / tot, ac[:, mid].sum(dim=1) / tot, ac[:, high].sum(dim=1) / tot]
     logvar = torch.log10(var + 1e-6)
     lv = logvar[:, acs]
     out += [lv.mean(dim=1), lv.std(dim=1, unbiased=False),
             logvar[:, high].mean(dim=1) - logvar[:, low].mean(dim=1)]
-    zero = (mag <= 0.5 + F._TIE).sum(dim=1).to(gray.dtype)
+    zero = (mag <= 0.5 + F.TIE).sum(dim=1).to(gray.dtype)
     out.append(zero[:, high].sum(dim=1) / (n * high.numel()))
     m = torch.round(m * 1e9) / 1e9
     m[:, 0] = -1
@@ -219,7 +219,7 @@ def _dct(gray, geo) -> list:
     out += [(bh + bv) / 2, bh, bv]
     out.append(_double_quant(c, geo))
     out.append(zero[:, low].sum(dim=1) / (n * low.numel()))
-    digit = geo["first_digit"][(mag + F._TIE).to(torch.long).clamp(max=4096)]  # (B, n, 64)
+    digit = geo["first_digit"][(mag + F.TIE).to(torch.long).clamp(max=4096)]  # (B, n, 64)
     # per-crop counts by one bincount over crop-offset digits (integer counts, deterministic on
     # a GPU too, unlike a scatter-add), less the DC column's
     offset = 10 * torch.arange(b, device=gray.device)
@@ -229,7 +229,7 @@ def _dct(gray, geo) -> list:
     n_ac = counts[:, 1:].sum(dim=1)
     obs = counts[:, 1:] / n_ac.clamp(min=1)[:, None]
     ben = torch.log10(1 + 1 / torch.arange(1, 10, dtype=gray.dtype, device=gray.device))
-    kl = (obs * torch.log((obs + _EPS) / ben)).sum(dim=1)
+    kl = (obs * torch.log((obs + EPS) / ben)).sum(dim=1)
     out.append(torch.where(n_ac >= 10, kl, torch.zeros_like(kl)))
     return out
 
