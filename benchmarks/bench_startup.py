@@ -6,7 +6,7 @@
 4. ``dflab predict FRAME --model checkpoints/best.pt`` (the same model through torch);
 5. ``dflab predict FOLDER --model model.onnx`` over N images, per input;
 6. dashboard jobs from ``start_job`` to their end, one with nothing to do and the evaluation of
-   the small model: spawned as a fresh ``python -m dflab.core.jobs`` (``DFLAB_JOBS_FORK=0``) against
+   the small model: spawned as a fresh ``python -m dflab job-process`` (``DFLAB_JOBS_FORK=0``) against
    forked from the warm fork server (:mod:`dflab.core.jobs`).
 
 Each command runs ``--repeats`` times, interleaved; min / median / max are printed. The model is
