@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dflab.data.synthetic import ffmpeg_exe
+from dflab.data.video import ffmpeg_exe
 from dflab.data.faces import create_detector, primary_face
 from dflab.core.metrics import bootstrap_auc_ci
 from dflab.data.sync_windows import video_windows

@@ -483,7 +483,7 @@ def _log_traceback(command: str) -> Path:
     import time
     import traceback
 
-    from dflab.data.faces import default_cache
+    from dflab.core.environment import default_cache
 
     folder = Path(os.environ.get("DFLAB_LOG_DIR", "") or default_cache() / "logs")
     folder.mkdir(parents=True, exist_ok=True)

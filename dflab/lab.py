@@ -122,7 +122,7 @@ class Lab:
             if recorded:
                 index = Path(recorded) / "index.csv"
                 if info.get("index_sha256") and index.is_file():
-                    from dflab.data.faces import sha256_file
+                    from dflab.core.files import sha256_file
 
                     if sha256_file(index) != info["index_sha256"]:
                         log.warning("'%s' changed since run '%s' was made (its index.csv differs "

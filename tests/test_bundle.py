@@ -15,7 +15,8 @@ from conftest import ROOT
 from dflab.serve.bundle import crops_to_batch
 from dflab.forensic.scorer import ForensicScorer, save_forensic
 from dflab.data.datasets import build_transforms
-from dflab.data.faces import PACKAGED_YUNET, Face, implausible, locate_weights, primary_face, sha256_file
+from dflab.core.files import sha256_file
+from dflab.data.faces import PACKAGED_YUNET, Face, implausible, locate_weights, primary_face
 from dflab.serve.predict import expand_inputs
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]

@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from dflab.data.synthetic import DEMO_METHODS, build_demo_dataset, ffmpeg_exe
+from dflab.data.video import ffmpeg_exe
+from dflab.data.synthetic import DEMO_METHODS, build_demo_dataset
 from conftest import ROOT
 
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from dflab.data.synthetic import AV_FPS, ffmpeg_exe
+from dflab.data.video import ffmpeg_exe
+from dflab.data.synthetic import AV_FPS
 
 pytestmark = pytest.mark.slow
 

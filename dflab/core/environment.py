@@ -378,3 +378,9 @@ def kept_environ() -> Iterator[None]:
         if os.environ != environ:
             os.environ.clear()
             os.environ.update(environ)
+
+
+def default_cache() -> Path:
+    """The user's dflab cache, outside any data root: ``$DFLAB_CACHE``, else
+    ``~/.cache/dflab`` (downloaded detector weights when no data root is given, the CLI's logs)."""
+    return Path(os.environ.get("DFLAB_CACHE", Path.home() / ".cache" / "dflab"))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dflab.data.synthetic import ffmpeg_exe
+from dflab.data.video import ffmpeg_exe
 
 __all__ = ["has_audio", "extract_wav", "frame_audio_features", "AUDIO_SR"]
 

@@ -32,7 +32,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from dflab.core.config import PreprocessConfig
-from dflab.core.environment import kept_environ
+from dflab.core.environment import default_cache, kept_environ
 from dflab.core.files import sha256_file
 from dflab.core.registry import Registry
 from dflab.data.landmarks import aligned_crop, check_points, five_of_68
@@ -300,10 +300,6 @@ def locate_weights(name: str, weights: str, sha256: str, search: Sequence[str | 
         f"the model's {name} detector weights ({label}, SHA-256 {sha256[:16]}...) are not on "
         f"this machine; copy the file into the run's detector/ folder or "
         f"{weights_search_dirs()[1]}, or give it with --set preprocess.detector_weights=PATH")
-
-
-def default_cache() -> Path:
-    return Path(os.environ.get("DFLAB_CACHE", Path.home() / ".cache" / "dflab"))
 
 
 #: YuNet ships inside the package (Apache-2.0; see dflab/weights/README.md): no download

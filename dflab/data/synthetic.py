@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dflab.core.events import Callback, CancelToken, Emitter
+from dflab.data.video import ffmpeg_exe
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = ["build_demo_dataset", "build_talking_dataset", "AV_METHODS", "DEMO_METHODS",
-           "DEMO_SEED", "DEMO_VIDEOS", "ffmpeg_exe", "trivial_statistics", "leak_check"]
+           "DEMO_SEED", "DEMO_VIDEOS", "trivial_statistics", "leak_check"]
 
 DEMO_METHODS = ["FaceSwap", "Deepfakes", "Face2Face", "NeuralTextures"]
 DEMO_VIDEOS = 100  # 20 identities: 10 id pairs, 5 for training, 2 for validation, 3 for test
@@ -55,22 +56,6 @@ AUDIO_SR = 16000
 FACE_CENTER = (223.0, 120.0)
 FACE_AXES = (50.0, 64.0)  # half width, half height of the face ellipse
 MOUTH = (220.0, 150.0)
-
-
-def ffmpeg_exe() -> str:
-    """FFmpeg from the imageio-ffmpeg wheel (always present), or the system one if that is absent."""
-    try:
-        import imageio_ffmpeg
-
-        return imageio_ffmpeg.get_ffmpeg_exe()
-    except Exception:  # pragma: no cover - the wheel is a dependency
-        import shutil
-
-        exe = shutil.which("ffmpeg")
-        if not exe:
-            raise RuntimeError("no FFmpeg found: pip install imageio-ffmpeg, or apt-get install "
-                               "ffmpeg") from None
-        return exe
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Iterator
 import numpy as np
 
 __all__ = ["VideoInfo", "VideoError", "probe_video", "sample_indices", "iter_frames",
-           "count_frames", "read_image", "to_bgr8"]
+           "count_frames", "read_image", "to_bgr8", "ffmpeg_exe"]
 
 
 class VideoError(RuntimeError):
@@ -212,3 +212,19 @@ def to_bgr8(img: np.ndarray) -> np.ndarray:
     elif img.shape[2] == 1:
         img = np.repeat(img, 3, axis=2)
     return np.ascontiguousarray(img)
+
+
+def ffmpeg_exe() -> str:
+    """FFmpeg from the imageio-ffmpeg wheel (always present), or the system one if that is absent."""
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception:  # pragma: no cover - the wheel is a dependency
+        import shutil
+
+        exe = shutil.which("ffmpeg")
+        if not exe:
+            raise RuntimeError("no FFmpeg found: pip install imageio-ffmpeg, or apt-get install "
+                               "ffmpeg") from None
+        return exe
