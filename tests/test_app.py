@@ -502,3 +502,64 @@ def test_train_tab_shows_pseudo_fake_triples(tmp_path):
     real, fake, mask = (im.value for im in triples[0].children)
     assert real[:2] == fake[:2] == mask[:2] == b"\xff\xd8" and real != fake
     assert "pseudo-fake" in dash.train_tab.sbi_note.value
+
+
+def _widgets(w):
+    """Every widget under ``w`` (``w`` too)."""
+    yield w
+    for child in getattr(w, "children", ()):
+        yield from _widgets(child)
+
+
+def test_every_tab_declares_itself_and_the_dashboard_is_built_from_the_declarations(dash):
+    """The tab registry drives the dashboard: each tab has a unique title, its job panels sit in
+    its own widget tree, and the start-here strip is the tabs' steps in tab order."""
+    from app.jobs import JobPanel
+    from app.tabs import TABS
+
+    assert [type(t) for t in dash.tabs] == TABS
+    titles = [t.title for t in dash.tabs]
+    assert len(set(titles)) == len(titles) and all(titles)
+    for tab in dash.tabs:
+        inside = {id(w) for w in _widgets(tab.widget)}
+        for panel in tab.job_panels:
+            assert isinstance(panel, JobPanel) and id(panel.widget) in inside, (tab.title, panel)
+    assert dash.panels() == [p for t in dash.tabs for p in t.job_panels]
+    steps = dash.context.steps
+    assert [(s.name, t.title) for s, t in steps.steps] == \
+        [(s.name, t.title) for t in dash.tabs for s in t.steps]
+    assert [s.name for s, _ in steps.steps] == ["videos", "face crops", "visual model",
+                                                "test AUC", "forensic features", "ONNX model"]
+
+
+def test_the_session_tells_the_tabs_what_changed_and_nothing_when_nothing_did(dash, tmp_path):
+    session, heard = dash.session, []
+    session.observe(heard.append)
+    session.select(dataset=session.dataset)  # the same: no change
+    assert heard == []
+    (tmp_path / "processed" / "demo_av").mkdir(parents=True)  # a folder that is no source's
+    (tmp_path / "processed" / "demo_av" / "index.csv").write_text("uid\n")
+    session.select(dataset="demo_av")
+    assert heard == [{"dataset", "clip"}] and session.processed == tmp_path / "processed" / "demo_av"
+    assert dash.context.source.value == "demo_av"  # the context bar follows the session
+    assert dash.data_tab.source.value == "demo"  # the Data tab keeps its source
+    run = tmp_path / "runs" / "train-x"
+    session.select(run=run, clip="a/b")
+    assert heard[-1] == {"run", "clip"} and session.run == run and session.clip == "a/b"
+    session.select(run=None)
+    assert heard[-1] == {"run"} and session.run is None
+    with pytest.raises(ValueError, match="unknown change"):
+        session.changed("everything")
+
+
+def test_settings_forms_are_applied_by_stage_from_any_tab(dash):
+    """The Runs tab's protocol takes the model and training settings as the Train tab's forms
+    hold them, without reading the Train tab: the session applies the forms of a stage."""
+    from app.jobs import JobPanel
+
+    panel = JobPanel("x")
+    dash.train_tab.train_form.inputs["epochs"].value = 3
+    assert dash.session.apply(panel, "model", "train") and dash.cfg.train.epochs == 3
+    dash.data_tab.dfdc_form.inputs["dfdc_parts"].value = "x,y"  # not part numbers
+    assert dash.session.apply(panel, "model", "train")  # other stages are not read
+    assert not dash.session.apply(panel, "data") and "data.dfdc_parts" in panel.status.value

@@ -141,3 +141,16 @@ def test_cli_and_dashboard_make_identical_runs(tmp_path, demo_set):
     b = pd.read_csv(ui_run / "predictions_test.csv")
     pd.testing.assert_frame_equal(a, b)
     assert read_report(cli_run)["visual"]["frame"] == read_report(ui_run)["visual"]["frame"]
+
+
+def test_derive_copies_the_config_or_starts_from_a_preset_on_the_same_data(tmp_path):
+    lab = Lab("default", {"train.epochs": 7}, data_root=tmp_path)
+    lab.cfg.env.runs_dir = str(tmp_path / "elsewhere")
+    more = lab.derive({"train.lr": 3e-5})  # the default preset's lr is 1e-4
+    assert more.cfg.train.epochs == 7 and more.cfg.train.lr == 3e-5
+    assert lab.cfg.train.lr == 1e-4  # the original is left as it was
+    cpu = lab.derive({"train.epochs": 2}, preset="cpu")
+    assert cpu.cfg.model.backbone == Lab("cpu").cfg.model.backbone != lab.cfg.model.backbone
+    assert cpu.cfg.train.epochs == 2
+    assert cpu.paths["data_root"] == lab.paths["data_root"] and cpu.paths["runs"] == \
+        tmp_path / "elsewhere"
