@@ -18,8 +18,11 @@ analysis    explain (Grad-CAM), robustness, protocol
 workflows   demo (``dflab demo``), real (``dflab demo --real``)
 ==========  ===================================================================================
 
-``docs/architecture.md`` draws it. ``import dflab`` stays light: heavy libraries load where
-they are used.
+``docs/architecture.md`` draws it. Imports sit at the top of a module; one is deferred into
+the function that needs it only when what it loads is heavy (torch, timm, ultralytics,
+onnxruntime, shap, pandas, scikit-learn, OpenCV, librosa, plotly, or a dflab module that imports
+one of them at its top), so ``import dflab``, ``dflab --help`` and an ONNX prediction stay
+quick. ``tests/test_layout.py`` holds every import, deferred ones included, to the wings' order.
 """
 
 from __future__ import annotations

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import time
+import traceback
 from pathlib import Path
 from typing import Callable
 
@@ -94,8 +97,6 @@ def cmd_demo_data(args, lab):
      "(0: all 7,249; 3000 keeps the run within 15 minutes on 2 cores)")
 def cmd_demo(args, lab):
     if args.real:
-        import os
-
         shared = args.shared or os.environ.get("DFLAB_SHARED_DATA") or str(
             Path.cwd().parent / "shared" / "data")
         res = lab.real(shared, args.name, epochs=args.epochs, photos=args.photos,
@@ -400,8 +401,6 @@ def cmd_runs(args, lab):
 @arg("action", nargs="?", default="list", choices=["list", "follow", "cancel"])
 @arg("folder", nargs="?", default="", help="the job's folder (follow, cancel; as listed)")
 def cmd_jobs(args, lab):
-    import time
-
     from dflab.core.jobs import Job, list_jobs
 
     if args.action == "list":
@@ -479,10 +478,6 @@ ANTICIPATED = (ValueError, OSError, ImportError, RuntimeError)
 
 def _log_traceback(command: str) -> Path:
     """Write the current exception's traceback to a log file; returns its path."""
-    import os
-    import time
-    import traceback
-
     from dflab.core.environment import default_cache
 
     folder = Path(os.environ.get("DFLAB_LOG_DIR", "") or default_cache() / "logs")

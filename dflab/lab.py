@@ -18,9 +18,12 @@ picks (recorded resolved, so prediction crops exactly as training did), the mode
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import logging
 import os
+import shutil
+import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -71,8 +74,6 @@ class Lab:
         """A new Lab over a copy of this config with ``overrides`` applied, on the same data
         root (this lab's config is left as it is). ``preset``: start from that preset's
         config instead, with this lab's data root, runs folder and Drive setting."""
-        import copy
-
         if not preset:
             return Lab(copy.deepcopy(self.cfg), overrides)
         cfg = load_config(preset_path(preset))
@@ -426,8 +427,6 @@ class Lab:
         run gets a self-contained bundle: its visual model as model.onnx, the forensic model
         (forensic_model.npz) and any detector file, copied into the fuse folder. ``int8``: also
         ``model.int8.onnx`` (see :func:`dflab.serve.export.export_int8`)."""
-        import shutil
-
         from dflab.forensic.scorer import FORENSIC_FILE, ForensicScorer
         from dflab.core.events import Emitter
         from dflab.serve.export import export_onnx
@@ -481,8 +480,6 @@ class Lab:
         """Score files, folders and globs with one model load (``faces``: the inputs are face
         crops already, no detection); ``report``: write a .csv (one row per input, plus
         ``<stem>_frames.csv``) or a .json report."""
-        import time
-
         from dflab.serve.predict import predict_many, write_batch_report
 
         model = Path(model)

@@ -17,6 +17,8 @@ every cell. Model selection reads the validation split of the training folder on
 from __future__ import annotations
 
 import logging
+import math
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -98,8 +100,6 @@ def run_protocol(lab: "Lab", kind: str, name: str = "", processed: str | Path = 
                  cancel: CancelToken | None = None) -> dict[str, Any]:
     """Run (or resume) protocol ``kind`` with ``lab``'s settings; returns the report written to
     ``runs/protocol-<name>/protocol.json``: the cells with their runs and AUCs, and the matrix."""
-    import time
-
 
     processed = lab.processed_dir(processed).resolve()
     name = name or f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -149,8 +149,6 @@ def _matrix(report: dict[str, Any]) -> dict[str, Any]:
 
 def format_protocol(report: dict[str, Any], level: str = "video") -> str:
     """The matrix as text: trained on (rows) x tested on (columns), ``level`` AUC."""
-    import math
-
     m = report["matrix"]
     cis = m.get(f"{level}_ci") or [[None] * len(m["cols"]) for _ in m["rows"]]
 

@@ -8,10 +8,13 @@ without ever running code (``torch.load(weights_only=True)``)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import pickle
 import re
+import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -69,8 +72,6 @@ def load_torch_file(path: str | Path, what: str = "checkpoint", redo: str = "",
     whose unpickling would run code, build other objects, or that is empty, truncated or not a
     torch file is a DamagedFile; ``what`` names the file's kind and ``redo`` how to get a good one
     (both in the message). A missing file is a FileNotFoundError."""
-    import pickle
-
     import torch
 
     path = Path(path)
@@ -151,8 +152,6 @@ def disk_full(exc: BaseException, folder: str | Path | None = None) -> bool:
     or RuntimeError while ``folder``'s disk has under 16 MiB free. torch's C++ writer says only
     "basic_ios::clear: iostream error" or "unexpected pos" when the disk fills (2026-12-04, a
     full tmpfs)."""
-    import errno
-
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
     if "No space left" in str(exc):
@@ -163,8 +162,6 @@ def disk_full(exc: BaseException, folder: str | Path | None = None) -> bool:
 
 def free_mib(folder: str | Path) -> float:
     """Free space on ``folder``'s disk in MiB (0 when it cannot be read)."""
-    import shutil
-
     try:
         return shutil.disk_usage(folder).free / 2**20
     except OSError:

@@ -27,11 +27,15 @@ Python call detached with a file-based event log that a second process can follo
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import importlib
+import inspect
 import json
 import logging
 import os
 import queue
+import random
 import signal
 import subprocess
 import sys
@@ -314,8 +318,6 @@ def start_job(lab: Any, method: str, name: str = "", folder: str | Path = "",
     The process is in its own session: closing the page, the kernel or the terminal leaves it
     running. Raises :class:`JobBusy` when a job already runs in that folder.
     """
-    import inspect
-
     name = name or time.strftime("%Y%m%d-%H%M%S")
     if method in DETACHED_METHODS and "name" not in kwargs and \
             "name" in inspect.signature(getattr(type(lab), method)).parameters:
@@ -489,8 +491,6 @@ def _fork_server_main(make_lab: Callable[..., Any]) -> int:
     """The server: import what jobs use, then fork a job per request line on stdin until stdin
     closes. Replies with each child's pid. It starts no thread of its own; the imported libraries'
     idle pools (OpenBLAS, OpenCV) are forked as PyTorch's DataLoader workers fork them."""
-    import importlib
-
     for name in FORK_PRELOAD:
         try:
             importlib.import_module(name)
@@ -514,8 +514,6 @@ def _fork_server_main(make_lab: Callable[..., Any]) -> int:
 
 def _forked_job(request: dict, make_lab: Callable[..., Any]) -> None:
     """In the forked child: become the job process as a spawned one would be, run, exit."""
-    import atexit
-
     rc = 1
     try:
         os.setsid()
@@ -536,7 +534,6 @@ def _forked_job(request: dict, make_lab: Callable[..., Any]) -> None:
         threads = os.environ.get("OMP_NUM_THREADS", "")
         if threads.isdigit() and int(threads) > 0 and "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(int(threads))  # read at import in a fresh one
-        import random
 
         random.seed()  # a fresh process's own seeds, not the server's state
         if "numpy" in sys.modules:

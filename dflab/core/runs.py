@@ -3,6 +3,7 @@ next to its outputs, so no result depends on a hidden setting."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -65,8 +66,6 @@ def create_run_dir(runs_root: str | Path, kind: str, cfg: LabConfig, name: str =
 
 
 def _sha256(path: Path) -> str:
-    import hashlib
-
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 

@@ -9,8 +9,11 @@ down learning: the CPU preset turns them off.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -131,9 +134,6 @@ def cache_crops(paths: list[str], size: int, folder: str | Path, threads: int = 
     reads arrays instead of decoding JPEGs. Keyed by the paths, their sizes and times and
     ``size``: a changed crop makes a new file. Built through a ``.part`` file by ``threads``
     threads (Pillow and torchvision release the GIL)."""
-    import hashlib
-    import os
-
     h = hashlib.sha1(str(size).encode())
     for p in paths:
         st = os.stat(p)
@@ -155,8 +155,6 @@ def cache_crops(paths: list[str], size: int, folder: str | Path, threads: int = 
 
 
 def _digest(path: Path) -> str:
-    import hashlib
-
     h = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as fh:
         while chunk := fh.read(1 << 22):
@@ -180,8 +178,6 @@ def _cache_intact(path: Path, shape: tuple[int, ...]) -> bool:
 
 
 def _fill(arr: np.ndarray, paths: list[str], size: int, threads: int) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
     from torchvision.transforms.v2.functional import resize
 
     def one(i: int) -> None:

@@ -17,6 +17,8 @@ copying their ``videos/`` folders together and running ``dflab preprocess --inde
 from __future__ import annotations
 
 import concurrent.futures as cf
+import copy
+import dataclasses
 import hashlib
 import logging
 import multiprocessing as mp
@@ -490,9 +492,6 @@ def adopt_preprocess_settings(cfg: LabConfig, processed: str | Path) -> LabConfi
     """A copy of ``cfg`` whose preprocess section is the one that made the crops in
     ``processed`` (its ``preprocess_config.json``), so the run records it and prediction detects
     and crops faces the same way. Unchanged when the folder does not say."""
-    import copy
-    import dataclasses
-
     path = Path(processed) / PREPROCESS_SETTINGS
     if not path.exists():
         return cfg

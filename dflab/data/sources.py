@@ -23,7 +23,9 @@ import csv
 import hashlib
 import io
 import logging
+import random
 import re
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -218,8 +220,6 @@ def _unique_ids(records: list[VideoRecord], base: Path) -> list[VideoRecord]:
     """Files whose default id (the file stem) would collide (``a/x.mp4`` and ``b/x.mp4``,
     ``x.mp4`` and ``x.jpg``) get their path below ``base`` as id, so no two files share a
     processed folder; the change is logged."""
-    from collections import Counter
-
     counts = Counter(r.uid for r in records)
     out = []
     for r in records:
@@ -241,8 +241,6 @@ def assign_splits(records: list[VideoRecord], val: float, test: float, seed: int
     """Give records without a split one: whole groups (a source id and everything made from
     it; else one video) go to train, val or test, seeded, in the given shares, split per class
     mix so that val and test get real and fake groups alike. Records with a split keep it."""
-    import random
-
     given = {r.source_id: r.split for r in records if r.split}
     groups: dict[str, set[str]] = {}
     for r in records:

@@ -19,6 +19,9 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import tokenize
+import zipfile
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -175,10 +178,6 @@ def _read_windows(path: Path) -> dict[str, np.ndarray]:
     """The arrays of one ``sync.npz`` (see :func:`video_windows`), checked: anything else (cut
     short, other arrays or shapes, pickled objects) is one :class:`~dflab.core.files.DamagedFile`
     line naming the file."""
-    import tokenize
-    import zipfile
-    import zlib
-
     with reading(path, "sync windows file", "delete it and run `dflab sync extract` again",
                  also=(zipfile.BadZipFile, zlib.error, SyntaxError, tokenize.TokenError, OSError)):
         with np.load(path) as z:

@@ -7,6 +7,9 @@ what makes sampling every Nth frame cheaper than reading every frame.
 
 from __future__ import annotations
 
+import queue
+import shutil
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
@@ -130,9 +133,6 @@ def prefetch(items: Iterator, size: int = 16) -> Iterator:
     overlaps detecting and writing the previous ones (OpenCV releases the GIL while it
     decodes). An exception in the producer is raised here; closing this generator early stops
     the producer."""
-    import queue
-    import threading
-
     q: queue.Queue = queue.Queue(size)
     stop = threading.Event()
     end = object()
@@ -221,7 +221,6 @@ def ffmpeg_exe() -> str:
 
         return imageio_ffmpeg.get_ffmpeg_exe()
     except Exception:  # pragma: no cover - the wheel is a dependency
-        import shutil
 
         exe = shutil.which("ffmpeg")
         if not exe:

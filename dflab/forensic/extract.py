@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import multiprocessing as mp
 import os
+import zlib
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable
@@ -72,8 +74,6 @@ _VEC_MAGIC = b"DFLV1\0\0\0"
 
 
 def _save_vector(path: Path, v: np.ndarray) -> None:
-    import zlib
-
     data = np.ascontiguousarray(v, dtype="<f8").tobytes()
     head = _VEC_MAGIC + len(v).to_bytes(4, "little") + zlib.crc32(data).to_bytes(4, "little")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,8 +85,6 @@ def _save_vector(path: Path, v: np.ndarray) -> None:
 def _load_vector(path: Path, length: int | None = None) -> np.ndarray | None:
     """The vector in ``path``; None when it is missing, or (logged, then removed so that it is
     computed again) cut short, damaged or of another length than ``length``."""
-    import zlib
-
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -172,8 +170,6 @@ def extract_many(paths: list[str], cache_dir: str | Path | None = None, crop_siz
         run_tasks(cluster, _many, [[(paths[i], crop_size, names) for i in c] for c in chunks],
                   arrived, check)
     elif workers > 1 and len(todo) > 1:
-        import multiprocessing as mp
-
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
                                  initializer=_one_blas_thread) as pool:
             for k, (i, v) in enumerate(zip(todo, pool.map(

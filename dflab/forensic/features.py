@@ -15,7 +15,9 @@ library packages them, so they are written here on top of NumPy, SciPy and OpenC
 
 from __future__ import annotations
 
+import difflib
 import logging
+import time
 from functools import lru_cache
 from typing import Callable
 
@@ -671,8 +673,6 @@ def families_for(names: list[str] | None) -> list[str]:
     owner = family_of()
     unknown = [n for n in names if n not in owner]
     if unknown:
-        import difflib
-
         close = difflib.get_close_matches(unknown[0], list(owner), n=1)
         raise ValueError(f"unknown forensic feature '{unknown[0]}'"
                          + (f"; did you mean '{close[0]}'?" if close else
@@ -714,8 +714,6 @@ def extract_features(img: np.ndarray, crop_size: int = 0,
 
 def best_ms(fn: Callable[..., object], *args: object, repeats: int = 3) -> float:
     """Milliseconds of the fastest of ``repeats`` calls of ``fn(*args)``."""
-    import time
-
     best = float("inf")
     for _ in range(repeats):
         t = time.perf_counter()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -131,8 +132,6 @@ def bundle_preprocess(pp: dict[str, Any], run: str | Path) -> dict[str, Any]:
     and SHA-256, never by path; a detector file dflab does not ship is copied into
     ``<run>/detector/`` (``run``: the folder the model is exported into) so it carries it
     (see :func:`dflab.data.faces.locate_weights`)."""
-    import shutil
-
     pp = dict(pp)
     weights = pp.get("detector_weights", "")
     if not weights or weights.startswith(("http://", "https://")) or pp.get("detector") == "haar":

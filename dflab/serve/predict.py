@@ -9,9 +9,11 @@ overrides); each crop is JPEG-coded at the preprocessing quality, as the trainin
 
 from __future__ import annotations
 
+import csv
 import glob
 import json
 import logging
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -122,8 +124,6 @@ def read_crop(path: Path) -> np.ndarray:
 
 def _file_audio(path: Path, timestamps: list[float], pp: PreprocessConfig) -> dict | None:
     """The preprocessing audio statistics around each timestamp, or None without an audio track."""
-    import tempfile
-
     if path.suffix.lower() in IMAGE_EXTS or not pp.audio or not has_audio(path):
         return None
     with tempfile.TemporaryDirectory() as td:
@@ -307,8 +307,6 @@ def write_batch_report(results: list[dict[str, Any]], bundle: dict[str, Any],
     """``.json``: the bundle and every result with its frames; ``.csv``: one row per input
     (:data:`BATCH_COLUMNS`) and ``<stem>_frames.csv``, one row per scored frame. Returns the
     files written."""
-    import csv
-
     path = Path(path)
     if path.suffix.lower() == ".json":
         return [write_json(path, {"model": bundle, "results": results})]

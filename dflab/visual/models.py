@@ -7,6 +7,7 @@ come from the backbone's timm data config, never re-typed here.
 
 from __future__ import annotations
 
+import difflib
 import logging
 from pathlib import Path
 from typing import Any
@@ -61,8 +62,6 @@ def _backbone(cfg: ModelConfig) -> nn.Module:
     import timm
 
     if not timm.is_model(cfg.backbone):
-        import difflib
-
         close = difflib.get_close_matches(cfg.backbone, timm.list_models(), n=3)
         raise ValueError(f"model.backbone '{cfg.backbone}' is not a timm model"
                          + (f"; did you mean {', '.join(close)}?" if close else

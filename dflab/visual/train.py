@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,8 +224,6 @@ def _crop_caches(cfg: LabConfig, processed: str | Path, train_df, val_df, size: 
     input size (exactly what its transform makes); training, when random resized crops are on,
     at the size whose smallest crop still has the input size's pixels (the crops are cut from
     the cached image instead of from the JPEG: a deliberate, small change of the augmentation)."""
-    import shutil
-
     from dflab.data.datasets import cache_crops
 
     if not cfg.train.cache_crops:
