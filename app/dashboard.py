@@ -145,7 +145,7 @@ class Dashboard:
         _no_null_tooltips(self.widget)
         for panel in self.panels():
             panel.on_end.append(lambda _state: self.session.changed("runs"))
-            panel.data_root = lambda: self.paths["data_root"]
+            panel.data_root = lambda: self.lab.paths["data_root"]
         self.reattach()
         warm_up()  # the jobs' fork server imports torch now, so the first click starts at once
         if watch:  # a preheated Voila kernel builds the page before the job it must show starts
@@ -174,7 +174,7 @@ class Dashboard:
         or from another browser): each panel takes the newest running job of its method.
         Returns the job folders attached to."""
         attached = []
-        running = [j for j in list_jobs(self.paths["data_root"], self.paths["runs"])
+        running = [j for j in list_jobs(self.lab.paths["data_root"], self.lab.paths["runs"])
                    if j.running]
         for panel in self.panels():
             job = next((j for j in running if panel.method and j.method == panel.method), None)
@@ -183,14 +183,6 @@ class Dashboard:
             panel.attach(job)
             attached.append(str(job.folder))
         return attached
-
-    @property
-    def cfg(self) -> LabConfig:
-        return self.lab.cfg
-
-    @property
-    def paths(self) -> dict[str, Path]:
-        return self.lab.paths
 
     def show(self):
         from IPython.display import display

@@ -27,14 +27,19 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from dflab.core.config import LabConfig, PreprocessConfig, load_config, preset_path
-from dflab.core.events import Callback, CancelToken
+from dflab.core.config import (LabConfig, ModelConfig, PreprocessConfig, apply_overrides,
+                               load_config, preset_path)
+from dflab.core.environment import environment_report, resolve_paths, setup_runtime
+from dflab.core.events import Callback, CancelToken, Emitter
+from dflab.core.files import read_json, sha256_file, write_json
+from dflab.core.locks import shards_overlap, writing
+from dflab.core.metrics import evaluate_predictions, protocol_args
 from dflab.core.results import (BatchPredictResult, DemoDataResult, DemoResult, DownloadResult,
-                                EnvironmentResult, EvalResult, ExplainResult,
-                                ExportResult, FeaturesResult, PredictResult, PreprocessResult,
-                                ProtocolResult, RefineResult, RobustnessResult, SyncExtractResult,
+                                EnvironmentResult, EvalResult, ExplainResult, ExportResult,
+                                FeaturesResult, PredictResult, PreprocessResult, ProtocolResult,
+                                RefineResult, RobustnessResult, SyncExtractResult,
                                 SyncScoreResult, SyncTrainResult, TrainResult, WeightsResult)
-from dflab.core.files import read_json
+from dflab.core.runs import list_runs, read_report, report_tag, run_info, runs_table
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +61,6 @@ class Lab:
         if isinstance(config, LabConfig):
             self.cfg = config
             if overrides:
-                from dflab.core.config import apply_overrides
-
                 apply_overrides(self.cfg, overrides)
         else:
             self.cfg = load_config(str(config) if config else None, overrides)
@@ -89,8 +92,6 @@ class Lab:
     @property
     def paths(self) -> dict[str, Path]:
         """data_root, raw, processed, features, runs, cache (created on first use)."""
-        from dflab.core.environment import resolve_paths
-
         key = (self.cfg.env.data_root, self.cfg.env.runs_dir, self.cfg.env.mount_drive)
         if self._paths is None or self._paths[0] != key:
             self._paths = (key, resolve_paths(*key))
@@ -113,8 +114,6 @@ class Lab:
         if processed:
             return Path(processed)
         if run:
-            from dflab.core.runs import run_info
-
             try:
                 info = run_info(run)
             except FileNotFoundError:
@@ -123,8 +122,6 @@ class Lab:
             if recorded:
                 index = Path(recorded) / "index.csv"
                 if info.get("index_sha256") and index.is_file():
-                    from dflab.core.files import sha256_file
-
                     if sha256_file(index) != info["index_sha256"]:
                         log.warning("'%s' changed since run '%s' was made (its index.csv differs "
                                     "from the one recorded): its splits may hold other videos",
@@ -182,22 +179,16 @@ class Lab:
 
     def runs(self, kind: str = "") -> list[Path]:
         """Run folders of ``kind`` (train, forensic, fuse, demo), newest first."""
-        from dflab.core.runs import list_runs
-
         return list_runs(self.paths["runs"], kind)
 
     def runs_table(self, kind: str = "") -> list[dict]:
         """Every run (of ``kind``) newest first, with its backbone, best validation loss, test
         AUCs and the settings in which the runs differ (:func:`dflab.core.runs.runs_table`)."""
-        from dflab.core.runs import runs_table
-
         return runs_table(self.paths["runs"], kind)
 
     def model_for(self, run: str | Path) -> Path:
         """What ``predict`` should load for a visual run: the newest fuse run made over it
         (visual, forensic and fused verdicts), else its ONNX export, else its best checkpoint."""
-        from dflab.core.files import read_json
-
         run = Path(run)
         for fuse in self.runs("fuse"):
             meta = fuse / "fuser.json"
@@ -209,16 +200,12 @@ class Lab:
     # environment -----------------------------------------------------------------------------
     def environment(self) -> EnvironmentResult:
         """GPU, CPU, memory and disk report with batch/AMP advice for the configured model."""
-        from dflab.core.environment import environment_report
-
         return EnvironmentResult(environment_report(
             self.paths["data_root"], self.cfg.model.backbone, self.input_size(),
             self.cfg.train.target_batch))
 
     def runtime(self) -> dict[str, Any]:
         """Apply env.seed, env.deterministic and env.workers to this process; the settings."""
-        from dflab.core.environment import setup_runtime
-
         return setup_runtime(self.cfg.env.seed, self.cfg.env.deterministic, self.cfg.train.amp,
                              self.cfg.env.workers)
 
@@ -270,7 +257,6 @@ class Lab:
         """Videos -> face crops, frames, per-frame JSON, audio features, index and statistics.
         ``records``: videos already listed (else the source's, see :meth:`list_videos`).
         A folder made with other settings is refused unless ``force`` (re-process them all)."""
-        from dflab.core.locks import shards_overlap, writing
         from dflab.data.preprocess import build_index, parse_shard, preprocess_videos
         from dflab.data.stats import dataset_stats
 
@@ -334,8 +320,6 @@ class Lab:
     def train(self, processed: str | Path = "", name: str = "", resume: bool = False,
               callbacks: Callbacks = None, cancel: CancelToken | None = None) -> TrainResult:
         """Train the visual detector (resumable: ``resume=True`` with the run's ``name``)."""
-        from dflab.core.locks import writing
-        from dflab.core.files import read_json
         from dflab.visual.train import train
 
         if resume and not name:
@@ -357,7 +341,6 @@ class Lab:
         bootstrap intervals; writes eval_<split>.json and predictions_<split>.csv (another
         folder than the run's own: eval_<split>_<folder name>.json)."""
         from dflab.visual.evaluate import evaluate_run
-        from dflab.core.runs import report_tag, run_info
 
         if run_info(run)["kind"] == "forensic":
             return self.score_forensic(run, processed, split, callbacks, cancel)
@@ -379,9 +362,6 @@ class Lab:
 
         from dflab.forensic.scorer import ForensicScorer
         from dflab.data.datasets import faceless_frames
-        from dflab.core.metrics import evaluate_predictions, protocol_args
-        from dflab.core.files import write_json
-        from dflab.core.runs import report_tag
 
         run = Path(run)
         folder = self.processed_dir(processed, run)
@@ -428,7 +408,6 @@ class Lab:
         (forensic_model.npz) and any detector file, copied into the fuse folder. ``int8``: also
         ``model.int8.onnx`` (see :func:`dflab.serve.export.export_int8`)."""
         from dflab.forensic.scorer import FORENSIC_FILE, ForensicScorer
-        from dflab.core.events import Emitter
         from dflab.serve.export import export_onnx
 
         run = Path(run)
@@ -437,7 +416,6 @@ class Lab:
         fuse = (run / "fuser.json").is_file()
         if fuse:
             from dflab.serve.bundle import sibling_run
-            from dflab.core.files import read_json
 
             meta = read_json(run / "fuser.json")
             vrun, frun = sibling_run(meta["visual_run"], run), sibling_run(meta["forensic_run"], run)
@@ -507,7 +485,6 @@ class Lab:
         run = Path(run)
         if (run / "fuser.json").is_file():
             from dflab.serve.bundle import sibling_run
-            from dflab.core.files import read_json
 
             meta = read_json(run / "fuser.json")
             run, checkpoint = sibling_run(meta["visual_run"], run), meta.get("checkpoint",
@@ -531,7 +508,6 @@ class Lab:
         import pandas as pd
 
         from dflab.analysis.robustness import format_robustness, robustness_curves
-        from dflab.core.files import write_json
 
         run = Path(run)
         rows = robustness_curves(run, self.processed_dir(processed, run), split,
@@ -572,8 +548,6 @@ class Lab:
         from dflab.forensic.features import feature_names
         from dflab.forensic.model import compute_features
 
-        from dflab.core.locks import writing
-
         self._check_cluster()
         names = names or self.feature_subset()
         folder = self.processed_dir(processed)
@@ -594,7 +568,6 @@ class Lab:
 
         from dflab.forensic.model import permutation_importance_table, shap_values
         from dflab.forensic.refine import format_refine, refine_features
-        from dflab.core.files import read_json, write_json
 
         run = Path(run)
         processed = self.processed_dir(run=run)
@@ -620,7 +593,6 @@ class Lab:
         """Save point ``point`` of a run's refine.json (e.g. another point of the front) as the
         named subset, and mark it chosen in the report."""
         from dflab.forensic.refine import SUBSET_DIR, save_subset
-        from dflab.core.files import read_json, write_json
 
         path = Path(run) / "refine.json"
         if not path.is_file():
@@ -641,7 +613,6 @@ class Lab:
         """The MLP (and a logistic baseline) on the features; threshold tuned on val, both
         evaluated on test. ``importance``: also permutation importance on test."""
         from dflab.forensic.model import permutation_importance_table, train_forensic
-        from dflab.core.runs import read_report
 
         processed = self.processed_dir(processed)
         run = train_forensic(self.cfg, processed, self.paths["runs"], name, callbacks=callbacks,
@@ -662,7 +633,6 @@ class Lab:
         (default: the newest) and the audio statistics; visual, forensic and fused on test.
         ``sync``: a sync run, whose scores join the stacker for clips with sync windows."""
         from dflab.serve.fuse import fuse_runs
-        from dflab.core.runs import read_report
 
         if not forensic:
             found = self.runs("forensic")
@@ -709,7 +679,6 @@ class Lab:
                      cancel: CancelToken | None = None) -> SyncExtractResult:
         """Sync windows (mouth crops + MFCC, ``sync.npz``) for every finished video with audio
         of a processed folder (``preprocess.sync_frames``, 5 when it is 0); resumable."""
-        from dflab.core.locks import shards_overlap, writing
         from dflab.data.sync_windows import extract_sync
 
         processed = self.processed_dir(processed)
@@ -758,7 +727,6 @@ class Lab:
 
     def check_weights(self, backbone: str, where: str | Path = "") -> WeightsResult:
         """Load a backbone's weights from a file or folder (default model.weights_path)."""
-        from dflab.core.config import ModelConfig
         from dflab.visual.models import create_model, resolve_weights
 
         where = where or self.cfg.model.weights_path

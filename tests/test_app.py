@@ -24,7 +24,7 @@ def test_environment_tab(dash):
     assert "CPU cores" in html and "Batch size" in html and "AMP" in html
     dash.environment_tab.seed.value = 5
     dash.environment_tab.apply_button.click()
-    assert "seed" in dash.environment_tab.runtime.value and dash.cfg.env.seed == 5
+    assert "seed" in dash.environment_tab.runtime.value and dash.lab.cfg.env.seed == 5
     titles = [dash.tab.get_title(i) for i in range(len(dash.tab.children))]
     assert titles == ["Environment", "Data", "Train", "Forensics", "Audio-visual", "Inspect",
                       "Export", "Runs"]
@@ -74,14 +74,14 @@ def test_the_data_folder_changes_only_by_its_button_after_a_check(dash, tmp_path
     for partial in ("elsewh", "elsewhere/la", "elsewhere/lab"):  # typing creates nothing
         env.data_root.value = str(tmp_path / partial)
     assert not (tmp_path / "elsewh").exists() and not new.exists()
-    assert dash.paths["data_root"] == tmp_path
+    assert dash.lab.paths["data_root"] == tmp_path
     env.root_button.click()
-    assert dash.paths["data_root"] == new and (new / "runs").is_dir()
+    assert dash.lab.paths["data_root"] == new and (new / "runs").is_dir()
     assert str(new) in env.root_note.value and str(new) in dash.context.info.value
     env.data_root.value = "/proc/dflab-here"  # neither existing nor creatable here
     env.root_button.click()
     assert "does not exist" in env.root_note.value or "cannot be created" in env.root_note.value
-    assert dash.paths["data_root"] == new and not Path("/proc/dflab-here").exists()
+    assert dash.lab.paths["data_root"] == new and not Path("/proc/dflab-here").exists()
     (tmp_path / "afile").write_text("x")
     env.data_root.value = str(tmp_path / "afile")
     env.root_button.click()
@@ -100,9 +100,9 @@ def test_without_a_gpu_the_cpu_preset_is_proposed(tmp_path):
     assert tab.preset.value == "cpu" and "No GPU" in tab.preset_note.value
     assert tab.model_form.inputs["backbone"].value == "resnet10t"
     tab.preset.value = "colab_t4"  # switching presets fills the forms and the lab config
-    assert dash.cfg.train.amp == "fp16" and tab.train_form.inputs["amp"].value == "fp16"
+    assert dash.lab.cfg.train.amp == "fp16" and tab.train_form.inputs["amp"].value == "fp16"
     assert tab.model_form.inputs["backbone"].value == "efficientnet_b4"
-    assert dash.cfg.env.data_root == str(tmp_path)  # the environment stays
+    assert dash.lab.cfg.env.data_root == str(tmp_path)  # the environment stays
     assert dash.data_tab.pre_form.inputs["detector"].value == "yunet"
 
 
@@ -119,7 +119,7 @@ def test_preprocessing_panel_takes_a_scheduler_address(dash):
     tab.cluster_form.inputs["cluster"].value = "10.0.0.5"  # no scheme: not an address
     tab.pre_job.start.click()
     tab.pre_job.wait(120)
-    assert dash.cfg.env.cluster == "10.0.0.5"
+    assert dash.lab.cfg.env.cluster == "10.0.0.5"
     assert "tcp://HOST:8786" in tab.pre_job.status.value + tab.pre_job.error
 
 
@@ -206,7 +206,7 @@ def test_click_through_every_stage(tmp_path):
     assert [len(c.outputs) for c in fo.explorer_cells] == [1] * 6
     fo.feature.value = "fft_grid_peak_2"
     assert [len(c.outputs) for c in fo.dataset_cells] == [1] * 3
-    dash.cfg.features.epochs = 20
+    dash.lab.cfg.features.epochs = 20
     fo.mlp_job.start.click()
     fo.mlp_job.wait(300)
     assert not fo.mlp_job.error, fo.mlp_job.error
@@ -416,8 +416,8 @@ def test_advanced_settings_sit_in_a_closed_section_and_still_apply(dash):
     assert form.inputs["warmup_epochs"] in inside and form.inputs["epochs"] not in inside
     assert form.inputs["lr"] not in inside
     form.inputs["warmup_epochs"].value = 3
-    form.apply(dash.cfg)
-    assert dash.cfg.train.warmup_epochs == 3
+    form.apply(dash.lab.cfg)
+    assert dash.lab.cfg.train.warmup_epochs == 3
     assert dash.data_tab.pre_form.advanced is not None
     assert dash.train_tab.model_form.advanced is not None
 
@@ -432,8 +432,8 @@ def test_start_here_marks_the_stages_done_and_opens_the_next_one(dash):
     steps.buttons[2].click()
     assert dash.tab.get_title(dash.tab.selected_index) == "Train"
     processed = dash.data_tab.processed
-    (dash.paths["data_root"] / "demo").mkdir(parents=True)
-    (dash.paths["data_root"] / "demo" / "labels.csv").write_text("path,label,split,method\n")
+    (dash.lab.paths["data_root"] / "demo").mkdir(parents=True)
+    (dash.lab.paths["data_root"] / "demo" / "labels.csv").write_text("path,label,split,method\n")
     processed.mkdir(parents=True)
     (processed / "index.csv").write_text("uid\n")
     (processed / "features.csv").write_text("uid\n")
@@ -559,7 +559,7 @@ def test_settings_forms_are_applied_by_stage_from_any_tab(dash):
 
     panel = JobPanel("x")
     dash.train_tab.train_form.inputs["epochs"].value = 3
-    assert dash.session.apply(panel, "model", "train") and dash.cfg.train.epochs == 3
+    assert dash.session.apply(panel, "model", "train") and dash.lab.cfg.train.epochs == 3
     dash.data_tab.dfdc_form.inputs["dfdc_parts"].value = "x,y"  # not part numbers
     assert dash.session.apply(panel, "model", "train")  # other stages are not read
     assert not dash.session.apply(panel, "data") and "data.dfdc_parts" in panel.status.value

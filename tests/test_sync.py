@@ -194,7 +194,7 @@ def test_audio_visual_tab_shows_a_clip_with_json_clean_figures(talking):
     lab, _, processed = talking
     dash = Dashboard(data_root=str(lab.paths["data_root"]))
     tab = dash.audio_visual_tab
-    assert processed.parent == dash.paths["processed"]
+    assert processed.parent == dash.lab.paths["processed"]
     dash.context.source.value = processed.name  # the context bar's dataset: the tab follows it
     assert "demo_av/AudioShift/c23/101_101" in tab.clip.options
     assert processed.name in tab.folder_note.value
