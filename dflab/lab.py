@@ -660,14 +660,19 @@ class Lab:
                                        cancel=cancel)
         return DemoDataResult(Path(labels), sum(1 for _ in open(labels)) - 1)
 
+    def talking_lab(self) -> "Lab":
+        """This lab with sync windows on (``preprocess.sync_frames`` at least 5): the settings
+        the talking set is preprocessed and its sync model trained with."""
+        return self.derive({"preprocess.sync_frames": max(self.cfg.preprocess.sync_frames, 5)})
+
     def talking_set(self, callbacks: Callbacks = None,
                     cancel: CancelToken | None = None) -> PreprocessResult:
         """The talking demo set (:meth:`demo_av_data`) preprocessed with its sync windows
-        (``preprocess.sync_frames``, at least 5) into ``<data_root>/processed/demo_av``."""
+        (:meth:`talking_lab`) into ``<data_root>/processed/demo_av``."""
         labels = self.demo_av_data(callbacks=callbacks, cancel=cancel).labels
-        av_lab = self.derive({"preprocess.sync_frames": max(self.cfg.preprocess.sync_frames, 5)})
-        return av_lab.preprocess("demo", labels.parent, out=self.paths["processed"] / "demo_av",
-                                 callbacks=callbacks, cancel=cancel)
+        return self.talking_lab().preprocess("demo", labels.parent,
+                                             out=self.paths["processed"] / "demo_av",
+                                             callbacks=callbacks, cancel=cancel)
 
     def _sync_settings(self) -> PreprocessConfig:
         pp = self.preprocess_settings()

@@ -70,7 +70,7 @@ def run_demo(lab: "Lab", name: str = "", callbacks: list[Callback] | None = None
     # visual and forensic models trained above
     av = lab.talking_set(**cb)
     av_labels = lab.paths["data_root"] / "demo_av" / "labels.csv"
-    av_lab = lab.derive({"preprocess.sync_frames": max(cfg.preprocess.sync_frames, 5)})
+    av_lab = lab.talking_lab()
     clock.lap("talking set")
     srun = av_lab.sync_train(av.out, f"demo-{name}", **cb).run
     sync = av_lab.sync_score(srun, av.out, "test", av_labels.parent / "shifts.json", **cb).report
