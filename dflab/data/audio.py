@@ -14,7 +14,7 @@ import numpy as np
 
 from dflab.data.video import ffmpeg_exe
 
-__all__ = ["has_audio", "extract_wav", "frame_audio_features", "AUDIO_SR"]
+__all__ = ["has_audio", "extract_wav", "shift_audio", "frame_audio_features", "AUDIO_SR"]
 
 AUDIO_SR = 16000
 
@@ -40,6 +40,24 @@ def extract_wav(video: str | Path, wav: str | Path, sr: int = AUDIO_SR,
         raise RuntimeError(f"ffmpeg could not extract audio from '{video}': "
                            f"{proc.stderr.strip()[-400:]}")
     return wav
+
+
+def shift_audio(src: str | Path, out: str | Path, shift_s: float) -> Path:
+    """``src`` re-muxed with its own sound ``shift_s`` seconds early (> 0: the start of the audio
+    cut, FFmpeg ``-ss`` on the audio input) or late (< 0: the audio stream starts after time 0,
+    ``-itsoffset``). The video stream is copied, so its frames are the clip's own: a known
+    offset to measure a lip-sync detector against."""
+    if shift_s >= 0:
+        inputs = ["-i", str(src), "-ss", f"{shift_s:.4f}", "-i", str(src)]
+    else:
+        inputs = ["-i", str(src), "-itsoffset", f"{-shift_s:.4f}", "-i", str(src)]
+    proc = subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", *inputs, "-map", "0:v",
+                           "-map", "1:a", "-c:v", "copy", "-c:a", "aac", "-b:a", "96k", str(out)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ffmpeg could not re-mux '{src}' with its sound shifted: "
+                           f"{proc.stderr.strip()[-400:]}")
+    return Path(out)
 
 
 def frame_audio_features(wav: str | Path, timestamps: np.ndarray, window_s: float = 0.5,

@@ -174,7 +174,7 @@ class Landmarker:
 
 
 class Dlib68(Landmarker):
-    """dlib's 68-point shape predictor on ``uint8 (H, W, 3) BGR`` frames."""
+    """dlib's 68-point shape predictor on ``uint8 (H, W, 3) BGR`` or ``(H, W)`` grey frames."""
 
     name = "dlib68"
 
@@ -191,9 +191,10 @@ class Dlib68(Landmarker):
         import cv2
 
         x1, y1, x2, y2 = (int(round(v)) for v in predictor_box(box, five, self.detector))
-        # dlib reads RGB; the box may leave the frame (the predictor clamps what it reads)
-        shape = self.predictor(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB),
-                               self.dlib.rectangle(x1, y1, x2, y2))
+        # dlib reads RGB or grey; the box may leave the frame (the predictor clamps what it
+        # reads)
+        image = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        shape = self.predictor(image, self.dlib.rectangle(x1, y1, x2, y2))
         return np.array([[p.x, p.y] for p in shape.parts()], np.float32)
 
     def describe(self) -> dict:
