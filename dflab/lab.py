@@ -693,13 +693,16 @@ class Lab:
                 processed, self._sync_settings(), callbacks=callbacks, cancel=cancel))
 
     def sync_train(self, processed: str | Path = "", name: str = "", callbacks: Callbacks = None,
-                   cancel: CancelToken | None = None) -> SyncTrainResult:
+                   cancel: CancelToken | None = None, train_uids: list[str] | None = None,
+                   val_uids: list[str] | None = None) -> SyncTrainResult:
         """The SyncNet-style model on the real train clips' windows (no labels needed), the
-        epoch picked on the real val clips."""
+        epoch picked on the real val clips (or on the clips ``train_uids`` and ``val_uids``
+        name, e.g. folds by identity)."""
         from dflab.av.sync import train_sync
 
         processed = self.processed_dir(processed)
-        run = train_sync(self.cfg, processed, self.paths["runs"], name, callbacks, cancel)
+        run = train_sync(self.cfg, processed, self.paths["runs"], name, callbacks, cancel,
+                         train_uids, val_uids)
         return SyncTrainResult(run, read_json(run / "sync_summary.json"))
 
     def sync_score(self, run: str | Path, processed: str | Path = "", split: str = "test",

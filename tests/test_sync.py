@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from dflab.data.video import ffmpeg_exe
+from dflab.data.landmarks import dlib_available
 from dflab.data.synthetic import AV_FPS
 
 pytestmark = pytest.mark.slow
@@ -33,16 +33,9 @@ def talking(tmp_path_factory):
 
 
 def _remux(src: Path, out: Path, shift_s: float) -> Path:
-    """``src`` with its sound moved by ``shift_s`` (> 0: the sound comes early, by cutting the
-    start of the audio; < 0: late, the audio stream starting after time 0 via -itsoffset). The
-    video stream is copied, so its frames are the same."""
-    if shift_s >= 0:
-        cmd = ["-i", str(src), "-ss", f"{shift_s:.4f}", "-i", str(src)]
-    else:
-        cmd = ["-i", str(src), "-itsoffset", f"{-shift_s:.4f}", "-i", str(src)]
-    subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", *cmd, "-map", "0:v", "-map", "1:a",
-                    "-c:v", "copy", "-c:a", "aac", "-b:a", "96k", str(out)], check=True)
-    return out
+    from dflab.data.audio import shift_audio
+
+    return shift_audio(src, out, shift_s)
 
 
 def _centres(processed: Path, uid: str) -> list:
@@ -70,7 +63,8 @@ def test_windows_are_mouth_crops_with_frame_times(talking):
     uid = "demo_av/original/c23/100"
     w = load_windows(processed, uid)
     assert w["mouths"].dtype == np.uint8 and w["mouths"].shape[1:] == (5, 32, 48)
-    assert set(w["mouth_source"]) == {"landmarks"}  # YuNet gives the mouth corners
+    # dlib's lip contour where the landmarks extra is installed, else YuNet's mouth corners
+    assert set(w["mouth_source"]) == {"lip_landmarks" if dlib_available() else "landmarks"}
     # five consecutive frames at the clip's own rate, centred on the sampled frame
     assert np.allclose(np.diff(w["times"], axis=1), 1 / AV_FPS, atol=1e-3)
     assert np.allclose(w["times"][:, 2], w["centre_index"] / AV_FPS, atol=1e-3)
@@ -183,11 +177,11 @@ def test_sync_cli_extract_is_resumable_and_train_says_what_is_missing(talking, t
 
 def test_audio_visual_tab_shows_a_clip_with_json_clean_figures(talking):
     """The dashboard's Audio-visual tab lists the clips with windows and shows one: the mouth
-    strip, the summary of the baseline (no sync model trained here), and two figures whose JSON
-    holds no numpy arrays (older kernels' serialisers reject them)."""
+    strip, the summary of the training-free detector (no sync model trained here), and its
+    figures, whose JSON holds no numpy arrays (older kernels' serialisers reject them)."""
     pytest.importorskip("ipywidgets")
     from app.dashboard import Dashboard
-    from app.tabs.audio_visual import sync_figures
+    from app.tabs.audio_visual import opening_figure, sync_figures
     from dflab.data.sync_windows import load_windows
     from dflab.av.sync import score_clip
 
@@ -200,8 +194,13 @@ def test_audio_visual_tab_shows_a_clip_with_json_clean_figures(talking):
     assert processed.name in tab.folder_note.value
     tab.clip.value = "demo_av/AudioShift/c23/101_101"
     assert dash.session.clip == "demo_av/AudioShift/c23/101_101"
-    assert "baseline: offset" in tab.summary.value and "no sync model yet" in tab.summary.value
-    assert tab.strip.value[:4] == b"\x89PNG" and len(tab.plots.outputs) == 2
+    lips = dlib_available()  # the lip contour and opening need dlib's 68 points
+    kind = "lip opening" if lips else "mouth motion"
+    assert f"training-free ({kind}): offset" in tab.summary.value
+    assert "no sync model yet" in tab.summary.value
+    # the offset curves, the lip opening over the loudness (with lips), the MFCC image
+    assert tab.strip.value[:4] == b"\x89PNG" and len(tab.plots.outputs) == 2 + lips
     win = load_windows(processed, "demo_av/original/c23/100")
-    for fig in sync_figures(win, score_clip(win, None, 15)):
+    figs = [*sync_figures(win, score_clip(win, None, 15)), opening_figure(win)]
+    for fig in figs[:2 + lips]:
         json.dumps(fig.to_plotly_json())  # raises on a numpy array

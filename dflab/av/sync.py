@@ -34,7 +34,9 @@ from dflab.core.events import Callback, CancelToken, Emitter, EpochMetrics
 from dflab.core.files import load_torch_file, reading, write_json
 from dflab.core.metrics import bootstrap_auc_ci, format_auc
 from dflab.core.runs import create_run_dir
-from dflab.data.sync_windows import N_AUDIO, load_windows, video_windows
+from dflab.data.landmarks import EXTRA, dlib_available, shared_landmarker
+from dflab.data.sync_windows import (N_AUDIO, dense_track, every_frame_windows, load_windows,
+                                     video_windows)
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -47,6 +49,8 @@ __all__ = ["audio_windows", "baseline_curves", "clip_summary", "SyncNet", "train
            "load_sync", "SyncModel", "model_curves", "score_sync", "sync_table", "format_sync_report"]
 
 TRAIN_NEGATIVES = 15  # shifted windows of the clip's own audio per training batch
+DETREND_S = 0.5  # lip opening and loudness less their 0.5 s moving mean (drift out, syllables in)
+SILENCE_DB = 40.0  # quieter than the loudest 10 ms by this much is silence (ends trimmed)
 
 
 # ----------------------------------------------------------------------------- audio windows
@@ -81,7 +85,9 @@ def _interp(track: np.ndarray, hop: float, t: np.ndarray) -> tuple[np.ndarray, n
 def audio_windows(win: dict, offsets: np.ndarray, rows: np.ndarray | None = None
                   ) -> tuple[np.ndarray, np.ndarray]:
     """The MFCC window of each window at each offset: (float32 (n, K, N_MFCC, N_AUDIO),
-    valid bool (n, K)). The MFCC is standardised per coefficient over the clip."""
+    valid bool (n, K): False where the audio runs out or falls in the leading or trailing
+    silence, see :func:`speech_span`). The MFCC is standardised per coefficient over the
+    clip."""
     mfcc = win["mfcc"]
     mfcc = (mfcc - mfcc.mean(1, keepdims=True)) / (mfcc.std(1, keepdims=True) + 1e-5)
     cols = _column_times(win)
@@ -89,6 +95,8 @@ def audio_windows(win: dict, offsets: np.ndarray, rows: np.ndarray | None = None
         cols = cols[rows]
     t = cols[:, None, :] - np.asarray(offsets)[None, :, None] * _frame_step(win)
     vals, valid = _interp(mfcc, float(win["hop_s"]), t)  # (C, n, K, N_AUDIO)
+    start, end = speech_span(win)  # leading and trailing silence is never matched
+    valid &= (t >= start - _frame_step(win)) & (t <= end + _frame_step(win))
     return np.ascontiguousarray(vals.transpose(1, 2, 0, 3)), valid.all(axis=2)
 
 
@@ -124,6 +132,80 @@ def baseline_curves(win: dict, max_offset: int) -> tuple[np.ndarray, np.ndarray,
         if sel.sum() >= 2:
             pooled[k] = corr(motion[sel].ravel(), change[sel, k].ravel(), axis=0)
     return per_window, valid, pooled
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / den) if den > 0 else 0.0
+
+
+def speech_span(win: dict, top_db: float = SILENCE_DB) -> tuple[float, float]:
+    """(start, end) s of the clip's speech: from the first to the last 10 ms column whose
+    loudness is within ``top_db`` of the clip's loudest (librosa.effects.trim's rule, on the
+    stored RMS); leading and trailing silence fall outside."""
+    loud = 20 * np.log10(win["rms"].astype(np.float64) + 1e-5)
+    on = np.flatnonzero(loud >= loud.max() - top_db)
+    hop = float(win["hop_s"])
+    return (float(on[0] * hop), float(on[-1] * hop)) if on.size else (0.0, 0.0)
+
+
+def _frame_mean(track: np.ndarray, hop: float, step: float) -> np.ndarray:
+    """``track`` averaged over one video frame's span (a moving mean of step/hop columns), so
+    that sampling it at a frame's time reads the whole frame's sound."""
+    n = max(1, int(round(step / hop)))
+    return np.convolve(track, np.ones(n) / n, mode="same")
+
+
+def _detrend(x: np.ndarray, n: int) -> np.ndarray:
+    """``x`` less its centred moving mean over ``n`` samples (NaN-aware): keeps the syllable
+    rate (2-7 Hz, where lips and speech envelope agree most: Chandrasekaran et al. 2009) and
+    drops the slow drift (head turns, loudness changes) that correlates at any lag."""
+    ok = np.isfinite(x)
+    k = np.ones(max(1, n))
+    total = np.convolve(np.where(ok, x, 0.0), k, mode="same")
+    count = np.convolve(ok.astype(float), k, mode="same")
+    return np.where(ok, x - total / np.maximum(count, 1), np.nan)
+
+
+def lip_curve(win: dict, max_offset: int, min_frames: int = 25) -> np.ndarray:
+    """The training-free detector on lip landmarks: per offset k in ``-max_offset..max_offset``
+    the correlation, over the clip's frames, of the lip opening with the speech loudness (dB)
+    heard ``k`` frames earlier, averaged with the correlation of the lip-opening speed (its
+    rise between consecutive frames) with the onset strength over the same interval. Frames
+    whose sound falls in the leading or trailing silence (:func:`speech_span`) are left out at
+    each offset, so silence padded on either end changes nothing. NaN where fewer than
+    ``min_frames`` frames remain or the windows have no lip landmarks.
+
+    The two pairings are the classic ones (lip aperture follows the acoustic envelope: Grant &
+    Seitz 2000, Chandrasekaran et al. 2009; a mouth opening starts a syllable, an onset), fixed
+    before this was measured on real speech. Written here: no library correlates these on a
+    clip's own frame times."""
+    offsets = np.arange(-max_offset, max_offset + 1)
+    curve = np.full(len(offsets), np.nan)
+    tr = dense_track(win)
+    if "onset" not in win or not np.isfinite(tr["opening"]).any():
+        return curve
+    t, op = tr["times"], tr["opening"].astype(np.float64)
+    step, hop = _frame_step(win), float(win["hop_s"])
+    rise = np.full(len(t), np.nan)
+    follows = np.diff(tr["frame_index"]) == 1
+    rise[1:] = np.where(follows, np.diff(op), np.nan)
+    op = _detrend(op, int(round(DETREND_S / step)))
+    loud = _detrend(_frame_mean(20 * np.log10(win["rms"].astype(np.float64) + 1e-4), hop, step),
+                    int(round(DETREND_S / hop)))
+    onset = _frame_mean(win["onset"].astype(np.float64), hop, step)
+    start, end = speech_span(win)
+    for j, k in enumerate(offsets):
+        ta = t - k * step
+        a_loud, ok = _interp(loud[None], hop, ta)
+        a_on, _ = _interp(onset[None], hop, ta - step / 2)  # the interval the rise spans
+        ok &= (ta >= start) & (ta <= end) & np.isfinite(op)
+        ok_rise = ok & np.isfinite(rise)
+        if ok.sum() < min_frames or ok_rise.sum() < min_frames:
+            continue
+        curve[j] = (_corr(op[ok], a_loud[0][ok]) + _corr(rise[ok_rise], a_on[0][ok_rise])) / 2
+    return curve
 
 
 def clip_summary(curve: np.ndarray, max_offset: int, fps: float, lower_is_better: bool = True
@@ -168,9 +250,45 @@ def _torch():
     return torch, nn
 
 
-def SyncNet(frames: int = 5, embed: int = 64):  # noqa: N802 - a factory that reads as a class
-    """Two small streams into one ``embed``-dim unit sphere: mouth frames ``(B, frames, H, W)``
-    (frames as channels) and MFCC windows ``(B, N_MFCC, N_AUDIO)``."""
+LIP_FEATURES = 41  # per frame: the 20 lip points (x, y) in the crop, and the lip opening
+#: the lip points mirrored left to right (outer contour 48-59, then inner 60-67)
+_MIRROR = np.array([(6 - i) % 12 for i in range(12)] + [12 + (4 - j) % 8 for j in range(8)])
+
+
+def visual_input(win: dict, rows: np.ndarray, kind: str) -> np.ndarray:
+    """What the sync model's visual stream reads of windows ``rows``: ``pixels``, the mouth
+    crops (float32 (n, F, H, W), 0-255); ``lips``, each frame's lip contour in the aligned crop
+    (centred, in half crop widths) and its lip opening (float32 (n, F, 41); NaN where a window
+    has no lip landmarks)."""
+    if kind == "pixels":
+        return win["mouths"][rows].astype(np.float32)
+    h, w = win["mouths"].shape[2:]
+    if "lips" not in win:
+        return np.full((len(rows), win["mouths"].shape[1], LIP_FEATURES), np.nan, np.float32)
+    pts = (win["lips"][rows] - np.array([w / 2, h / 2], np.float32)) / (w / 2)
+    n, f = pts.shape[:2]
+    return np.concatenate([pts.reshape(n, f, -1), win["opening"][rows][..., None]],
+                          axis=2).astype(np.float32)
+
+
+def _augment(x: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """One window's visual input, jittered: brightness and contrast (pixels) or scale, shift and
+    point noise (lips), and mirrored half the time (a mouth is symmetric)."""
+    if kind == "pixels":
+        x = np.clip((x - x.mean()) * rng.uniform(0.8, 1.2) + x.mean() + rng.uniform(-15, 15),
+                    0, 255)
+        return x[:, :, ::-1] if rng.random() < 0.5 else x
+    pts = x[:, :40].reshape(len(x), 20, 2)
+    pts = pts * rng.uniform(0.9, 1.1) + rng.normal(0, 0.03, 2) + rng.normal(0, 0.01, pts.shape)
+    if rng.random() < 0.5:
+        pts = pts[:, _MIRROR] * np.array([-1.0, 1.0])
+    return np.concatenate([pts.reshape(len(x), 40), x[:, 40:]], axis=1).astype(np.float32)
+
+
+def SyncNet(frames: int = 5, embed: int = 64, visual: str = "pixels"):  # noqa: N802 - a factory that reads as a class
+    """Two small streams into one ``embed``-dim unit sphere: the mouth (``visual``: ``pixels``,
+    frames ``(B, frames, H, W)`` as channels into a small CNN; ``lips``, the lip contours and
+    openings ``(B, frames, 41)`` into an MLP) and MFCC windows ``(B, N_MFCC, N_AUDIO)``."""
     torch, nn = _torch()
 
     def block(i, o, pool):
@@ -180,16 +298,23 @@ def SyncNet(frames: int = 5, embed: int = 64):  # noqa: N802 - a factory that re
     class _SyncNet(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.frames, self.embed = frames, embed
-            self.visual = nn.Sequential(*block(frames, 32, 2), *block(32, 64, 2),
-                                        *block(64, 64, 2), *block(64, 64, 0),
-                                        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                        nn.Linear(64, embed))
+            self.frames, self.embed, self.kind = frames, embed, visual
+            if visual == "lips":
+                self.visual = nn.Sequential(nn.Flatten(), nn.Linear(frames * LIP_FEATURES, 128),
+                                            nn.ReLU(True), nn.Linear(128, 128), nn.ReLU(True),
+                                            nn.Linear(128, embed))
+            else:
+                self.visual = nn.Sequential(*block(frames, 32, 2), *block(32, 64, 2),
+                                            *block(64, 64, 2), *block(64, 64, 0),
+                                            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                            nn.Linear(64, embed))
             self.audio = nn.Sequential(*block(1, 16, (1, 2)), *block(16, 32, 2),
                                        *block(32, 64, 0), nn.AdaptiveAvgPool2d(1),
                                        nn.Flatten(), nn.Linear(64, embed))
 
-        def embed_visual(self, x):  # uint8-range float (B, F, H, W)
+        def embed_visual(self, x):  # visual_input(): pixels (B, F, H, W) or lips (B, F, 41)
+            if self.kind == "lips":
+                return nn.functional.normalize(self.visual(x), dim=-1)
             return nn.functional.normalize(self.visual((x / 255.0 - 0.5) / 0.25), dim=-1)
 
         def embed_audio(self, a):  # (B, N_MFCC, N_AUDIO), standardised
@@ -208,14 +333,23 @@ class _Clips:
     row: np.ndarray  # (N,) int: window within its clip
 
     @staticmethod
-    def load(processed: Path, uids: list[str]) -> "_Clips":
+    def load(processed: Path, uids: list[str], lips_only: bool = False,
+             every_frame: bool = False) -> "_Clips":
+        """The windows of ``uids`` (with ``lips_only``, those with lip landmarks; with
+        ``every_frame``, re-cut at every frame: :func:`every_frame_windows`)."""
         wins, names, clip, row = [], [], [], []
         for uid in uids:
             w = load_windows(processed, uid)
             if w is None:
                 continue
-            clip += [len(wins)] * len(w["mouths"])
-            row += list(range(len(w["mouths"])))
+            if every_frame:
+                w = every_frame_windows(w)
+            rows = (np.flatnonzero(w["mouth_source"] == "lip_landmarks") if lips_only
+                    else np.arange(len(w["mouths"])))
+            if not len(rows):
+                continue
+            clip += [len(wins)] * len(rows)
+            row += rows.tolist()
             wins.append(w)
             names.append(uid)
         return _Clips(wins, names, np.asarray(clip, int), np.asarray(row, int))
@@ -224,17 +358,16 @@ class _Clips:
         return len(self.clip)
 
 
-def _batch(clips: _Clips, idx: np.ndarray, offsets: np.ndarray, rng: np.random.Generator | None):
-    """Mouths (B, F, H, W) float32, audio candidates (B, K, C, A) and their validity (B, K)."""
+def _batch(clips: _Clips, idx: np.ndarray, offsets: np.ndarray, rng: np.random.Generator | None,
+           kind: str = "pixels"):
+    """Visual inputs (:func:`visual_input`), audio candidates (B, K, C, A) and their validity
+    (B, K)."""
     mouths, cands, valid = [], [], []
     for i in idx:
         w = clips.wins[clips.clip[i]]
-        m = w["mouths"][clips.row[i]].astype(np.float32)
-        if rng is not None:  # brightness / contrast jitter and mirror: the mouth is symmetric
-            m = np.clip((m - m.mean()) * rng.uniform(0.8, 1.2) + m.mean() + rng.uniform(-15, 15),
-                        0, 255)
-            if rng.random() < 0.5:
-                m = m[:, :, ::-1]
+        m = visual_input(w, np.asarray([clips.row[i]]), kind)[0]
+        if rng is not None:
+            m = _augment(m, kind, rng)
         a, v = audio_windows(w, offsets, np.asarray([clips.row[i]]))
         mouths.append(np.ascontiguousarray(m))
         cands.append(a[0])
@@ -257,8 +390,11 @@ def _loss(model, x, a, valid, clip_ids, centre: int, temperature: float):
     other = other.masked_fill(same, -1e4)
     logits = torch.cat([own, other], dim=1) / temperature
     target = torch.full((B,), centre, dtype=torch.long)
-    loss = nn.functional.cross_entropy(logits, target)
-    hit = ((own.argmax(1) - centre).abs() <= 1).float().mean()
+    keep = valid[:, centre]  # a window whose own audio falls in silence teaches nothing
+    if not bool(keep.any()):
+        return (logits * 0).sum(), 0.0
+    loss = nn.functional.cross_entropy(logits[keep], target[keep])
+    hit = ((own[keep].argmax(1) - centre).abs() <= 1).float().mean()
     return loss, float(hit)
 
 
@@ -273,11 +409,12 @@ def _split_uids(processed: Path, split: str, real_only: bool) -> list[str]:
 
 
 def train_sync(cfg: "LabConfig", processed: str | Path, runs_root: str | Path, name: str = "",
-               callbacks: list[Callback] | None = None,
-               cancel: CancelToken | None = None) -> Path:
+               callbacks: list[Callback] | None = None, cancel: CancelToken | None = None,
+               train_uids: list[str] | None = None, val_uids: list[str] | None = None) -> Path:
     """Train :class:`SyncNet` on the real clips of the train split (their windows), pick the
     epoch on the real clips of val (loss); returns the run folder with ``sync.pt``,
-    ``history.jsonl`` and ``sync_summary.json``."""
+    ``history.jsonl`` and ``sync_summary.json``. ``train_uids`` / ``val_uids``: these clips
+    instead of the splits' (e.g. folds by identity)."""
     # Long on purpose: the set-up and the epoch loop of a small model, read top to bottom as in
     # nanoGPT's train.py.
     torch, _ = _torch()
@@ -285,17 +422,29 @@ def train_sync(cfg: "LabConfig", processed: str | Path, runs_root: str | Path, n
     processed = Path(processed)
     sc = cfg.sync
     em = Emitter("sync-train", callbacks, cancel)
-    train = _Clips.load(processed, _split_uids(processed, "train", True))
-    val = _Clips.load(processed, _split_uids(processed, "val", True))
+    train_uids = train_uids if train_uids is not None else _split_uids(processed, "train", True)
+    val_uids = val_uids if val_uids is not None else _split_uids(processed, "val", True)
+    train = _Clips.load(processed, train_uids, every_frame=True)
+    val = _Clips.load(processed, val_uids)
     if len(train) == 0 or len(val) == 0:
         which = "train" if not len(train) else "val"
         raise ValueError(f"'{processed}' has no sync windows for real {which} "
                          f"clips; extract them first (`dflab sync extract --processed "
                          f"{processed}`), from clips with audio and a face")
     frames = train.wins[0]["mouths"].shape[1]
+    sources = np.concatenate([w["mouth_source"] for w in train.wins])
+    lips = bool(np.mean(sources == "lip_landmarks") > 0.5)  # crops it reads: aligned on the lips
+    kind = sc.visual if sc.visual != "auto" else ("lips" if lips else "pixels")
+    if kind == "lips":
+        if not lips:
+            raise ValueError(f"sync.visual is lips but most of the train windows of '{processed}' "
+                             f"have no lip landmarks: extract them with "
+                             f"preprocess.landmarks=dlib68, or set sync.visual=pixels")
+        train = _Clips.load(processed, train_uids, lips_only=True, every_frame=True)
+        val = _Clips.load(processed, val_uids, lips_only=True)
     torch.manual_seed(cfg.env.seed)
     rng = np.random.default_rng(cfg.env.seed)
-    model = SyncNet(frames, sc.embed_dim)
+    model = SyncNet(frames, sc.embed_dim, kind)
     opt = torch.optim.AdamW(model.parameters(), lr=sc.lr, weight_decay=1e-4)
     # each batch meets the aligned audio and TRAIN_NEGATIVES of the clip's own shifted windows
     # (a fresh draw per batch): as good a teacher as all 2K of them at a fraction of the cost
@@ -307,7 +456,7 @@ def train_sync(cfg: "LabConfig", processed: str | Path, runs_root: str | Path, n
     hist_path = run / "history.jsonl"
     hist_path.write_text("")
     best, best_epoch, stale = float("inf"), 0, 0
-    vx, va, vv = _batch(val, np.arange(len(val)), val_offsets, None)
+    vx, va, vv = _batch(val, np.arange(len(val)), val_offsets, None, kind)
     v_centre = int(np.flatnonzero(val_offsets == 0)[0])
     vclip = torch.as_tensor(val.clip)
     em.progress(0, sc.epochs, "epoch", "sync model")
@@ -320,10 +469,13 @@ def train_sync(cfg: "LabConfig", processed: str | Path, runs_root: str | Path, n
             idx = order[s:s + sc.batch_size]
             offsets = np.sort(np.append(rng.choice(others, min(TRAIN_NEGATIVES, len(others)),
                                                    replace=False), 0))
-            x, a, v = _batch(train, idx, offsets, rng)
+            x, a, v = _batch(train, idx, offsets, rng, kind)
             loss, _ = _loss(model, torch.as_tensor(x), torch.as_tensor(a), torch.as_tensor(v),
                             torch.as_tensor(train.clip[idx]), int(np.flatnonzero(offsets == 0)[0]),
                             sc.temperature)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"the sync model's loss is {loss.item()} at epoch "
+                                         f"{epoch}; lower sync.lr (now {sc.lr})")
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -341,14 +493,15 @@ def train_sync(cfg: "LabConfig", processed: str | Path, runs_root: str | Path, n
             best, best_epoch, stale = row["val_loss"], epoch, 0
             torch.save({"state": model.state_dict(), "frames": frames, "embed": sc.embed_dim,
                         "max_offset": sc.max_offset, "epoch": epoch,
-                        "mouth_px": int(train.wins[0]["mouths"].shape[3])}, run / "sync.pt")
+                        "mouth_px": int(train.wins[0]["mouths"].shape[3]),
+                        "lip_landmarks": lips, "visual": kind}, run / "sync.pt")
         else:
             stale += 1
         em.progress(epoch, sc.epochs, "epoch", f"val loss {row['val_loss']:.3f}")
         if stale >= sc.patience:
             break
     summary = {"best_epoch": best_epoch, "best_val_loss": best, "epochs": epoch,
-               "train_windows": len(train), "train_clips": len(train.wins),
+               "visual": kind, "train_windows": len(train), "train_clips": len(train.wins),
                "val_windows": len(val), "val_clips": len(val.wins),
                "selected_on": "val_loss (the aligned audio among every 3rd offset's)",
                "max_offset": sc.max_offset}
@@ -365,6 +518,7 @@ class SyncModel:
     max_offset: int
     frames: int
     mouth_px: int
+    lip_landmarks: bool = False  # trained on crops aligned on dlib's lip landmarks
 
     def score(self, win: dict) -> dict[str, Any]:
         """:func:`score_clip` of one clip's windows with this model (and the baseline)."""
@@ -373,8 +527,15 @@ class SyncModel:
     def score_video(self, path: str | Path, centres: list[tuple[int, dict]]
                     ) -> dict[str, Any] | None:
         """:meth:`score` of a video file's windows around ``centres`` (frame index, face
-        record with landmarks); None without audio or windows."""
-        win = video_windows(path, centres, self.frames, self.mouth_px)
+        record with landmarks), cut as the model's training windows were (on the lip landmarks
+        when it was trained on them); None without audio or windows."""
+        landmarker = None
+        if self.lip_landmarks:
+            if not dlib_available():
+                raise ImportError(f"this sync model reads mouths aligned on dlib's lip "
+                                  f"landmarks: pip install 'dflab[{EXTRA}]'")
+            landmarker = shared_landmarker("dlib68")
+        win = video_windows(path, centres, self.frames, self.mouth_px, landmarker)
         return None if win is None else self.score(win)
 
 
@@ -395,9 +556,13 @@ def load_sync(run: str | Path) -> SyncModel:
                 and 8 <= mouth_px <= 512):
             raise ValueError(f"frames {frames}, embed {embed}, max_offset {offset}, mouth_px "
                              f"{mouth_px} are not the settings of a sync model")
-        net = SyncNet(frames, embed)
+        kind = str(ck.get("visual", "pixels"))
+        if kind not in ("pixels", "lips"):
+            raise ValueError(f"visual input '{kind}' is not pixels or lips")
+        net = SyncNet(frames, embed, kind)
         net.load_state_dict(ck["state"])
-    return SyncModel(net.eval(), offset, frames, mouth_px)
+    return SyncModel(net.eval(), offset, frames, mouth_px,
+                     bool(ck.get("lip_landmarks", False)) or kind == "lips")
 
 
 def model_curves(model, win: dict, max_offset: int, batch: int = 64
@@ -410,7 +575,10 @@ def model_curves(model, win: dict, max_offset: int, batch: int = 64
         for s in range(0, len(win["mouths"]), batch):
             rows = np.arange(s, min(s + batch, len(win["mouths"])))
             a, v = audio_windows(win, offsets, rows)
-            ev = model.embed_visual(torch.as_tensor(win["mouths"][rows].astype(np.float32)))
+            x = visual_input(win, rows, getattr(model, "kind", "pixels"))
+            ok = np.isfinite(x).reshape(len(rows), -1).all(axis=1)  # lips: windows without none
+            v = v & ok[:, None]
+            ev = model.embed_visual(torch.as_tensor(np.nan_to_num(x)))
             ea = model.embed_audio(torch.as_tensor(a.reshape(-1, *a.shape[2:]))).reshape(
                 len(rows), len(offsets), -1)
             out.append(1 - (ea * ev[:, None]).sum(-1).numpy())
@@ -426,8 +594,11 @@ def score_clip(win: dict, model=None, max_offset: int = 15) -> dict[str, Any]:
                            "centre_index": win["centre_index"].tolist(),
                            "offsets": list(range(-max_offset, max_offset + 1))}
     per, valid, pooled = baseline_curves(win, max_offset)
-    out["baseline"] = {**clip_summary(pooled, max_offset, fps, lower_is_better=False),
-                       "curve": pooled.tolist(),
+    lips = lip_curve(win, max_offset)
+    kind = "lip_opening" if np.isfinite(lips).any() else "mouth_motion"
+    curve = lips if kind == "lip_opening" else pooled
+    out["baseline"] = {**clip_summary(curve, max_offset, fps, lower_is_better=False),
+                       "kind": kind, "curve": curve.tolist(),
                        "window_scores": _window_scores(per, valid, max_offset, False).tolist()}
     if model is not None:
         dist, valid = model_curves(model, win, max_offset)

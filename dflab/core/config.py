@@ -276,6 +276,9 @@ class SyncConfig:
                             max=1.0)
     embed_dim: int = _f(64, "Size of the shared audio-visual embedding.", min=8, max=1024)
     patience: int = _f(8, "Early stopping: epochs without a lower val loss.", min=1, max=1000)
+    visual: str = _f("auto", "What the sync model sees of the mouth: pixels (the mouth crops), "
+                     "lips (the lip contours and openings of dlib's 68 points); auto: lips when "
+                     "the windows have lip landmarks.", choices=["auto", "pixels", "lips"])
 
 
 @dataclass

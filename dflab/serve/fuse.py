@@ -40,9 +40,10 @@ __all__ = ["Fuser", "fuse_record", "fuse_runs", "frame_scores", "with_audio", "s
 
 AUDIO_INPUTS = ["audio_rms", "audio_centroid", "audio_bandwidth", "audio_zcr"]
 FUSE_INPUTS = ["visual_logit", "forensic_logit", "has_audio", *AUDIO_INPUTS]
-#: the sync detector's scores (dflab.av.sync): the clip's and the frame's window's (higher: more out
-#: of sync); a second stacker over FUSE_INPUTS + these serves the clips that have sync windows
-SYNC_INPUTS = ["sync_clip", "sync_window"]
+#: the sync detectors' clip-level scores (dflab.av.sync; higher: more out of sync): the learned
+#: model's and the training-free detector's; a second stacker over FUSE_INPUTS + these serves
+#: the clips that have sync windows
+SYNC_INPUTS = ["sync_clip", "sync_free"]
 MODELS = ["visual", "forensic", "fused"]
 KEYS = ["uid", "frame_index"]
 
@@ -134,26 +135,27 @@ def fuse_record(run: str | Path) -> dict[str, Any]:
     if d.get("inputs") != FUSE_INPUTS:
         raise ValueError(f"'{path}' was fitted on inputs {d.get('inputs')}, this dflab uses "
                          f"{FUSE_INPUTS}; re-run `dflab fuse`")
+    if d.get("fuser_sync") and d.get("inputs_sync") != FUSE_INPUTS + SYNC_INPUTS:
+        raise ValueError(f"'{path}' was fitted on sync inputs {d.get('inputs_sync')}, this "
+                         f"dflab uses {FUSE_INPUTS + SYNC_INPUTS}; re-run `dflab fuse`")
     return d
 
 
 def sync_columns(frames: pd.DataFrame, processed: str | Path, sync_run: str | Path
                  ) -> pd.DataFrame:
-    """``frames`` (``uid``, ``frame_index``) with the sync detector's columns: ``has_sync``
-    (the clip has sync windows), ``sync_clip`` (its sync score) and ``sync_window`` (the score
-    of the window centred on the frame, else the clip's)."""
+    """``frames`` (``uid``, ``frame_index``) with the sync detectors' clip-level columns:
+    ``has_sync`` (the clip has sync windows), ``sync_clip`` (the learned model's sync score)
+    and ``sync_free`` (the training-free detector's)."""
     uids = sorted(frames["uid"].unique())
-    clips, windows = sync_table(processed, sync_run, "all", uids)
+    clips, _ = sync_table(processed, sync_run, "all", uids)
     out = frames.drop(columns=[c for c in ("has_sync", *SYNC_INPUTS) if c in frames])
     if clips.empty:
-        return out.assign(has_sync=False, sync_clip=0.0, sync_window=0.0)
-    out = out.merge(clips[["uid", "learned_sync_score"]].rename(
-        columns={"learned_sync_score": "sync_clip"}), on="uid", how="left")
-    out = out.merge(windows[["uid", "frame_index", "learned_window_score"]].rename(
-        columns={"learned_window_score": "sync_window"}), on=KEYS, how="left")
+        return out.assign(has_sync=False, sync_clip=0.0, sync_free=0.0)
+    out = out.merge(clips[["uid", "learned_sync_score", "baseline_sync_score"]].rename(
+        columns={"learned_sync_score": "sync_clip", "baseline_sync_score": "sync_free"}),
+        on="uid", how="left")
     out["has_sync"] = out["sync_clip"].notna()
-    out["sync_window"] = out["sync_window"].fillna(out["sync_clip"])
-    return out.fillna({"sync_clip": 0.0, "sync_window": 0.0})
+    return out.fillna({"sync_clip": 0.0, "sync_free": 0.0})
 
 
 def _audio_table(processed: Path, uids: list[str]) -> pd.DataFrame:
@@ -226,14 +228,14 @@ def predict_fused(fuser: Fuser, fuser_sync: Fuser | None, frames: pd.DataFrame) 
 
 
 def _sync_platt(val: pd.DataFrame, seed: int):
-    """The sync detector alone as a probability: a logistic fit of the window score on the
+    """The sync model alone as a probability: a logistic fit of its clip score on the
     validation frames that have one."""
     from sklearn.linear_model import LogisticRegression
 
     v = val[val["has_sync"]]
     if v["target"].nunique() < 2:
         return None
-    return LogisticRegression(max_iter=1000, random_state=seed).fit(v[["sync_window"]],
+    return LogisticRegression(max_iter=1000, random_state=seed).fit(v[["sync_clip"]],
                                                                      v["target"])
 
 
@@ -274,7 +276,7 @@ def fuse_runs(cfg: LabConfig, visual_run: str | Path, forensic_run: str | Path,
     models = list(MODELS)
     if platt is not None:
         for d in (val, test):
-            d["prob_sync"] = np.where(d["has_sync"], platt.predict_proba(d[["sync_window"]])[:, 1],
+            d["prob_sync"] = np.where(d["has_sync"], platt.predict_proba(d[["sync_clip"]])[:, 1],
                                       np.nan)
         models.append("sync")
     reports = {}

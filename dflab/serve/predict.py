@@ -166,15 +166,15 @@ def _sync(bundle: Bundle, path: Path, rows: list[dict]) -> dict[str, Any] | None
     sc = bundle.sync.score_video(path, centres)
     if sc is None:
         return None
-    by_frame = dict(zip(sc["centre_index"], sc["learned"]["window_scores"]))
-    clip = sc["learned"]["sync_score"]
-    window = [by_frame.get(r["frame_index"], clip) for r in rows]
+    clip = float(np.nan_to_num(sc["learned"]["sync_score"]))
+    free = float(np.nan_to_num(sc["baseline"]["sync_score"]))
     return {"summary": {**{k: round(v, 4) for k, v in sc["learned"].items()
                            if k in ("offset_frames", "offset_ms", "confidence", "sync_score")},
                         "baseline_offset_frames": sc["baseline"]["offset_frames"],
+                        "baseline_sync_score": round(free, 4),
                         "windows": sc["windows"], "fps": round(sc["fps"], 3)},
             "columns": {"sync_clip": np.full(len(rows), clip),
-                        "sync_window": np.nan_to_num(np.asarray(window, float), nan=clip)}}
+                        "sync_free": np.full(len(rows), free)}}
 
 
 def _score(bundle: Bundle, path: Path, crops: list[np.ndarray], rows: list[dict]
