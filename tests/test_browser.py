@@ -22,6 +22,7 @@ preprocess: {detector: haar, every_nth: 5, audio: false, det_size: 320}
 model: {backbone: test_efficientnet, pretrained: false, input_size: 64, head_hidden: 32}
 train: {epochs: 1, batch_size: 8, accumulation: 1, lr: 1.0e-3, amp: "off"}
 features: {epochs: 30}
+sync: {epochs: 3}
 """
 
 
@@ -147,6 +148,26 @@ def test_click_through_the_dashboard(browser, tmp_path):
         page.get_by_text(re.compile("Settings that differ|have the same settings")).wait_for()
         page.locator("text=Loss curves >> visible=true").first.wait_for()
         page.screenshot(path=str(shots / "7-runs.png"), full_page=True)
+
+        # lip-sync: the talking set, its windows, the sync model, its scores; then one clip
+        tab("Audio-visual")
+        page.get_by_role("button", name="Build the talking demo set").click()
+        seen("clips with sync windows")
+        page.locator("text=/[1-9][0-9]* clips with sync windows/ >> visible=true").wait_for()
+        page.get_by_role("button", name="Extract sync windows").click()
+        seen("sync-extract done")
+        page.get_by_role("button", name="Train the sync model").click()
+        seen("sync-train done")
+        page.get_by_role("button", name="Score the test clips").click()
+        page.locator("th:text-is('sync score (learned)')").wait_for()
+        clip = "demo_av/AudioShift/c23/101_101"
+        page.locator("select", has=page.locator("option", has_text=clip)).select_option(
+            label=clip)
+        seen("learned: offset")
+        seen("training-free (")
+        page.locator("text=lip opening over the speech loudness >> visible=true").wait_for()
+        page.locator("text=audio offset (frames; + = sound early) >> visible=true").wait_for()
+        page.screenshot(path=str(shots / "8-audio-visual.png"), full_page=True)
         errors = page.locator("text=failed:").count()
         assert errors == 0
         text = page.locator("body").inner_text()

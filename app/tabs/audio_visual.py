@@ -1,10 +1,11 @@
 """The Audio-visual tab: sync windows, the sync model and its scores (``dflab.av.sync``) on
 the selected dataset.
 
-For a chosen clip: the mouth crops over time (the centre frame of each window) above the MFCC
-image, and the distance curve over audio offsets of the learned model (and the baseline's
-correlation), with the estimated offset marked. A table lists the scored clips, most out of
-sync first."""
+For a chosen clip: the mouth crops over time (the centre frame of each window, with the lip
+contour drawn where the windows have lip landmarks), the lip-opening curve over the speech
+loudness, the MFCC image, and both detectors' curves over audio offsets (the learned model's
+distance, the training-free detector's correlation), with the estimated offsets marked. A table
+lists the scored clips, most out of sync first."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def clips_html(rows: list[dict[str, Any]]) -> str:
     rows = sorted(rows, key=lambda r: -float(r["learned_sync_score"]))
     head = "".join(f"<th style='text-align:left;padding-right:1em'>{h}</th>" for h in (
         "clip", "method", "label", "sync score (learned)", "offset (frames)", "confidence",
-        "baseline offset"))
+        "training-free offset"))
     body = "".join(
         "<tr>" + "".join(f"<td style='padding-right:1em'>{v}</td>" for v in (
             html.escape(str(r["uid"])), html.escape(str(r["method"])), r["label"],
@@ -40,18 +41,59 @@ def clips_html(rows: list[dict[str, Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def mouth_strip(mouths: Any, n: int = 24) -> bytes:
+def mouth_strip(mouths: Any, lips: Any = None, n: int = 24, zoom: int = 3) -> bytes:
     """PNG of the centre frame of up to ``n`` windows side by side (``mouths uint8 (N, F, H,
-    W)`` grey)."""
+    W)`` grey), with the outer (green) and inner (orange) lip contour drawn where ``lips``
+    (``float32 (N, F, 20, 2)`` in crop pixels, NaN without landmarks) has them."""
     import cv2
     import numpy as np
 
     step = max(1, len(mouths) // n)
     centre = mouths.shape[1] // 2
-    strip = np.hstack([m[centre] for m in mouths[::step][:n]])
-    ok, buf = cv2.imencode(".png", cv2.resize(strip, None, fx=2, fy=2,
-                                              interpolation=cv2.INTER_NEAREST))
+    tiles = []
+    for i in range(0, len(mouths), step)[:n]:
+        tile = cv2.cvtColor(cv2.resize(mouths[i, centre], None, fx=zoom, fy=zoom,
+                                       interpolation=cv2.INTER_NEAREST), cv2.COLOR_GRAY2BGR)
+        pts = None if lips is None else lips[i, centre]
+        if pts is not None and np.isfinite(pts).all():
+            for contour, colour in ((pts[:12], (0, 200, 0)), (pts[12:], (0, 140, 255))):
+                cv2.polylines(tile, [np.round(contour * zoom).astype(np.int32)], True, colour, 1,
+                              cv2.LINE_AA)
+        tiles.append(tile)
+    ok, buf = cv2.imencode(".png", np.hstack(tiles))
     return buf.tobytes() if ok else b""
+
+
+def opening_figure(win: dict) -> Any:
+    """The lip opening of every frame over the speech loudness (dB, 10 ms), the speech span
+    the detectors read shaded; None when the windows have no lip landmarks."""
+    import numpy as np
+    import plotly.graph_objects as go
+
+    from dflab.av.sync import speech_span
+    from dflab.data.sync_windows import dense_track
+
+    tr = dense_track(win)
+    ok = np.isfinite(tr["opening"])
+    if not ok.any():
+        return None
+    loud = 20 * np.log10(win["rms"].astype(np.float64) + 1e-4)
+    t = (np.arange(len(loud)) * float(win["hop_s"])).round(3).tolist()
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=t, y=loud.round(2).tolist(), name="speech loudness (dB)",
+                             yaxis="y2", line={"color": "#bbbbbb", "width": 1}))
+    fig.add_trace(go.Scatter(x=tr["times"][ok].round(3).tolist(),
+                             y=tr["opening"][ok].round(4).tolist(), mode="lines+markers",
+                             name="lip opening (inner height / width)",
+                             marker={"size": 3}, line={"color": "#d62728"}))
+    start, end = speech_span(win)
+    fig.add_vrect(x0=start, x1=end, fillcolor="#1f77b4", opacity=0.06, line_width=0,
+                  annotation_text="speech", annotation_position="top left")
+    fig.update_layout(title="lip opening over the speech loudness", xaxis_title="time (s)",
+                      yaxis_title="lip opening", height=280, margin={"t": 40, "b": 40},
+                      yaxis2={"overlaying": "y", "side": "right", "title": "dB"},
+                      legend={"orientation": "h", "y": -0.35})
+    return fig
 
 
 def sync_figures(win: dict, scored: dict) -> tuple[Any, Any]:
@@ -73,14 +115,16 @@ def sync_figures(win: dict, scored: dict) -> tuple[Any, Any]:
     curves = go.Figure()
     for name, key, axis, where in (
             ("learned: distance (lower = in sync)", "learned", "y", "top right"),
-            ("baseline: correlation (higher = in sync)", "baseline", "y2", "bottom left")):
+            ("training-free: correlation (higher = in sync)", "baseline", "y2",
+             "bottom left")):
         if key not in scored:
             continue
         curve = [None if not np.isfinite(v) else round(float(v), 4) for v in scored[key]["curve"]]
         curves.add_trace(go.Scatter(x=off, y=curve, name=name, yaxis=axis, mode="lines"))
         est = scored[key]["offset_frames"]
         if np.isfinite(est):
-            curves.add_vline(x=est, line_dash="dash", annotation_text=f"{key} {est:+.0f}",
+            label = "training-free" if key == "baseline" else key
+            curves.add_vline(x=est, line_dash="dash", annotation_text=f"{label} {est:+.0f}",
                              annotation_position=where)
     curves.update_layout(title="audio offset (frames; + = sound early)", height=300,
                          xaxis_title="offset (frames)", yaxis_title="distance",
@@ -119,9 +163,11 @@ class AudioVisualTab(Tab):
         self.strip = hide_while_empty(W.Image(format="png", layout=W.Layout(max_width="100%")))
         self.plots = W.Output()
         self.widget = W.VBox([
-            W.HTML("<p>Lip-sync: mouth crops around each sampled frame and the audio at a 10 ms "
-                   "hop. The sync model trains on real clips only; a clip whose sound is shifted "
-                   "or foreign scores high.</p>"),
+            W.HTML("<p>Lip-sync: mouth crops around each sampled frame (aligned on the lip "
+                   "landmarks where there are 68 points) and the audio at a 10 ms hop. The "
+                   "training-free detector correlates the lip opening with the speech; the sync "
+                   "model trains on real clips only. A clip whose sound is shifted or foreign "
+                   "scores high.</p>"),
             self.folder_note, self.demo_panel.widget,
             self.extract_panel.widget, self.train_panel.widget, self.score_panel.widget,
             self.clip, self.summary, W.HTML("<b>mouth over time</b>"), self.strip, self.plots,
@@ -170,24 +216,33 @@ class AudioVisualTab(Tab):
                                   "or extract windows from a preprocessed folder with audio.")
 
     def show_clip(self, uid: str) -> None:
+        import numpy as np
+
         win = load_windows(self.processed, uid)
         if win is None:
             self.summary.value = error_html(f"{uid} has no sync windows")
             return
         run = self._run()
         scored = load_sync(run).score(win) if run else score_clip(win)  # the baseline alone
-        self.strip.value = mouth_strip(win["mouths"])
+        self.strip.value = mouth_strip(win["mouths"], win.get("lips"))
+        sources = dict(zip(*np.unique(win["mouth_source"], return_counts=True)))
         lines = [f"<b>{html.escape(uid)}</b>: {scored['windows']} windows at "
-                 f"{scored['fps']:.1f} fps; mouth region from {win['mouth_source'][0]}"]
+                 f"{scored['fps']:.1f} fps; mouth from " + ", ".join(
+                     f"{k} ({v})" for k, v in sources.items())]
         for key in ("learned", "baseline"):
             if key in scored:
                 s = scored[key]
-                lines.append(f"{key}: offset {s['offset_frames']:+.0f} frames "
+                name = (f"training-free ({s['kind'].replace('_', ' ')})" if key == "baseline"
+                        else key)
+                lines.append(f"{name}: offset {s['offset_frames']:+.0f} frames "
                              f"({s['offset_ms']:+.0f} ms), confidence {s['confidence']:.3f}, "
                              f"sync score {s['sync_score']:+.3f}")
         if "learned" not in scored:
-            lines.append("no sync model yet: the baseline only")
+            lines.append("no sync model yet: the training-free detector only")
         self.summary.value = "<br>".join(lines)
         img, curves = sync_figures(win, scored)
-        show_figure(self.plots, img)
-        show_figure(self.plots, curves, replace=False)
+        opening = opening_figure(win)
+        show_figure(self.plots, curves)
+        if opening is not None:
+            show_figure(self.plots, opening, replace=False)
+        show_figure(self.plots, img, replace=False)
