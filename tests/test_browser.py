@@ -165,9 +165,13 @@ def test_click_through_the_dashboard(browser, tmp_path):
             label=clip)
         seen("learned: offset")
         seen("training-free (")
-        page.locator("text=lip opening over the speech loudness >> visible=true").wait_for()
-        page.locator("text=audio offset (frames; + = sound early) >> visible=true").wait_for()
-        page.screenshot(path=str(shots / "8-audio-visual.png"), full_page=True)
+        seen("lip opening over the speech loudness")
+        seen("audio offset (frames; + = sound early)")
+        # the clip's view: the page scrolls inside Voila's body, so bring it into the window
+        page.locator("text=mouth over time >> visible=true").first.scroll_into_view_if_needed()
+        page.mouse.wheel(0, 120)
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(shots / "8-audio-visual.png"))
         errors = page.locator("text=failed:").count()
         assert errors == 0
         text = page.locator("body").inner_text()

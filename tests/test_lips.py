@@ -178,3 +178,33 @@ def test_a_recut_window_has_lips_only_when_all_its_frames_do():
     assert np.isfinite(dense["lips"][lips]).all()
     assert (~lips).sum() == 9  # the windows that touch any of its 5 frames
     assert set(dense["mouth_source"][~lips]) == {"landmarks"}
+
+
+def test_a_sync_model_on_lip_contours_loads_and_scores_a_clip(tmp_path):
+    """A sync model whose visual stream reads lip contours round-trips through sync.pt, cuts a
+    new video's windows on the lips, and scores a clip; windows without lips count for
+    nothing."""
+    import torch
+
+    from dflab.av.sync import SyncNet, load_sync, model_curves, score_clip, visual_input
+    from dflab.data.sync_windows import N_MFCC
+
+    net = SyncNet(5, 16, "lips")
+    torch.save({"state": net.state_dict(), "frames": 5, "embed": 16, "max_offset": 15,
+                "mouth_px": 48, "lip_landmarks": True, "visual": "lips"}, tmp_path / "sync.pt")
+    model = load_sync(tmp_path)
+    assert model.net.kind == "lips" and model.lip_landmarks
+    win = _talking_clip(2)
+    n = len(win["centre_index"])
+    rng = np.random.default_rng(0)
+    win["lips"] = rng.uniform(5, 40, (n, 5, 20, 2)).astype(np.float32)
+    win["lips"][0] = win["opening"][0] = np.nan  # one window without lip landmarks
+    win["mouths"] = np.zeros((n, 5, 32, 48), np.uint8)
+    win["mfcc"] = rng.normal(size=(N_MFCC, len(win["rms"]))).astype(np.float32)
+    x = visual_input(win, np.arange(n), "lips")
+    assert x.shape == (n, 5, 41) and np.isnan(x[0]).all() and np.isfinite(x[1:]).all()
+    dist, valid = model_curves(model.net, win, 15)
+    assert not valid[0].any() and valid[1:].any()
+    scored = score_clip(win, model.net, 15)
+    assert np.isfinite(scored["learned"]["offset_frames"])
+    assert scored["baseline"]["kind"] == "lip_opening"
