@@ -41,9 +41,9 @@ import numpy as np
 from dflab import Lab
 from dflab.av.sync import clip_summary, load_sync, score_clip
 from dflab.core.metrics import bootstrap_auc_ci
-from dflab.data.audio import extract_wav, shift_audio
+from dflab.data.audio import shift_audio
 from dflab.data.datasets import load_index
-from dflab.data.sync_windows import SYNC_SR, audio_track, load_windows
+from dflab.data.sync_windows import clip_audio_track, load_windows
 
 SHIFTS = (-10, -5, -3, -2, 2, 3, 5, 10)  # frames; + = the sound comes early
 MAX_OFFSET = 15  # SyncNet's search range
@@ -60,15 +60,10 @@ DEV_FOLDERS = ("pcavs", "video_retalking")
 
 
 def remux_track(src: Path, shift_s: float) -> dict[str, np.ndarray]:
-    """The audio track (:func:`~dflab.data.sync_windows.audio_track`) of ``src`` re-muxed with
-    its sound ``shift_s`` early (negative: late), read back as the lab reads any clip."""
-    import librosa
-
+    """The audio track of ``src`` re-muxed with its sound ``shift_s`` early (negative: late),
+    read back as the lab reads any clip (:func:`~dflab.data.sync_windows.clip_audio_track`)."""
     with tempfile.TemporaryDirectory() as td:
-        out = shift_audio(src, Path(td) / "shifted.mp4", shift_s)
-        wav = extract_wav(out, Path(td) / "a.wav", SYNC_SR, pad_start=True)
-        y, sr = librosa.load(str(wav), sr=SYNC_SR, mono=True)
-    return audio_track(y, sr)
+        return clip_audio_track(shift_audio(src, Path(td) / "shifted.mp4", shift_s))
 
 
 def shifted_copies(processed: Path, uid: str, src: Path, work: Path) -> dict[int, dict]:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
+from dflab.data.audio import shift_audio
 from dflab.data.landmarks import dlib_available
 from dflab.data.synthetic import AV_FPS
 
@@ -30,12 +31,6 @@ def talking(tmp_path_factory):
     res = lab.preprocess("demo", labels.parent, out=root / "processed" / "demo_av")
     assert res.failed == 0
     return lab, labels.parent, res.out
-
-
-def _remux(src: Path, out: Path, shift_s: float) -> Path:
-    from dflab.data.audio import shift_audio
-
-    return shift_audio(src, out, shift_s)
 
 
 def _centres(processed: Path, uid: str) -> list:
@@ -87,7 +82,7 @@ def test_baseline_recovers_known_shifts_within_one_frame(talking, tmp_path):
         src = av_root / f"original_sequences/youtube/c23/videos/{vid}.mp4"
         centres = _centres(processed, f"demo_av/original/c23/{vid}")
         for frames in (-5, -3, 3, 5):
-            clip = _remux(src, tmp_path / f"{vid}_{frames}.mp4", frames / AV_FPS)
+            clip = shift_audio(src, tmp_path / f"{vid}_{frames}.mp4", frames / AV_FPS)
             w = video_windows(clip, centres)
             _, _, pooled = baseline_curves(w, 15)
             est = clip_summary(pooled, 15, AV_FPS, lower_is_better=False)["offset_frames"]

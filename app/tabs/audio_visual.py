@@ -70,14 +70,14 @@ def opening_figure(win: dict) -> Any:
     import numpy as np
     import plotly.graph_objects as go
 
-    from dflab.av.sync import speech_span
+    from dflab.av.sync import loudness_db, speech_span
     from dflab.data.sync_windows import dense_track
 
     tr = dense_track(win)
     ok = np.isfinite(tr["opening"])
     if not ok.any():
         return None
-    loud = 20 * np.log10(win["rms"].astype(np.float64) + 1e-4)
+    loud = loudness_db(win)
     t = (np.arange(len(loud)) * float(win["hop_s"])).round(3).tolist()
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=t, y=loud.round(2).tolist(), name="speech loudness (dB)",

@@ -45,8 +45,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-__all__ = ["audio_windows", "baseline_curves", "clip_summary", "SyncNet", "train_sync",
-           "load_sync", "SyncModel", "model_curves", "score_sync", "sync_table", "format_sync_report"]
+__all__ = ["audio_windows", "loudness_db", "speech_span", "lip_curve", "baseline_curves",
+           "clip_summary", "SyncNet", "train_sync", "load_sync", "SyncModel", "model_curves",
+           "score_sync", "sync_table", "format_sync_report"]
 
 TRAIN_NEGATIVES = 15  # shifted windows of the clip's own audio per training batch
 DETREND_S = 0.5  # lip opening and loudness less their 0.5 s moving mean (drift out, syllables in)
@@ -100,6 +101,21 @@ def audio_windows(win: dict, offsets: np.ndarray, rows: np.ndarray | None = None
     return np.ascontiguousarray(vals.transpose(1, 2, 0, 3)), valid.all(axis=2)
 
 
+def loudness_db(win: dict, floor: float = 1e-4) -> np.ndarray:
+    """The clip's loudness in dB at the 10 ms hop: 20 log10 of its RMS (``floor`` keeps
+    silence finite)."""
+    return 20 * np.log10(win["rms"].astype(np.float64) + floor)
+
+
+def _corr(a: np.ndarray, b: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """Pearson correlation of ``a`` and ``b`` along ``axis`` (all of them when None); 0 where
+    either is constant."""
+    a = a - a.mean(axis=axis, keepdims=True)
+    b = b - b.mean(axis=axis, keepdims=True)
+    den = np.sqrt((a * a).sum(axis=axis) * (b * b).sum(axis=axis))
+    return np.where(den > 0, (a * b).sum(axis=axis) / np.where(den > 0, den, 1), 0.0)
+
+
 def baseline_curves(win: dict, max_offset: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The training-free baseline: (per-window correlation (N, 2K+1), valid (N, 2K+1), the
     clip's pooled correlation (2K+1,)) of mouth motion with the change of the audio energy.
@@ -114,37 +130,25 @@ def baseline_curves(win: dict, max_offset: int) -> tuple[np.ndarray, np.ndarray,
     motion = np.abs(np.diff(m, axis=1)).mean(axis=(2, 3))  # (N, F-1)
     step = _frame_step(win)
     t = win["times"][:, None, :] - offsets[None, :, None] * step  # (N, K, F)
-    loudness = 20 * np.log10(win["rms"].astype(np.float64) + 1e-4)
+    loudness = loudness_db(win)
     energy, valid = _interp(loudness[None, :], float(win["hop_s"]), t)
     change = np.abs(np.diff(energy[0], axis=2))  # (N, K, F-1)
     valid = valid.all(axis=2)
 
-    def corr(a: np.ndarray, b: np.ndarray, axis) -> np.ndarray:
-        a = a - a.mean(axis=axis, keepdims=True)
-        b = b - b.mean(axis=axis, keepdims=True)
-        den = np.sqrt((a * a).sum(axis=axis) * (b * b).sum(axis=axis))
-        return np.where(den > 0, (a * b).sum(axis=axis) / np.where(den > 0, den, 1), 0.0)
-
-    per_window = corr(np.broadcast_to(motion[:, None, :], change.shape), change, axis=2)
+    per_window = _corr(np.broadcast_to(motion[:, None, :], change.shape), change, axis=2)
     pooled = np.zeros(len(offsets))
     for k in range(len(offsets)):
         sel = valid[:, k]
         if sel.sum() >= 2:
-            pooled[k] = corr(motion[sel].ravel(), change[sel, k].ravel(), axis=0)
+            pooled[k] = _corr(motion[sel].ravel(), change[sel, k].ravel(), axis=0)
     return per_window, valid, pooled
-
-
-def _corr(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a - a.mean(), b - b.mean()
-    den = float(np.sqrt((a * a).sum() * (b * b).sum()))
-    return float((a * b).sum() / den) if den > 0 else 0.0
 
 
 def speech_span(win: dict, top_db: float = SILENCE_DB) -> tuple[float, float]:
     """(start, end) s of the clip's speech: from the first to the last 10 ms column whose
     loudness is within ``top_db`` of the clip's loudest (librosa.effects.trim's rule, on the
     stored RMS); leading and trailing silence fall outside."""
-    loud = 20 * np.log10(win["rms"].astype(np.float64) + 1e-5)
+    loud = loudness_db(win, 1e-5)
     on = np.flatnonzero(loud >= loud.max() - top_db)
     hop = float(win["hop_s"])
     return (float(on[0] * hop), float(on[-1] * hop)) if on.size else (0.0, 0.0)
@@ -192,8 +196,7 @@ def lip_curve(win: dict, max_offset: int, min_frames: int = 25) -> np.ndarray:
     follows = np.diff(tr["frame_index"]) == 1
     rise[1:] = np.where(follows, np.diff(op), np.nan)
     op = _detrend(op, int(round(DETREND_S / step)))
-    loud = _detrend(_frame_mean(20 * np.log10(win["rms"].astype(np.float64) + 1e-4), hop, step),
-                    int(round(DETREND_S / hop)))
+    loud = _detrend(_frame_mean(loudness_db(win), hop, step), int(round(DETREND_S / hop)))
     onset = _frame_mean(win["onset"].astype(np.float64), hop, step)
     start, end = speech_span(win)
     for j, k in enumerate(offsets):
@@ -333,10 +336,9 @@ class _Clips:
     row: np.ndarray  # (N,) int: window within its clip
 
     @staticmethod
-    def load(processed: Path, uids: list[str], lips_only: bool = False,
-             every_frame: bool = False) -> "_Clips":
-        """The windows of ``uids`` (with ``lips_only``, those with lip landmarks; with
-        ``every_frame``, re-cut at every frame: :func:`every_frame_windows`)."""
+    def load(processed: Path, uids: list[str], every_frame: bool = False) -> "_Clips":
+        """The windows of ``uids`` (with ``every_frame``, re-cut at every frame:
+        :func:`every_frame_windows`)."""
         wins, names, clip, row = [], [], [], []
         for uid in uids:
             w = load_windows(processed, uid)
@@ -344,15 +346,20 @@ class _Clips:
                 continue
             if every_frame:
                 w = every_frame_windows(w)
-            rows = (np.flatnonzero(w["mouth_source"] == "lip_landmarks") if lips_only
-                    else np.arange(len(w["mouths"])))
-            if not len(rows):
-                continue
-            clip += [len(wins)] * len(rows)
-            row += rows.tolist()
+            clip += [len(wins)] * len(w["mouths"])
+            row += list(range(len(w["mouths"])))
             wins.append(w)
             names.append(uid)
         return _Clips(wins, names, np.asarray(clip, int), np.asarray(row, int))
+
+    def lips_only(self) -> "_Clips":
+        """These windows less those without lip landmarks (clips left without any dropped)."""
+        keep = np.array([self.wins[c]["mouth_source"][r] == "lip_landmarks"
+                         for c, r in zip(self.clip, self.row)], bool)
+        used = np.unique(self.clip[keep])
+        new_index = {c: i for i, c in enumerate(used)}
+        return _Clips([self.wins[c] for c in used], [self.uids[c] for c in used],
+                      np.array([new_index[c] for c in self.clip[keep]], int), self.row[keep])
 
     def __len__(self) -> int:
         return len(self.clip)
@@ -440,8 +447,7 @@ def train_sync(cfg: "LabConfig", processed: str | Path, runs_root: str | Path, n
             raise ValueError(f"sync.visual is lips but most of the train windows of '{processed}' "
                              f"have no lip landmarks: extract them with "
                              f"preprocess.landmarks=dlib68, or set sync.visual=pixels")
-        train = _Clips.load(processed, train_uids, lips_only=True, every_frame=True)
-        val = _Clips.load(processed, val_uids, lips_only=True)
+        train, val = train.lips_only(), val.lips_only()
     torch.manual_seed(cfg.env.seed)
     rng = np.random.default_rng(cfg.env.seed)
     model = SyncNet(frames, sc.embed_dim, kind)

@@ -50,8 +50,8 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 __all__ = ["SYNC_FILE", "N_MFCC", "N_AUDIO", "HOP_S", "mouth_box", "lip_opening", "mouth_affine",
-           "video_windows", "write_windows", "extract_sync", "load_windows", "dense_track",
-           "every_frame_windows"]
+           "audio_track", "clip_audio_track", "video_windows", "write_windows", "extract_sync",
+           "load_windows", "dense_track", "every_frame_windows"]
 
 SYNC_FILE = "sync.npz"
 SYNC_SR = 16000
@@ -170,7 +170,7 @@ def _timed_frames(path: str | Path, wanted: set[int]) -> tuple[dict[int, tuple[n
     return out, fps
 
 
-def _audio_track(path: str | Path) -> dict[str, np.ndarray] | None:
+def clip_audio_track(path: str | Path) -> dict[str, np.ndarray] | None:
     """The clip's MFCC (float32 (N_MFCC, T)) and RMS (float32 (T,)) at a 10 ms hop, column k
     centred at k * HOP_S seconds of the video's clock; None without an audio stream."""
     import librosa
@@ -214,7 +214,7 @@ def video_windows(path: str | Path, centres: list[tuple[int, dict]], n_frames: i
     ``mfcc``, ``rms``, ``onset``, ``hop_s``, ``fps`` and ``audio_seconds``."""
     import cv2
 
-    track = _audio_track(path)
+    track = clip_audio_track(path)
     if track is None or not centres:
         return None
     half = n_frames // 2
@@ -254,20 +254,28 @@ def video_windows(path: str | Path, centres: list[tuple[int, dict]], n_frames: i
             "hop_s": np.float64(HOP_S), "fps": np.float64(fps), **track}
 
 
+def _each_frame_once(win: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(frame index of each of the windows' N * F frames, flattened; the position in that
+    flattening of each distinct frame's first copy, in frame order): overlapping windows hold a
+    frame more than once."""
+    n, f = win["times"].shape
+    index = (win["centre_index"][:, None] + np.arange(f)[None, :] - f // 2).ravel()
+    _, first = np.unique(index, return_index=True)
+    return index, first
+
+
 def dense_track(win: dict) -> dict[str, np.ndarray]:
     """The windows' frames as one clip, each frame once, in time order: ``frame_index``,
     ``times`` s, ``opening`` (NaN without lip landmarks) and ``motion`` (mean absolute grey
     change of the mouth crop from the frame before, within a window; NaN for a window's first
     frame). With ``preprocess.sync_frames`` equal to ``every_nth`` the windows tile the clip."""
     n, f = win["times"].shape
-    offsets = np.arange(f) - f // 2
-    index = (win["centre_index"][:, None] + offsets[None, :]).ravel()
+    index, first = _each_frame_once(win)
     m = win["mouths"].astype(np.float32)
     motion = np.concatenate([np.full((n, 1), np.nan, np.float32),
                              np.abs(np.diff(m, axis=1)).mean(axis=(2, 3))], axis=1).ravel()
     opening = win.get("opening")
     opening = np.full(n * f, np.nan, np.float32) if opening is None else opening.ravel()
-    _, first = np.unique(index, return_index=True)  # overlapping windows: each frame once
     order = first[np.argsort(win["times"].ravel()[first], kind="stable")]
     return {"frame_index": index[order], "times": win["times"].ravel()[order],
             "opening": opening[order], "motion": motion[order]}
@@ -280,9 +288,7 @@ def every_frame_windows(win: dict) -> dict:
     keeps the crop, lips and opening of the stored window it came from. For training: more
     ways to line a window up with the sound, from the same frames."""
     n, f = win["times"].shape
-    index = (win["centre_index"][:, None] + np.arange(f)[None, :] - f // 2).ravel()
-    _, first = np.unique(index, return_index=True)
-    first = first[np.argsort(index[first])]
+    index, first = _each_frame_once(win)
     idx = index[first]
     starts = [j for j in range(len(idx) - f + 1) if idx[j + f - 1] - idx[j] == f - 1]
     if not starts:
