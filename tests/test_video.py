@@ -99,3 +99,77 @@ def test_prefetch_keeps_order_raises_and_stops_early():
     assert next(it) == 0
     it.close()  # the consumer stops: the producer stops and closes its source
     assert closed.wait(5)
+
+
+def write_x264(path, n=60, size=(96, 64), fps=25, gop=25):
+    """An x264 clip with B-frames (most of them non-reference), as FF++ c23 and DFDC are."""
+    import subprocess
+
+    from dflab.data.video import ffmpeg_exe
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (size[1] // 4, size[0] // 4, 3), np.uint8)
+    frames = [cv2.resize(np.roll(base, i, axis=1), size, interpolation=cv2.INTER_CUBIC)
+              for i in range(n)]  # moving texture: P- and B-frames carry real motion
+    cmd = [ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "bgr24",
+           "-s", f"{size[0]}x{size[1]}", "-r", str(fps), "-i", "-", "-c:v", "libx264",
+           "-preset", "veryfast", "-bf", "3", "-g", str(gop), "-pix_fmt", "yuv420p",
+           "-threads", "1", str(path)]
+    subprocess.run(cmd, input=b"".join(f.tobytes() for f in frames), check=True)
+    return path
+
+
+def test_skipping_decoder_takes_the_same_frames(tmp_path):
+    """The skip decoder drops non-reference frames no sample needs: the chosen frames come out
+    with the same indices and the same pixels as OpenCV decoding every frame."""
+    import av
+
+    from dflab.data.video import iter_frames_skipping
+
+    p = write_x264(tmp_path / "b.mp4")
+    with av.open(str(p)) as c:  # the clip has non-reference frames to skip
+        kinds = [int(f.pict_type) for f in c.decode(video=0)]  # AV_PICTURE_TYPE_B is 3
+    assert kinds.count(3) > 10
+    for kw in ({"every_nth": 5}, {"every_nth": 3}, {"indices": [1, 2, 3, 17, 59, 200]}):
+        want = list(iter_frames(p, **kw))
+        for threads in (0, 1):
+            got = list(iter_frames_skipping(p, threads=threads, **kw))
+            assert [i for i, _ in got] == [i for i, _ in want]
+            assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, want))
+    keys = list(iter_frames_skipping(p, keyframes=True))
+    assert [i for i, _ in keys] == [0, 25, 50]  # -g 25: a keyframe every 25 frames
+    assert np.array_equal(keys[1][1], dict(iter_frames(p, [25]))[25])
+
+
+def test_skipping_decoder_bad_files_and_no_timestamps(tmp_path):
+    from dflab.data.video import iter_frames_skipping, resolve_decode
+
+    with pytest.raises(VideoError, match="does not exist"):
+        list(iter_frames_skipping(tmp_path / "missing.mp4"))
+    (tmp_path / "e.mp4").write_bytes(b"")
+    with pytest.raises(VideoError, match="empty"):
+        list(iter_frames_skipping(tmp_path / "e.mp4", every_nth=2))
+    with pytest.raises(ValueError, match="choose one of"):
+        resolve_decode("fast")
+    assert resolve_decode("auto") in ("skip", "nvdec")
+    # an mp4v clip (no B-frames): the same frames as OpenCV
+    p = write_video(tmp_path / "v.mp4")
+    assert [i for i, _ in iter_frames_skipping(p, every_nth=5)] == [0, 5, 10, 15]
+
+
+def test_skipping_decoder_on_real_clips():
+    """FF++ c23 (x264, yuv444p) and DFDC (yuv420p) clips: every 5th frame, pixel for pixel."""
+    from pathlib import Path
+
+    from dflab.data.video import iter_frames_skipping
+
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
+    clips = sorted(shared.glob("ffpp/original_sequences/*/c23/videos/*.mp4"))[:1] + \
+        sorted(shared.glob("dfdc/*/*.mp4"))[:1]
+    if len(clips) < 2:
+        pytest.skip(f"no FF++ and DFDC clips under {shared} (../shared/data is absent)")
+    for p in clips:
+        want = list(iter_frames(p, every_nth=5))
+        got = list(iter_frames_skipping(p, every_nth=5))
+        assert [i for i, _ in got] == [i for i, _ in want], p
+        assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, want)), p

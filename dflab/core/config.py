@@ -111,6 +111,12 @@ class PreprocessConfig:
     every_nth: int = _f(5, "Sample every Nth frame (0: use num_frames instead).", min=0, max=1000)
     num_frames: int = _f(0, "Sample N evenly spaced frames (used when every_nth is 0).",
                          min=0, max=10000)
+    decode: str = _f("auto", "Video decoding: skip (PyAV; skips the non-reference frames no "
+                     "sample needs: the same frames as all, fewer decoded), all (OpenCV decodes "
+                     "every frame), keyframes (keyframes only, for a quick pass; each frame "
+                     "index taken is recorded), nvdec (NVIDIA's decoder via torchcodec); auto: "
+                     "nvdec where CUDA and torchcodec are present, else skip.",
+                     choices=["auto", "skip", "all", "keyframes", "nvdec"])
     det_size: int = _f(320, "Longest side of the working resolution for detection (px); "
                        "raise it for faces under ~40 px in the frame.", min=64, max=4096)
     min_confidence: float = _f(0.6, "Drop detections scored below this.", min=0.0, max=1.0)

@@ -41,8 +41,9 @@ from dflab.data.faces import Face, create_detector, cut_primary, primary_face
 from dflab.data.landmarks import shared_landmarker
 from dflab.data.sources import IMAGE_EXTS, VideoRecord, video_uid
 from dflab.data.sync_windows import extract_sync, write_windows
-from dflab.data.video import (count_frames, iter_frames, prefetch, probe_video, read_image,
-                              sample_indices)
+from dflab.data.video import (count_frames, iter_frames, iter_frames_nvdec,
+                              iter_frames_skipping, prefetch, probe_video, read_image,
+                              resolve_decode, sample_indices)
 
 log = logging.getLogger(__name__)
 
@@ -137,28 +138,35 @@ def read_meta(path: Path) -> dict:
     return meta
 
 
-def sample_frames(path: str | Path, every_nth: int, num_frames: int
+def sample_frames(path: str | Path, every_nth: int, num_frames: int, decode: str = "all"
                   ) -> tuple[dict[str, Any], float, Iterator[tuple[int, np.ndarray | None]]]:
     """(container info, fps, iterator of (frame index, uint8 (H, W, 3) BGR frame or None when
     it cannot be decoded)) for an image or a video: every ``every_nth`` frame, else
-    ``num_frames`` evenly spaced. Preprocessing and prediction both sample with it."""
+    ``num_frames`` evenly spaced, read by the decoder ``decode`` (see
+    :func:`~dflab.data.video.resolve_decode`). Preprocessing and prediction both sample with
+    it; the info's ``decoder`` says which decoder read the video."""
     if Path(path).suffix.lower() in IMAGE_EXTS:
         img = read_image(path)
         return ({"path": str(path), "frame_count": 1, "fps": 0.0, "width": img.shape[1],
-                 "height": img.shape[0], "duration_s": 0.0, "codec": "image"}, 1.0,
-                iter([(0, img)]))
+                 "height": img.shape[0], "duration_s": 0.0, "codec": "image",
+                 "decoder": "image"}, 1.0, iter([(0, img)]))
     vinfo = probe_video(path)
+    decoder = resolve_decode(decode)
+    info = {**vinfo.to_dict(), "decoder": decoder}
+    if decoder == "keyframes":
+        return info, vinfo.fps, iter_frames_skipping(path, keyframes=True)
+    read = {"all": iter_frames, "skip": iter_frames_skipping, "nvdec": iter_frames_nvdec}[decoder]
     if every_nth > 0:
-        return vinfo.to_dict(), vinfo.fps, iter_frames(path, every_nth=every_nth)
+        return info, vinfo.fps, read(path, every_nth=every_nth)
     n = vinfo.frame_count if vinfo.frame_count > 0 else count_frames(path)
-    return vinfo.to_dict(), vinfo.fps, iter_frames(path, sample_indices(n, 0, num_frames))
+    return info, vinfo.fps, read(path, sample_indices(n, 0, num_frames))
 
 
 def truncation_note(info: dict[str, Any], records: list[dict], cfg: PreprocessConfig) -> str:
     """"" when the frames decoded reach the end the container claims; else a sentence saying
     where decoding stopped (a cut-off file whose header still claims the full length)."""
     claimed = int(info.get("frame_count", 0))
-    if claimed <= 1 or not records:
+    if claimed <= 1 or not records or info.get("decoder") == "keyframes":  # no step to expect
         return ""
     last = max(r["frame_index"] for r in records)
     step = cfg.every_nth if cfg.every_nth > 0 else max(1, claimed // max(1, cfg.num_frames))
@@ -269,7 +277,8 @@ def process_video(rec: VideoRecord, out: str | Path, cfg: PreprocessConfig, det_
     if cfg.save_frames:
         (part / "frames").mkdir()
 
-    info, fps, frames_iter = sample_frames(rec.path, cfg.every_nth, cfg.num_frames)
+    info, fps, frames_iter = sample_frames(rec.path, cfg.every_nth, cfg.num_frames,
+                                           cfg.decode)
     frames_iter = prefetch(frames_iter)  # decode on one thread, detect and write on this one
     reuse = _original_faces(out, rec) if cfg.reuse_original_boxes and rec.label == "fake" else None
     detector = None if reuse is not None else _detector(det_spec)
@@ -282,7 +291,7 @@ def process_video(rec: VideoRecord, out: str | Path, cfg: PreprocessConfig, det_
         for idx, frame in frames_iter:
             if cancel is not None:
                 cancel.check()
-            decoded += 1
+            decoded += frame is not None
             batch.append((idx, frame))
             if len(batch) >= BATCH:
                 frames.add(batch)
@@ -375,9 +384,22 @@ def read_settings(path: Path) -> dict[str, Any]:
     return settings
 
 
+def _decode_family(decode: str) -> str:
+    """Decoders that give the same frames share a family: all and skip (and auto where it
+    resolves to skip) take the same frames pixel for pixel."""
+    try:
+        decode = resolve_decode(decode) if decode == "auto" else decode
+    except ValueError:
+        pass
+    return "exact" if decode in ("all", "skip") else decode
+
+
 def _differ(before: dict[str, Any], now: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    # folders made before the setting existed were decoded by OpenCV (all)
+    before = {"decode": "all", **before} if "every_nth" in before else before
     return {k: (before[k], v) for k, v in now.items()
-            if k in before and k not in NEUTRAL_SETTINGS and before[k] != v}
+            if k in before and k not in NEUTRAL_SETTINGS and before[k] != v
+            and not (k == "decode" and _decode_family(before[k]) == _decode_family(v))}
 
 
 def preprocess_videos(records: list[VideoRecord], out: str | Path, cfg: PreprocessConfig,

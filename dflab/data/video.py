@@ -1,12 +1,24 @@
-"""Video decoding with OpenCV: probe, choose frames, and read only the frames chosen.
+"""Video decoding: probe, choose frames, and read only the frames chosen.
 
 Frames are ``uint8 (H, W, 3) BGR`` as OpenCV gives them; grayscale sources come out as 3 equal
-channels. Skipped frames are ``grab()``-ed (demuxed and decoded, never converted to BGR), which is
-what makes sampling every Nth frame cheaper than reading every frame.
+channels. Three decoders (``preprocess.decode``, resolved by :func:`resolve_decode`):
+
+- ``all`` (:func:`iter_frames`, OpenCV): every frame is decoded; skipped ones are ``grab()``-ed
+  (never converted to BGR).
+- ``skip`` (:func:`iter_frames_skipping`, PyAV): FFmpeg's ``skip_frame`` drops the
+  non-reference frames that no sample needs (about a third of an x264 stream's frames are
+  non-reference B-frames), while every sampled frame is decoded. No frame another frame refers
+  to is skipped, so the frames taken are the same frames, pixel for pixel, as ``all`` gives
+  (FFmpeg's swscale converts to BGR in both; a test checks it).
+- ``keyframes``: only the keyframes, for a quick pass; the frame index taken is each keyframe's.
+- ``nvdec`` (:func:`iter_frames_nvdec`): NVIDIA's decoder through torchcodec, where CUDA is present
+  (its colour conversion is not FFmpeg's: pixels differ from the CPU decoders' by a few levels).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import queue
 import shutil
 import threading
@@ -17,7 +29,12 @@ from typing import Iterator
 import numpy as np
 
 __all__ = ["VideoInfo", "VideoError", "probe_video", "sample_indices", "iter_frames",
+           "iter_frames_skipping", "iter_frames_nvdec", "resolve_decode", "DECODERS",
            "count_frames", "read_image", "to_bgr8", "ffmpeg_exe"]
+
+log = logging.getLogger(__name__)
+
+DECODERS = ("auto", "all", "skip", "keyframes", "nvdec")
 
 
 class VideoError(RuntimeError):
@@ -126,6 +143,129 @@ def iter_frames(path: str | Path, indices: list[int] | None = None, every_nth: i
             i += 1
     finally:
         cap.release()
+
+
+def resolve_decode(decode: str) -> str:
+    """The decoder ``decode`` means on this machine: ``auto`` is ``nvdec`` where CUDA and
+    torchcodec are present, else ``skip`` (PyAV is a dependency), else ``all``. An explicit
+    ``skip`` without PyAV, or ``nvdec`` without CUDA or torchcodec, is an error saying what to
+    install or choose."""
+    if decode not in DECODERS:
+        raise ValueError(f"preprocess.decode is '{decode}'; choose one of {', '.join(DECODERS)}")
+    has_av = importlib.util.find_spec("av") is not None
+    if decode == "auto":
+        if _nvdec_ready():
+            return "nvdec"
+        return "skip" if has_av else "all"
+    if decode in ("skip", "keyframes") and not has_av:
+        raise ValueError(f"preprocess.decode '{decode}' needs PyAV: pip install av (or choose "
+                         f"'all')")
+    if decode == "nvdec" and not _nvdec_ready():
+        raise ValueError("preprocess.decode 'nvdec' needs a CUDA GPU and torchcodec built for "
+                         "this torch (pip install torchcodec; see docs/preprocessing.md); "
+                         "choose 'auto' or 'skip' on this machine")
+    return decode
+
+
+def _nvdec_ready() -> bool:
+    if importlib.util.find_spec("torchcodec") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _presentation_order(container) -> list[int] | None:
+    """The video packets' timestamps in presentation order (the frame index of a timestamp is
+    its rank), from one pass of the demuxer (no decoding); None when a packet has no timestamp
+    or two share one (then frame indices cannot be told from timestamps)."""
+    stream = container.streams.video[0]
+    pts = [p.pts for p in container.demux(stream) if p.size]
+    if any(q is None for q in pts) or len(set(pts)) != len(pts):
+        return None
+    return sorted(pts)
+
+
+def iter_frames_skipping(path: str | Path, indices: list[int] | None = None, every_nth: int = 0,
+                         keyframes: bool = False, threads: int = 0
+                         ) -> Iterator[tuple[int, np.ndarray | None]]:
+    """:func:`iter_frames` with PyAV, decoding only what the chosen frames need.
+
+    Each packet is decoded in full when its frame is chosen, and with FFmpeg's ``skip_frame``
+    set to ``nonref`` otherwise: the decoder then drops it only if no other frame refers to it.
+    ``keyframes``: every keyframe and nothing else (``indices`` and ``every_nth`` are ignored).
+    A chosen frame that does not decode (a damaged packet) is yielded as None; a stream without
+    usable timestamps is read by :func:`iter_frames` instead. ``threads``: FFmpeg's decoding
+    threads (0: as many as it likes; 1: this thread only, the cheapest in CPU time where other
+    work keeps the cores busy).
+    """
+    import av
+
+    _open(path).release()  # the same errors as the other decoders for missing, empty, unreadable
+    try:
+        with av.open(str(path)) as container:
+            order = _presentation_order(container)
+    except av.error.FFmpegError as exc:
+        raise VideoError(f"'{path}' cannot be demuxed by FFmpeg ({exc}); a truncated or damaged "
+                         f"file: copy it again") from exc
+    if order is None:
+        log.info("%s: packets without distinct timestamps; decoding every frame", path)
+        yield from iter_frames(path, indices, every_nth)
+        return
+    rank = {q: i for i, q in enumerate(order)}
+    if keyframes:
+        wanted = None
+    elif indices is not None:
+        wanted = {order[i] for i in indices if 0 <= i < len(order)}
+    else:
+        wanted = set(order[::every_nth]) if every_nth > 0 else set()
+    missing = sorted(rank[q] for q in wanted) if wanted is not None else []
+    pending = 0  # missing[:pending] are yielded or known lost
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        if threads != 1:
+            stream.thread_type = "AUTO"  # frame threads, as OpenCV's FFmpeg backend uses
+            stream.thread_count = threads
+        ctx = stream.codec_context
+        ctx.skip_frame = "NONKEY" if keyframes else "DEFAULT"
+        for packet in container.demux(stream):
+            if wanted is not None:
+                ctx.skip_frame = "DEFAULT" if packet.pts in wanted else "NONREF"
+            try:
+                frames = ctx.decode(packet)
+            except av.error.InvalidDataError:
+                continue  # its frame, if chosen, is yielded as None below
+            for frame in frames:
+                i = rank.get(frame.pts)
+                if i is None or (wanted is not None and frame.pts not in wanted):
+                    continue
+                while pending < len(missing) and missing[pending] < i:  # chosen, never decoded
+                    yield missing[pending], None
+                    pending += 1
+                if pending < len(missing) and missing[pending] == i:
+                    pending += 1
+                yield i, frame.to_ndarray(format="bgr24")
+    for i in missing[pending:]:
+        yield i, None
+
+
+def iter_frames_nvdec(path: str | Path, indices: list[int] | None = None, every_nth: int = 0,
+                      chunk: int = 16) -> Iterator[tuple[int, np.ndarray | None]]:
+    """:func:`iter_frames` on the GPU: torchcodec's CUDA decoder (NVDEC), ``chunk`` frames per
+    call, copied back as BGR arrays for the detector and the JPEG writer."""
+    from torchcodec.decoders import VideoDecoder
+
+    _open(path).release()
+    decoder = VideoDecoder(str(path), device="cuda", seek_mode="exact")
+    n = len(decoder)
+    chosen = [i for i in indices if 0 <= i < n] if indices is not None else \
+        list(range(0, n, every_nth)) if every_nth > 0 else []
+    for start in range(0, len(chosen), chunk):
+        part = chosen[start:start + chunk]
+        batch = decoder.get_frames_at(indices=part).data  # (N, 3, H, W) uint8 RGB on the GPU
+        frames = batch.flip(1).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+        for i, frame in zip(part, frames):
+            yield i, frame
 
 
 def prefetch(items: Iterator, size: int = 16) -> Iterator:

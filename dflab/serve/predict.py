@@ -85,7 +85,7 @@ def face_crops(path: Path, pp: PreprocessConfig, detector: Any
     (rows with frame_index/timestamp/box/face_score, crops ``uint8 (H, W, 3) BGR`` after the
     JPEG round trip, frames sampled, indices of frames without a face, "" or what says the file
     is cut off)."""
-    info, fps, sampled = sample_frames(path, pp.every_nth, pp.num_frames)
+    info, fps, sampled = sample_frames(path, pp.every_nth, pp.num_frames, pp.decode)
     frames = [(i, f) for i, f in sampled if f is not None]
     if not frames:
         raise ValueError(f"'{path}' gave no decodable frames (not a video or image, or damaged)")
