@@ -23,7 +23,7 @@ import numpy as np
 from dflab.data.synthetic import _source_photo
 from dflab.forensic.extract import extract_many
 from dflab.forensic.features import to_gray, block_dct, extract_features, feature_names
-FFPP_C23_CROPS = 500_000  # 5,000 videos (1,000 real, 4 methods) x ~100 crops at every 5th frame
+from scale import projections  # benchmarks/scale.py
 
 
 def interleaved(fns: dict, rounds: int) -> dict[str, float]:
@@ -121,9 +121,7 @@ def main() -> None:
         print(f"batch of 256 crops (256x256 JPEG, decoding included), {workers} process(es): "
               f"{rate:.1f} crops/s")
     best = max(rates.values())
-    print(f"projection: FF++ c23 at every 5th frame ({FFPP_C23_CROPS:,} crops): "
-          f"{FFPP_C23_CROPS / best / 3600:.1f} h on this machine ({FFPP_C23_CROPS / rates[1] / 3600:.1f} "
-          f"CPU-hours)")
+    print("\n".join(projections(f"features on {max(rates)} process(es) of", best)))
 
 
 if __name__ == "__main__":

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scale import projections  # benchmarks/scale.py
 
-FFPP_C23_FRAMES = 500_000  # 5,000 videos (1,000 real, 4 methods) x ~100 frames at every 5th
 
 
 def _run(tmp: Path, epochs: int) -> Path:
@@ -107,8 +107,7 @@ def main() -> None:
               f"{q['max_abs_prob_diff']:.3f}; {q['bytes'] / 2**20:.1f} MiB against "
               f"{q['float_bytes'] / 2**20:.1f} MiB")
     for n in runners:
-        print(f"projection: scoring FF++ c23 at every 5th frame ({FFPP_C23_FRAMES:,} crops) with "
-              f"{n}: {FFPP_C23_FRAMES / med[n] / 3600:.2f} h on this machine")
+        print("\n".join(projections(f"scoring with {n}:", med[n])))
 
 
 if __name__ == "__main__":

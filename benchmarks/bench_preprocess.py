@@ -40,15 +40,12 @@ from dflab.data.landmarks import shared_landmarker
 from dflab.data.preprocess import preprocess_videos
 from dflab.data.sources import VideoRecord, list_videos
 from dflab.data.video import iter_frames_skipping
+from scale import DATASETS, NO_GPU  # benchmarks/scale.py
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 
 
-# FF++ c23: 5,000 videos (1,000 real, 4 methods) of about 509 frames; the full DFDC: 119,154
-# ten-second clips at 30 frames/s (both as their papers count them)
-FFPP_C23_FRAMES = 5_000 * 509
-DFDC_FRAMES = 119_154 * 300
 
 
 def clip_sets(tmp: Path) -> dict[str, list[VideoRecord]]:
@@ -217,18 +214,16 @@ def main() -> None:
 
 def projection(results: dict[str, dict], every: int) -> None:
     """Hours for FF++ c23 and the full DFDC at the pipeline's rate on the matching clip set."""
-    sets = {"FF++ c23": (FFPP_C23_FRAMES, "FF++"), "the full DFDC": (DFDC_FRAMES, "DFDC")}
-    for what, (frames, key) in sets.items():
+    for (what, sampled), key in zip(DATASETS.items(), ("FF++", "DFDC")):
         rate = next((r for name, r in results.items() if name.startswith(key)), None)
         if rate is None:
             print(f"projection: {what}: no {key} clips here to measure")
             continue
-        sampled = frames // every
+        sampled = sampled * 5 // every
         print(f"projection: {what} at every {every}th frame ({sampled:,} sampled frames): "
               f"{sampled / rate['pipeline'] / 3600:.1f} h at this run's pipeline rate on this "
-              f"machine ({os.cpu_count()} cores, as Colab's CPU side); decode-only would take "
-              f"{sampled / rate['decode-only'] / 3600:.1f} h; on a Colab T4: not measured (no "
-              f"GPU lent to the run that wrote docs/benchmarks.md)")
+              f"machine ({os.cpu_count()} cores, as Colab's CPU side; decode-only: "
+              f"{sampled / rate['decode-only'] / 3600:.1f} h); {NO_GPU}")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from scale import projections  # benchmarks/scale.py
 
 
 def _model(tmp: Path) -> tuple[Path, Path]:
@@ -114,6 +115,8 @@ def main() -> None:
         print(f"ratio dflab --help / python -c pass: {med[names[1]] / med[names[0]]:.2f}")
         print(f"batch of {n}: {med[names[4]] / n:.3f} s per image; ratio per-image batch / single "
               f"run: {med[names[4]] / n / med[names[2]]:.3f}")
+        print("\n".join(projections("`dflab predict` (ONNX, batches like this one) over",
+                                     n / med[names[4]], "frames")))
         jt = _job_times(tmp, run, args.repeats)
         jobs = {k: statistics.median(v) for k, v in jt.items()}
         for name, t in jt.items():
