@@ -199,6 +199,7 @@ LABELS = {
     "data.max_disk_gb": "Disk budget (GB)",
     "preprocess.detector": "Face detector", "preprocess.detector_weights": "Detector weights",
     "preprocess.every_nth": "Every Nth frame", "preprocess.num_frames": "Frames per video",
+    "preprocess.decode": "Decoder",
     "preprocess.padding": "Crop padding (× box)", "preprocess.min_confidence": "Min. face score",
     "preprocess.workers": "Worker processes", "preprocess.save_frames": "Save full frames",
     "preprocess.audio": "Audio features",

@@ -39,7 +39,7 @@ from dflab.data.faces import create_detector, crop_face, primary_face
 from dflab.data.landmarks import shared_landmarker
 from dflab.data.preprocess import preprocess_videos
 from dflab.data.sources import VideoRecord, list_videos
-from dflab.data.video import iter_frames_skipping
+from dflab.data.video import iter_frames_skipping, resolve_decode
 from scale import DATASETS, NO_GPU  # benchmarks/scale.py
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,8 +190,9 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     n = args.every
     for name, r in results.items():
-        print(f"{name}: every {n}th frame, detector yunet (packaged), landmarks "
-              f"{cfg.landmarks}: {r['frames']} sampled frames")
+        print(f"{name}: every {n}th frame, decode {cfg.decode} ({resolve_decode(cfg.decode)}), "
+              f"detector yunet (packaged), landmarks {cfg.landmarks}: {r['frames']} sampled "
+              f"frames")
         for k in ("pipeline", "pipeline-all", "decode-only", "decode-skip", "read-every"):
             print(f"  {k:<13} {r[k]:8.1f} sampled frames/s")
         print(f"  {'keyframes':<13} {r['keyframes']:8.1f} frames/s ({r['keyframes-frames']} "

@@ -22,6 +22,8 @@ tail -3 "$out/tests.log"
 timeout 180 $PY benchmarks/bench_train.py --backbone tf_efficientnet_b4 --size 380 --batch 32 \
   > "$out/train.log" 2>&1; bench=$?
 timeout 120 $PY benchmarks/bench_features.py > "$out/features.log" 2>&1
+# preprocessing with decode auto: NVDEC where torchcodec is installed, else the CPU skip decoder
+timeout 300 $PY benchmarks/bench_preprocess.py > "$out/preprocess.log" 2>&1
 $PY - "$out" "$tests" "$bench" <<'PYEOF'
 import re, sys
 from pathlib import Path
@@ -35,6 +37,10 @@ rows.append(("trainer / bare loop", (re.findall(r"ratio[^\d]*([\d.]+)", t) or ["
 f = (out / "features.log").read_text()
 rows.append(("features, torch backend on the GPU (crops/s)",
              (re.findall(r"torch[^\n]*?([\d.]+) crops/s", f) or ["n/a"])[0]))
+p = (out / "preprocess.log").read_text()
+for clips, dec, fps in re.findall(r"^(\S+ \S+) .*?decode auto \((\w+)\).*?\n\s+pipeline\s+([\d.]+)",
+                                  p, re.M | re.S):
+    rows.append((f"preprocessing {clips}, decoder {dec}, sampled frames/s", fps))
 w = max(len(r[0]) for r in rows)
 for k, v in rows:
     print(f"{k:<{w}}  {v}")

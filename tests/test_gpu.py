@@ -60,3 +60,21 @@ def test_onnxruntime_cuda_provider_agrees_with_torch(tiny_lab, tmp_path):
     x = np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32)
     assert sess.get_providers()[0] == "CUDAExecutionProvider"
     assert ex["parity_ok"] and np.isfinite(sess.run(None, {"input": x})[0]).all()
+
+
+def test_nvdec_takes_the_frames_the_cpu_takes(tmp_path):
+    """preprocess.decode nvdec (torchcodec's CUDA decoder): the same frame indices as the CPU
+    decoders, pixels within a few levels (NVIDIA's colour conversion is not swscale's)."""
+    pytest.importorskip("torchcodec", reason="torchcodec is not installed (pip install torchcodec)")
+    from test_video import write_x264
+
+    from dflab.data.video import iter_frames_nvdec, iter_frames_skipping, resolve_decode
+
+    assert resolve_decode("auto") == "nvdec"
+    p = write_x264(tmp_path / "b.mp4", size=(256, 192))
+    cpu = list(iter_frames_skipping(p, every_nth=5))
+    gpu = list(iter_frames_nvdec(p, every_nth=5))
+    assert [i for i, _ in gpu] == [i for i, _ in cpu]
+    for (_, a), (_, b) in zip(gpu, cpu):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        assert np.abs(a.astype(int) - b).mean() < 3.0

@@ -59,10 +59,10 @@ class DataTab(Tab):
         self.dfdc_job.start.on_click(lambda _: self.stream_dfdc())
         self.pre_form = ConfigForm(cfg.preprocess, "preprocess",
                                    ["detector", "detector_weights", "every_nth", "num_frames",
-                                    "padding", "min_confidence", "workers", "save_frames",
-                                    "audio"],
-                                   advanced=["detector_weights", "padding", "min_confidence",
-                                             "workers", "save_frames"])
+                                    "decode", "padding", "min_confidence", "workers",
+                                    "save_frames", "audio"],
+                                   advanced=["detector_weights", "decode", "padding",
+                                             "min_confidence", "workers", "save_frames"])
         # a Dask scheduler spreads preprocessing (and feature extraction) over machines
         self.cluster_form = ConfigForm(cfg.env, "env", ["cluster"])
         self.cluster_form.inputs["cluster"].placeholder = "(this machine) tcp://HOST:8786 or local:N"

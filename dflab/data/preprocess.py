@@ -418,6 +418,7 @@ def preprocess_videos(records: list[VideoRecord], out: str | Path, cfg: Preproce
     # Long on purpose: one shard's life in order (check settings, lock, schedule on a pool or Dask,
     # collect errors, index, report); the pieces share the lock and the error list.
     out = Path(out)
+    resolve_decode(cfg.decode)  # a decoder this machine lacks is one error, not one per video
     changes = settings_changes(out, cfg) if out.exists() else {}
     if changes and not force:
         raise ValueError(

@@ -212,13 +212,21 @@ def iter_frames_skipping(path: str | Path, indices: list[int] | None = None, eve
         log.info("%s: packets without distinct timestamps; decoding every frame", path)
         yield from iter_frames(path, indices, every_nth)
         return
-    rank = {q: i for i, q in enumerate(order)}
     if keyframes:
         wanted = None
     elif indices is not None:
         wanted = {order[i] for i in indices if 0 <= i < len(order)}
     else:
         wanted = set(order[::every_nth]) if every_nth > 0 else set()
+    yield from _decode_wanted(path, {q: i for i, q in enumerate(order)}, wanted, threads)
+
+
+def _decode_wanted(path: str | Path, rank: dict[int, int], wanted: set[int] | None, threads: int
+                   ) -> Iterator[tuple[int, np.ndarray | None]]:
+    """(frame index, BGR frame or None) of the packets whose timestamps are ``wanted`` (None:
+    the keyframes), in order; the rest skipped where no other frame refers to them."""
+    import av
+
     missing = sorted(rank[q] for q in wanted) if wanted is not None else []
     pending = 0  # missing[:pending] are yielded or known lost
     with av.open(str(path)) as container:
@@ -227,7 +235,7 @@ def iter_frames_skipping(path: str | Path, indices: list[int] | None = None, eve
             stream.thread_type = "AUTO"  # frame threads, as OpenCV's FFmpeg backend uses
             stream.thread_count = threads
         ctx = stream.codec_context
-        ctx.skip_frame = "NONKEY" if keyframes else "DEFAULT"
+        ctx.skip_frame = "NONKEY" if wanted is None else "DEFAULT"
         for packet in container.demux(stream):
             if wanted is not None:
                 ctx.skip_frame = "DEFAULT" if packet.pts in wanted else "NONREF"
