@@ -222,3 +222,16 @@ def test_a_labels_csv_with_its_own_fps_column_does_not_break_the_statistics(demo
     stats = dataset_stats(out)
     assert stats["fps"]["mean"] > 0 and stats["resolution_videos"] == {"320x320": 4}
     assert stats["demographics"] == {"gender": {"f": 4}}
+
+
+def test_decoders_that_take_the_same_frames_resume_each_other():
+    """skip and all take the same frames, so a folder made by one resumes with the other (and
+    a folder made before the setting existed, by OpenCV, with the default); keyframes does not."""
+    from dflab.data.preprocess import _differ
+
+    old = {"every_nth": 5, "detector": "yunet"}  # no decode: made before the setting
+    assert _differ(old, {"every_nth": 5, "detector": "yunet", "decode": "auto"}) == {}
+    assert _differ({**old, "decode": "skip"}, {**old, "decode": "all"}) == {}
+    assert _differ(old, {**old, "decode": "keyframes"}) == {"decode": ("all", "keyframes")}
+    assert _differ({**old, "decode": "skip"}, {**old, "decode": "nvdec"}) == \
+        {"decode": ("skip", "nvdec")}

@@ -395,8 +395,7 @@ def _decode_family(decode: str) -> str:
 
 
 def _differ(before: dict[str, Any], now: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    # folders made before the setting existed were decoded by OpenCV (all)
-    before = {"decode": "all", **before} if "every_nth" in before else before
+    before = {"decode": "all", **before}  # made before the setting existed: OpenCV decoded all
     return {k: (before[k], v) for k, v in now.items()
             if k in before and k not in NEUTRAL_SETTINGS and before[k] != v
             and not (k == "decode" and _decode_family(before[k]) == _decode_family(v))}
