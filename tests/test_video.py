@@ -157,17 +157,13 @@ def test_skipping_decoder_bad_files_and_no_timestamps(tmp_path):
     assert [i for i, _ in iter_frames_skipping(p, every_nth=5)] == [0, 5, 10, 15]
 
 
-def test_skipping_decoder_on_real_clips():
+def test_skipping_decoder_on_real_clips(shared_data):
     """FF++ c23 (x264, yuv444p) and DFDC (yuv420p) clips: every 5th frame, pixel for pixel."""
-    from pathlib import Path
-
     from dflab.data.video import iter_frames_skipping
 
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
-    clips = sorted(shared.glob("ffpp/original_sequences/*/c23/videos/*.mp4"))[:1] + \
-        sorted(shared.glob("dfdc/*/*.mp4"))[:1]
-    if len(clips) < 2:
-        pytest.skip(f"no FF++ and DFDC clips under {shared} (../shared/data is absent)")
+    clips = sorted(shared_data.glob("ffpp/original_sequences/*/c23/videos/*.mp4"))[:1] + \
+        sorted(shared_data.glob("dfdc/*/*.mp4"))[:1]
+    assert len(clips) == 2, f"no FF++ or no DFDC clip under {shared_data}"
     for p in clips:
         want = list(iter_frames(p, every_nth=5))
         got = list(iter_frames_skipping(p, every_nth=5))
