@@ -55,19 +55,26 @@ class VideoInfo:
         return asdict(self)
 
 
-def _open(path: str | Path):
-    import cv2
-
+def _check_file(path: str | Path) -> Path:
     p = Path(path)
     if not p.exists():
         raise VideoError(f"'{p}' does not exist")
     if p.stat().st_size == 0:
         raise VideoError(f"'{p}' is empty (0 bytes); re-download or remove it")
+    return p
+
+
+CANNOT_OPEN = "cannot be opened as a video (not a video, or an unsupported or truncated container)"
+
+
+def _open(path: str | Path):
+    import cv2
+
+    p = _check_file(path)
     cap = cv2.VideoCapture(str(p))
     if not cap.isOpened():
         cap.release()
-        raise VideoError(f"'{p}' cannot be opened as a video (not a video, or an unsupported or "
-                         f"truncated container)")
+        raise VideoError(f"'{p}' {CANNOT_OPEN}")
     return cap
 
 
@@ -201,13 +208,14 @@ def iter_frames_skipping(path: str | Path, indices: list[int] | None = None, eve
     """
     import av
 
-    _open(path).release()  # the same errors as the other decoders for missing, empty, unreadable
+    p = _check_file(path)
     try:
-        with av.open(str(path)) as container:
+        with av.open(str(p)) as container:
+            if not container.streams.video:
+                raise VideoError(f"'{p}' has no video stream")
             order = _presentation_order(container)
-    except av.error.FFmpegError as exc:
-        raise VideoError(f"'{path}' cannot be demuxed by FFmpeg ({exc}); a truncated or damaged "
-                         f"file: copy it again") from exc
+    except av.error.FFmpegError as exc:  # the same words as OpenCV's path for an unreadable file
+        raise VideoError(f"'{p}' {CANNOT_OPEN}; FFmpeg: {exc}") from exc
     if order is None:
         log.info("%s: packets without distinct timestamps; decoding every frame", path)
         yield from iter_frames(path, indices, every_nth)
@@ -263,7 +271,7 @@ def iter_frames_nvdec(path: str | Path, indices: list[int] | None = None, every_
     call, copied back as BGR arrays for the detector and the JPEG writer."""
     from torchcodec.decoders import VideoDecoder
 
-    _open(path).release()
+    _check_file(path)
     decoder = VideoDecoder(str(path), device="cuda", seek_mode="exact")
     n = len(decoder)
     chosen = [i for i in indices if 0 <= i < n] if indices is not None else \
