@@ -95,5 +95,6 @@ def main() -> None:
         print(f"projection: one epoch over {what} at every 5th frame ({n:,}) with this model and "
               f"size: {n / trainer_ips / 3600:.1f} h on this machine; {NO_GPU}")
 
+
 if __name__ == "__main__":
     main()
